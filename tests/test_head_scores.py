@@ -3,7 +3,10 @@
 import pytest
 import torch
 
+from iclab.models import ModelConfig, Transformer
 from iclab.analysis.heads import (
+    copying_score,
+    direct_ov_logits,
     detection_score,
     duplicate_token_detection,
     icl_score,
@@ -76,3 +79,37 @@ def test_repeated_tokens_repeat_and_icl_score_sign():
     assert tokens.shape == (2, 16) and torch.equal(tokens[:, 1:6], tokens[:, 6:11])
     loss = torch.tensor([[3.0, 2.0, 1.0], [3.0, 2.0, 1.5]])
     assert icl_score(loss, late=2, early=0) == pytest.approx(-1.75)
+
+
+def test_copying_score_is_one_for_a_copier_minus_one_for_an_anti_copier():
+    V, N = 20, 12
+    tokens = torch.randint(V, (N,), generator=torch.Generator().manual_seed(0))
+    copy = 3.0 * torch.nn.functional.one_hot(tokens, V).float()  # [N, V]
+    noise = torch.randn(N, V, generator=torch.Generator().manual_seed(1))
+    ov = torch.stack([copy, -copy, noise, copy + 0.1 * noise])  # [H=4, N, V]
+    score = copying_score(ov, tokens)
+    assert score[0] == pytest.approx(1.0, abs=1e-6)
+    assert score[1] == pytest.approx(-1.0, abs=1e-6)
+    assert score[2] < 0.0  # a random head raises its own token by chance only
+    assert 0.5 < score[3] < 1.0
+    assert copying_score(ov.expand(2, 4, N, V), tokens).shape == (2, 4)
+
+
+def test_a_model_whose_ov_circuit_is_the_identity_copies():
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, attn_only=True, normalization="none", d_vocab=16, n_ctx=8)
+    model = Transformer(cfg)
+    with torch.no_grad():
+        model.W_E.copy_(torch.eye(16))
+        model.W_U.copy_(torch.eye(16))
+        attn = model.blocks[0].attn
+        eye = torch.eye(16)[:, :8]  # head 0 reads and writes the first 8 directions unchanged
+        attn.W_V[0].copy_(eye)
+        attn.W_O[0].copy_(eye.T)
+        attn.W_V[1].copy_(eye)
+        attn.W_O[1].copy_(-eye.T)  # head 1 lowers what it reads
+    tokens = torch.arange(8)
+    ov = direct_ov_logits(model, tokens)
+    assert ov.shape == (1, 2, 8, 16)
+    score = copying_score(ov, tokens)
+    assert score[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert score[0, 1] == pytest.approx(-1.0, abs=1e-5)

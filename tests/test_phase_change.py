@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from iclab.analysis.phase_change import loss_bump, loss_pca, phase_change_window
+from iclab.analysis.phase_change import loss_bump, loss_pca, nonconvex_stretch, phase_change_window
 
 
 def test_the_window_brackets_a_sigmoidal_drop_of_the_icl_score():
@@ -45,3 +45,14 @@ def test_pca_finds_the_turn_of_the_trajectory():
     d = np.diff(traj.coords, axis=0)
     cos = (d[10] @ d[40]) / np.linalg.norm(d[10]) / np.linalg.norm(d[40])
     assert abs(cos) < 0.2, "the two halves move in near-orthogonal directions: a sharp turn"
+
+
+def test_a_power_law_is_convex_in_log_tokens_and_a_plateau_then_drop_is_not():
+    tokens = np.geomspace(1e4, 1e8, 80)
+    power_law = 2.0 + 3.0 * tokens**-0.2
+    assert nonconvex_stretch(tokens, power_law) is None
+    drop = power_law - 1.0 / (1 + np.exp(-6 * (np.log(tokens) - np.log(1e6))))  # a sudden extra 1-nat drop at 1e6 tokens
+    stretch = nonconvex_stretch(tokens, drop)
+    assert stretch is not None
+    assert stretch[0] < 1e6 <= stretch[1]
+    assert stretch[1] / stretch[0] < 30, "the stretch is the onset of the drop, not the whole curve"

@@ -87,3 +87,35 @@ def icl_score(token_loss: torch.Tensor, late: int, early: int) -> float:
     token_loss [B, T] per-token loss (nats); Olsson et al. use tokens 500 and 50 of 512.
     """
     return float(token_loss[:, late].mean() - token_loss[:, early].mean())
+
+
+def copying_score(ov_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Olsson et al.'s copying score from a head's direct OV path, rescaled to [-1, 1].
+
+    ov_logits [..., H, N, V]: logits the head writes when it attends to source token ``tokens[n]``
+    (W_U W_O W_V applied to that token's embedding); tokens [N].
+    Per source token: subtract the mean logit, ReLU, and take the raise given to the attended
+    token itself over the total absolute change of all logits. Centred logits have equal positive
+    and negative mass, so that ratio lies in [0, 0.5]; its mean over tokens is mapped linearly
+    to [-1, 1] (1: the head raises exactly the token it attends to). Returns [..., H].
+    """
+    centred = ov_logits - ov_logits.mean(dim=-1, keepdim=True)
+    index = tokens.view(*([1] * (centred.dim() - 2)), -1, 1).expand(*centred.shape[:-1], 1)
+    own = centred.gather(-1, index).squeeze(-1).clamp(min=0)  # [..., H, N]
+    ratio = own / centred.abs().sum(dim=-1).clamp(min=1e-12)
+    return 4 * ratio.mean(dim=-1) - 1
+
+
+@torch.no_grad()
+def direct_ov_logits(model, tokens: torch.Tensor) -> torch.Tensor:
+    """[L, H, N, V]: the logits each head of an iclab :class:`~iclab.models.Transformer` writes, through its
+    direct path, when attending to a token of ``tokens`` [N] (embedding -> the layer's norm -> W_V, W_O
+    -> final norm -> W_U; value and output biases left out, they do not depend on the token)."""
+    x = model.W_E[tokens]  # [N, D]
+    out = []
+    for block in model.blocks:
+        attn = block.attn
+        v = torch.einsum("nd,hde->hne", block.ln1(x), attn.W_V)  # [H, N, E]
+        result = torch.einsum("hne,hed->hnd", v, attn.W_O)  # [H, N, D]
+        out.append(model.ln_final(result) @ model.W_U)  # [H, N, V]
+    return torch.stack(out)

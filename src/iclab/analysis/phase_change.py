@@ -81,3 +81,33 @@ def loss_bump(steps: np.ndarray, losses: np.ndarray, smooth: int = 5, min_rise: 
             i = j
         i += 1
     return best
+
+
+def nonconvex_stretch(tokens: np.ndarray, losses: np.ndarray, min_drop: float = 0.02) -> tuple[float, float] | None:
+    """The token range where the loss, as a function of log tokens, is concave (its decrease accelerates),
+    the stretch with the largest accumulated slope change; None if the curve is convex up to ``min_drop`` nats.
+
+    A loss that follows a power law or any steady decay is convex in log tokens; a plateau followed by a sudden
+    drop is not. Olsson et al.'s bump is this non-convex part. tokens [S] increasing and > 0, losses [S].
+    """
+    t = np.log(np.asarray(tokens, dtype=np.float64))
+    y = np.asarray(losses, dtype=np.float64)
+    if len(y) < 4:
+        return None
+    slope = np.diff(y) / np.diff(t)  # [S-1]
+    # slope decreasing = concave; measure it as the extra drop over the stretch beyond a straight continuation
+    bend = np.diff(slope)  # [S-2], < 0 where the decrease accelerates
+    best, best_gain = None, 0.0
+    i = 0
+    while i < len(bend):
+        if bend[i] < 0:
+            j = i
+            while j + 1 < len(bend) and bend[j + 1] < 0:
+                j += 1
+            # loss actually reached at the stretch's end vs continuing the slope it started with
+            gain = (y[i + 1] + slope[i] * (t[j + 2] - t[i + 1])) - y[j + 2]
+            if gain > best_gain:
+                best, best_gain = (float(tokens[i]), float(tokens[j + 2])), gain
+            i = j
+        i += 1
+    return best if best_gain >= min_drop else None

@@ -34,7 +34,7 @@ STUDIES: dict[str, StudyInfo] = {
             "Akyürek et al. 2023; Garg et al. 2022",
             built=True,
         ),
-        StudyInfo("induction", "Induction heads and the ICL phase change", "Olsson et al. 2022", built=False),
+        StudyInfo("induction", "Induction heads and the ICL phase change", "Olsson et al. 2022", built=True),
         StudyInfo("spinglass", "Linear attention as a spin glass; ICL from task diversity", "Li, Bai, Huang 2024", built=True),
         StudyInfo("addk", "Few-shot addition localized to a few heads", "Hu et al. 2025", built=False),
     )

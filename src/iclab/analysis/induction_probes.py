@@ -1,0 +1,80 @@
+"""Scoring an iclab token model for induction: everything the induction study measures on one set of weights.
+
+One call of :func:`score_model` gives, for a model at one snapshot,
+  - the ICL score and per-token losses on fixed held-out sequences,
+  - per-head prefix-matching and previous-token scores (from one cached forward
+    pass on repeated random tokens, patterns only) and copying scores (from the
+    heads' direct OV paths, no forward pass).
+The probes are built once by :func:`make_probes` and reused for every snapshot,
+so scores at different snapshots are comparable and cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from iclab.analysis.heads import (
+    copying_score,
+    direct_ov_logits,
+    icl_score,
+    prefix_matching_score,
+    previous_token_score,
+    repeated_random_tokens,
+)
+from iclab.models import Transformer, run_with_cache
+from iclab.tasks.induction import InductionTask
+
+
+@dataclass
+class Probes:
+    sequences: dict[str, torch.Tensor]  # name -> held-out tokens [B, T] (e.g. "mixture", "natural")
+    repeated: torch.Tensor  # [B, 1 + n * r] BOS + random tokens repeated
+    ov_tokens: torch.Tensor  # [N] source tokens for the copying score
+    loss_positions: torch.Tensor  # [K, 2] (sequence, position) pairs of the "mixture" set, for the loss PCA
+
+
+def make_probes(sequences: dict[str, torch.Tensor], vocab: torch.Tensor, generator: torch.Generator, *, length: int = 25,
+                repeats: int = 4, batch: int = 64, n_ov_tokens: int = 64, n_loss_positions: int = 256) -> Probes:
+    """Fixed probe data. ``vocab`` [V']: tokens the random probes draw from (BOS is ``vocab[0]`` left out)."""
+    bos, pool = vocab[0], vocab[1:]
+    rep = repeated_random_tokens(batch, length, repeats, pool, generator, bos=int(bos))
+    ov = pool[torch.randperm(len(pool), generator=generator)[:n_ov_tokens]]
+    mix = sequences["mixture"]
+    B, T = mix.shape
+    pos = torch.stack([torch.randint(B, (n_loss_positions,), generator=generator),
+                       torch.randint(T - 1, (n_loss_positions,), generator=generator)], dim=1)
+    return Probes(sequences, rep, ov, pos)
+
+
+def icl_positions(n_ctx: int) -> tuple[int, int]:
+    """Olsson et al.'s tokens 500 and 50 (of 512), rescaled to a context of ``n_ctx`` (indices into [T-1] losses)."""
+    return min(n_ctx - 2, round(n_ctx * 500 / 512)), round(n_ctx * 50 / 512)
+
+
+@torch.no_grad()
+def token_losses(model: Transformer, tokens: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Per-token loss [B, T-1] in batches."""
+    out = [InductionTask.token_losses(model(tokens[i : i + batch]), tokens[i : i + batch]) for i in range(0, len(tokens), batch)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def score_model(model: Transformer, probes: Probes) -> dict:
+    """Scores of one set of weights (plain lists, JSON-ready): icl_score / loss per held-out set,
+    per-position losses [K], and per-head [L][H] prefix_matching, previous_token, copying."""
+    out: dict = {}
+    for name, seqs in probes.sequences.items():
+        losses = token_losses(model, seqs)
+        late, early = icl_positions(seqs.shape[1])
+        out[f"icl_score/{name}"] = icl_score(losses, late, early)
+        out[f"loss/{name}"] = float(losses.mean())
+        if name == "mixture":
+            out["position_losses"] = losses[probes.loss_positions[:, 0], probes.loss_positions[:, 1]].tolist()
+    _, cache = run_with_cache(model, probes.repeated, names=lambda n: n.endswith("attn.hook_pattern"))
+    patterns = cache.stack("attn.hook_pattern")  # [L, B, H, T, T]
+    out["prefix_matching"] = prefix_matching_score(patterns, probes.repeated).tolist()
+    out["previous_token"] = previous_token_score(patterns).tolist()
+    out["copying"] = copying_score(direct_ov_logits(model, probes.ov_tokens), probes.ov_tokens).tolist()
+    return out

@@ -1,0 +1,232 @@
+"""The :class:`HeadModel` interface: per-head z, results, interventions and greedy decoding.
+
+Shapes: ids [B, T]; z [B, T, H, E]; residual [B, T, D]; W_O [H, E, D];
+patterns [L, B, H, T, S]; values [L, B, S, H, E] (already expanded from the
+key / value heads to the query heads under grouped-query attention).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+from iclab.errors import IclabError
+
+ZFn = Callable[[torch.Tensor], torch.Tensor]  # z [B, T, H, E] -> z
+ResidFn = Callable[[torch.Tensor], torch.Tensor]  # residual [B, T, D] -> residual
+
+
+@dataclass
+class Intervention:
+    """Changes to a forward pass at absolute positions >= ``start`` (every position when None).
+
+    ``head_scale`` [L, H]: multiplies each head's z (1 keeps it, 0 zero-ablates it).
+    ``replace_mask`` [L, H] bool with ``replace_z`` [L, H, E]: those heads' z are replaced
+    (mean ablation with task-mean z). ``add_layer`` and ``add_vector`` [D]: added to the residual
+    stream at the input of that layer (a function vector); ``add_layer = L`` is the final residual.
+    """
+
+    head_scale: torch.Tensor | None = None
+    replace_mask: torch.Tensor | None = None
+    replace_z: torch.Tensor | None = None
+    add_layer: int | None = None
+    add_vector: torch.Tensor | None = None
+    start: int | None = None
+
+    def layers_touched(self) -> set[int]:
+        out: set[int] = set()
+        if self.head_scale is not None:
+            out |= set(range(self.head_scale.shape[0]))
+        if self.replace_mask is not None:
+            out |= {int(i) for i in torch.nonzero(self.replace_mask.any(-1)).flatten()}
+        return out
+
+
+class ZCache:
+    """z captured by :meth:`HeadModel.capture_z`: ``z`` [L, B, T, H, E] (T: the captured positions)."""
+
+    def __init__(self, n_layers: int):
+        self.parts: list[torch.Tensor | None] = [None] * n_layers
+
+    @property
+    def z(self) -> torch.Tensor:
+        if any(p is None for p in self.parts):
+            raise IclabError("no forward pass ran inside capture_z(), nothing was captured")
+        return torch.stack(self.parts)
+
+
+class HeadModel(ABC):
+    """A causal LM seen head by head. Subclasses give shapes, weights and hook registration."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_model: int
+    bos_id: int | None
+
+    def __init__(self) -> None:
+        self._offset = 0  # absolute position of the first token of the current forward call
+
+    # ------------------------------------------------------------------ what a family provides
+    @abstractmethod
+    def encode(self, text: str, bos: bool = True) -> list[int]: ...
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str: ...
+
+    @abstractmethod
+    def W_O(self, layer: int) -> torch.Tensor:
+        """[H, E, D]: head h's share of the output projection."""
+
+    @abstractmethod
+    def b_O(self, layer: int) -> torch.Tensor:
+        """[D]: the output projection's bias (zeros when it has none)."""
+
+    @abstractmethod
+    def _hook_z(self, layer: int, fn: ZFn) -> Any:
+        """Register ``fn`` on the input of the layer's output projection; returns a handle with ``remove()``."""
+
+    @abstractmethod
+    def _hook_resid(self, layer: int, fn: ResidFn) -> Any:
+        """Register ``fn`` on the residual stream entering ``layer`` (``n_layers``: the final residual)."""
+
+    @abstractmethod
+    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
+        """Logits [B, T, V] (float32) and the new cache (None when unsupported)."""
+
+    @abstractmethod
+    def patterns(self, ids: torch.Tensor) -> torch.Tensor:
+        """[L, B, H, T, S] attention patterns."""
+
+    @abstractmethod
+    def values(self, ids: torch.Tensor) -> torch.Tensor:
+        """[L, B, S, H, E] value vectors seen by each query head."""
+
+    @property
+    @abstractmethod
+    def device(self) -> torch.device: ...
+
+    # ------------------------------------------------------------------ shared behaviour
+    def kv_head(self, head: int) -> int:
+        """The key / value head query head ``head`` reads (grouped-query attention)."""
+        return head // (self.n_heads // self.n_kv_heads)
+
+    def W_O_all(self) -> torch.Tensor:
+        """[L, H, E, D] float32."""
+        return torch.stack([self.W_O(layer).float() for layer in range(self.n_layers)])
+
+    @torch.no_grad()
+    def logits(self, ids: torch.Tensor, intervention: Intervention | None = None) -> torch.Tensor:
+        with self.intervene(intervention):
+            return self._forward(ids.to(self.device))[0]
+
+    def logits_grad(self, ids: torch.Tensor, intervention: Intervention | None = None) -> torch.Tensor:
+        """Logits with gradients flowing into the intervention's tensors (the model's weights stay frozen)."""
+        with self.intervene(intervention):
+            return self._forward(ids.to(self.device))[0]
+
+    def _positions(self, T: int, start: int | None) -> slice:
+        if start is None:
+            return slice(0, T)
+        return slice(max(0, start - self._offset), T)
+
+    @contextlib.contextmanager
+    def intervene(self, iv: Intervention | None) -> Iterator["HeadModel"]:
+        handles = []
+        try:
+            if iv is not None:
+                for layer in sorted(iv.layers_touched()):
+                    handles.append(self._hook_z(layer, self._z_editor(iv, layer)))
+                if iv.add_vector is not None:
+                    if iv.add_layer is None or not 0 <= iv.add_layer <= self.n_layers:
+                        raise IclabError(f"add_layer must lie in [0, {self.n_layers}], got {iv.add_layer}")
+                    handles.append(self._hook_resid(iv.add_layer, self._adder(iv)))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _z_editor(self, iv: Intervention, layer: int) -> ZFn:
+        def edit(z: torch.Tensor) -> torch.Tensor:
+            sl = self._positions(z.shape[1], iv.start)
+            z = z.clone()
+            if iv.replace_mask is not None and bool(iv.replace_mask[layer].any()):
+                m = iv.replace_mask[layer].to(z.device)
+                z[:, sl, m] = iv.replace_z[layer, m].to(z)
+            if iv.head_scale is not None:
+                z[:, sl] = z[:, sl] * iv.head_scale[layer].to(z).view(1, 1, -1, 1)
+            return z
+
+        return edit
+
+    def _adder(self, iv: Intervention) -> ResidFn:
+        def add(resid: torch.Tensor) -> torch.Tensor:
+            sl = self._positions(resid.shape[1], iv.start)
+            bump = torch.zeros_like(resid)
+            bump[:, sl] = iv.add_vector.to(resid)
+            return resid + bump
+
+        return add
+
+    @contextlib.contextmanager
+    def capture_z(self, positions: slice | int | None = None) -> Iterator[ZCache]:
+        """Within the block, every forward pass stores z at ``positions`` (all when None) into the cache."""
+        cache = ZCache(self.n_layers)
+        handles = []
+
+        def make(layer: int) -> ZFn:
+            def grab(z: torch.Tensor) -> torch.Tensor:
+                sel = z if positions is None else z[:, positions]
+                cache.parts[layer] = (sel.unsqueeze(1) if isinstance(positions, int) else sel).detach().float()
+                return z
+
+            return grab
+
+        try:
+            for layer in range(self.n_layers):
+                handles.append(self._hook_z(layer, make(layer)))
+            yield cache
+        finally:
+            for h in handles:
+                h.remove()
+
+    def head_results(self, z: torch.Tensor) -> torch.Tensor:
+        """z [L, ..., H, E] -> per-head results [L, ..., H, D] (z @ W_O[h])."""
+        W = self.W_O_all().to(z.device)
+        return torch.einsum("l...he,lhed->l...hd", z, W)
+
+
+@torch.no_grad()
+def greedy_generate(model: HeadModel, ids: torch.Tensor, n_new: int, intervention: Intervention | None = None,
+                    use_cache: bool = True) -> torch.Tensor:
+    """Greedy continuation [B, n_new] of prompts ``ids`` [B, T] (all the same length), under ``intervention``.
+
+    With ``use_cache`` each new token costs one forward pass over that token only (the key / value cache);
+    without, the whole sequence is re-run for every token (the baseline the benchmark compares against).
+    Interventions with ``start`` apply at absolute positions either way.
+    """
+    ids = ids.to(model.device)
+    out = []
+    with model.intervene(intervention):
+        model._offset = 0
+        logits, past = model._forward(ids, None, use_cache)
+        seq = ids
+        for i in range(n_new):
+            nxt = logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
+            out.append(nxt)
+            if i == n_new - 1:
+                break
+            seq = torch.cat([seq, nxt], dim=1)
+            if use_cache and past is not None:
+                model._offset = seq.shape[1] - 1
+                logits, past = model._forward(nxt, past, True)
+            else:
+                model._offset = 0
+                logits, _ = model._forward(seq, None, False)
+        model._offset = 0
+    return torch.cat(out, dim=1)

@@ -1,0 +1,218 @@
+"""Hugging Face causal LMs from a local folder, behind the :class:`HeadModel` interface.
+
+Supported families (by ``config.model_type``) and where their heads live:
+
+    llama, qwen2, qwen3, mistral   model.layers[l].self_attn.o_proj   (Linear, z = its input)
+    gpt2                           transformer.h[l].attn.c_proj        (Conv1D: y = x W + b)
+    gpt_neox                       gpt_neox.layers[l].attention.dense  (Linear)
+
+Per-head z is the input of that projection, reshaped [B, T, H, E]; W_O[h] is
+the projection's slice for head h. Attention patterns come from the model's own
+eager attention (``output_attentions``); value vectors from the value
+projection, expanded to query heads under grouped-query attention.
+Nothing is ever downloaded: only ``local_files_only`` loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from iclab.errors import IclabError
+from iclab.heads.base import HeadModel, ResidFn, ZFn
+
+
+@dataclass(frozen=True)
+class Family:
+    layers: str  # attribute path of the decoder layers (ModuleList)
+    attn: str  # attribute of a layer: its attention module
+    out_proj: str  # attribute of the attention module: the output projection
+    conv1d: bool  # GPT-2's Conv1D stores the weight as [in, out]
+    values: Callable[[nn.Module, torch.Tensor, int, int], torch.Tensor]  # (attn, normed hidden [B,S,D], H_kv, E) -> [B,S,H_kv,E]
+    final_norm: str  # attribute path of the norm before the unembedding
+
+
+def _v_llama(attn: nn.Module, x: torch.Tensor, kv: int, E: int) -> torch.Tensor:
+    return attn.v_proj(x).view(*x.shape[:-1], kv, E)
+
+
+def _v_gpt2(attn: nn.Module, x: torch.Tensor, kv: int, E: int) -> torch.Tensor:
+    D = x.shape[-1]
+    return attn.c_attn(x)[..., 2 * D :].view(*x.shape[:-1], kv, E)
+
+
+def _v_neox(attn: nn.Module, x: torch.Tensor, kv: int, E: int) -> torch.Tensor:
+    return attn.query_key_value(x).view(*x.shape[:-1], kv, 3 * E)[..., 2 * E :]  # per head [q | k | v]
+
+
+LLAMA_LIKE = Family("model.layers", "self_attn", "o_proj", False, _v_llama, "model.norm")
+FAMILIES: dict[str, Family] = {
+    "llama": LLAMA_LIKE,
+    "qwen2": LLAMA_LIKE,
+    "qwen3": LLAMA_LIKE,
+    "mistral": LLAMA_LIKE,
+    "gpt2": Family("transformer.h", "attn", "c_proj", True, _v_gpt2, "transformer.ln_f"),
+    "gpt_neox": Family("gpt_neox.layers", "attention", "dense", False, _v_neox, "gpt_neox.final_layer_norm"),
+}
+
+
+def _get(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class HFHeadModel(HeadModel):
+    """A ``transformers`` causal LM (already built) with its tokenizer (optional for id-only use)."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any = None):
+        super().__init__()
+        cfg = model.config
+        if cfg.model_type not in FAMILIES:
+            raise IclabError(f"model type {cfg.model_type!r} is not supported; supported: {', '.join(FAMILIES)}")
+        self.family = FAMILIES[cfg.model_type]
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.layers = _get(model, self.family.layers)
+        self.n_layers = len(self.layers)
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.d_model = cfg.hidden_size
+        self.d_head = getattr(cfg, "head_dim", None) or self.d_model // self.n_heads
+        if self.n_heads % self.n_kv_heads:
+            raise IclabError(f"{self.n_heads} query heads do not split into {self.n_kv_heads} key/value groups")
+        self.bos_id = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else getattr(cfg, "bos_token_id", None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _attn(self, layer: int) -> nn.Module:
+        return getattr(self.layers[layer], self.family.attn)
+
+    def _proj(self, layer: int) -> nn.Module:
+        return getattr(self._attn(layer), self.family.out_proj)
+
+    # ------------------------------------------------------------------ tokens
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        if self.tokenizer is None:
+            raise IclabError("this model was loaded without a tokenizer; pass token ids instead of text")
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if bos:
+            if self.bos_id is None:
+                raise IclabError("the tokenizer has no BOS token; build prompts with bos=False")
+            ids = [self.bos_id, *ids]
+        return list(ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    # ------------------------------------------------------------------ weights
+    def W_O(self, layer: int) -> torch.Tensor:
+        W = self._proj(layer).weight.detach()
+        H, E, D = self.n_heads, self.d_head, self.d_model
+        if self.family.conv1d:  # [H*E, D]
+            return W.view(H, E, D)
+        return W.view(D, H, E).permute(1, 2, 0)  # Linear [D, H*E] -> [H, E, D]
+
+    def b_O(self, layer: int) -> torch.Tensor:
+        b = self._proj(layer).bias
+        return torch.zeros(self.d_model, device=self.device) if b is None else b.detach()
+
+    # ------------------------------------------------------------------ hooks
+    def _hook_z(self, layer: int, fn: ZFn) -> Any:
+        H, E = self.n_heads, self.d_head
+
+        def pre(mod: nn.Module, args: tuple) -> tuple:
+            x = args[0]
+            z = fn(x.view(*x.shape[:-1], H, E))
+            return (z.reshape(x.shape).to(x.dtype), *args[1:])
+
+        return self._proj(layer).register_forward_pre_hook(pre)
+
+    def _hook_resid(self, layer: int, fn: ResidFn) -> Any:
+        if layer == self.n_layers:  # the final norm's input
+            norm = _get(self.model, self.family.final_norm)
+            return norm.register_forward_pre_hook(lambda mod, args: (fn(args[0]).to(args[0].dtype), *args[1:]))
+
+        def pre(mod: nn.Module, args: tuple, kwargs: dict) -> tuple:
+            if args:
+                return (fn(args[0]).to(args[0].dtype), *args[1:]), kwargs
+            kwargs = dict(kwargs)
+            kwargs["hidden_states"] = fn(kwargs["hidden_states"]).to(kwargs["hidden_states"].dtype)
+            return args, kwargs
+
+        return self.layers[layer].register_forward_pre_hook(pre, with_kwargs=True)
+
+    # ------------------------------------------------------------------ passes
+    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
+        out = self.model(input_ids=ids, past_key_values=past, use_cache=use_cache)
+        return out.logits.float(), (out.past_key_values if use_cache else None)
+
+    @torch.no_grad()
+    def patterns(self, ids: torch.Tensor) -> torch.Tensor:
+        impl = self.model.config._attn_implementation
+        self.model.config._attn_implementation = "eager"  # only eager attention returns its weights
+        try:
+            for layer in self.layers:
+                getattr(layer, self.family.attn).config._attn_implementation = "eager"
+            out = self.model(input_ids=ids.to(self.device), output_attentions=True)
+        finally:
+            self.model.config._attn_implementation = impl
+        return torch.stack([a.float() for a in out.attentions])
+
+    @torch.no_grad()
+    def values(self, ids: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor | None] = [None] * self.n_layers
+        handles = []
+        group = self.n_heads // self.n_kv_heads
+
+        def make(layer: int):
+            def grab(mod, args, kwargs):
+                x = args[0] if args else kwargs["hidden_states"]
+                v = self.family.values(mod, x, self.n_kv_heads, self.d_head)  # [B, S, H_kv, E]
+                captured[layer] = v.repeat_interleave(group, dim=2).float()
+
+            return grab
+
+        try:
+            for layer in range(self.n_layers):
+                handles.append(self._attn(layer).register_forward_pre_hook(make(layer), with_kwargs=True))
+            self.model(input_ids=ids.to(self.device))
+        finally:
+            for h in handles:
+                h.remove()
+        return torch.stack(captured)
+
+
+def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "float32") -> HFHeadModel:
+    """Load a causal LM and its tokenizer from a local folder (never from the hub)."""
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as e:
+        raise IclabError("Hugging Face models need the 'hf' extra: pip install 'iclab[hf]'") from e
+    folder = Path(path)
+    if not folder.is_dir():
+        raise IclabError(f"--model {folder}: no such folder (iclab loads models from local folders only, never from the hub)")
+    if not (folder / "config.json").is_file():
+        raise IclabError(f"--model {folder}: no config.json; a Hugging Face model folder holds config.json, weights and tokenizer files")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise IclabError(f"--model {folder}: no weights (*.safetensors or *.bin) in the folder")
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+    if not any((folder / name).is_file() for name in tokenizer_files):
+        raise IclabError(f"--model {folder}: no tokenizer files (one of {', '.join(tokenizer_files)})")
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise IclabError(f"dtype {dtype!r} is not one of {', '.join(dtypes)}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtypes[dtype])
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise IclabError(f"--model {folder}: could not load it as a causal LM with a tokenizer: {e}") from e
+    return HFHeadModel(model.to(device), tokenizer)

@@ -1,0 +1,105 @@
+"""iclab's own :class:`~iclab.models.Transformer` behind the :class:`HeadModel` interface.
+
+Token models only. The tokenizer is any object with ``encode(text, bos)`` and
+``decode(ids)`` (the add-k study's number tokenizer; bytes by default). iclab
+models re-run the whole sequence for each generated token (they are small and
+their prompts short); Hugging Face models decode with a key / value cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from iclab.errors import IclabError
+from iclab.heads.base import HeadModel, ResidFn, ZFn
+from iclab.models import Transformer, run_with_cache
+
+
+class Tokenizer(Protocol):
+    bos_id: int | None
+
+    def encode(self, text: str, bos: bool = True) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class ByteTokenizer:
+    """Bytes as tokens (the induction task's vocabulary); no BOS."""
+
+    bos_id = None
+
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+class IclabHeadModel(HeadModel):
+    def __init__(self, model: Transformer, tokenizer: Tokenizer | None = None):
+        super().__init__()
+        if model.cfg.input != "tokens":
+            raise IclabError("per-head analyses need a token model (model.input = 'tokens')")
+        self.model = model.eval()
+        self.tokenizer = tokenizer or ByteTokenizer()
+        cfg = model.cfg
+        self.n_layers, self.n_heads, self.n_kv_heads = cfg.n_layers, cfg.n_heads, cfg.n_heads
+        self.d_head, self.d_model = cfg.head_dim, cfg.d_model
+        self.bos_id = self.tokenizer.bos_id
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.W_E.device
+
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, bos)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def W_O(self, layer: int) -> torch.Tensor:
+        return self.model.blocks[layer].attn.W_O.detach()
+
+    def b_O(self, layer: int) -> torch.Tensor:
+        return self.model.blocks[layer].attn.b_O.detach()
+
+    def _hook_z(self, layer: int, fn: ZFn) -> Any:
+        return self.model.blocks[layer].attn.hook_z.register_forward_hook(lambda mod, inp, out: fn(out))
+
+    def _hook_resid(self, layer: int, fn: ResidFn) -> Any:
+        if layer == self.n_layers:
+            return self.model.ln_final.register_forward_pre_hook(lambda mod, args: (fn(args[0]),))
+        return self.model.blocks[layer].hook_resid_pre.register_forward_hook(lambda mod, inp, out: fn(out))
+
+    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
+        if past is not None:
+            raise IclabError("iclab models have no key / value cache; call without past")
+        if ids.shape[1] > self.model.cfg.n_ctx:
+            raise IclabError(f"sequence of {ids.shape[1]} tokens exceeds the model's context of {self.model.cfg.n_ctx}")
+        return self.model(ids).float(), None
+
+    @torch.no_grad()
+    def patterns(self, ids: torch.Tensor) -> torch.Tensor:
+        _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_pattern"))
+        return cache.stack("attn.hook_pattern")
+
+    @torch.no_grad()
+    def values(self, ids: torch.Tensor) -> torch.Tensor:
+        _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_v"))
+        return cache.stack("attn.hook_v")
+
+
+def from_run(path: Path | str, tokenizer: Tokenizer | None = None, device: torch.device | str = "cpu") -> IclabHeadModel:
+    """An iclab run directory's final model as a :class:`HeadModel` (the task's tokenizer when it has one)."""
+    from iclab.runs import load_run
+
+    run = load_run(path, device=device)
+    if tokenizer is None:
+        make = getattr(run.config.task, "tokenizer", None)
+        tokenizer = make() if callable(make) else None
+    return IclabHeadModel(run.model, tokenizer)

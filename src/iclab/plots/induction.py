@@ -1,0 +1,149 @@
+"""Figures of the induction study (from the results of :mod:`iclab.studies.induction`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iclab.plots import plt, save
+
+
+def _tokens(traj: dict[str, Any]) -> np.ndarray:
+    return np.maximum(np.array(traj["tokens"], dtype=float), 1.0)  # step 0 drawn at 1 token on the log axis
+
+
+def icl_vs_tokens(res: dict[str, Any], folder: Path) -> Path:
+    models = list(res["trajectories"])
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], models):
+        traj = res["trajectories"][m]
+        t = _tokens(traj)
+        ax.plot(t, traj["icl_score/mixture"], label="held-out mixture")
+        ax.plot(t, traj["icl_score/natural"], label="held-out stdlib text", alpha=0.8)
+        w = res["phase_change"][m]["window"]
+        if w is not None:
+            ax.axvspan(w["start_tokens"], w["end_tokens"], color="orange", alpha=0.25, label="phase change")
+        ax.set_xscale("log")
+        ax.set_title(m, fontsize=10)
+        ax.set_xlabel("training tokens")
+    axes[0][0].set_ylabel("ICL score (nats; lower = more in-context learning)")
+    axes[0][0].legend(fontsize=7)
+    return save(fig, folder, "icl_score_vs_tokens")
+
+
+def loss_curves(res: dict[str, Any], folder: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for m, traj in res["trajectories"].items():
+        c = traj["train_curve"]
+        tokens = np.array(c["step"], dtype=float) * traj["tokens_per_step"]
+        (line,) = ax.plot(tokens, c["loss"], lw=0.6, alpha=0.5)
+        ax.plot(_tokens(traj), traj["loss/mixture"], lw=1.5, color=line.get_color(), label=f"{m} (held-out)")
+        bump = res["phase_change"][m]["bump_tokens"]
+        if bump is not None:
+            ax.axvspan(bump[0], bump[1], color=line.get_color(), alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("loss (nats)")
+    ax.set_title("Training loss (thin) and held-out loss at snapshots (shaded: bump, the non-convex stretch)", fontsize=9)
+    ax.legend(fontsize=7)
+    return save(fig, folder, "training_loss_bump")
+
+
+def head_scores_over_training(res: dict[str, Any], folder: Path) -> Path:
+    models = list(res["trajectories"])
+    fig, axes = plt.subplots(2, len(models), figsize=(3.2 * len(models), 5.6), sharex="col", squeeze=False)
+    for col, m in enumerate(models):
+        traj = res["trajectories"][m]
+        t = _tokens(traj)
+        for row, key in enumerate(("prefix_matching", "copying")):
+            scores = np.array(traj[key])  # [S, L, H]
+            ax = axes[row][col]
+            for layer in range(scores.shape[1]):
+                for h in range(scores.shape[2]):
+                    ax.plot(t, scores[:, layer, h], lw=1, color=f"C{layer}", alpha=0.8, label=f"layer {layer}" if h == 0 else None)
+            ax.set_xscale("log")
+            if col == 0:
+                ax.set_ylabel(key.replace("_", "-") + " score")
+            if row == 0:
+                ax.set_title(m, fontsize=10)
+            else:
+                ax.set_xlabel("training tokens")
+        axes[0][col].legend(fontsize=6)
+    return save(fig, folder, "head_scores_over_training")
+
+
+def scatter(res: dict[str, Any], folder: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for i, (m, traj) in enumerate(res["trajectories"].items()):
+        pm, cp = np.array(traj["prefix_matching"][-1]), np.array(traj["copying"][-1])
+        ax.scatter(cp.ravel(), pm.ravel(), color=f"C{i}", label=m, s=22)
+    ax.set_xlabel("copying score")
+    ax.set_ylabel("prefix-matching score")
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_title("Final heads: induction heads sit top right", fontsize=10)
+    ax.legend(fontsize=7)
+    return save(fig, folder, "prefix_matching_vs_copying")
+
+
+def pca_trajectory(res: dict[str, Any], folder: Path) -> Path:
+    models = list(res["trajectories"])
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], models):
+        pca = res["phase_change"][m]["pca"]
+        xy = np.array(pca["coords"])
+        t = np.log10(_tokens(res["trajectories"][m]))
+        ax.plot(xy[:, 0], xy[:, 1], color="grey", lw=0.6)
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=t, cmap="viridis", s=10)
+        ax.set_title(f"{m} ({pca['explained'][0]:.0%}, {pca['explained'][1]:.0%})", fontsize=9)
+        ax.set_xlabel("PC 1")
+    axes[0][0].set_ylabel("PC 2")
+    fig.colorbar(sc, ax=axes[0][-1], label="log10 tokens")
+    return save(fig, folder, "per_token_loss_pca")
+
+
+def ablation_bars(res: dict[str, Any], folder: Path) -> Path:
+    models = list(res["ablations"])
+    fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 3.4), sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], models):
+        abl = res["ablations"][m]
+        induction = {(h["layer"], h["head"]) for h in res["heads"][m]}
+        labels, width = None, 0.27
+        for k, kind in enumerate(("zero", "mean", "pattern_preserving")):
+            change = np.array(abl["per_head"][kind]) - abl["clean"]  # [L, H]
+            labels = [f"{layer}.{h}" for layer in range(change.shape[0]) for h in range(change.shape[1])]
+            ax.bar(np.arange(len(labels)) + (k - 1) * width, change.ravel(), width, label=kind.replace("_", "-"))
+        for i, lab in enumerate(labels):
+            if tuple(map(int, lab.split("."))) in induction:
+                ax.axvspan(i - 0.45, i + 0.45, color="orange", alpha=0.2)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+        ax.set_title(m, fontsize=10)
+    axes[0][0].set_ylabel("change in ICL score when ablated (nats)")
+    axes[0][0].legend(fontsize=6)
+    return save(fig, folder, "ablation_icl_change")
+
+
+def attention_example(res: dict[str, Any], folder: Path) -> Path:
+    ex = res["example"]
+    pattern = np.array(ex["pattern"])
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    im = ax.imshow(pattern, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlabel("key position")
+    ax.set_ylabel("query position")
+    ax.set_title(f"{ex['model']} head {ex['layer']}.{ex['head']} on repeated random tokens", fontsize=9)
+    plt.colorbar(im, ax=ax)
+    return save(fig, folder, "top_induction_head_attention")
+
+
+def plot_all(res: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
+    return [
+        icl_vs_tokens(res, folder),
+        loss_curves(res, folder),
+        head_scores_over_training(res, folder),
+        scatter(res, folder),
+        pca_trajectory(res, folder),
+        ablation_bars(res, folder),
+        attention_example(res, folder),
+    ]

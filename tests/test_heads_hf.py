@@ -1,0 +1,176 @@
+"""Per-head access on tiny random models of each supported Hugging Face family, built offline from configs."""
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from iclab.errors import IclabError  # noqa: E402
+from iclab.heads import HFHeadModel, IclabHeadModel, Intervention, greedy_generate, load_hf  # noqa: E402
+from iclab.models import ModelConfig, Transformer  # noqa: E402
+
+V = 64
+
+
+def tiny(family: str):
+    torch.manual_seed(0)
+    common = dict(vocab_size=V, bos_token_id=0, eos_token_id=1)
+    if family == "llama":
+        cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                       num_key_value_heads=2, **common)
+        return transformers.LlamaForCausalLM(cfg)
+    if family == "qwen2":
+        cfg = transformers.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                       num_key_value_heads=1, **common)
+        return transformers.Qwen2ForCausalLM(cfg)
+    if family == "mistral":
+        cfg = transformers.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2, **common)
+        return transformers.MistralForCausalLM(cfg)
+    if family == "gpt2":
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **common))
+    if family == "gpt_neox":
+        cfg = transformers.GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, **common)
+        return transformers.GPTNeoXForCausalLM(cfg)
+    raise ValueError(family)
+
+
+FAMILIES = ["llama", "qwen2", "mistral", "gpt2", "gpt_neox"]
+
+
+def ids(B=3, T=10, seed=1):
+    return torch.randint(2, V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_head_results_plus_bias_reproduce_the_attention_output(family):
+    model = HFHeadModel(tiny(family))
+    x = ids()
+    outputs = {}
+    handle = model._proj(1).register_forward_hook(lambda mod, inp, out: outputs.setdefault("out", out))
+    with model.capture_z() as cache:
+        model.logits(x)
+    handle.remove()
+    z = cache.z  # [L, B, T, H, E]
+    assert z.shape == (2, 3, 10, 4, 8)
+    results = model.head_results(z)  # [L, B, T, H, D]
+    rebuilt = results[1].sum(dim=-2) + model.b_O(1)
+    assert torch.allclose(rebuilt, outputs["out"], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_head_scaling_equals_editing_the_output_projection_by_hand(family):
+    hf = tiny(family)
+    model = HFHeadModel(hf)
+    x = ids()
+    scale = torch.ones(2, 4)
+    scale[1, 2] = 0.0
+    scale[0, 1] = 0.5
+    via_path = model.logits(x, Intervention(head_scale=scale))
+    E = model.d_head
+    with torch.no_grad():
+        for layer, head, factor in ((1, 2, 0.0), (0, 1, 0.5)):
+            W = model._proj(layer).weight
+            if model.family.conv1d:
+                W[head * E : (head + 1) * E, :] *= factor
+            else:
+                W[:, head * E : (head + 1) * E] *= factor
+    by_hand = model.logits(x)
+    assert torch.allclose(via_path, by_hand, atol=1e-5)
+    assert not torch.allclose(via_path, HFHeadModel(tiny(family)).logits(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_residual_addition_equals_adding_to_the_layer_input_by_hand(family):
+    model = HFHeadModel(tiny(family))
+    x = ids(B=2, T=6)
+    vec = torch.randn(32, generator=torch.Generator().manual_seed(3))
+    via_path = model.logits(x, Intervention(add_layer=1, add_vector=vec, start=4))
+    layer = model.layers[1]
+
+    def by_hand(mod, args, kwargs):
+        h = args[0] if args else kwargs["hidden_states"]
+        h = h.clone()
+        h[:, 4:] += vec
+        if args:
+            return (h, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": h}
+
+    handle = layer.register_forward_pre_hook(by_hand, with_kwargs=True)
+    expected = model.logits(x)
+    handle.remove()
+    assert torch.allclose(via_path, expected, atol=1e-5)
+    clean = model.logits(x)
+    assert torch.allclose(via_path[:, :4], clean[:, :4], atol=1e-5), "positions before start are untouched"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kv_cache_decoding_matches_rerunning_under_an_intervention(family):
+    model = HFHeadModel(tiny(family))
+    x = ids(B=2, T=7)
+    iv = Intervention(add_layer=1, add_vector=torch.randn(32, generator=torch.Generator().manual_seed(5)) * 3, start=6)
+    cached = greedy_generate(model, x, 5, iv, use_cache=True)
+    rerun = greedy_generate(model, x, 5, iv, use_cache=False)
+    assert torch.equal(cached, rerun)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_patterns_values_and_the_aggregation_identity(family):
+    """A head's z at a position is its attention-weighted sum of the values it reads (grouped-query heads included)."""
+    model = HFHeadModel(tiny(family))
+    x = ids(B=2, T=8)
+    pat = model.patterns(x)  # [L, B, H, T, S]
+    val = model.values(x)  # [L, B, S, H, E]
+    assert pat.shape == (2, 2, 4, 8, 8)
+    assert torch.allclose(pat.sum(-1), torch.ones(2, 2, 4, 8), atol=1e-5)
+    with model.capture_z() as cache:
+        model.logits(x)
+    z = cache.z  # [L, B, T, H, E]
+    rebuilt = torch.einsum("lbhts,lbshe->lbthe", pat, val)
+    bias = 0.0
+    assert torch.allclose(rebuilt + bias, z, atol=1e-5)
+
+
+def test_iclab_models_share_the_interface():
+    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_vocab=V, n_ctx=16)
+    model = IclabHeadModel(Transformer(cfg))
+    x = ids(B=2, T=8)
+    with model.capture_z() as cache:
+        model.logits(x)
+    results = model.head_results(cache.z)
+    from iclab.models import run_with_cache
+
+    _, c = run_with_cache(model.model, x, names=["blocks.1.hook_attn_out"])
+    assert torch.allclose(results[1].sum(-2) + model.b_O(1), c["blocks.1.hook_attn_out"], atol=1e-5)
+    scale = torch.ones(2, 4)
+    scale[0, 3] = 0
+    mask = torch.ones(2, 4)
+    mask[0, 3] = 0
+    assert torch.allclose(model.logits(x, Intervention(head_scale=scale)), model.model(x, head_mask=mask), atol=1e-5)
+    rebuilt = torch.einsum("lbhts,lbshe->lbthe", model.patterns(x), model.values(x))
+    assert torch.allclose(rebuilt, cache.z, atol=1e-5)
+    assert greedy_generate(model, x, 3).shape == (2, 3)
+
+
+def test_loading_from_a_folder_needs_a_complete_local_folder(tmp_path):
+    with pytest.raises(IclabError, match="no such folder"):
+        load_hf(tmp_path / "missing")
+    (tmp_path / "m").mkdir()
+    with pytest.raises(IclabError, match="no config.json"):
+        load_hf(tmp_path / "m")
+    hf = tiny("gpt2")
+    hf.save_pretrained(tmp_path / "m")
+    with pytest.raises(IclabError, match="no tokenizer files"):
+        load_hf(tmp_path / "m")
+    from tokenizers import Tokenizer, models, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    trainer = trainers.BpeTrainer(vocab_size=V, special_tokens=["<bos>", "<unk>"], initial_alphabet=list("0123456789->#"))
+    tok.train_from_iterator(["1->2#3->4#10->11"] * 20, trainer)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>")
+    fast.save_pretrained(tmp_path / "m")
+    model = load_hf(tmp_path / "m")
+    prompt = model.encode("3->4#5->")
+    assert prompt[0] == fast.bos_token_id
+    assert model.decode(prompt[1:]).replace(" ", "") == "3->4#5->"
+    assert greedy_generate(model, torch.tensor([prompt]), 2).shape == (1, 2)

@@ -18,6 +18,12 @@ def test_copied_spans_repeat_earlier_tokens_at_random_positions():
             assert (int(tokens[b, t - 1]), int(tokens[b, t])) in pairs
     first = [int(torch.nonzero(r)[0]) for r in repeated]
     assert len(set(first)) > 8, "copy positions must vary between sequences"
+    # the distance back to the source varies over most of the context: no positional shortcut
+    offsets = []
+    for b in range(32):
+        t = first[b]
+        offsets += [t - s for s in range(1, t - 1) if (tokens[b, s - 1], tokens[b, s]) == (tokens[b, t - 1], tokens[b, t])]
+    assert max(offsets) - min(offsets) > 32
 
 
 def test_markov_chains_use_few_states_and_a_fresh_matrix_per_sequence():

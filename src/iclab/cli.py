@@ -119,6 +119,7 @@ def run_study(
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<study>-<preset>)."),
     set_: list[str] = typer.Option([], "--set", help="Override a study setting, e.g. --set steps=500."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    model: Optional[Path] = typer.Option(None, "--model", help="addk: a local Hugging Face model folder to analyse instead of training one."),
 ) -> None:
     """Run one study and write its figures and summary.json."""
     from iclab.device import resolve_device
@@ -127,7 +128,12 @@ def run_study(
     module = study_module(study)
     _preset_check(module, preset, study)
     folder = out or Path("runs") / f"{study}-{preset}"
-    summary = module.run(preset, folder, list(set_), resolve_device(device))
+    overrides = list(set_)
+    if model is not None:
+        if study != "addk":
+            raise IclabError(f"--model applies to the addk study only, not {study!r}")
+        overrides.append(f"model={model}")
+    summary = module.run(preset, folder, overrides, resolve_device(device))
     for line in summary.get("findings", []):
         console.print(f"- {line}", markup=False)
     console.print(f"[green]done[/green]: {folder}/summary.json")

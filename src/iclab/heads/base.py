@@ -27,7 +27,8 @@ class Intervention:
     ``head_scale`` [L, H]: multiplies each head's z (1 keeps it, 0 zero-ablates it).
     ``replace_mask`` [L, H] bool with ``replace_z`` [L, H, E]: those heads' z are replaced
     (mean ablation with task-mean z). ``add_layer`` and ``add_vector`` [D]: added to the residual
-    stream at the input of that layer (a function vector); ``add_layer = L`` is the final residual.
+    stream at the input of that layer (a function vector; [B, D] for one per sequence);
+    ``add_layer = L`` is the final residual.
     """
 
     head_scale: torch.Tensor | None = None
@@ -168,7 +169,8 @@ class HeadModel(ABC):
         def add(resid: torch.Tensor) -> torch.Tensor:
             sl = self._positions(resid.shape[1], iv.start)
             bump = torch.zeros_like(resid)
-            bump[:, sl] = iv.add_vector.to(resid)
+            vec = iv.add_vector.to(resid)
+            bump[:, sl] = vec if vec.dim() == 1 else vec.unsqueeze(1)  # [D] for all, or [B, D] per sequence
             return resid + bump
 
         return add

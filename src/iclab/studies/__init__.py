@@ -36,7 +36,7 @@ STUDIES: dict[str, StudyInfo] = {
         ),
         StudyInfo("induction", "Induction heads and the ICL phase change", "Olsson et al. 2022", built=True),
         StudyInfo("spinglass", "Linear attention as a spin glass; ICL from task diversity", "Li, Bai, Huang 2024", built=True),
-        StudyInfo("addk", "Few-shot addition localized to a few heads", "Hu et al. 2025", built=False),
+        StudyInfo("addk", "Few-shot addition localized to a few heads", "Hu et al. 2025", built=True),
     )
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from iclab.errors import ConfigError
+from iclab.tasks.addk import AddKConfig, AddKTask, NumberTokenizer
 from iclab.tasks.base import SPLITS, Batch, Split, Task, derive_seed, stream
 from iclab.tasks.induction import InductionConfig, InductionTask
 from iclab.tasks.linreg import Curriculum, LinearRegression, LinRegConfig
@@ -16,6 +17,7 @@ from iclab.tasks.linreg import Curriculum, LinearRegression, LinRegConfig
 TASKS: dict[str, tuple[type, type]] = {
     "linreg": (LinRegConfig, LinearRegression),
     "induction": (InductionConfig, InductionTask),
+    "addk": (AddKConfig, AddKTask),
 }
 
 
@@ -33,6 +35,9 @@ def make_task(config: Any) -> Task:
 
 
 __all__ = [
+    "AddKConfig",
+    "AddKTask",
+    "NumberTokenizer",
     "SPLITS",
     "TASKS",
     "Batch",

@@ -59,22 +59,31 @@ class InductionConfig:
 
 
 def span_sequences(cfg: InductionConfig, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random tokens with copied spans: tokens [B, T] and a mask [B, T] of the copied positions after the first."""
+    """Random tokens with copied spans: tokens [B, T] and a mask [B, T] of the copied positions after the first.
+
+    Each span's source and copy are placed anywhere in the context (copy after source, no overlap with other
+    spans), so the distance from a copy back to its source is spread over [span length, T - span length]:
+    no fixed or narrow offset exists for a head to copy by position; only content (induction) finds the source.
+    """
     T = cfg.n_ctx
     tokens = torch.randint(cfg.synthetic_vocab, (batch, T), generator=g)
     repeated = torch.zeros(batch, T, dtype=torch.bool)
-    segment = T // cfg.n_spans  # each span's source and copy live in their own segment
-    for k in range(cfg.n_spans):
-        base = k * segment
-        length = torch.randint(cfg.span_min, cfg.span_max + 1, (batch,), generator=g)
-        # source start in [base, base + segment - 2L], copy start after the source's end
-        src = base + (torch.rand(batch, generator=g) * (segment - 2 * length + 1).float()).long()
-        gap = (torch.rand(batch, generator=g) * (base + segment - 2 * length - src + 1).float()).long()
-        dst = src + length + gap
-        for b in range(batch):  # small loops: B spans of at most span_max tokens
-            L, s, d = int(length[b]), int(src[b]), int(dst[b])
-            tokens[b, d : d + L] = tokens[b, s : s + L]
-            repeated[b, d + 1 : d + L] = True
+
+    def draw(lo: int, hi: int) -> int:  # uniform integer in [lo, hi]
+        return lo + int(torch.randint(hi - lo + 1, (1,), generator=g))
+
+    for b in range(batch):  # small loops: B x n_spans placements of at most span_max tokens
+        used = torch.zeros(T, dtype=torch.bool)
+        for _ in range(cfg.n_spans):
+            for _attempt in range(20):
+                L = draw(cfg.span_min, cfg.span_max)
+                src = draw(0, T - 2 * L)
+                dst = draw(src + L, T - L)
+                if not used[src : src + L].any() and not used[dst : dst + L].any():
+                    tokens[b, dst : dst + L] = tokens[b, src : src + L]
+                    used[src : src + L] = used[dst : dst + L] = True
+                    repeated[b, dst + 1 : dst + L] = True
+                    break
     return tokens, repeated
 
 

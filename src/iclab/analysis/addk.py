@@ -1,0 +1,330 @@
+"""Few-shot add-k, head by head (Hu et al. 2025), on any :class:`~iclab.heads.HeadModel`.
+
+Vocabulary: z_k[l, h] is head (l, h)'s z at the final token averaged over
+prompts of task k; its *result* r_k[l, h] = z_k[l, h] @ W_O[l, h] lives in the
+residual stream [D]. A function vector for task k under head mask M [L, H] is
+FV_k(M) = sum_(l,h) M[l, h] r_k[l, h]. Shapes: K tasks, L layers, H heads,
+E d_head, D d_model, N prompts.
+
+Prompts are text in the arrow template, encoded by the model's own tokenizer;
+prompts of equal token length are batched together (no padding anywhere).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from iclab.heads.base import HeadModel, Intervention, greedy_generate
+from iclab.tasks.addk import AddKConfig, prompt_text, sample
+
+
+@dataclass
+class Prompt:
+    k: int
+    xs: list[int]  # demonstrations' inputs then the query's
+    ys: list[int]
+    ids: list[int]  # the prompt, ending with the query's arrow
+    answer: list[int]  # the answer's tokens as they follow the prompt
+    labels: list[list[int]]  # token positions of each demonstration's label y_i
+
+
+def encode_prompt(model: HeadModel, k: int, xs: list[int], ys: list[int]) -> Prompt:
+    """Tokens of the prompt, of its answer, and of each demonstration's label (by encoding prefixes)."""
+    text = prompt_text(xs, ys)
+    ids = model.encode(text)
+    full = model.encode(text + str(ys[-1]))
+    if full[: len(ids)] != ids:
+        full = ids + model.encode(str(ys[-1]), bos=False)
+    demos = [f"{x}->{y}" for x, y in zip(xs[:-1], ys[:-1])]
+    labels = []
+    for i in range(len(demos)):
+        before = len(model.encode("#".join(demos[:i] + [f"{xs[i]}->"])))
+        through = len(model.encode("#".join(demos[: i + 1])))
+        labels.append(list(range(before, through)))
+    return Prompt(k, xs, ys, ids, full[len(ids):], labels)
+
+
+def make_prompts(model: HeadModel, cfg: AddKConfig, ks: list[int], per_task: int, shots: int, g: torch.Generator) -> list[Prompt]:
+    out = []
+    for k in ks:
+        xs, ys = sample(cfg, torch.full((per_task,), k), shots, g)
+        out += [encode_prompt(model, k, x, y) for x, y in zip(xs.tolist(), ys.tolist())]
+    return out
+
+
+def groups(prompts: list[Prompt]) -> dict[tuple[int, int], list[int]]:
+    """Indices of prompts with the same (prompt length, answer length): they batch without padding."""
+    out: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(prompts):
+        out.setdefault((len(p.ids), len(p.answer)), []).append(i)
+    return out
+
+
+# ----------------------------------------------------------------------------- task means and accuracy
+
+
+@torch.no_grad()
+def task_mean_z(model: HeadModel, prompts: list[Prompt], ks: list[int], batch: int = 64) -> torch.Tensor:
+    """[K, L, H, E]: every head's z at the final prompt token, averaged over each task's prompts."""
+    sums = torch.zeros(len(ks), model.n_layers, model.n_heads, model.d_head)
+    counts = torch.zeros(len(ks))
+    index = {k: i for i, k in enumerate(ks)}
+    for (_, _), idx in groups(prompts).items():
+        for s in range(0, len(idx), batch):
+            chunk = [prompts[i] for i in idx[s : s + batch]]
+            ids = torch.tensor([p.ids for p in chunk])
+            with model.capture_z(positions=-1) as cache:
+                model.logits(ids)
+            z = cache.z[:, :, 0].cpu()  # [L, B, H, E]
+            for j, p in enumerate(chunk):
+                sums[index[p.k]] += z[:, j]
+                counts[index[p.k]] += 1
+    return sums / counts.clamp(min=1).view(-1, 1, 1, 1)
+
+
+@torch.no_grad()
+def correct(model: HeadModel, prompts: list[Prompt], intervention: Callable[[list[Prompt], int], Intervention | None] | None = None,
+            batch: int = 64) -> np.ndarray:
+    """[N] bool: greedy answers equal the answer tokens exactly. ``intervention(chunk, prompt_len)`` gives the
+    intervention for a batch (e.g. a per-task function vector)."""
+    out = np.zeros(len(prompts), dtype=bool)
+    for (T, A), idx in groups(prompts).items():
+        for s in range(0, len(idx), batch):
+            chunk = [prompts[i] for i in idx[s : s + batch]]
+            ids = torch.tensor([p.ids for p in chunk])
+            iv = intervention(chunk, T) if intervention else None
+            gen = greedy_generate(model, ids, A, iv).cpu()
+            want = torch.tensor([p.answer for p in chunk])
+            out[idx[s : s + batch]] = (gen == want).all(dim=1).numpy()
+    return out
+
+
+# ----------------------------------------------------------------------------- function vectors and the head mask
+
+
+def task_results(model: HeadModel, z_mean: torch.Tensor) -> torch.Tensor:
+    """[K, L, H, D]: task-mean head results r_k = z_k @ W_O."""
+    return model.head_results(z_mean.permute(1, 0, 2, 3).to(model.device)).permute(1, 0, 2, 3).cpu()
+
+
+def function_vectors(results: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[K, D]: FV_k(M) = sum_(l,h) M[l,h] r_k[l,h] for results [K, L, H, D], mask [L, H]."""
+    return torch.einsum("klhd,lh->kd", results, mask)
+
+
+def fv_intervention(results: torch.Tensor, mask: torch.Tensor, layer: int, ks: list[int]) -> Callable[[list[Prompt], int], Intervention]:
+    """Inject each prompt's task FV at ``layer``, at the last prompt position and every generated one."""
+    index = {k: i for i, k in enumerate(ks)}
+    fv = function_vectors(results, mask)
+
+    def make(chunk: list[Prompt], T: int) -> Intervention:
+        return Intervention(add_layer=layer, add_vector=fv[[index[p.k] for p in chunk]], start=T - 1)
+
+    return make
+
+
+@dataclass
+class MaskFit:
+    mask: torch.Tensor  # [L, H] in [0, 1]
+    losses: list[float]  # mean training NLL + lambda |M|_1 per epoch
+
+
+def optimise_mask(model: HeadModel, results: torch.Tensor, ks: list[int], prompts: list[Prompt], layer: int, g: torch.Generator,
+                  lam: float = 0.05, lr: float = 0.01, epochs: int = 50, batch: int = 128) -> MaskFit:
+    """Hu et al.'s sparse head mask: minimise NLL(answer | zero-shot prompt + FV_k(M) at ``layer``) + lam |M|_1
+    with AdamW (betas 0.9, 0.98, no weight decay), then after every step a proximal L1 shrink and a clip to [0, 1].
+
+    ``prompts`` are zero-shot prompts (BOS, x, arrow) with their answers; the FV is added at the last prompt
+    position and at the answer positions (teacher forcing).
+    """
+    device = model.device
+    index = {k: i for i, k in enumerate(ks)}
+    R = results.to(device)
+    M = torch.rand(model.n_layers, model.n_heads, generator=g).to(device).requires_grad_(True)
+    opt = torch.optim.AdamW([M], lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
+    by_shape = groups(prompts)
+    losses = []
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for (T, A), idx in by_shape.items():
+            order = torch.randperm(len(idx), generator=g).tolist()
+            for s in range(0, len(idx), batch):
+                chunk = [prompts[idx[i]] for i in order[s : s + batch]]
+                ids = torch.tensor([p.ids + p.answer for p in chunk], device=device)
+                fv = torch.einsum("blhd,lh->bd", R[[index[p.k] for p in chunk]], M)
+                logits = model.logits_grad(ids, Intervention(add_layer=layer, add_vector=fv, start=T - 1))
+                nll = F.cross_entropy(logits[:, T - 1 : T - 1 + A].reshape(-1, logits.shape[-1]), ids[:, T:].reshape(-1))
+                loss = nll + lam * M.abs().sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    M.copy_((M.sign() * (M.abs() - lam * lr).clamp(min=0)).clamp(0, 1))
+                total += float(loss.detach()) * len(chunk)
+                count += len(chunk)
+        losses.append(total / max(count, 1))
+    return MaskFit(M.detach().cpu(), losses)
+
+
+def largest_gap_set(mask: torch.Tensor) -> list[tuple[int, int]]:
+    """Heads above the largest gap between consecutive sorted mask coefficients (the "selected" heads)."""
+    flat = mask.flatten()
+    order = torch.argsort(flat, descending=True)
+    vals = flat[order]
+    gaps = vals[:-1] - vals[1:]
+    cut = int(torch.argmax(gaps)) + 1
+    H = mask.shape[1]
+    return [(int(i) // H, int(i) % H) for i in order[:cut]]
+
+
+def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact McNemar test of paired binary outcomes a, b [N]: two-sided binomial test on the discordant pairs."""
+    n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    if n01 + n10 == 0:
+        return 1.0
+    return float(stats.binomtest(n01, n01 + n10, 0.5).pvalue)
+
+
+def benjamini_hochberg(p: list[float], q: float = 0.05) -> list[bool]:
+    """Which hypotheses are rejected at false-discovery rate q."""
+    m = len(p)
+    if m == 0:
+        return []
+    order = np.argsort(p)
+    passed = np.array(p)[order] <= q * np.arange(1, m + 1) / m
+    k = int(np.max(np.nonzero(passed)[0])) + 1 if passed.any() else 0
+    out = np.zeros(m, dtype=bool)
+    out[order[:k]] = True
+    return out.tolist()
+
+
+def heads_mask(heads: list[tuple[int, int]], L: int, H: int) -> torch.Tensor:
+    m = torch.zeros(L, H)
+    for layer, h in heads:
+        m[layer, h] = 1.0
+    return m
+
+
+def mean_ablation(z_mean: torch.Tensor, keep: list[tuple[int, int]], L: int, H: int) -> Callable[[list[Prompt], int], Intervention]:
+    """Every head not in ``keep`` has its z at the final prompt token (and generated tokens) replaced by its
+    mean over tasks (z_mean [K, L, H, E] averaged over K)."""
+    replace = ~heads_mask(keep, L, H).bool()
+    values = z_mean.mean(0)
+
+    def make(chunk: list[Prompt], T: int) -> Intervention:
+        return Intervention(replace_mask=replace, replace_z=values, start=T - 1)
+
+    return make
+
+
+# ----------------------------------------------------------------------------- subspaces
+
+
+@dataclass
+class HeadPCA:
+    components: np.ndarray  # [r, D] principal directions
+    coords: np.ndarray  # [K, r] centred task means in those directions
+    explained: np.ndarray  # [r] variance ratios
+    n_95: int  # components needed for 95% of the variance
+
+
+def head_pca(X: np.ndarray) -> HeadPCA:
+    """PCA of one head's task-mean results X [K, D] (rows in order of k)."""
+    Xc = X - X.mean(0, keepdims=True)
+    U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    var = s**2
+    ratio = var / max(var.sum(), 1e-300)
+    n95 = int(np.searchsorted(np.cumsum(ratio), 0.95) + 1)
+    return HeadPCA(Vt, U * s, ratio, min(n95, len(ratio)))
+
+
+PERIODIC = {  # name -> (period, phase searched)
+    "cos 2": (2, False),
+    "cos 5": (5, True),
+    "cos 10": (10, False),
+    "sin 10": (10, False),
+    "cos 25": (25, True),
+    "cos 50": (50, True),
+}
+
+
+def periodic_fit(k: np.ndarray, y: np.ndarray, step: float = 0.01) -> dict[str, dict[str, float]]:
+    """Least-squares fit of a centred coordinate y [K] against each periodic feature of k [K]
+    (a cos(2 pi k / T + theta), theta by grid search with ``step`` rad where searched). R^2 and phase per feature."""
+    y = y - y.mean()
+    ss = float(np.sum(y**2))
+    out = {}
+    for name, (period, search) in PERIODIC.items():
+        thetas = np.arange(0, 2 * np.pi, step) if search else np.array([-np.pi / 2 if name.startswith("sin") else 0.0])
+        feats = np.cos(2 * np.pi * k[None, :] / period + thetas[:, None])  # [P, K]
+        feats = feats - feats.mean(1, keepdims=True)
+        norms = np.sum(feats**2, axis=1)
+        coef = feats @ y / np.maximum(norms, 1e-12)
+        resid = np.sum((y[None, :] - coef[:, None] * feats) ** 2, axis=1)
+        best = int(np.argmin(resid))
+        out[name] = {"r2": float(1 - resid[best] / ss) if ss > 0 else 0.0, "theta": float(thetas[best])}
+    return out
+
+
+# ----------------------------------------------------------------------------- aggregation / extraction
+
+
+@dataclass
+class Extraction:
+    identity_error: float  # max |U^T h - sum_t alpha_t U^T O V z_t| over prompts, relative to |U^T h|
+    attention_label_share: float  # attention at the final token on demonstrations' label tokens
+    signal_label_share: float  # share of the extracted-signal norm sum_t |alpha_t U^T O v_t| from label tokens
+    signals: np.ndarray  # [N, n_demos, r] per-demonstration signals s_i = U^T O v at each label (summed over its tokens)
+    position_attention: np.ndarray  # [T] mean attention by position
+    position_signal: np.ndarray  # [T] mean extracted-signal norm by position
+
+
+@torch.no_grad()
+def extraction(model: HeadModel, layer: int, head: int, U: np.ndarray, prompts: list[Prompt]) -> Extraction:
+    """Check U^T h = sum_t alpha_t U^T O V z_t on real forward passes of head (layer, head) at the final token
+    and read the signal extracted from each demonstration at its label tokens. U [r, D] (rows: directions)."""
+    W_O = model.W_O(layer)[head].float().cpu()  # [E, D]
+    Ut = torch.tensor(U, dtype=torch.float32)  # [r, D]
+    errs, att_share, sig_share, signals, pos_att, pos_sig = [], [], [], [], [], []
+    for (T, _), idx in groups(prompts).items():
+        chunk = [prompts[i] for i in idx]
+        ids = torch.tensor([p.ids for p in chunk])
+        alpha = model.patterns(ids)[layer, :, head, -1].cpu()  # [B, S]
+        v = model.values(ids)[layer, :, :, head].cpu()  # [B, S, E]
+        with model.capture_z(positions=-1) as cache:
+            model.logits(ids)
+        z = cache.z[layer, :, 0, head].cpu()  # [B, E]
+        proj = v @ W_O @ Ut.T  # [B, S, r]: U^T O v_t
+        lhs = z @ W_O @ Ut.T  # [B, r]
+        rhs = torch.einsum("bs,bsr->br", alpha, proj)
+        errs.append(float(((lhs - rhs).norm(dim=-1) / lhs.norm(dim=-1).clamp(min=1e-12)).max()))
+        contrib = (alpha.unsqueeze(-1) * proj).norm(dim=-1)  # [B, S]
+        for j, p in enumerate(chunk):
+            lab = [t for pos in p.labels for t in pos]
+            att_share.append(float(alpha[j, lab].sum()))
+            sig_share.append(float(contrib[j, lab].sum() / contrib[j].sum().clamp(min=1e-12)))
+            signals.append(np.stack([proj[j, pos].sum(0).numpy() for pos in p.labels]))
+        if not pos_att or len(pos_att[0]) == T:
+            pos_att.append(alpha.mean(0).numpy())
+            pos_sig.append(contrib.mean(0).numpy())
+    return Extraction(max(errs), float(np.mean(att_share)), float(np.mean(sig_share)), np.stack(signals),
+                      np.mean(pos_att, axis=0), np.mean(pos_sig, axis=0))
+
+
+def successive_correlation(signals: np.ndarray, ks: np.ndarray) -> float:
+    """Correlation between successive demonstrations' signal deviations (from their task's mean signal).
+
+    signals [N, n_demos, r], ks [N]. Negative: an error carried by one demonstration is offset by the next.
+    """
+    dev = signals.copy()
+    for k in np.unique(ks):
+        sel = ks == k
+        dev[sel] -= signals[sel].mean(axis=(0, 1), keepdims=True)
+    a, b = dev[:, :-1].reshape(-1), dev[:, 1:].reshape(-1)
+    return float(np.corrcoef(a, b)[0, 1])

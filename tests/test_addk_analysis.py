@@ -1,0 +1,112 @@
+"""add-k analyses on constructions whose answers are known: planted heads, planted periodic features, the identity."""
+
+import numpy as np
+import pytest
+import torch
+
+from iclab.analysis import addk as A
+from iclab.errors import IclabError
+from iclab.heads import IclabHeadModel
+from iclab.models import ModelConfig, Transformer
+from iclab.tasks.addk import AddKConfig, AddKTask, NumberTokenizer, prompt_text
+
+
+def test_number_tokenizer_round_trips_arrow_prompts_and_rejects_what_it_cannot_read():
+    tok = NumberTokenizer(-30, 130)
+    text = prompt_text([3, 7, 12], [5, 9, 14])
+    assert text == "3->5#7->9#12->"
+    ids = tok.encode(text)
+    assert ids[0] == tok.bos_id and len(ids) == 1 + 4 * 2 + 2
+    assert tok.decode(ids[1:]) == text
+    assert tok.decode(tok.encode("5->-3", bos=False)) == "5->-3"
+    with pytest.raises(IclabError, match="outside"):
+        tok.encode("500->1")
+    with pytest.raises(IclabError, match="cannot tokenize"):
+        tok.encode("3 plus 4")
+
+
+def test_training_batches_follow_the_rule_and_hold_out_tasks():
+    cfg = AddKConfig()
+    task = AddKTask(cfg)
+    b = task.batch(0, 256, "train")
+    tok = task.tok
+    x = b.inputs[:, 1::4] + tok.lo - 3  # [B, shots + 1]
+    y = b.inputs[:, 3::4] + tok.lo - 3
+    assert torch.equal(y - x, b.extras["k"].unsqueeze(1).expand_as(y))
+    assert not set(b.extras["k"].tolist()) & set(cfg.held_out)
+    assert b.inputs.shape[1] == cfg.seq_len() == cfg.model_io()["n_ctx"]
+
+
+def own_model(n_layers=2, seed=0):
+    cfg = AddKConfig(shots=3)
+    mcfg = ModelConfig(n_layers=n_layers, d_model=32, n_heads=4, **cfg.model_io())
+    return IclabHeadModel(Transformer(mcfg, torch.Generator().manual_seed(seed)), cfg.tokenizer()), cfg
+
+
+def test_prompts_know_where_every_label_token_is():
+    model, cfg = own_model()
+    p = A.encode_prompt(model, 4, [3, 10, 20, 50], [7, 14, 24, 54])
+    assert p.labels == [[3], [7], [11]]
+    assert [model.decode([p.ids[t]]) for t in (3, 7, 11)] == ["7", "14", "24"]
+    assert model.decode(p.answer) == "54"
+
+
+def test_the_aggregation_extraction_identity_holds_on_real_forward_passes():
+    model, cfg = own_model()
+    prompts = A.make_prompts(model, cfg, [1, 5, 9], 6, 3, torch.Generator().manual_seed(0))
+    U = np.linalg.qr(np.random.default_rng(0).normal(size=(32, 3)))[0].T  # [3, D] orthonormal rows
+    ex = A.extraction(model, 1, 2, U, prompts)
+    assert ex.identity_error < 1e-4
+    assert 0 <= ex.attention_label_share <= 1 and 0 <= ex.signal_label_share <= 1
+    assert ex.signals.shape == (18, 3, 3)
+    assert ex.position_attention.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_periodic_fit_recovers_planted_features_and_their_phase():
+    k = np.arange(1, 31)
+    y = 2.0 * np.cos(2 * np.pi * k / 5 + 1.3) + 0.05 * np.random.default_rng(0).normal(size=30)
+    fit = A.periodic_fit(k, y)
+    assert fit["cos 5"]["r2"] > 0.98
+    assert fit["cos 5"]["theta"] == pytest.approx(1.3, abs=0.02)
+    assert max(v["r2"] for name, v in fit.items() if name != "cos 5") < 0.3
+    fit10 = A.periodic_fit(k, np.sin(2 * np.pi * k / 10))
+    assert fit10["sin 10"]["r2"] > 0.99
+    e = np.eye(8)
+    pca = A.head_pca(np.outer(np.cos(2 * np.pi * k / 10), e[0]) + np.outer(np.sin(2 * np.pi * k / 10), e[3]))
+    assert pca.n_95 == 2
+
+
+def test_gap_bh_and_mcnemar():
+    mask = torch.tensor([[0.9, 0.05, 0.85], [0.1, 0.8, 0.0]])
+    assert sorted(A.largest_gap_set(mask)) == [(0, 0), (0, 2), (1, 1)]
+    assert A.benjamini_hochberg([0.001, 0.2, 0.01, 0.04], 0.05) == [True, False, True, False]
+    a = np.array([True] * 40 + [False] * 10)
+    b = np.array([True] * 10 + [False] * 40)
+    assert A.mcnemar_p(a, b) < 1e-6
+    assert A.mcnemar_p(a, a) == 1.0
+
+
+def test_mask_optimisation_recovers_planted_task_carrying_heads():
+    """Heads (0, 1) and (0, 3) write the direction the unembedding reads as the answer (head 1 for tasks 0-1,
+    head 3 for tasks 2-3, so both are needed); the others write noise."""
+    torch.manual_seed(0)
+    K, D, V = 4, 16, 12
+    cfg = ModelConfig(n_layers=1, d_model=D, n_heads=4, attn_only=True, normalization="none", d_vocab=V, n_ctx=8)
+    net = Transformer(cfg, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.blocks[0].attn.W_V.zero_()
+        net.W_U.zero_()
+        for k in range(K):
+            net.W_U[k, 4 + k] = 4.0  # direction k -> answer token 4 + k
+    model = IclabHeadModel(net)
+    results = 0.3 * torch.randn(K, 1, 4, D)
+    for h in (1, 3):
+        results[:, 0, h] = 0.0
+    for k in range(K):
+        results[k, 0, 1 if k < 2 else 3, k] = 3.0
+    prompts = [A.Prompt(k=k, xs=[], ys=[], ids=[0, 1 + (i % 3), 3], answer=[4 + k], labels=[]) for k in range(K) for i in range(16)]
+    fit = A.optimise_mask(model, results, list(range(K)), prompts, 1, torch.Generator().manual_seed(1), lam=0.05, lr=0.05, epochs=60, batch=32)
+    assert sorted(A.largest_gap_set(fit.mask)) == [(0, 1), (0, 3)]
+    assert fit.losses[-1] < fit.losses[0]
+    right = A.correct(model, prompts, A.fv_intervention(results, A.heads_mask([(0, 1), (0, 3)], 1, 4), 1, list(range(K))))
+    assert right.mean() == 1.0

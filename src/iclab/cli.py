@@ -85,6 +85,51 @@ def runs(root: Path = typer.Argument(Path("."), help="Directory to search for ru
 
 
 @app.command()
+def heads(
+    model: Path = typer.Argument(..., help="An iclab run directory or a local Hugging Face model folder."),
+    top: int = typer.Option(10, "--top", help="How many heads to list, by prefix-matching score."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write every head's scores to this JSON file."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """Score every head for induction: prefix-matching, copying, previous-token and detection scores."""
+    import torch
+
+    from iclab.analysis.induction_probes import score_heads
+    from iclab.device import resolve_device
+    from iclab.heads import from_run, load_hf
+
+    dev = resolve_device(device)
+    if (model / "config.json").is_file():
+        m = load_hf(model, dev)
+        special = set(m.tokenizer.all_special_ids)
+        vocab = torch.tensor([i for i in range(len(m.tokenizer)) if i not in special and i < m.model.config.vocab_size])
+    elif (model / "config.yaml").is_file():
+        m = from_run(model, device=dev)
+        vocab = torch.arange(2 if m.bos_id is None else 3, m.model.cfg.d_vocab)
+    else:
+        raise IclabError(f"{model}: neither an iclab run (config.yaml) nor a Hugging Face model folder (config.json)")
+    n_ctx = m.model.cfg.n_ctx if (model / "config.yaml").is_file() else 101
+    repeats = 4 if n_ctx >= 101 else 2  # Olsson et al.'s 25 tokens x 4 when the context has room
+    length = min(25, (n_ctx - 1) // repeats)
+    scores = score_heads(m, vocab, torch.Generator().manual_seed(seed), length=length, repeats=repeats)
+    pm = scores["prefix_matching"]
+    order = torch.argsort(pm.flatten(), descending=True)[:top]
+    table = Table("layer", "head", "prefix-matching", "copying", "copies (top-1)", "previous-token", "induction (TL mul)")
+    H = pm.shape[1]
+    for i in order.tolist():
+        layer, h = divmod(i, H)
+        table.add_row(str(layer), str(h), *(f"{float(scores[k][layer, h]):.3f}" for k in
+                                          ("prefix_matching", "copying", "copying_top1", "previous_token", "induction_detection")))
+    console.print(table)
+    if out is not None:
+        from iclab.train.checkpoint import atomic_write_json
+
+        atomic_write_json(out, {k: v.tolist() for k, v in scores.items()})
+        console.print(f"scores: {out}")
+
+
+@app.command()
 def tasks() -> None:
     """List the tasks and print each one's default run config."""
     from iclab.config import dump_yaml

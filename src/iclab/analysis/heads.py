@@ -106,6 +106,13 @@ def copying_score(ov_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor
     return 4 * ratio.mean(dim=-1) - 1
 
 
+def copying_top1(ov_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Share of source tokens whose own logit is the largest the head writes: ov_logits [..., H, N, V],
+    tokens [N] -> [..., H] in [0, 1] (1: the head's OV circuit copies every token it attends to)."""
+    index = tokens.view(*([1] * (ov_logits.dim() - 2)), -1, 1).expand(*ov_logits.shape[:-1], 1)
+    return (ov_logits.argmax(dim=-1, keepdim=True) == index).float().squeeze(-1).mean(dim=-1)
+
+
 @torch.no_grad()
 def direct_ov_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     """[L, H, N, V]: the logits each head of an iclab :class:`~iclab.models.Transformer` writes, through its

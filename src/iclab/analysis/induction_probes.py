@@ -17,6 +17,7 @@ import torch
 
 from iclab.analysis.heads import (
     copying_score,
+    copying_top1,
     direct_ov_logits,
     icl_score,
     prefix_matching_score,
@@ -32,6 +33,7 @@ class Probes:
     sequences: dict[str, torch.Tensor]  # name -> held-out tokens [B, T] (e.g. "mixture", "natural")
     repeated: torch.Tensor  # [B, 1 + n * r] BOS + random tokens repeated
     ov_tokens: torch.Tensor  # [N] source tokens for the copying score
+    vocab: torch.Tensor  # [V'] the tokens probes draw from; copying compares logits among these only
     loss_positions: torch.Tensor  # [K, 2] (sequence, position) pairs of the "mixture" set, for the loss PCA
 
 
@@ -45,7 +47,14 @@ def make_probes(sequences: dict[str, torch.Tensor], vocab: torch.Tensor, generat
     B, T = mix.shape
     pos = torch.stack([torch.randint(B, (n_loss_positions,), generator=generator),
                        torch.randint(T - 1, (n_loss_positions,), generator=generator)], dim=1)
-    return Probes(sequences, rep, ov, pos)
+    return Probes(sequences, rep, ov, pool, pos)
+
+
+def restricted_ov(ov_logits: torch.Tensor, tokens: torch.Tensor, vocab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep only the logits of ``vocab`` [V'] (the probe tokens; a model trained on a sub-alphabet raises all of it
+    together, which says nothing about copying) and re-index ``tokens`` [N] into it: ([..., N, V'], [N])."""
+    index = (tokens.unsqueeze(1) == vocab.to(tokens.device).unsqueeze(0)).float().argmax(1)
+    return ov_logits[..., vocab.to(ov_logits.device)], index
 
 
 def icl_positions(n_ctx: int) -> tuple[int, int]:
@@ -76,5 +85,30 @@ def score_model(model: Transformer, probes: Probes) -> dict:
     patterns = cache.stack("attn.hook_pattern")  # [L, B, H, T, T]
     out["prefix_matching"] = prefix_matching_score(patterns, probes.repeated).tolist()
     out["previous_token"] = previous_token_score(patterns).tolist()
-    out["copying"] = copying_score(direct_ov_logits(model, probes.ov_tokens), probes.ov_tokens).tolist()
+    ov, index = restricted_ov(direct_ov_logits(model, probes.ov_tokens), probes.ov_tokens, probes.vocab)
+    out["copying"] = copying_score(ov, index).tolist()
+    out["copying_top1"] = copying_top1(ov, index).tolist()
     return out
+
+
+@torch.no_grad()
+def score_heads(model, vocab: torch.Tensor, generator: torch.Generator, *, length: int = 25, repeats: int = 4,
+                batch: int = 16, n_ov_tokens: int = 200) -> dict[str, torch.Tensor]:
+    """Per-head scores [L, H] of any :class:`~iclab.heads.HeadModel` (iclab's or a Hugging Face model's):
+    prefix-matching, previous-token, copying, and TransformerLens "mul" detection scores, on BOS + ``length``
+    random tokens from ``vocab`` [V'] repeated ``repeats`` times. Grouped-query heads are scored per query head."""
+    from iclab.analysis.heads import detection_score, duplicate_token_detection, induction_detection, previous_token_detection
+
+    seq = repeated_random_tokens(batch, length, repeats, vocab, generator, bos=model.bos_id)
+    patterns = model.patterns(seq).cpu()  # [L, B, H, T, T]
+    ov = vocab[torch.randperm(len(vocab), generator=generator)[:n_ov_tokens]]
+    ov_logits, index = restricted_ov(model.direct_ov_logits(ov).cpu(), ov, vocab)
+    return {
+        "prefix_matching": prefix_matching_score(patterns, seq),
+        "previous_token": previous_token_score(patterns),
+        "copying": copying_score(ov_logits, index),
+        "copying_top1": copying_top1(ov_logits, index),
+        "induction_detection": detection_score(patterns, induction_detection(seq), exclude_bos=model.bos_id is not None),
+        "previous_token_detection": detection_score(patterns, previous_token_detection(seq), exclude_bos=model.bos_id is not None),
+        "duplicate_token_detection": detection_score(patterns, duplicate_token_detection(seq), exclude_bos=model.bos_id is not None),
+    }

@@ -108,6 +108,10 @@ class HeadModel(ABC):
     def values(self, ids: torch.Tensor) -> torch.Tensor:
         """[L, B, S, H, E] value vectors seen by each query head."""
 
+    @abstractmethod
+    def direct_ov_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[L, H, N, V]: the logits each head writes through its direct OV path when attending to ``tokens`` [N]."""
+
     @property
     @abstractmethod
     def device(self) -> torch.device: ...

@@ -34,6 +34,7 @@ class Family:
     conv1d: bool  # GPT-2's Conv1D stores the weight as [in, out]
     values: Callable[[nn.Module, torch.Tensor, int, int], torch.Tensor]  # (attn, normed hidden [B,S,D], H_kv, E) -> [B,S,H_kv,E]
     final_norm: str  # attribute path of the norm before the unembedding
+    input_norm: str  # attribute of a layer: the norm before attention
 
 
 def _v_llama(attn: nn.Module, x: torch.Tensor, kv: int, E: int) -> torch.Tensor:
@@ -49,14 +50,14 @@ def _v_neox(attn: nn.Module, x: torch.Tensor, kv: int, E: int) -> torch.Tensor:
     return attn.query_key_value(x).view(*x.shape[:-1], kv, 3 * E)[..., 2 * E :]  # per head [q | k | v]
 
 
-LLAMA_LIKE = Family("model.layers", "self_attn", "o_proj", False, _v_llama, "model.norm")
+LLAMA_LIKE = Family("model.layers", "self_attn", "o_proj", False, _v_llama, "model.norm", "input_layernorm")
 FAMILIES: dict[str, Family] = {
     "llama": LLAMA_LIKE,
     "qwen2": LLAMA_LIKE,
     "qwen3": LLAMA_LIKE,
     "mistral": LLAMA_LIKE,
-    "gpt2": Family("transformer.h", "attn", "c_proj", True, _v_gpt2, "transformer.ln_f"),
-    "gpt_neox": Family("gpt_neox.layers", "attention", "dense", False, _v_neox, "gpt_neox.final_layer_norm"),
+    "gpt2": Family("transformer.h", "attn", "c_proj", True, _v_gpt2, "transformer.ln_f", "ln_1"),
+    "gpt_neox": Family("gpt_neox.layers", "attention", "dense", False, _v_neox, "gpt_neox.final_layer_norm", "input_layernorm"),
 }
 
 
@@ -166,6 +167,23 @@ class HFHeadModel(HeadModel):
         finally:
             self.model.config._attn_implementation = impl
         return torch.stack([a.float() for a in out.attentions])
+
+    @torch.no_grad()
+    def direct_ov_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[L, H, N, V]: logits each head writes through its direct path when attending to a token of ``tokens`` [N]
+        (embedding -> the layer's input norm -> value -> W_O -> final norm -> unembedding; the output bias left out)."""
+        x = self.model.get_input_embeddings()(tokens.to(self.device))  # [N, D]
+        final = _get(self.model, self.family.final_norm)
+        unembed = self.model.get_output_embeddings()
+        group = self.n_heads // self.n_kv_heads
+        out = []
+        for layer in range(self.n_layers):
+            normed = getattr(self.layers[layer], self.family.input_norm)(x.unsqueeze(0))
+            v = self.family.values(self._attn(layer), normed, self.n_kv_heads, self.d_head)[0]  # [N, H_kv, E]
+            v = v.repeat_interleave(group, dim=1).transpose(0, 1)  # [H, N, E]
+            result = torch.einsum("hne,hed->hnd", v, self.W_O(layer))
+            out.append(unembed(final(result)).float())
+        return torch.stack(out)
 
     @torch.no_grad()
     def values(self, ids: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,11 @@ class IclabHeadModel(HeadModel):
         _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_pattern"))
         return cache.stack("attn.hook_pattern")
 
+    def direct_ov_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        from iclab.analysis.heads import direct_ov_logits
+
+        return direct_ov_logits(self.model, tokens.to(self.device))
+
     @torch.no_grad()
     def values(self, ids: torch.Tensor) -> torch.Tensor:
         _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_v"))

@@ -61,9 +61,10 @@ class InductionConfig:
 def span_sequences(cfg: InductionConfig, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random tokens with copied spans: tokens [B, T] and a mask [B, T] of the copied positions after the first.
 
-    Each span's source and copy are placed anywhere in the context (copy after source, no overlap with other
-    spans), so the distance from a copy back to its source is spread over [span length, T - span length]:
-    no fixed or narrow offset exists for a head to copy by position; only content (induction) finds the source.
+    Each span's copy ends at a uniformly drawn position (so late tokens, where the ICL score is read, are copies
+    as often as any) and its source lies anywhere before it (no overlap with other spans): the distance from a copy
+    back to its source is spread over [span length, copy start], so no fixed or narrow offset exists for a head to
+    copy by position; only content (induction) finds the source.
     """
     T = cfg.n_ctx
     tokens = torch.randint(cfg.synthetic_vocab, (batch, T), generator=g)
@@ -77,8 +78,8 @@ def span_sequences(cfg: InductionConfig, batch: int, g: torch.Generator) -> tupl
         for _ in range(cfg.n_spans):
             for _attempt in range(20):
                 L = draw(cfg.span_min, cfg.span_max)
-                src = draw(0, T - 2 * L)
-                dst = draw(src + L, T - L)
+                dst = draw(2 * L - 1, T - 1) - L + 1  # the copy's end is uniform over the positions it can reach
+                src = draw(0, dst - L)
                 if not used[src : src + L].any() and not used[dst : dst + L].any():
                     tokens[b, dst : dst + L] = tokens[b, src : src + L]
                     used[src : src + L] = used[dst : dst + L] = True

@@ -61,8 +61,8 @@ class InductionConfig:
 def span_sequences(cfg: InductionConfig, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random tokens with copied spans: tokens [B, T] and a mask [B, T] of the copied positions after the first.
 
-    Each span's copy ends at a uniformly drawn position (so late tokens, where the ICL score is read, are copies
-    as often as any) and its source lies anywhere before it (no overlap with other spans): the distance from a copy
+    Each span's copy starts at a uniformly drawn position and is cut at the end of the context (so late tokens,
+    where the ICL score is read, are copies as often as middle ones) and its source lies anywhere before it (no overlap with other spans): the distance from a copy
     back to its source is spread over [span length, copy start], so no fixed or narrow offset exists for a head to
     copy by position; only content (induction) finds the source.
     """
@@ -78,12 +78,13 @@ def span_sequences(cfg: InductionConfig, batch: int, g: torch.Generator) -> tupl
         for _ in range(cfg.n_spans):
             for _attempt in range(20):
                 L = draw(cfg.span_min, cfg.span_max)
-                dst = draw(2 * L - 1, T - 1) - L + 1  # the copy's end is uniform over the positions it can reach
+                dst = draw(L, T - 2)  # copy start; a copy running past the end is cut there
                 src = draw(0, dst - L)
-                if not used[src : src + L].any() and not used[dst : dst + L].any():
-                    tokens[b, dst : dst + L] = tokens[b, src : src + L]
-                    used[src : src + L] = used[dst : dst + L] = True
-                    repeated[b, dst + 1 : dst + L] = True
+                n = min(L, T - dst)
+                if not used[src : src + L].any() and not used[dst : dst + n].any():
+                    tokens[b, dst : dst + n] = tokens[b, src : src + n]
+                    used[src : src + L] = used[dst : dst + n] = True
+                    repeated[b, dst + 1 : dst + n] = True
                     break
     return tokens, repeated
 

@@ -56,11 +56,11 @@ class AddKStudySettings:
     task: AddKConfig = field(default_factory=AddKConfig)
     eval_per_task: int = 20  # few-shot prompts per task for accuracies
     mean_per_task: int = 100  # prompts per task for the task means z_k
-    mask_per_task: int = 20  # zero-shot prompts per training task for the mask optimisation (80/20 split)
+    mask_per_task: int = 40  # zero-shot prompts per training task for the mask optimisation (80/20 split)
     fv_layer: int | None = None  # injection layer; None: a third of the depth
     lam: float = 0.05
     mask_lr: float = 0.01
-    mask_epochs: int = 30
+    mask_epochs: int = 50
     mask_batch: int = 128
     q: float = 0.05  # Benjamini-Hochberg false-discovery rate
     main_fraction: float = 0.25
@@ -279,8 +279,10 @@ def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[str], di
     )
     lines.append(f"MEASURED: nested sets: selected {len(loc['selected'])}, significant {len(loc['significant'])} "
                  f"(McNemar + Benjamini-Hochberg, q = {cfg.q}), main {len(loc['main'])} {loc['main']}; paper 33 / 13 / 3 on Llama-3-8B.")
+    gain = acc["selected_mean_ablated"] - acc["all_mean_ablated"]
+    kept = gain >= 0.25 * clean["train_tasks"] and acc["main_mean_ablated"] - acc["all_mean_ablated"] >= cfg.main_fraction * gain
     lines.append(
-        f"{'REPRODUCED' if acc['main_mean_ablated'] - acc['all_mean_ablated'] >= cfg.main_fraction * (acc['selected_mean_ablated'] - acc['all_mean_ablated']) and acc['selected_mean_ablated'] > acc['all_mean_ablated'] else 'NOT REPRODUCED'}: "
+        f"{'REPRODUCED' if kept else 'NOT REPRODUCED'}: "
         f"with every other head mean-ablated, the main heads keep few-shot accuracy at {acc['main_mean_ablated']:.2f} "
         f"(all ablated {acc['all_mean_ablated']:.2f}, selected kept {acc['selected_mean_ablated']:.2f})."
     )
@@ -294,8 +296,10 @@ def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[str], di
             f"aggregation/extraction identity holds to relative error {s['identity_relative_error']:.1e}."
         )
         corr = s["successive_signal_correlation"]
-        lines.append(f"{'REPRODUCED' if corr < 0 else 'NOT REPRODUCED'}: self-correction, successive demonstrations' signal deviations "
-                     f"are negatively correlated (head {head}: r = {corr:+.2f}).")
+        ok = corr < -0.1 and sc["first_wrong"] >= sc["last_wrong"] - 0.05
+        lines.append(f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: self-correction, successive demonstrations' signal deviations "
+                     f"are negatively correlated (head {head}: r = {corr:+.2f}) and an early wrong demonstration hurts no more than "
+                     f"a late one (accuracy {sc['first_wrong']:.2f} vs {sc['last_wrong']:.2f}).")
     lines.append(f"MEASURED: one wrong demonstration (label + {cfg.corrupt_offset}): accuracy {sc['clean']:.2f} clean, "
                  f"{sc['first_wrong']:.2f} with the first wrong, {sc['last_wrong']:.2f} with the last wrong "
                  "(self-correction predicts the early error hurts less).")

@@ -74,6 +74,7 @@ class InductionStudySettings:
     probe_batch: int = 32
     loss_positions: int = 256
     induction_threshold: float = 0.3  # prefix-matching score above which a head counts as an induction head
+    min_icl_change: float = 0.2  # nats of ICL score a model must gain for its fastest-change window to count as a phase change
     ablation_sequences: int = 256
 
     def __post_init__(self) -> None:
@@ -169,18 +170,29 @@ def trajectory(cfg: InductionStudySettings, run: RunDir, probes: Probes, device:
     }
 
 
+def smooth(y: np.ndarray, width: int = 5) -> np.ndarray:
+    """Centred moving average (edges averaged over what exists): snapshot-to-snapshot noise of a scored curve."""
+    kernel = np.ones(width)
+    return np.convolve(y, kernel, mode="same") / np.convolve(np.ones_like(y), kernel, mode="same")
+
+
 def phase_change(traj: dict[str, Any]) -> dict[str, Any]:
-    """Phase-change window of the ICL score, the loss bump, and the per-token-loss PCA trajectory."""
+    """Phase-change window of the (smoothed) ICL score, the loss bump near it, and the per-token-loss PCA trajectory."""
     steps = np.array(traj["step"])
     keep = steps > 0  # log-token axis: the initial weights have seen no tokens
     tokens = np.array(traj["tokens"])[keep]
-    icl = np.array(traj["icl_score/mixture"])[keep]
+    icl = smooth(np.array(traj["icl_score/mixture"])[keep])
     window = phase_change_window(tokens, icl)
     # the bump is looked for in the held-out loss at the snapshots (the same fixed sequences every time, so any
-    # feature is the model's, not a batch's): the non-convex stretch vs log tokens, and any outright rise
-    held_out = np.array(traj["loss/mixture"])[keep]
-    bump = nonconvex_stretch(tokens, held_out)
-    rise = loss_bump(tokens, held_out, smooth=3, min_rise=0.01)
+    # feature is the model's, not a batch's), from a decade before the window on (the paper's bump co-occurs with
+    # the phase change; earlier, the loss's first fall from its initial value is non-convex too): the largest
+    # non-convex stretch against log tokens, and any outright rise
+    bump = rise = None
+    if window is not None:
+        near = tokens >= window.start_tokens / 10
+        held_out = np.array(traj["loss/mixture"])[keep][near]
+        bump = nonconvex_stretch(tokens[near], held_out)
+        rise = loss_bump(tokens[near], held_out, smooth=3, min_rise=0.01)
     pca = loss_pca(np.array(traj["position_losses"]))
     return {
         "window": None if window is None else to_dict(window),
@@ -263,6 +275,9 @@ def _fmt_window(w: dict | None) -> str:
 def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     traj, pc, heads, abl = res["trajectories"], res["phase_change"], res["heads"], res["ablations"]
     icl = {m: traj[m]["icl_score/mixture"][-1] for m in cfg.models}
+    # a window counts as a phase change only if the ICL score really changed (else it is the noise's fastest stretch)
+    pc = {m: pc[m] if icl[m] - traj[m]["icl_score/mixture"][0] <= -cfg.min_icl_change else {**pc[m], "window": None}
+          for m in cfg.models}
     icl_nat = {m: traj[m]["icl_score/natural"][-1] for m in cfg.models}
     drop = {m: abl[m].get("drop") for m in cfg.models}
     lines: list[str] = []
@@ -275,18 +290,23 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[str
         prev = np.array(traj[m]["previous_token"][-1])
         prev_best = float(prev[:-1].max()) if len(prev) > 1 else float("nan")
         ok = w is not None and w["share_of_final"] >= 0.5 and bool(in_late) and prev_best >= 0.3
+        verdict = "REPRODUCED" if ok else "NOT REPRODUCED AT THIS SCALE" if w is None else "NOT REPRODUCED"
         lines.append(
-            f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: {m} shows a phase change with induction heads after the first layer and "
+            f"{verdict}: {m} shows a phase change with induction heads after the first layer and "
             f"a previous-token head before them (window {_fmt_window(w)}; induction heads {[(h['layer'], h['head']) for h in heads[m]]}, "
-            f"last layer {last_layer}; best earlier-layer previous-token score {prev_best:.2f})."
+            f"last layer {last_layer}; best earlier-layer previous-token score {prev_best:.2f}; trained on "
+            f"{traj[m]['tokens'][-1]:.3g} tokens, Olsson et al. on billions)."
         )
-        if w is not None:
-            share = w["share_of_final"]
-            lines.append(f"{'REPRODUCED' if share > 0.75 else 'NOT REPRODUCED'}: paper, >75% of the final ICL score forms in the window "
-                         f"({m}: {share:.0%}; the window is where the rate of change stays above half its peak).")
+    for m in cfg.models:  # every model whose ICL score changed enough to have a window
+        w = pc[m]["window"]
+        if w is None:
+            continue
+        share = w["share_of_final"]
+        lines.append(f"{'REPRODUCED' if share > 0.75 else 'NOT REPRODUCED'}: paper, >75% of the final ICL score forms in the window "
+                     f"({m}: {share:.0%} in {_fmt_window(w)}; the window is where the rate of change stays above half its peak).")
         bump, rise = pc[m]["bump_tokens"], pc[m]["rise_tokens"]
-        lines.append(f"{'REPRODUCED' if bump is not None else 'NOT REPRODUCED'}: {m}'s held-out loss has a bump, a non-convex stretch "
-                     f"vs log tokens ({'%.3g-%.3g tokens' % tuple(bump) if bump else 'none found'}; an outright rise: "
+        lines.append(f"{'REPRODUCED' if bump is not None else 'NOT REPRODUCED'}: {m}'s held-out loss has a bump near its phase change, "
+                     f"a non-convex stretch vs log tokens ({'%.3g-%.3g tokens' % tuple(bump) if bump else 'none found'}; an outright rise: "
                      f"{'%.3g-%.3g tokens' % tuple(rise) if rise else 'none'}).")
     if "attn1" in cfg.models:
         ok = not heads["attn1"]
@@ -357,7 +377,8 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         "and a direct OV path that ranks the attended token first for most probe tokens (copying_top1 > 0.5). The copying score "
         "itself (the attended token's raise over the total absolute logit change, rescaled to [-1, 1]) is reported as specified; "
         "it stays far below 1 even for heads that copy every token, because the raise is spread over the other tokens too.",
-        "Phase-change window: where the ICL score's improvement per log token stays above half its peak rate.",
+        "Phase-change window: where the ICL score (5-snapshot moving average) improves per log token at >= half its peak rate.",
+        "Bump: the largest non-convex stretch of the held-out loss vs log tokens, from a decade before the window on.",
         "Ablation drop: share of the ICL score removed by zero-ablating all induction heads with every attention pattern frozen.",
     ]
     return finish("induction", cfg.preset, out, numbers, lines, figures, parts, notes)

@@ -26,9 +26,9 @@ def icl_vs_tokens(res: dict[str, Any], folder: Path) -> Path:
         if w is not None:
             ax.axvspan(w["start_tokens"], w["end_tokens"], color="orange", alpha=0.25, label="phase change")
         ax.set_xscale("log")
-        ax.set_title(m, fontsize=10)
+        ax.set_title(f"{m} (lower: more in-context learning)" if ax is axes[0][0] else m, fontsize=9)
         ax.set_xlabel("training tokens")
-    axes[0][0].set_ylabel("ICL score (nats; lower = more in-context learning)")
+    axes[0][0].set_ylabel("ICL score (nats)")
     axes[0][0].legend(fontsize=7)
     return save(fig, folder, "icl_score_vs_tokens")
 

@@ -275,9 +275,6 @@ def _fmt_window(w: dict | None) -> str:
 def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     traj, pc, heads, abl = res["trajectories"], res["phase_change"], res["heads"], res["ablations"]
     icl = {m: traj[m]["icl_score/mixture"][-1] for m in cfg.models}
-    # a window counts as a phase change only if the ICL score really changed (else it is the noise's fastest stretch)
-    pc = {m: pc[m] if icl[m] - traj[m]["icl_score/mixture"][0] <= -cfg.min_icl_change else {**pc[m], "window": None}
-          for m in cfg.models}
     icl_nat = {m: traj[m]["icl_score/natural"][-1] for m in cfg.models}
     drop = {m: abl[m].get("drop") for m in cfg.models}
     lines: list[str] = []
@@ -356,6 +353,9 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     probes = probes_for(cfg, device)
     traj = {m: parts.get(f"trajectory_{m}", lambda m=m: trajectory(cfg, runs[m], probes, device)) for m in cfg.models}
     pc = {m: phase_change(traj[m]) for m in cfg.models}
+    # a window counts as a phase change only if the ICL score really changed (else it is the noise's fastest stretch)
+    pc = {m: pc[m] if traj[m]["icl_score/mixture"][-1] - traj[m]["icl_score/mixture"][0] <= -cfg.min_icl_change
+          else {**pc[m], "window": None, "bump_tokens": None, "rise_tokens": None} for m in cfg.models}
     heads = {m: induction_heads(cfg, traj[m]) for m in cfg.models}
     abl = {m: parts.get(f"ablation_{m}", lambda m=m: ablations(cfg, runs[m], heads[m], device)) for m in cfg.models}
     top = max(((m, h) for m in cfg.models for h in heads[m]), key=lambda mh: mh[1]["prefix_matching"], default=None)

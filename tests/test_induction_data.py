@@ -3,7 +3,7 @@
 import torch
 
 from iclab.tasks import InductionConfig, InductionTask, make_task
-from iclab.tasks.induction import markov_sequences, span_sequences, stdlib_corpus
+from iclab.tasks.induction import FAMILIES, markov_sequences, repeat_sequences, span_sequences, stdlib_corpus
 from iclab.train import apply_overrides, default_config, train
 
 
@@ -27,6 +27,21 @@ def test_copied_spans_repeat_earlier_tokens_at_random_positions():
     assert repeated[:, -8:].float().mean() > 0.15, "late tokens, where the ICL score is read, are often copies"
 
 
+def test_repeats_have_a_random_period_and_start_per_sequence():
+    cfg = InductionConfig(n_ctx=64, span_min=4)
+    tokens, repeated = repeat_sequences(cfg, 256, torch.Generator().manual_seed(0))
+    periods, starts = [], []
+    for seq, rep in zip(tokens, repeated):
+        first = int(torch.nonzero(rep)[0])  # the first predictable copy: start + period + 1
+        period = next(p for p in range(cfg.span_min, 64) if torch.equal(seq[first - 1 :], seq[first - 1 - p : 64 - p]))
+        assert rep[first:].all() and not rep[:first].any()
+        periods.append(period)
+        starts.append(first - 1 - period)
+    assert min(periods) == cfg.span_min and max(periods) >= 24, "periods cover a wide range: no fixed offset to copy by"
+    assert min(starts) == 0 and max(starts) >= 12
+    assert all(s + 2 * p <= 64 for s, p in zip(starts, periods)), "every repeat is seen whole at least twice"
+
+
 def test_markov_chains_use_few_states_and_a_fresh_matrix_per_sequence():
     cfg = InductionConfig(n_ctx=256, markov_states=4)
     seqs = markov_sequences(cfg, 8, torch.Generator().manual_seed(1))
@@ -46,7 +61,11 @@ def test_the_stdlib_corpus_is_split_by_file_and_batches_are_pure():
     task = InductionTask(InductionConfig(natural_share=0.5, markov_share=0.25))
     a, b = task.batch(3, 16, "train"), task.batch(3, 16, "train")
     assert torch.equal(a.inputs, b.inputs) and not torch.equal(a.inputs, task.batch(3, 16, "eval").inputs)
-    assert a.inputs.max() < 256 and (a.extras["family"] == 2).sum() == 8
+    assert a.inputs.max() < 256 and (a.extras["family"] == FAMILIES.index("natural")).sum() == 8
+    mixed = InductionTask(InductionConfig(natural_share=0.25, repeat_share=0.5)).batch(0, 16, "train")
+    counts = torch.bincount(mixed.extras["family"], minlength=len(FAMILIES)).tolist()
+    assert counts == [4, 0, 4, 8]
+    assert mixed.extras["repeated"][mixed.extras["family"] == 3].float().mean() > 0.4
 
 
 def test_an_attention_only_model_trains_on_the_task(tmp_path):

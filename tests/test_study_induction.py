@@ -17,8 +17,10 @@ def test_the_study_runs_and_smeared_keys_give_a_one_layer_model_in_context_learn
     for key in ("icl_score", "phase_change", "induction_heads", "ablation_icl_drop", "findings"):
         assert key in saved
     assert set(saved["icl_score"]) == {"attn1", "smeared1"}
-    # the smeared-key model uses its context much more than the plain one (measured: about -0.6 vs -0.1 nats)
-    assert saved["icl_score"]["smeared1"] < saved["icl_score"]["attn1"] - 0.2
+    # the smeared-key model builds induction heads and uses its context much more than the plain one, which can only
+    # learn in-context token frequencies (measured: -3.7 vs -1.3 nats)
+    assert saved["icl_score"]["smeared1"] < saved["icl_score"]["attn1"] - 1.0
+    assert saved["induction_heads"]["smeared1"] and not saved["induction_heads"]["attn1"]
     traj = json.loads((tmp_path / "parts" / "trajectory_smeared1.json").read_text())["result"]
     assert len(traj["step"]) >= 10 and traj["step"][0] == 0
     assert torch.tensor(traj["prefix_matching"]).shape == (len(traj["step"]), 1, 4)

@@ -1,14 +1,17 @@
 """Next-token prediction on sequences with in-context structure (Olsson et al. 2022).
 
-Three families, mixed per sequence by the config's shares:
+Four families, mixed per sequence by the config's shares:
   ``spans``:   random tokens with ``n_spans`` random spans copied later in the
                sequence; span lengths and positions random per sequence (a fixed
                period would let a model copy by position instead of by content);
+  ``repeats``: random tokens from a random start on repeated with a random period
+               until the context ends: most tokens are predictable by induction, and
+               the period (hence the offset back to the source) changes per sequence;
   ``markov``:  a Markov chain over ``markov_states`` tokens with a fresh random
                transition matrix per sequence (rows ~ Dirichlet(1)): in-context bigrams;
   ``natural``: byte windows of the Python standard library's own source files,
                found through the running interpreter, split into train / eval by file.
-Tokens are bytes (vocabulary 256), so the three families share one embedding.
+Tokens are bytes (vocabulary 256), so the families share one embedding.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from iclab.errors import IclabError
 from iclab.tasks.base import Batch, Split, stream
 
 VOCAB = 256
+FAMILIES = ("spans", "markov", "natural", "repeats")  # Batch.extras["family"] holds indices into this
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class InductionConfig:
     n_ctx: int = 64
     natural_share: float = 0.0
     markov_share: float = 0.0
+    repeat_share: float = 0.0
     synthetic_vocab: int = 64
     span_min: int = 4
     span_max: int = 16
@@ -46,8 +51,9 @@ class InductionConfig:
 
     def __post_init__(self) -> None:
         require(self.n_ctx >= 8, "n_ctx", f"must be at least 8, got {self.n_ctx}")
-        require(0 <= self.natural_share <= 1 and 0 <= self.markov_share <= 1, "natural_share", "shares must lie in [0, 1]")
-        require(self.natural_share + self.markov_share <= 1, "markov_share", "natural_share + markov_share must be <= 1 (the rest is spans)")
+        shares = (self.natural_share, self.markov_share, self.repeat_share)
+        require(all(0 <= x <= 1 for x in shares), "natural_share", "natural_share, markov_share and repeat_share must lie in [0, 1]")
+        require(sum(shares) <= 1, "repeat_share", "natural_share + markov_share + repeat_share must be <= 1 (the rest is spans)")
         require(2 <= self.synthetic_vocab <= VOCAB, "synthetic_vocab", f"must lie in [2, {VOCAB}], got {self.synthetic_vocab}")
         require(1 <= self.span_min <= self.span_max, "span_min", "need 1 <= span_min <= span_max")
         require(2 * self.span_max * self.n_spans <= self.n_ctx, "span_max", f"2 * span_max * n_spans must fit in n_ctx={self.n_ctx}")
@@ -87,6 +93,23 @@ def span_sequences(cfg: InductionConfig, batch: int, g: torch.Generator) -> tupl
                     repeated[b, dst + 1 : dst + n] = True
                     break
     return tokens, repeated
+
+
+def repeat_sequences(cfg: InductionConfig, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random tokens repeated with a random period: tokens [B, T] and a mask [B, T] of the repeated positions after
+    the first of each repeat.
+
+    Per sequence, a start s ~ U[0, T/4] and a period P ~ U[span_min, (T - s)/2]; from s + P on, token t equals token
+    t - P. The period varies over [span_min, ~3T/8] between sequences, so no fixed offset finds the source.
+    """
+    T = cfg.n_ctx
+    tokens = torch.randint(cfg.synthetic_vocab, (batch, T), generator=g)
+    start = torch.randint(min(T // 4, T - 2 * cfg.span_min) + 1, (batch, 1), generator=g)
+    longest = (T - start) // 2  # [B, 1] two full periods fit after the start
+    period = cfg.span_min + (torch.rand(batch, 1, generator=g) * (longest - cfg.span_min + 1)).long().clamp(max=longest - cfg.span_min)
+    t = torch.arange(T).unsqueeze(0)  # [1, T]
+    source = torch.where(t >= start + period, start + (t - start) % period, t)  # [B, T]
+    return tokens.gather(1, source), t > start + period
 
 
 def markov_sequences(cfg: InductionConfig, batch: int, g: torch.Generator) -> torch.Tensor:
@@ -136,19 +159,20 @@ class InductionTask:
         g = stream(cfg.data_seed, "sequences", split, step)
         n_nat = int(round(batch_size * cfg.natural_share))
         n_mark = int(round(batch_size * cfg.markov_share))
-        n_span = batch_size - n_nat - n_mark
-        spans, repeated = span_sequences(cfg, n_span, g)
-        parts = [spans]
-        masks = [repeated]
-        if n_mark:
-            parts.append(markov_sequences(cfg, n_mark, g))
-            masks.append(torch.zeros(n_mark, cfg.n_ctx, dtype=torch.bool))
-        if n_nat:
-            parts.append(natural_sequences(cfg, n_nat, split, g))
-            masks.append(torch.zeros(n_nat, cfg.n_ctx, dtype=torch.bool))
-        tokens = torch.cat(parts).to(device)
-        family = torch.cat([torch.full((len(p),), i) for i, p in enumerate(parts)]).to(device)
-        return Batch(inputs=tokens, targets=tokens, extras={"repeated": torch.cat(masks).to(device), "family": family})
+        n_rep = int(round(batch_size * cfg.repeat_share))
+        n_span = max(0, batch_size - n_nat - n_mark - n_rep)
+        uncopied = lambda seqs: (seqs, torch.zeros_like(seqs, dtype=torch.bool))  # noqa: E731
+        samplers = [  # in FAMILIES' order; each gives tokens [n, T] and its copied positions [n, T]
+            (n_span, lambda n: span_sequences(cfg, n, g)),
+            (n_mark, lambda n: uncopied(markov_sequences(cfg, n, g))),
+            (n_nat, lambda n: uncopied(natural_sequences(cfg, n, split, g))),
+            (n_rep, lambda n: repeat_sequences(cfg, n, g)),
+        ]
+        parts = [(i, *sample(n)) for i, (n, sample) in enumerate(samplers) if n]
+        tokens = torch.cat([p[1] for p in parts]).to(device)
+        repeated = torch.cat([p[2] for p in parts]).to(device)
+        family = torch.cat([torch.full((len(p[1]),), p[0]) for p in parts]).to(device)
+        return Batch(inputs=tokens, targets=tokens, extras={"repeated": repeated, "family": family})
 
     @staticmethod
     def token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,10 @@
 
 import json
 
+import pytest
 import torch
 
+from iclab.errors import IclabError
 from iclab.studies import induction
 
 TINY = ["recipe.steps=1200", "recipe.snapshots=12", "models=[attn1,smeared1]", "recipe.natural_share=0", "eval_sequences=64",
@@ -26,3 +28,9 @@ def test_the_study_runs_and_smeared_keys_give_a_one_layer_model_in_context_learn
     assert torch.tensor(traj["prefix_matching"]).shape == (len(traj["step"]), 1, 4)
     assert all((tmp_path / f).is_file() for f in summary["figures"])
     assert any(line.startswith(("REPRODUCED", "NOT REPRODUCED")) for line in saved["findings"])
+
+
+def test_a_mixture_over_one_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(IclabError, match="repeat_share"):
+        induction.run("quick", tmp_path / "out", ["recipe.natural_share=0.5"], torch.device("cpu"), log=lambda s: None)
+    assert not (tmp_path / "out").exists()

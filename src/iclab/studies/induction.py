@@ -56,6 +56,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         require_positive(self, "d_model", "n_heads", "n_ctx", "lr", "batch_size", "steps", "snapshots")
+        self.task()  # the mixture's own checks (shares, span lengths vs context) before anything is written
 
     def task(self, seed: int = 0) -> InductionConfig:
         """The training mixture; its data stream follows the study's seed (seed s samples stream s + 1)."""

@@ -65,6 +65,8 @@ def test_the_stdlib_corpus_is_split_by_file_and_batches_are_pure():
     mixed = InductionTask(InductionConfig(natural_share=0.25, repeat_share=0.5)).batch(0, 16, "train")
     counts = torch.bincount(mixed.extras["family"], minlength=len(FAMILIES)).tolist()
     assert counts == [4, 0, 4, 8]
+    odd = InductionTask(InductionConfig(natural_share=0.5, repeat_share=0.5)).batch(0, 3, "train")
+    assert len(odd.inputs) == 3, "rounding the shares never makes a batch larger than asked"
     assert mixed.extras["repeated"][mixed.extras["family"] == 3].float().mean() > 0.4
 
 

@@ -158,9 +158,9 @@ class InductionTask:
         cfg = self.config
         g = stream(cfg.data_seed, "sequences", split, step)
         n_nat = int(round(batch_size * cfg.natural_share))
-        n_mark = int(round(batch_size * cfg.markov_share))
-        n_rep = int(round(batch_size * cfg.repeat_share))
-        n_span = max(0, batch_size - n_nat - n_mark - n_rep)
+        n_mark = min(int(round(batch_size * cfg.markov_share)), batch_size - n_nat)  # rounding never overfills the batch
+        n_rep = min(int(round(batch_size * cfg.repeat_share)), batch_size - n_nat - n_mark)
+        n_span = batch_size - n_nat - n_mark - n_rep
         uncopied = lambda seqs: (seqs, torch.zeros_like(seqs, dtype=torch.bool))  # noqa: E731
         samplers = [  # in FAMILIES' order; each gives tokens [n, T] and its copied positions [n, T]
             (n_span, lambda n: span_sequences(cfg, n, g)),

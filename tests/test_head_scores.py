@@ -6,6 +6,7 @@ import torch
 from iclab.models import ModelConfig, Transformer
 from iclab.analysis.heads import (
     copying_score,
+    copying_top1,
     direct_ov_logits,
     detection_score,
     duplicate_token_detection,
@@ -113,3 +114,17 @@ def test_a_model_whose_ov_circuit_is_the_identity_copies():
     score = copying_score(ov, tokens)
     assert score[0, 0] == pytest.approx(1.0, abs=1e-5)
     assert score[0, 1] == pytest.approx(-1.0, abs=1e-5)
+
+
+def test_copying_scores_layer_by_layer_in_chunks_equal_the_full_tensor():
+    from iclab.analysis.induction_probes import copying_scores, restricted_ov
+    from iclab.heads import IclabHeadModel
+
+    cfg = ModelConfig(n_layers=2, d_model=16, n_heads=2, attn_only=True, d_vocab=40, n_ctx=8)
+    model = IclabHeadModel(Transformer(cfg, generator=torch.Generator().manual_seed(3)))
+    vocab = torch.arange(3, 40)
+    tokens = vocab[torch.randperm(len(vocab), generator=torch.Generator().manual_seed(0))[:23]]
+    full, index = restricted_ov(model.direct_ov_logits(tokens), tokens, vocab)
+    copying, top1 = copying_scores(model, tokens, vocab, chunk=5)  # 23 tokens: chunks of 5, 5, 5, 5, 3
+    assert torch.allclose(copying, copying_score(full, index), atol=1e-5)
+    assert torch.allclose(top1, copying_top1(full, index), atol=1e-6)

@@ -27,6 +27,21 @@ def tiny(family: str):
         cfg = transformers.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                          num_key_value_heads=2, **common)
         return transformers.MistralForCausalLM(cfg)
+    llama_like = {"qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=8)),
+                  "stablelm": ("StableLmConfig", "StableLmForCausalLM", {}),
+                  "olmo": ("OlmoConfig", "OlmoForCausalLM", {}),
+                  "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {}),
+                  "gemma": ("GemmaConfig", "GemmaForCausalLM", dict(head_dim=8)),
+                  "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(head_dim=8, attn_logit_softcapping=5.0,
+                                                                       final_logit_softcapping=3.0)),
+                  "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(head_dim=8)),
+                  "phi": ("PhiConfig", "PhiForCausalLM", {}),
+                  "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(pad_token_id=0))}
+    if family in llama_like:
+        config_cls, model_cls, extra = llama_like[family]
+        cfg = getattr(transformers, config_cls)(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                num_key_value_heads=2, **common, **extra)
+        return getattr(transformers, model_cls)(cfg)
     if family == "gpt2":
         return transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **common))
     if family == "gpt_neox":
@@ -35,7 +50,8 @@ def tiny(family: str):
     raise ValueError(family)
 
 
-FAMILIES = ["llama", "qwen2", "mistral", "gpt2", "gpt_neox"]
+FAMILIES = ["llama", "qwen2", "mistral", "gpt2", "gpt_neox", "qwen3", "stablelm", "olmo", "olmo2", "gemma", "gemma2",
+            "gemma3_text", "phi", "phi3"]
 
 
 def ids(B=3, T=10, seed=1):
@@ -174,3 +190,18 @@ def test_loading_from_a_folder_needs_a_complete_local_folder(tmp_path):
     assert prompt[0] == fast.bos_token_id
     assert model.decode(prompt[1:]).replace(" ", "") == "3->4#5->"
     assert greedy_generate(model, torch.tensor([prompt]), 2).shape == (1, 2)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_direct_ov_logits_layer_by_layer_for_every_family(family):
+    model = HFHeadModel(tiny(family))
+    tokens = torch.tensor([3, 5, 7])
+    per_layer = model.ov_logits(1, tokens)
+    assert per_layer.shape == (4, 3, V) and torch.isfinite(per_layer).all()
+    assert torch.allclose(model.direct_ov_logits(tokens)[1], per_layer)
+
+
+def test_an_unsupported_family_says_what_an_adapter_needs():
+    cfg = transformers.FalconConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, vocab_size=V)
+    with pytest.raises(IclabError, match="an adapter .* names the decoder layers"):
+        HFHeadModel(transformers.FalconForCausalLM(cfg))

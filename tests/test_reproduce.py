@@ -2,26 +2,37 @@
 
 import json
 import types
+from dataclasses import dataclass
 
 import torch
 
+import iclab
 from iclab import reproduce as rep
+from iclab.config import config_hash
 from iclab import studies
 from iclab.studies import StudyInfo
 
 
-def fake_studies(monkeypatch, calls):
+@dataclass(frozen=True)
+class FakeSettings:
+    steps: int = 3
+
+
+def fake_studies(monkeypatch, calls, presets=None):
+    presets = presets or {"quick": FakeSettings(), "paper": FakeSettings(100)}
+
     def module(name, fail=False):
         def run(preset, out, overrides, device):
             calls.append(name)
             if fail:
                 raise RuntimeError("boom")
             out.mkdir(parents=True, exist_ok=True)
-            summary = {"study": name, "preset": preset, "findings": [f"{name} ok"]}
+            summary = {"study": name, "preset": preset, "settings_hash": config_hash(presets[preset]),
+                       "iclab_version": iclab.__version__, "findings": [f"{name} ok"]}
             (out / "summary.json").write_text(json.dumps(summary))
             return summary
 
-        return types.SimpleNamespace(run=run, PRESETS={"quick": None})
+        return types.SimpleNamespace(run=run, PRESETS=presets)
 
     table = {
         "good": StudyInfo("good", "a study that works", "-", built=True),
@@ -50,3 +61,20 @@ def test_failures_are_isolated_and_finished_studies_are_skipped(tmp_path, monkey
     calls.clear()
     rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None)
     assert "good" in calls, "a result of another preset is not reused"
+
+
+def test_a_finished_study_with_other_settings_or_version_is_run_again(tmp_path, monkeypatch):
+    calls = []
+    fake_studies(monkeypatch, calls)
+    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["good"])
+    calls.clear()
+    fake_studies(monkeypatch, calls, presets={"quick": FakeSettings(4)})  # the preset changed since
+    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["good"])
+    assert calls == ["good"]
+    calls.clear()
+    monkeypatch.setattr(iclab, "__version__", "0.0.0-other")
+    summary = json.loads((tmp_path / "good" / "summary.json").read_text())
+    summary["iclab_version"] = "0.0.1"
+    (tmp_path / "good" / "summary.json").write_text(json.dumps(summary))
+    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["good"])
+    assert calls == ["good"], "a result of another iclab version is not reused"

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import TINY_SPINGLASS
 from iclab.errors import IclabError
-from iclab.sweep import expand, parse_grid, plot_sweep, sweep
+from iclab.sweep import expand, parse_grid, plot_sweep, run_directory, sweep
 
 
 def test_grid_values_are_yaml_and_commas_inside_brackets_are_kept():
@@ -17,9 +17,30 @@ def test_grid_values_are_yaml_and_commas_inside_brackets_are_kept():
         parse_grid(["nonsense"])
 
 
+@pytest.mark.parametrize("grids, message", [
+    (["=1,2"], "no key before '='"),
+    (["figS7.N=1,2", "figS7.N=3"], "figS7.N: given twice"),
+    (["figS7.D=[1,2"], "a value is not valid YAML"),
+    (["nosuch.key=1,2"], "nosuch: unknown key"),
+    (["figS7.N=abc,xyz"], "figS7.N"),
+])
+def test_a_bad_grid_is_refused_before_anything_runs(tmp_path, grids, message):
+    with pytest.raises(IclabError, match=message):
+        sweep("spinglass", "quick", grids, tmp_path / "sw", base=TINY_SPINGLASS, log=lambda s: None)
+    assert not (tmp_path / "sw").exists()
+
+
+GRID = ["figS7.N=10,20", "figS7.D=[3],[4]"]
+
+
 def _sweep(tmp_path, **kw):
-    # figS7.D=[0] is invalid (D must be positive): that point fails, the others run
-    return sweep("spinglass", "quick", ["figS7.N=10,20", "figS7.D=[3],[0]"], tmp_path, base=TINY_SPINGLASS, log=lambda s: None, **kw)
+    # the D=[4] points fail at run time: their folders already hold something that is not their study
+    for point in expand(GRID, 0, TINY_SPINGLASS):
+        if point.values["figS7.D"] == [4]:
+            folder = run_directory("spinglass", "quick", point.overrides, tmp_path)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "stray.txt").write_text("not a study")
+    return sweep("spinglass", "quick", GRID, tmp_path, base=TINY_SPINGLASS, log=lambda s: None, **kw)
 
 
 def test_local_pool_sweep_isolates_a_failure_and_skips_finished_runs(tmp_path):
@@ -45,4 +66,4 @@ def test_ray_sweep_on_a_real_local_instance(tmp_path):
     finally:
         ray.shutdown()
     assert sorted(table["status"]) == ["complete", "complete", "failed", "failed"]
-    assert (tmp_path / "runs").is_dir() and len(list((tmp_path / "runs").iterdir())) == 2
+    assert len(list((tmp_path / "runs").glob("*/summary.json"))) == 2

@@ -146,9 +146,9 @@ def _cli(*args, cwd):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_killed_training_resumes_to_bitwise_equal_weights(tmp_path, sig):
-    """Kill the trainer mid-run (SIGKILL: no chance to clean up; SIGINT: Ctrl-C), resume, compare."""
+    """Kill the trainer mid-run (SIGKILL: no chance to clean up; SIGINT: Ctrl-C; SIGTERM: a scheduler), resume, compare."""
     sets = []
     for s in SMALL + ["train.steps=400", "train.checkpoint_every=7", "model.d_model=32"]:
         sets += ["--set", s]
@@ -172,6 +172,8 @@ def test_killed_training_resumes_to_bitwise_equal_weights(tmp_path, sig):
         assert proc.returncode != 0, "the run finished before it was killed"
         if sig == signal.SIGINT:
             assert proc.returncode == Interrupted.exit_code, err.decode()
+        if sig in (signal.SIGINT, signal.SIGTERM):
+            assert proc.returncode == 128 + sig, err.decode()
             assert b"checkpoint saved" in err
     assert not (tmp_path / "killed" / "summary.json").exists(), "the run should have been stopped before its end"
     subprocess.run(cmd, env=env, check=True, capture_output=True)

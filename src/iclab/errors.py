@@ -7,6 +7,8 @@ catches it like any exception. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import signal
+
 
 class IclabError(Exception):
     """Bad input or state that the user can fix; the message says how."""
@@ -30,3 +32,16 @@ class TrainingDiverged(IclabError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+class Interrupted(IclabError):
+    """Ctrl-C or SIGTERM during training: a checkpoint was saved; re-run the command to resume.
+
+    Exit status 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM).
+    """
+
+    exit_code = 130
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iclab.errors import RunDirError
-from iclab.train.checkpoint import atomic_write_text
+from iclab.io import atomic_write_text
 
 VERDICTS = (  # prefix of a finding line -> (label, css class); longest prefixes first
     ("NOT REPRODUCED AT THIS SCALE", "not applicable at this scale", "na"),

@@ -2,8 +2,10 @@
 
 Each grid point (x seed) is one study run with ``--set`` overrides, in its own
 directory ``DIR/runs/<study>-<hash>``, the hash taken over the run's complete,
-validated settings. A finished run (its summary.json present) is skipped on
-re-run; a failing run writes ``error.txt`` and the others go on. At the end
+validated settings. Every point's settings are checked before any run starts
+(an unknown key or a bad value is refused). A finished run (its summary.json
+present) is skipped on re-run; a failing run writes ``error.txt`` and the
+others go on; the command exits non-zero if any failed. At the end
 every run's scalar results become one table, ``DIR/results.parquet`` and
 ``DIR/results.csv``.
 """
@@ -25,6 +27,7 @@ import yaml
 
 from iclab.config import config_hash
 from iclab.errors import IclabError
+from iclab.io import output_dir
 
 Executor = Literal["local", "ray"]
 
@@ -53,16 +56,27 @@ def _split_values(text: str) -> list[str]:
 
 
 def parse_grid(grids: list[str]) -> dict[str, list[Any]]:
-    """["depths=[1],[2]", "recipe.lr=1e-3,3e-4"] -> {key: [values]} (values parsed as YAML)."""
+    """["depths=[1],[2]", "recipe.lr=1e-3,3e-4"] -> {key: [values]} (values parsed as YAML).
+
+    A key given twice, an empty key or a value that is not YAML is refused.
+    """
     out: dict[str, list[Any]] = {}
     for text in grids:
         if "=" not in text:
             raise IclabError(f"--grid {text!r}: expected key=v1,v2,... (e.g. --grid recipe.lr=1e-3,3e-4)")
-        key, raw = text.split("=", 1)
-        values = [yaml.safe_load(v) for v in _split_values(raw)]
+        key, raw = (part.strip() for part in text.split("=", 1))
+        if not key:
+            raise IclabError(f"--grid {text!r}: no key before '='; expected key=v1,v2,...")
+        if key in out:
+            raise IclabError(f"--grid {key}: given twice; put all its values in one --grid {key}=v1,v2,...")
+        try:
+            values = [yaml.safe_load(v) for v in _split_values(raw)]
+        except yaml.YAMLError as err:
+            problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+            raise IclabError(f"--grid {text!r}: a value is not valid YAML ({problem})") from None
         if not values:
             raise IclabError(f"--grid {text!r}: no values given")
-        out[key.strip()] = values
+        out[key] = values
     return out
 
 
@@ -98,6 +112,7 @@ def run_point(study: str, preset: str, overrides: tuple[str, ...], values: dict[
     import torch
 
     from iclab.studies import study_module
+    from iclab.errors import Interrupted
 
     if threads:
         torch.set_num_threads(threads)
@@ -112,6 +127,8 @@ def run_point(study: str, preset: str, overrides: tuple[str, ...], values: dict[
         study_module(study).run(preset, path, list(overrides), torch.device(device), log=lambda s: None)
         (path / "error.txt").unlink(missing_ok=True)
         return {**row, "status": "complete"}
+    except Interrupted:  # Ctrl-C / SIGTERM stops the sweep; finished runs are kept
+        raise
     except Exception as err:  # one failing run must not stop the sweep
         (path / "error.txt").write_text(traceback.format_exc())
         return {**row, "status": "failed", "error": f"{type(err).__name__}: {err}"}
@@ -148,16 +165,16 @@ def sweep(
     out = Path(out)
     points = expand(grids, seeds, base)
     jobs = []
-    for p in points:
+    for p in points:  # every point's settings are validated before anything runs
         try:
             folder = run_directory(study, preset, p.overrides, out)
-        except IclabError as err:  # invalid settings: this point fails, the others run
-            jobs.append((p, None, f"{type(err).__name__}: {err}"))
-            continue
-        jobs.append((p, folder, None))
+        except IclabError as err:
+            at = ", ".join(f"{k}={v}" for k, v in p.values.items())
+            raise type(err)(f"{err} (grid point {at})") from None
+        jobs.append((p, folder))
+    output_dir(out)
     log(f"sweep {study}: {len(points)} runs, executor {executor}" + (f" ({workers} workers)" if executor == "local" else ""))
-    todo = [(p, f) for p, f, e in jobs if f is not None]
-    args = [(study, preset, p.overrides, p.values, str(f), device) for p, f in todo]
+    args = [(study, preset, p.overrides, p.values, str(f), device) for p, f in jobs]
     if executor == "ray":
         results = _run_ray(args, address, cpus_per_run, gpus_per_run)
     elif workers > 1:
@@ -167,9 +184,9 @@ def sweep(
             results = list(pool.map(run_point, *zip(*args), [threads] * len(args))) if args else []
     else:
         results = [run_point(*a) for a in args]
-    rows = results + [{"run": None, **p.values, "status": "failed", "error": e} for p, f, e in jobs if f is None]
+    rows = results
     for row in rows:
-        log(f"  {row['run'] or '(invalid)'}: {row['status']}" + (f" - {row['error']}" if row.get("error") else ""))
+        log(f"  {row['run']}: {row['status']}" + (f" - {row['error']}" if row.get("error") else ""))
         if row["run"]:
             summary_file = out / "runs" / row["run"] / "summary.json"
             if summary_file.is_file():

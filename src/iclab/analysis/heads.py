@@ -113,16 +113,10 @@ def copying_top1(ov_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return (ov_logits.argmax(dim=-1, keepdim=True) == index).float().squeeze(-1).mean(dim=-1)
 
 
-@torch.no_grad()
 def direct_ov_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     """[L, H, N, V]: the logits each head of an iclab :class:`~iclab.models.Transformer` writes, through its
     direct path, when attending to a token of ``tokens`` [N] (embedding -> the layer's norm -> W_V, W_O
     -> final norm -> W_U; value and output biases left out, they do not depend on the token)."""
-    x = model.W_E[tokens]  # [N, D]
-    out = []
-    for block in model.blocks:
-        attn = block.attn
-        v = torch.einsum("nd,hde->hne", block.ln1(x), attn.W_V)  # [H, N, E]
-        result = torch.einsum("hne,hed->hnd", v, attn.W_O)  # [H, N, D]
-        out.append(model.ln_final(result) @ model.W_U)  # [H, N, V]
-    return torch.stack(out)
+    from iclab.heads.own import transformer_ov_logits
+
+    return torch.stack([transformer_ov_logits(model, layer, tokens) for layer in range(len(model.blocks))])

@@ -3,8 +3,9 @@
 Every analysis that works on heads (function vectors, head masks, subspaces,
 head scores) takes a :class:`HeadModel`:
 
-    from iclab.heads import from_run, load_hf
-    model = load_hf("/path/to/local/folder")       # or from_run("runs/addk")
+    from iclab.heads import from_run, load_hf, load_model
+    model = load_model("smollm2-135m")              # a catalogue name, a local HF folder, a .gguf file, or an iclab run
+    model = load_hf("/path/to/local/folder")        # or from_run("runs/addk")
     with model.capture_z() as cache: model.logits(ids)
     cache.z                                          # [L, B, T, H, E] input of each layer's output projection
 
@@ -19,4 +20,18 @@ from iclab.heads.base import HeadModel, Intervention, ZCache, greedy_generate
 from iclab.heads.hf import HFHeadModel, load_hf
 from iclab.heads.own import IclabHeadModel, from_run
 
-__all__ = ["HeadModel", "HFHeadModel", "IclabHeadModel", "Intervention", "ZCache", "from_run", "greedy_generate", "load_hf"]
+
+def load_model(spec, device="cpu", dtype: str = "float32", log=print) -> HeadModel:
+    """Any model iclab can analyse: an iclab run directory (config.yaml), a name from ``iclab models``
+    (fetched the first time), a local Hugging Face folder, or a ``.gguf`` file."""
+    from pathlib import Path
+
+    from iclab.pretrained import resolve
+
+    if (Path(spec) / "config.yaml").is_file() and not (Path(spec) / "config.json").is_file():
+        return from_run(spec, device=device)
+    return load_hf(resolve(spec, log=log), device, dtype)
+
+
+__all__ = ["HeadModel", "HFHeadModel", "IclabHeadModel", "Intervention", "ZCache", "from_run", "greedy_generate", "load_hf",
+           "load_model"]

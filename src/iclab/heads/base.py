@@ -109,8 +109,23 @@ class HeadModel(ABC):
         """[L, B, S, H, E] value vectors seen by each query head."""
 
     @abstractmethod
+    def ov_logits(self, layer: int, tokens: torch.Tensor) -> torch.Tensor:
+        """[H, N, V] float32: the logits each head of ``layer`` writes through its direct OV path when attending to
+        a token of ``tokens`` [N] (embedding -> the layer's input norm -> W_V -> W_O -> final norm -> W_U)."""
+
+    @abstractmethod
+    def probe_vocab(self) -> torch.Tensor:
+        """[V'] token ids random probes may draw from (no special tokens, no BOS)."""
+
+    @property
+    def n_ctx(self) -> int | None:
+        """The longest sequence the model takes (None: no fixed limit that matters here)."""
+        return None
+
     def direct_ov_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[L, H, N, V]: the logits each head writes through its direct OV path when attending to ``tokens`` [N]."""
+        """[L, H, N, V]: :meth:`ov_logits` of every layer. For small vocabularies only: on a real model this is
+        L * H * N * V floats (10 GB for SmolLM2 at N = 200); scores go layer by layer instead."""
+        return torch.stack([self.ov_logits(layer, tokens) for layer in range(self.n_layers)])
 
     @property
     @abstractmethod

@@ -1,20 +1,28 @@
 """Hugging Face causal LMs from a local folder, behind the :class:`HeadModel` interface.
 
-Supported families (by ``config.model_type``) and where their heads live:
+Supported families (by ``config.model_type``), one adapter each in ``FAMILIES``:
 
-    llama, qwen2, qwen3, mistral   model.layers[l].self_attn.o_proj   (Linear, z = its input)
-    gpt2                           transformer.h[l].attn.c_proj        (Conv1D: y = x W + b)
-    gpt_neox                       gpt_neox.layers[l].attention.dense  (Linear)
+    llama, mistral, qwen2, qwen3, stablelm, olmo   model.layers[l].self_attn.o_proj (z = its input)
+    gemma, gemma2, gemma3_text                     the same, plus a norm after attention (post_attention_layernorm)
+    olmo2                                          the same, with no norm before attention (norms after it)
+    phi                                            model.layers[l].self_attn.dense
+    phi3                                           o_proj; fused query/key/value projection qkv_proj
+    gpt2                                           transformer.h[l].attn.c_proj  (Conv1D: y = x W + b)
+    gpt_neox                                       gpt_neox.layers[l].attention.dense
 
-Per-head z is the input of that projection, reshaped [B, T, H, E]; W_O[h] is
+Per-head z is the input of the output projection, reshaped [B, T, H, E]; W_O[h] is
 the projection's slice for head h. Attention patterns come from the model's own
-eager attention (``output_attentions``); value vectors from the value
-projection, expanded to query heads under grouped-query attention.
+eager attention (``output_attentions``, soft-capping included); value vectors from
+the value projection, expanded to query heads under grouped-query attention.
+The direct OV path of a head runs embedding -> input norm -> W_V -> W_O ->
+post-attention norm (where the family has one) -> final norm -> unembedding
+(-> final-logit soft-capping where the family has it).
 Nothing is ever downloaded: only ``local_files_only`` loading.
 """
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,13 +36,16 @@ from iclab.heads.base import HeadModel, ResidFn, ZFn
 
 @dataclass(frozen=True)
 class Family:
+    """Where a family keeps what a head analysis needs. A new family needs exactly these fields."""
+
     layers: str  # attribute path of the decoder layers (ModuleList)
     attn: str  # attribute of a layer: its attention module
-    out_proj: str  # attribute of the attention module: the output projection
+    out_proj: str  # attribute of the attention module: the output projection (Linear, or Conv1D)
     conv1d: bool  # GPT-2's Conv1D stores the weight as [in, out]
     values: Callable[[nn.Module, torch.Tensor, int, int], torch.Tensor]  # (attn, normed hidden [B,S,D], H_kv, E) -> [B,S,H_kv,E]
     final_norm: str  # attribute path of the norm before the unembedding
-    input_norm: str  # attribute of a layer: the norm before attention
+    input_norm: str | None  # attribute of a layer: the norm before attention (None: there is none)
+    post_attn_norm: str | None = None  # attribute of a layer: a norm on the attention output before the residual add
 
 
 def _v_llama(attn: nn.Module, x: torch.Tensor, kv: int, E: int) -> torch.Tensor:
@@ -50,15 +61,33 @@ def _v_neox(attn: nn.Module, x: torch.Tensor, kv: int, E: int) -> torch.Tensor:
     return attn.query_key_value(x).view(*x.shape[:-1], kv, 3 * E)[..., 2 * E :]  # per head [q | k | v]
 
 
+def _v_phi3(attn: nn.Module, x: torch.Tensor, kv: int, E: int) -> torch.Tensor:
+    return attn.qkv_proj(x)[..., -kv * E :].view(*x.shape[:-1], kv, E)  # fused [q (H*E) | k (kv*E) | v (kv*E)]
+
+
 LLAMA_LIKE = Family("model.layers", "self_attn", "o_proj", False, _v_llama, "model.norm", "input_layernorm")
+GEMMA_LIKE = Family("model.layers", "self_attn", "o_proj", False, _v_llama, "model.norm", "input_layernorm",
+                    post_attn_norm="post_attention_layernorm")
 FAMILIES: dict[str, Family] = {
     "llama": LLAMA_LIKE,
+    "mistral": LLAMA_LIKE,
     "qwen2": LLAMA_LIKE,
     "qwen3": LLAMA_LIKE,
-    "mistral": LLAMA_LIKE,
+    "stablelm": LLAMA_LIKE,
+    "olmo": LLAMA_LIKE,
+    "gemma": LLAMA_LIKE,  # its norm after attention is the MLP's input norm; the scaled embedding is the module's own
+    "gemma2": GEMMA_LIKE,
+    "gemma3_text": GEMMA_LIKE,
+    "olmo2": Family("model.layers", "self_attn", "o_proj", False, _v_llama, "model.norm", None,
+                    post_attn_norm="post_attention_layernorm"),
+    "phi": Family("model.layers", "self_attn", "dense", False, _v_llama, "model.final_layernorm", "input_layernorm"),
+    "phi3": Family("model.layers", "self_attn", "o_proj", False, _v_phi3, "model.norm", "input_layernorm"),
     "gpt2": Family("transformer.h", "attn", "c_proj", True, _v_gpt2, "transformer.ln_f", "ln_1"),
     "gpt_neox": Family("gpt_neox.layers", "attention", "dense", False, _v_neox, "gpt_neox.final_layer_norm", "input_layernorm"),
 }
+
+ADAPTER_HELP = ("an adapter (iclab.heads.hf.FAMILIES) names the decoder layers, each layer's attention module and its output "
+                "projection, how to read value vectors, the norms before and after attention and the final norm")
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -74,7 +103,8 @@ class HFHeadModel(HeadModel):
         super().__init__()
         cfg = model.config
         if cfg.model_type not in FAMILIES:
-            raise IclabError(f"model type {cfg.model_type!r} is not supported; supported: {', '.join(FAMILIES)}")
+            raise IclabError(f"model type {cfg.model_type!r} is not supported; supported: {', '.join(FAMILIES)}. "
+                             f"To add it, {ADAPTER_HELP}")
         self.family = FAMILIES[cfg.model_type]
         self.model = model.eval()
         for p in self.model.parameters():
@@ -112,6 +142,8 @@ class HFHeadModel(HeadModel):
         return list(ids)
 
     def decode(self, ids: list[int]) -> str:
+        if self.tokenizer is None:
+            raise IclabError("this model was loaded without a tokenizer; it cannot turn token ids into text")
         return self.tokenizer.decode(ids)
 
     # ------------------------------------------------------------------ weights
@@ -169,21 +201,29 @@ class HFHeadModel(HeadModel):
         return torch.stack([a.float() for a in out.attentions])
 
     @torch.no_grad()
-    def direct_ov_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[L, H, N, V]: logits each head writes through its direct path when attending to a token of ``tokens`` [N]
-        (embedding -> the layer's input norm -> value -> W_O -> final norm -> unembedding; the output bias left out)."""
+    def ov_logits(self, layer: int, tokens: torch.Tensor) -> torch.Tensor:
         x = self.model.get_input_embeddings()(tokens.to(self.device))  # [N, D]
         final = _get(self.model, self.family.final_norm)
         unembed = self.model.get_output_embeddings()
         group = self.n_heads // self.n_kv_heads
-        out = []
-        for layer in range(self.n_layers):
-            normed = getattr(self.layers[layer], self.family.input_norm)(x.unsqueeze(0))
-            v = self.family.values(self._attn(layer), normed, self.n_kv_heads, self.d_head)[0]  # [N, H_kv, E]
-            v = v.repeat_interleave(group, dim=1).transpose(0, 1)  # [H, N, E]
-            result = torch.einsum("hne,hed->hnd", v, self.W_O(layer))
-            out.append(unembed(final(result)).float())
-        return torch.stack(out)
+        block = self.layers[layer]
+        normed = x.unsqueeze(0) if self.family.input_norm is None else getattr(block, self.family.input_norm)(x.unsqueeze(0))
+        v = self.family.values(self._attn(layer), normed, self.n_kv_heads, self.d_head)[0]  # [N, H_kv, E]
+        v = v.repeat_interleave(group, dim=1).transpose(0, 1)  # [H, N, E]
+        result = torch.einsum("hne,hed->hnd", v, self.W_O(layer))  # [H, N, D]
+        if self.family.post_attn_norm is not None:
+            result = getattr(block, self.family.post_attn_norm)(result)
+        logits = unembed(final(result)).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return logits if cap is None else cap * torch.tanh(logits / cap)
+
+    def probe_vocab(self) -> torch.Tensor:
+        V = self.model.config.vocab_size
+        special = set(self.tokenizer.all_special_ids) if self.tokenizer is not None else set()
+        if self.bos_id is not None:
+            special.add(self.bos_id)
+        size = min(V, len(self.tokenizer)) if self.tokenizer is not None else V
+        return torch.tensor([i for i in range(size) if i not in special])
 
     @torch.no_grad()
     def values(self, ids: torch.Tensor) -> torch.Tensor:
@@ -228,9 +268,16 @@ def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
         raise IclabError(f"dtype {dtype!r} is not one of {', '.join(dtypes)}")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtypes[dtype])
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except pickle.UnpicklingError as e:
+        raise IclabError(f"--model {folder}: its pickled weights (*.bin) hold objects that torch's restricted loader "
+                         f"(weights_only) refuses to unpickle; iclab never runs pickled code: convert them to safetensors "
+                         f"(torch: {str(e).split('.')[0]})") from None
     except (OSError, ValueError) as e:
-        raise IclabError(f"--model {folder}: could not load it as a causal LM with a tokenizer: {e}") from e
+        raise IclabError(f"--model {folder}: could not load it as a causal LM with a tokenizer: {str(e).splitlines()[0]}") from None
     return HFHeadModel(model.to(device), tokenizer)

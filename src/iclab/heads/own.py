@@ -38,6 +38,18 @@ class ByteTokenizer:
         return bytes(ids).decode("utf-8", errors="replace")
 
 
+@torch.no_grad()
+def transformer_ov_logits(model: Transformer, layer: int, tokens: torch.Tensor) -> torch.Tensor:
+    """[H, N, V]: the logits each head of ``layer`` of an iclab Transformer writes through its direct path when
+    attending to a token of ``tokens`` [N] (embedding -> ln1 -> W_V, W_O -> final norm -> W_U; the value and
+    output biases left out: they do not depend on the token). The model is not changed."""
+    x = model.W_E[tokens]  # [N, D]
+    block = model.blocks[layer]
+    v = torch.einsum("nd,hde->hne", block.ln1(x), block.attn.W_V)  # [H, N, E]
+    result = torch.einsum("hne,hed->hnd", v, block.attn.W_O)  # [H, N, D]
+    return (model.ln_final(result) @ model.W_U).float()  # [H, N, V]
+
+
 class IclabHeadModel(HeadModel):
     def __init__(self, model: Transformer, tokenizer: Tokenizer | None = None):
         super().__init__()
@@ -88,10 +100,16 @@ class IclabHeadModel(HeadModel):
         _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_pattern"))
         return cache.stack("attn.hook_pattern")
 
-    def direct_ov_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        from iclab.analysis.heads import direct_ov_logits
+    def ov_logits(self, layer: int, tokens: torch.Tensor) -> torch.Tensor:
+        return transformer_ov_logits(self.model, layer, tokens.to(self.device))
 
-        return direct_ov_logits(self.model, tokens.to(self.device))
+    def probe_vocab(self) -> torch.Tensor:
+        """Every token but the task's special ones (ids below 2, and 2 when there is a BOS)."""
+        return torch.arange(2 if self.bos_id is None else 3, self.model.cfg.d_vocab)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.model.cfg.n_ctx
 
     @torch.no_grad()
     def values(self, ids: torch.Tensor) -> torch.Tensor:

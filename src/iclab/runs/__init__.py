@@ -33,9 +33,7 @@ def load_model(run: RunDir, config: RunConfig, step: int | None = None, device: 
     """The model's weights at ``step`` (a snapshot), or the latest available: final, else resume checkpoint."""
     model = Transformer(config.model).to(device)
     if step is not None:
-        source = run.snapshot_file(step)
-        if not source.is_file():
-            raise RunDirError(f"{run.path}: no snapshot at step {step}; snapshots: {run.snapshot_steps()[:10]}...")
+        source = run.snapshot(step)
         tensors, _ = load_tensors(source, device)
     elif run.final_model.is_file():
         source = run.final_model
@@ -62,17 +60,31 @@ def load_run(path: Path | str, step: int | None = None, device: torch.device | s
     return Run(run.path, config, model, metrics, run.read_summary(), at, run.status())
 
 
+def _is_study_folder(folder: Path) -> bool:
+    return (folder / "study.json").is_file() or (folder / "parts").is_dir() or (folder / "sweep_point.json").is_file()
+
+
 def list_runs(root: Path | str) -> list[dict[str, Any]]:
-    """One row per run directory found at or below ``root`` (depth-first, sorted by path)."""
+    """One row per run directory found at or below ``root`` (depth-first, sorted by path).
+
+    A folder whose config.yaml cannot be read as a run config is listed with
+    status ``corrupt config: ...``; study folders (their config.yaml holds a
+    study's settings) are not runs and are left out.
+    """
     root = Path(root)
-    if not root.exists():
+    if not root.is_dir():
         raise RunDirError(f"{root}: no such directory")
     rows = []
     for config_file in sorted(root.rglob("config.yaml")):
         run = RunDir(config_file.parent)
+        if _is_study_folder(run.path):
+            continue
         try:
             config = run.read_config()
-        except RunDirError:
+        except RunDirError as err:
+            reason = str(err).splitlines()[0].removeprefix(f"{run.config_file}: ")
+            rows.append({"path": str(run.path), "task": "-", "model": "-", "steps": "-", "final_loss": None,
+                         "status": f"corrupt config: {reason}"})
             continue
         metrics = run.read_metrics()
         train_rows = [r for r in metrics if r.get("split") == "train"]
@@ -84,10 +96,24 @@ def list_runs(root: Path | str) -> list[dict[str, Any]]:
                 "model": f"L{m.n_layers} D{m.d_model} H{m.n_heads}" + (" attn-only" if m.attn_only else ""),
                 "steps": f"{train_rows[-1]['step'] if train_rows else 0}/{config.train.steps}",
                 "final_loss": train_rows[-1]["loss"] if train_rows else None,
-                "status": run.status(),
+                "status": _status(run),
             }
         )
     return rows
 
 
-__all__ = ["Run", "RunDir", "list_runs", "load_model", "load_run"]
+def _status(run: RunDir) -> str:
+    try:
+        return run.status()
+    except RunDirError:
+        return "corrupt summary"
+
+
+def list_snapshots(path: Path | str) -> list[dict[str, Any]]:
+    """The weight snapshots of one run: step and file, ascending."""
+    run = RunDir(path)
+    run.read_config()
+    return [{"step": step, "file": str(run.snapshot_file(step))} for step in run.snapshot_steps()]
+
+
+__all__ = ["Run", "RunDir", "list_runs", "list_snapshots", "load_model", "load_run"]

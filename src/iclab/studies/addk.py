@@ -319,7 +319,7 @@ def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[str], di
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
     cfg = settings_for(PRESETS, preset, overrides, "addk")
     out = Path(out)
-    parts = Parts(out, cfg, log)
+    parts = Parts("addk", out, cfg, log)
     model, name = get_model(cfg, out, device, log)
     z_mean = task_means(model, cfg, out, log)
     clean = parts.get("clean_accuracy", lambda: clean_accuracy(model, cfg))

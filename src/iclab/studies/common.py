@@ -1,4 +1,4 @@
-"""What every study shares: settings from presets + overrides, cached parts, the summary file.
+"""What every study shares: its folder, settings from presets + overrides, cached parts, the summary file.
 
 A study computes in *parts* (one per figure or table). Each part's result is
 saved as ``parts/<name>.json`` together with the hash of the settings it was
@@ -18,7 +18,7 @@ import torch
 from iclab.config import config_hash, dump_yaml, to_dict, with_overrides
 from iclab.errors import IclabError
 from iclab.tasks.base import derive_seed
-from iclab.train.checkpoint import atomic_write_json, atomic_write_text
+from iclab.io import atomic_write_json, atomic_write_text, output_dir
 
 S = TypeVar("S")
 
@@ -35,10 +35,76 @@ def generator(seed: int, part: str) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, part, "train", 0))
 
 
-class Parts:
-    """Cached study parts under ``out/parts``; ``log`` reports progress."""
+# Files a sweep keeps in a run's folder next to the study's own.
+SWEEP_FILES = ("sweep_point.json", "error.txt")
 
-    def __init__(self, out: Path, settings: Any, log: Callable[[str], None] = print):
+
+def is_training_run(path: Path) -> bool:
+    """Whether ``path`` holds a training run (config.yaml with metrics or checkpoints)."""
+    return (path / "config.yaml").is_file() and ((path / "metrics.jsonl").is_file() or (path / "checkpoints").is_dir())
+
+
+class StudyDir:
+    """A study's output folder; ``study.json`` says which study owns it.
+
+    Layout::
+
+        DIR/
+          study.json      {"study": name, "iclab": version}: the folder belongs to this study
+          config.yaml     the study's settings
+          parts/*.json    cached analysis parts (settings hash + result)
+          runs/NAME/      the training runs the study made (each a run directory)
+          figures/        PNG + SVG
+          summary.json    numbers, findings, figures, timings; written last
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    @property
+    def marker(self) -> Path:
+        return self.path / "study.json"
+
+    def owner(self) -> str | None:
+        """The study that owns the folder, if any (older folders: from their summary)."""
+        for source in (self.marker, self.path / "summary.json"):
+            if source.is_file():
+                try:
+                    return json.loads(source.read_text()).get("study")
+                except (json.JSONDecodeError, AttributeError):
+                    return None
+        return None
+
+    def claim(self, study: str) -> None:
+        """Make the folder ``study``'s, or refuse, untouched, one that holds anything else."""
+        if self.path.is_dir():
+            owner = self.owner()
+            legacy = owner is None and (self.path / "parts").is_dir() and (self.path / "config.yaml").is_file()
+            if owner is not None and owner != study:
+                raise IclabError(f"--out {self.path}: holds the {owner!r} study, not {study!r}; choose another --out")
+            if owner is None and not legacy:
+                if is_training_run(self.path):
+                    raise IclabError(f"--out {self.path}: holds a training run; a study needs a new or empty folder")
+                others = sorted(p.name for p in self.path.iterdir() if p.name not in SWEEP_FILES)
+                if others:
+                    raise IclabError(f"--out {self.path}: is not empty and holds no {study} study "
+                                     f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); choose a new or empty folder")
+        output_dir(self.path)
+        if not self.marker.is_file():
+            import iclab
+
+            atomic_write_json(self.marker, {"study": study, "iclab": iclab.__version__})
+
+
+class Parts:
+    """Cached study parts under ``out/parts``; ``log`` reports progress.
+
+    Creating it claims ``out`` for ``study`` (see :class:`StudyDir`) and writes the settings.
+    """
+
+    def __init__(self, study: str, out: Path, settings: Any, log: Callable[[str], None] = print):
+        StudyDir(out).claim(study)
+        self.study = study
         self.out = Path(out)
         self.dir = self.out / "parts"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -81,10 +147,14 @@ def write_summary(out: Path, summary: dict[str, Any]) -> None:
 def finish(study: str, preset: str, out: Path, numbers: dict[str, Any], findings: list[str], figures: list[Path],
            parts: Parts, notes: list[str]) -> dict[str, Any]:
     """Assemble a study's summary.json (numbers, plain-words findings, figures, timings, notes) and write it last."""
+    import iclab
+
     out = Path(out)
     summary = {
         "study": study,
         "preset": preset,
+        "settings_hash": config_hash(parts.settings),
+        "iclab_version": iclab.__version__,
         **numbers,
         "findings": findings,
         "figures": [str(Path(p).relative_to(out)) for p in figures],

@@ -364,7 +364,7 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[str
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
     cfg = settings_for(PRESETS, preset, overrides, "induction")
     out = Path(out)
-    parts = Parts(out, cfg, log)
+    parts = Parts("induction", out, cfg, log)
     runs = train_models(cfg, out, device, log)
     probes = probes_for(cfg, device)
     traj = {m: parts.get(f"trajectory_{m}", lambda m=m: trajectory(cfg, runs[m], probes, device)) for m in cfg.models}

@@ -328,7 +328,7 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[str], 
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
     cfg = settings_for(PRESETS, preset, overrides, "linreg")
     out = Path(out)
-    parts = Parts(out, cfg, log)
+    parts = Parts("linreg", out, cfg, log)
     runs = train_models(cfg, out, device, log)
     res = {
         "behaviour": parts.get("behaviour", lambda: behaviour(cfg, runs)),

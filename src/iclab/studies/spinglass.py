@@ -436,7 +436,7 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     """Run the study (CPU, float64: every matrix here is at most a few thousand wide)."""
     cfg = settings_for(PRESETS, preset, overrides, "spinglass")
     out = Path(out)
-    parts = Parts(out, cfg, log)
+    parts = Parts("spinglass", out, cfg, log)
     results = {name: parts.get(name, lambda fn=fn: fn(cfg), depends=(to_dict(getattr(cfg, name)), to_dict(cfg.solver), cfg.seed)) for name, fn in PARTS.items()}
     lines, numbers = findings(results, cfg)
     if cfg.bridge is not None:

@@ -21,7 +21,8 @@ class TrainConfig:
     analyses); 0 for none. ``eval_every``: steps between evaluations on the
     eval split (0: only at the end). ``init_weights``: a safetensors file of
     weights of the same model to start from instead of a random init
-    (fine-tuning); it is part of the run's identity.
+    (fine-tuning); it is part of the run's identity. ``tensorboard``: also
+    log the metrics as TensorBoard event files in ``DIR/tensorboard/``.
     """
 
     steps: int = 2000
@@ -40,6 +41,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_batches: int = 4
     init_weights: str | None = None
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")

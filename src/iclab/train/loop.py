@@ -2,9 +2,16 @@
 
 State after step N (N optimiser steps done) is the model, the AdamW state
 and N; batches and learning rates are pure functions of the step, so
-restoring those three restores the run exactly. SIGINT (Ctrl-C) is turned
-into a flag checked between steps: the run saves a checkpoint at a step
-boundary and stops, never mid-update.
+restoring those three restores the run exactly. SIGINT (Ctrl-C) and SIGTERM
+(what ``timeout`` and cluster schedulers send) are turned into a flag checked
+between steps: the run saves a checkpoint at a step boundary and stops, never
+mid-update, with exit status 130 or 143.
+
+A run extended to more steps (``train.steps`` raised, nothing else changed)
+resumes from its last step; the learning-rate schedule is a function of the
+total step count, so the remaining steps follow the new schedule from that
+step on (a cosine decay is stretched), and the result differs from a run
+started with the larger count.
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ from typing import Any
 import torch
 
 from iclab.config import config_hash
-from iclab.errors import IclabError, RunDirError, TrainingDiverged
+from iclab.errors import CheckpointError, Interrupted, RunDirError, TrainingDiverged
 from iclab.models import Transformer
-from iclab.train.rundir import RunDir
+from iclab.train.rundir import RunDir, identity
 from iclab.tasks import Task, make_task
 from iclab.train.checkpoint import (
     load_model_tensors,
@@ -34,15 +41,10 @@ from iclab.train.checkpoint import (
 )
 from iclab.train.config import RunConfig
 from iclab.train.progress import Progress
+from iclab.train.tensorboard import TensorBoard
 from iclab.train.schedule import learning_rate, snapshot_steps
 
 FORMAT = "iclab-checkpoint-1"
-
-
-class Interrupted(IclabError):
-    """Ctrl-C during training: a checkpoint was saved; re-run the command to resume."""
-
-    exit_code = 130
 
 
 @dataclass
@@ -84,38 +86,60 @@ def evaluate(model: Transformer, task: Task, config: RunConfig, device: torch.de
     return totals
 
 
-class _SigintFlag:
-    """Turns Ctrl-C into a flag for the duration of training (main thread only)."""
+class StopSignals:
+    """Turns Ctrl-C (SIGINT) and SIGTERM into a flag for the duration of training (main thread only)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.raised = False
-        self._previous = None
+        self.raised: int | None = None
+        self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "_SigintFlag":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
+    def __enter__(self) -> "StopSignals":
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.raised = True
+        self.raised = signum
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def _save_resume(run: RunDir, model, optimizer, step: int, config: RunConfig, elapsed: float) -> None:
     tensors = {f"model.{k}": v for k, v in model_tensors(model).items()}
     tensors.update(optimizer_tensors(model, optimizer))
-    meta = {"format": FORMAT, "step": step, "config_hash": config_hash(config), "elapsed_s": elapsed}
+    meta = {"format": FORMAT, "step": step, "config_hash": config_hash(config), "identity_hash": config_hash(identity(config)),
+            "elapsed_s": elapsed}
     save_tensors(run.resume_file, tensors, meta)
 
 
+def _last_good_snapshot(run: RunDir, device) -> tuple[int, dict[str, torch.Tensor]] | None:
+    """The latest weight snapshot that loads, with its step."""
+    for step in reversed(run.snapshot_steps()):
+        try:
+            return step, load_tensors(run.snapshot_file(step), device)[0]
+        except CheckpointError:
+            continue
+    return None
+
+
 def _load_resume(run: RunDir, model, optimizer, config: RunConfig, device) -> tuple[int, float]:
-    tensors, meta = load_tensors(run.resume_file, device)
-    if meta.get("format") != FORMAT or meta.get("config_hash") != config_hash(config):
+    try:
+        tensors, meta = load_tensors(run.resume_file, device)
+    except CheckpointError as err:
+        good = _last_good_snapshot(run, device)
+        fallback = (f"the last good weight snapshot is step {good[0]} ({run.snapshot_file(good[0])}): re-run with --recover "
+                    "to continue from it (weights only; AdamW's moments restart, so the run is no longer bitwise "
+                    "reproducible), or" if good else "there is no readable weight snapshot to fall back to:")
+        raise CheckpointError(f"{err}. To recover: {fallback} delete {run.path} to start over") from None
+    same = meta.get("config_hash") == config_hash(config) or meta.get("identity_hash") == config_hash(identity(config))
+    if meta.get("format") != FORMAT or not same:
         raise RunDirError(f"{run.resume_file}: checkpoint does not belong to this run's config; delete {run.path} to start over")
     load_model_tensors(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, run.resume_file)
     load_optimizer_tensors(model, optimizer, {k: v for k, v in tensors.items() if k.startswith("optim.")})
@@ -133,12 +157,15 @@ def train(
     device: torch.device | str = "cpu",
     progress: bool | None = None,
     label: str | None = None,
+    recover: bool = False,
 ) -> TrainResult:
     """Train ``config`` into run directory ``out``, resuming if it holds an unfinished run.
 
     ``progress``: live bar (True), log lines (False), or decide by terminal (None).
     Raises :class:`TrainingDiverged` on a non-finite loss (the last good
-    checkpoint is kept) and :class:`Interrupted` after Ctrl-C (a checkpoint is saved).
+    checkpoint is kept) and :class:`Interrupted` after Ctrl-C or SIGTERM (a checkpoint is saved).
+    ``recover``: if the resume checkpoint is unreadable, continue from the last
+    readable weight snapshot with a fresh optimiser state (the error says so).
     """
     run = RunDir(Path(out))
     run.prepare(config)
@@ -156,7 +183,14 @@ def train(
     cfg = config.train
     start, elapsed = (0, 0.0)
     if run.resume_file.is_file():
-        start, elapsed = _load_resume(run, model, optimizer, config, device)
+        try:
+            start, elapsed = _load_resume(run, model, optimizer, config, device)
+        except CheckpointError:
+            good = _last_good_snapshot(run, device) if recover else None
+            if good is None:
+                raise
+            start, elapsed = good[0], 0.0
+            load_model_tensors(model, good[1], run.snapshot_file(start))
     elif cfg.init_weights:
         source = Path(cfg.init_weights)
         load_model_tensors(model, load_tensors(source, device)[0], source)
@@ -173,7 +207,7 @@ def train(
     loss_value = float("nan")
     step = start
     try:
-        with _SigintFlag() as sigint:
+        with StopSignals() as stop, TensorBoard(run, cfg.tensorboard) as board:
             while step < cfg.steps:
                 batch = task.batch(step, cfg.batch_size, "train", device)
                 lr = learning_rate(cfg, step)
@@ -200,15 +234,19 @@ def train(
                     if grad_norm is not None:
                         row["grad_norm"] = grad_norm
                     _append_metrics(run, row)
+                    board.log(row)
                     bar.update(step, loss_value)
                 if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
-                    _append_metrics(run, {"step": step, "split": "eval", **evaluate(model, task, config, device)})
+                    row = {"step": step, "split": "eval", **evaluate(model, task, config, device)}
+                    _append_metrics(run, row)
+                    board.log(row)
                 if step in snaps or step % cfg.checkpoint_every == 0:
                     save_tensors(run.snapshot_file(step), model_tensors(model), {"step": step})
-                if step % cfg.checkpoint_every == 0 or sigint.raised or step == cfg.steps:
+                if step % cfg.checkpoint_every == 0 or stop.raised or step == cfg.steps:
                     _save_resume(run, model, optimizer, step, config, now)
-                if sigint.raised and step < cfg.steps:
-                    raise Interrupted(f"interrupted at step {step}; checkpoint saved. Re-run the same command to resume")
+                if stop.raised and step < cfg.steps:
+                    name = signal.Signals(stop.raised).name
+                    raise Interrupted(f"{name} at step {step}; checkpoint saved. Re-run the same command to resume", stop.raised)
     finally:
         bar.close()
 

@@ -10,7 +10,7 @@ Layout::
         step_00000000.safetensors weight snapshots (log-spaced and every K steps)
       model.safetensors           final weights (present once complete)
       summary.json                final numbers and status (present once complete)
-      figures/                    plots made from this run
+      tensorboard/                event files (with train.tensorboard: true)
 
 Every file is written atomically, so a run killed at any moment can be resumed.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from iclab.config import config_hash, dump_yaml, load_yaml, to_dict
 from iclab.errors import ConfigError, RunDirError
-from iclab.train.checkpoint import atomic_write_json, atomic_write_text
+from iclab.io import atomic_write_json, atomic_write_text, output_dir
 from iclab.train.config import RunConfig
 
 
@@ -36,9 +36,34 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
     return f"{path}: {a!r} on disk vs {b!r} asked for"
 
 
+# Train settings that may change between sessions of one run: the step count
+# (a run is extended to more steps) and where metrics are also logged.
+NOT_IDENTITY = ("steps", "tensorboard")
+
+
+def identity(config: RunConfig) -> dict[str, Any]:
+    """The config as data without the settings in ``NOT_IDENTITY``."""
+    data = to_dict(config)
+    data["train"] = {k: v for k, v in data["train"].items() if k not in NOT_IDENTITY}
+    return data
+
+
+def continues(on_disk: RunConfig, asked: RunConfig) -> bool:
+    """Whether ``asked`` continues the run of ``on_disk``: the same identity and at least as many steps."""
+    return config_hash(identity(on_disk)) == config_hash(identity(asked)) and asked.train.steps >= on_disk.train.steps
+
+
+def nearest(available: list[int], step: int, k: int = 4) -> list[int]:
+    """The ``k`` values of ``available`` closest to ``step``, ascending."""
+    return sorted(sorted(available, key=lambda s: (abs(s - step), s))[:k])
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
 
     @property
     def config_file(self) -> Path:
@@ -75,6 +100,18 @@ class RunDir:
         """Steps of the weight snapshots on disk, ascending."""
         return sorted(int(p.stem.split("_")[1]) for p in self.checkpoints.glob("step_*.safetensors"))
 
+    def snapshot(self, step: int) -> Path:
+        """The snapshot file of ``step``; if there is none, an error naming the nearest steps on disk."""
+        path = self.snapshot_file(step)
+        if not path.is_file():
+            steps = self.snapshot_steps()
+            if not steps:
+                raise RunDirError(f"{self.path}: has no weight snapshots (train.snapshots / train.checkpoint_every make them)")
+            near = ", ".join(str(s) for s in nearest(steps, step))
+            raise RunDirError(f"{self.path}: no snapshot at step {step}; nearest: {near} "
+                              f"({len(steps)} snapshots from {steps[0]} to {steps[-1]}; `iclab runs {self.path} --snapshots` lists all)")
+        return path
+
     def read_config(self) -> RunConfig:
         if not self.config_file.is_file():
             raise RunDirError(f"{self.path}: not a run directory (no config.yaml)")
@@ -88,19 +125,29 @@ class RunDir:
 
         Returns True if the directory already held this run (resume). A
         directory holding another config, or other files, is refused untouched.
+        A run asked for with a larger ``train.steps`` and nothing else changed
+        is extended: its config is rewritten and training resumes from its end.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"--out {self.path}: is a file, not a folder; give a folder path")
         if self.config_file.is_file():
             on_disk = self.read_config()
-            if config_hash(on_disk) != config_hash(config):
-                diff = _first_difference(to_dict(on_disk), to_dict(config))
-                raise RunDirError(
-                    f"{self.path} holds a run of a different config ({diff}); "
-                    "use another --out, or delete that directory to start over"
-                )
-            return True
+            if config_hash(on_disk) == config_hash(config):
+                return True
+            if continues(on_disk, config) and (self.resume_file.is_file() or self.read_summary() is None):
+                if config.train.steps > on_disk.train.steps:
+                    self.summary_file.unlink(missing_ok=True)  # the run is unfinished again
+                atomic_write_text(self.config_file, dump_yaml(config.to_dict()))
+                return True
+            diff = _first_difference(to_dict(on_disk), to_dict(config))
+            hint = " (a run is extended only to more steps, with nothing else changed)" if diff.startswith("train.steps") else ""
+            raise RunDirError(
+                f"{self.path} holds a run of a different config ({diff}){hint}; "
+                "use another --out, or delete that directory to start over"
+            )
         if self.path.exists() and any(self.path.iterdir()):
             raise RunDirError(f"{self.path} is not empty and holds no run (no config.yaml); choose an empty or new --out")
-        self.path.mkdir(parents=True, exist_ok=True)
+        output_dir(self.path)
         atomic_write_text(self.config_file, dump_yaml(config.to_dict()))
         return False
 

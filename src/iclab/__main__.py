@@ -1,0 +1,5 @@
+"""``python -m iclab``: the command line."""
+
+from iclab.cli import main
+
+main()

@@ -1,0 +1,113 @@
+"""Atomic file output, and checks of an output location before any work is done.
+
+Every file iclab writes goes to a temporary name in the same folder, is
+flushed to disk, then renamed over the target, so a process killed at any
+moment leaves either the old file or the new one, never half of one. Files get
+the permissions the user's umask allows (as ``open`` would give them), not the
+0600 of a temporary file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from iclab.errors import IclabError
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def output_dir(path: Path | str, option: str = "--out") -> Path:
+    """Create ``path`` as a folder (parents too), or a one-line error saying why it cannot be one."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise IclabError(f"{option} {path}: is a file, not a folder; give a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise IclabError(f"{option} {path}: cannot create this folder ({err.strerror or err})") from None
+    if not _writable(path):
+        raise IclabError(f"{option} {path}: the folder is not writable")
+    return path
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can really be made in ``folder`` (permissions alone do not tell, e.g. in /proc)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def check_output_dir(path: Path | str, option: str = "--out") -> Path:
+    """Check, without leaving anything behind, that ``path`` is or can become a writable folder."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise IclabError(f"{option} {path}: is a file, not a folder; give a folder path")
+        if not _writable(path):
+            raise IclabError(f"{option} {path}: the folder is not writable")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not _writable(parent):
+        raise IclabError(f"{option} {path}: cannot be created ({parent} is not a writable folder)")
+    return path
+
+
+def check_output_file(path: Path | str, option: str = "--out") -> Path:
+    """Check before any work that a file can be written at ``path`` (its folder exists or can be made)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IclabError(f"{option} {path}: is a folder; give a file path")
+    try:
+        check_output_dir(path.parent, option)
+    except IclabError:
+        raise IclabError(f"{option} {path}: cannot be written ({path.parent} is not a writable folder)") from None
+    return path

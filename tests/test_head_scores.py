@@ -128,3 +128,38 @@ def test_copying_scores_layer_by_layer_in_chunks_equal_the_full_tensor():
     copying, top1 = copying_scores(model, tokens, vocab, chunk=5)  # 23 tokens: chunks of 5, 5, 5, 5, 3
     assert torch.allclose(copying, copying_score(full, index), atol=1e-5)
     assert torch.allclose(top1, copying_top1(full, index), atol=1e-6)
+
+
+def test_eigenvalue_copying_is_one_for_a_copying_head_and_minus_one_for_a_suppressing_one():
+    from iclab.analysis.heads import ov_eigenvalue_copying
+    from iclab.heads import IclabHeadModel
+
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, attn_only=True, normalization="none", d_vocab=16, n_ctx=8)
+    model = Transformer(cfg)
+    with torch.no_grad():
+        model.W_E.copy_(torch.eye(16))
+        model.W_U.copy_(torch.eye(16))
+        attn = model.blocks[0].attn
+        eye = torch.eye(16)[:, :8]
+        attn.W_V[0].copy_(eye)
+        attn.W_O[0].copy_(eye.T)
+        attn.W_V[1].copy_(eye)
+        attn.W_O[1].copy_(-eye.T)
+    score = ov_eigenvalue_copying(IclabHeadModel(model))
+    assert score[0, 0] == pytest.approx(1.0, abs=1e-6) and score[0, 1] == pytest.approx(-1.0, abs=1e-6)
+
+
+def test_eigenvalue_copying_equals_the_eigenvalues_of_the_full_vocabulary_circuit():
+    """The [E, E] shortcut gives the same score as the [V, V] OV circuit built explicitly (random weights: near 0)."""
+    from iclab.analysis.heads import ov_eigenvalue_copying
+    from iclab.heads import IclabHeadModel
+
+    cfg = ModelConfig(n_layers=2, d_model=16, n_heads=2, d_vocab=24, n_ctx=8)
+    model = IclabHeadModel(Transformer(cfg, generator=torch.Generator().manual_seed(1)))
+    score = ov_eigenvalue_copying(model)
+    for layer in range(2):
+        E_n, W_V, W_O, U = model.ov_factors(layer)
+        for h in range(2):
+            eig = torch.linalg.eigvals((E_n @ W_V[h] @ W_O[h] @ U).double())
+            assert score[layer, h] == pytest.approx(float(eig.real.sum() / eig.abs().sum()), abs=1e-5)
+    assert score.abs().max() < 0.9

@@ -205,3 +205,16 @@ def test_an_unsupported_family_says_what_an_adapter_needs():
     cfg = transformers.FalconConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, vocab_size=V)
     with pytest.raises(IclabError, match="an adapter .* names the decoder layers"):
         HFHeadModel(transformers.FalconForCausalLM(cfg))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ov_factors_give_the_value_projection_of_every_family(family):
+    """W_V from the factors reproduces the family's own value vectors (biases aside) for each query head."""
+    model = HFHeadModel(tiny(family))
+    E_n, W_V, W_O, U = model.ov_factors(0)
+    assert E_n.shape == (V, 32) and W_V.shape == (4, 32, 8) and W_O.shape == (4, 8, 32) and U.shape == (32, V)
+    x = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(0))
+    attn = model._attn(0)
+    v = model.family.values(attn, x, model.n_kv_heads, 8) - model.family.values(attn, torch.zeros_like(x), model.n_kv_heads, 8)
+    v = v.repeat_interleave(model.n_heads // model.n_kv_heads, dim=2)  # [1, 5, H, E]
+    assert torch.allclose(torch.einsum("btd,hde->bthe", x, W_V), v, atol=1e-5)

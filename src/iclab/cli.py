@@ -148,12 +148,14 @@ def heads(
     scores = score_heads(m, torch.Generator().manual_seed(seed))
     pm = scores["prefix_matching"]
     order = torch.argsort(pm.flatten(), descending=True)[:top]
-    table = Table("layer", "head", "prefix-matching", "copying", "copies (top-1)", "previous-token", "induction (TL mul)")
+    table = Table("layer", "head", "prefix-matching", "copying (eigenvalues)", "copying (logits)", "copies (top-1)",
+                  "previous-token", "induction (TL mul)")
     H = pm.shape[1]
     for i in order.tolist():
         layer, h = divmod(i, H)
         table.add_row(str(layer), str(h), *(f"{float(scores[k][layer, h]):.3f}" for k in
-                                          ("prefix_matching", "copying", "copying_top1", "previous_token", "induction_detection")))
+                                          ("prefix_matching", "copying_eigenvalues", "copying", "copying_top1", "previous_token",
+                                           "induction_detection")))
     _print_table(table)
     if out is not None:
         from iclab.io import atomic_write_json
@@ -237,7 +239,8 @@ def run_study(
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<study>-<preset>)."),
     set_: list[str] = typer.Option([], "--set", help="Override a study setting, e.g. --set steps=500."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    model: Optional[Path] = typer.Option(None, "--model", help="addk: a local Hugging Face model folder to analyse instead of training one."),
+    model: Optional[str] = typer.Option(None, "--model", help="induction, addk: a pretrained model to analyse instead of training one "
+                                        "(a name from `iclab models`, a local Hugging Face folder or a .gguf file)."),
 ) -> None:
     """Run one study and write its figures and summary.json."""
     from iclab.device import resolve_device
@@ -248,8 +251,8 @@ def run_study(
     folder = out or Path("runs") / f"{study}-{preset}"
     overrides = list(set_)
     if model is not None:
-        if study != "addk":
-            raise IclabError(f"--model applies to the addk study only, not {study!r}")
+        if study not in ("addk", "induction"):
+            raise IclabError(f"--model applies to the induction and addk studies, not {study!r}")
         overrides.append(f"model={model}")
     summary = module.run(preset, folder, overrides, resolve_device(device))
     for line in summary.get("findings", []):

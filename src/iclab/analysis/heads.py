@@ -113,6 +113,27 @@ def copying_top1(ov_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return (ov_logits.argmax(dim=-1, keepdim=True) == index).float().squeeze(-1).mean(dim=-1)
 
 
+@torch.no_grad()
+def ov_eigenvalue_copying(model) -> torch.Tensor:
+    """Olsson et al.'s eigenvalue copying measure of every head of a :class:`~iclab.heads.HeadModel`: [L, H] in [-1, 1].
+
+    For head h, the full OV circuit M = E_n W_V W_O U ([V, V], see ``HeadModel.ov_factors``) has at most E
+    non-zero eigenvalues, the eigenvalues of the [E, E] matrix W_O U E_n W_V (AB and BA share them). The score is
+    sum(lambda) / sum(|lambda|): 1 when every eigenvalue is positive (the head raises the tokens it attends
+    to: copying), about 0 for a random head, -1 for a head that suppresses them. Norms enter through their
+    gains (the input norm exactly, on each embedding; the final norm's gain folded into U), the usual
+    approximation when reading circuits off the weights.
+    """
+    out = torch.zeros(model.n_layers, model.n_heads)
+    for layer in range(model.n_layers):
+        E_n, W_V, W_O, U = model.ov_factors(layer)
+        K = U @ E_n  # [D, D]: unembedding then embedding
+        A = torch.einsum("hed,df,hfg->heg", W_O, K, W_V)  # [H, E, E]
+        eig = torch.linalg.eigvals(A.double())  # [H, E] complex
+        out[layer] = (eig.real.sum(-1) / eig.abs().sum(-1).clamp(min=1e-30)).float().cpu()
+    return out
+
+
 def direct_ov_logits(model, tokens: torch.Tensor) -> torch.Tensor:
     """[L, H, N, V]: the logits each head of an iclab :class:`~iclab.models.Transformer` writes, through its
     direct path, when attending to a token of ``tokens`` [N] (embedding -> the layer's norm -> W_V, W_O

@@ -17,6 +17,7 @@ import torch
 
 from iclab.analysis.heads import (
     copying_score,
+    ov_eigenvalue_copying,
     copying_top1,
     direct_ov_logits,
     icl_score,
@@ -124,7 +125,8 @@ def probe_shape(n_ctx: int | None) -> tuple[int, int]:
 def score_heads(model, generator: torch.Generator, vocab: torch.Tensor | None = None, *, length: int | None = None,
                 repeats: int | None = None, batch: int = 16, n_ov_tokens: int = 200) -> dict[str, torch.Tensor]:
     """Per-head scores [L, H] of any :class:`~iclab.heads.HeadModel` (iclab's or a Hugging Face model's):
-    prefix-matching, previous-token, copying, and TransformerLens "mul" detection scores, on BOS + ``length``
+    prefix-matching, previous-token, copying (the specified logit score, its top-1 share, and Olsson et al.'s
+    eigenvalue measure), and TransformerLens "mul" detection scores, on BOS + ``length``
     random tokens from ``vocab`` [V'] (default: the model's probe vocabulary) repeated ``repeats`` times
     (default: :func:`probe_shape` of the model's context). Grouped-query heads are scored per query head."""
     from iclab.analysis.heads import detection_score, duplicate_token_detection, induction_detection, previous_token_detection
@@ -142,6 +144,7 @@ def score_heads(model, generator: torch.Generator, vocab: torch.Tensor | None = 
         "previous_token": previous_token_score(patterns),
         "copying": copying,
         "copying_top1": top1,
+        "copying_eigenvalues": ov_eigenvalue_copying(model),
         "induction_detection": detection_score(patterns, induction_detection(seq), exclude_bos=bos),
         "previous_token_detection": detection_score(patterns, previous_token_detection(seq), exclude_bos=bos),
         "duplicate_token_detection": detection_score(patterns, duplicate_token_detection(seq), exclude_bos=bos),

@@ -114,6 +114,13 @@ class HeadModel(ABC):
         a token of ``tokens`` [N] (embedding -> the layer's input norm -> W_V -> W_O -> final norm -> W_U)."""
 
     @abstractmethod
+    def ov_factors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The full OV circuit of each head of ``layer`` as factors (float32, biases left out):
+        embeddings after the layer's input norm E_n [V, D], W_V [H, D, E] (expanded to query heads),
+        W_O [H, E, D], and the unembedding with the final norm's gain folded in U [D, V].
+        Head h's token-to-token OV circuit is E_n W_V[h] W_O[h] U  ([V, V], rank <= E)."""
+
+    @abstractmethod
     def probe_vocab(self) -> torch.Tensor:
         """[V'] token ids random probes may draw from (no special tokens, no BOS)."""
 

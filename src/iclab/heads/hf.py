@@ -90,6 +90,17 @@ ADAPTER_HELP = ("an adapter (iclab.heads.hf.FAMILIES) names the decoder layers, 
                 "projection, how to read value vectors, the norms before and after attention and the final norm")
 
 
+def _norm_gain(norm: nn.Module, D: int) -> torch.Tensor:
+    """[D]: the elementwise gain of a LayerNorm / RMSNorm (Gemma's 1 + w included), to fold into the unembedding."""
+    if isinstance(norm, nn.LayerNorm) or getattr(norm, "bias", None) is not None:
+        return norm.weight.detach().float()
+    weight = next((p for p in norm.parameters()), None)
+    if weight is None:  # a norm without parameters (OLMo's)
+        return torch.ones(D)
+    ones = torch.ones(1, D, device=weight.device, dtype=weight.dtype)
+    return norm(ones)[0].detach().float()  # RMSNorm(1) = its gain
+
+
 def _get(obj: Any, path: str) -> Any:
     for part in path.split("."):
         obj = getattr(obj, part)
@@ -216,6 +227,21 @@ class HFHeadModel(HeadModel):
         logits = unembed(final(result)).float()
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return logits if cap is None else cap * torch.tanh(logits / cap)
+
+    @torch.no_grad()
+    def ov_factors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        D, E, kv = self.d_model, self.d_head, self.n_kv_heads
+        embed = self.model.get_input_embeddings()
+        ids = torch.arange(self.model.config.vocab_size, device=self.device)
+        block = self.layers[layer]
+        norm = (lambda x: x) if self.family.input_norm is None else getattr(block, self.family.input_norm)
+        E_n = torch.cat([norm(embed(ids[i : i + 8192]).unsqueeze(0))[0] for i in range(0, len(ids), 8192)]).float()
+        attn = self._attn(layer)
+        eye = torch.eye(D, device=self.device, dtype=embed.weight.dtype).unsqueeze(0)
+        W_V = self.family.values(attn, eye, kv, E)[0] - self.family.values(attn, torch.zeros_like(eye[:, :1]), kv, E)[0]
+        W_V = W_V.permute(1, 0, 2).repeat_interleave(self.n_heads // kv, dim=0).float()  # [D, kv, E] -> [H, D, E]
+        U = self.model.get_output_embeddings().weight.T.float()  # [D, V]
+        return E_n, W_V, self.W_O(layer).float(), _norm_gain(_get(self.model, self.family.final_norm), D).unsqueeze(1) * U
 
     def probe_vocab(self) -> torch.Tensor:
         V = self.model.config.vocab_size

@@ -103,6 +103,13 @@ class IclabHeadModel(HeadModel):
     def ov_logits(self, layer: int, tokens: torch.Tensor) -> torch.Tensor:
         return transformer_ov_logits(self.model, layer, tokens.to(self.device))
 
+    @torch.no_grad()
+    def ov_factors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = self.model
+        block = m.blocks[layer]
+        gain = m.ln_final.weight if isinstance(m.ln_final, torch.nn.LayerNorm) else torch.ones(m.cfg.d_model, device=self.device)
+        return (block.ln1(m.W_E).float(), block.attn.W_V.float(), block.attn.W_O.float(), (gain.unsqueeze(1) * m.W_U).float())
+
     def probe_vocab(self) -> torch.Tensor:
         """Every token but the task's special ones (ids below 2, and 2 when there is a BOS)."""
         return torch.arange(2 if self.bos_id is None else 3, self.model.cfg.d_vocab)

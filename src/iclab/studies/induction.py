@@ -66,9 +66,29 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class PretrainedProbe:
+    """Settings of the study on a pretrained model (``model`` set): probes, text, ablations, and the claims' thresholds."""
+
+    probe_length: int = 25  # random tokens per copy (Olsson et al.: 25)
+    probe_batch: int = 16
+    text_sequences: int = 8
+    text_length: int = 256
+    top_k: int = 4  # induction heads ablated together
+    random_draws: int = 3  # random head sets of the same layers, the control
+    batch: int = 4  # sequences per forward pass
+    min_copy_gain: float = 1.0  # nats the second copy must be easier than the first for "learns repeated tokens in context"
+    ablation_ratio: float = 2.0  # induction-head ablation must raise the second-copy loss this many times more than random heads
+
+    def __post_init__(self) -> None:
+        require_positive(self, "probe_length", "probe_batch", "text_sequences", "text_length", "top_k", "random_draws", "batch")
+
+
+@dataclass(frozen=True)
 class InductionStudySettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
+    model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf): analysed instead of training models
+    pretrained: PretrainedProbe = field(default_factory=PretrainedProbe)
     models: tuple[str, ...] = ("attn1", "attn2", "attn3", "smeared1", "smeared2")
     recipe: Recipe = field(default_factory=Recipe)
     eval_sequences: int = 256
@@ -364,6 +384,10 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[str
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
     cfg = settings_for(PRESETS, preset, overrides, "induction")
     out = Path(out)
+    if cfg.model is not None:
+        from iclab.studies import induction_lm
+
+        return induction_lm.run(cfg, out, device, log)
     parts = Parts("induction", out, cfg, log)
     runs = train_models(cfg, out, device, log)
     probes = probes_for(cfg, device)

@@ -1,0 +1,146 @@
+"""Induction evidence on any :class:`~iclab.heads.HeadModel`, a real pretrained LM included (Olsson et al. 2022).
+
+What the paper's small-model arguments become on a model with MLPs that iclab
+did not train: per-head scores (prefix-matching, copying, previous-token),
+in-context learning on natural text (the ICL score and the per-token loss
+curve), and causal evidence by ablating the top induction heads against heads
+drawn at random from the same layers.
+
+Shapes: ids [B, T]; per-token losses [B, T-1] (loss of predicting token t+1);
+head lists are (layer, head) pairs; mean z [L, H, E].
+Natural text is the Python reference documentation shipped with CPython
+(``pydoc_data.topics``, ~465k characters of English), present on every machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from iclab.analysis.heads import icl_score, repeated_random_tokens
+from iclab.analysis.induction_probes import icl_positions
+from iclab.heads import HeadModel, Intervention
+
+Head = tuple[int, int]
+
+
+def pydoc_text() -> str:
+    """The Python reference documentation's topics, joined in a fixed order."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+def natural_text_ids(model: HeadModel, n_seq: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """[n_seq, length] token ids: BOS (when the model has one) + non-overlapping windows of the tokenised pydoc text,
+    ``n_seq`` of them drawn without replacement."""
+    ids = torch.tensor(model.encode(pydoc_text(), bos=False))
+    body = length - (model.bos_id is not None)
+    windows = ids[: len(ids) // body * body].view(-1, body)
+    if len(windows) < n_seq:
+        raise ValueError(f"the pydoc text gives {len(windows)} windows of {body} tokens, fewer than {n_seq}")
+    chosen = windows[torch.randperm(len(windows), generator=generator)[:n_seq]]
+    if model.bos_id is None:
+        return chosen
+    return torch.cat([torch.full((n_seq, 1), model.bos_id, dtype=chosen.dtype), chosen], dim=1)
+
+
+@torch.no_grad()
+def token_losses(model: HeadModel, ids: torch.Tensor, intervention: Intervention | None = None, batch: int = 8) -> torch.Tensor:
+    """[B, T-1] next-token losses (nats) under ``intervention``, computed ``batch`` sequences at a time."""
+    out = []
+    for i in range(0, len(ids), batch):
+        x = ids[i : i + batch].to(model.device)
+        logits = model.logits(x, intervention)  # [b, T, V]
+        out.append(F.cross_entropy(logits[:, :-1].transpose(1, 2), x[:, 1:], reduction="none").cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def mean_head_z(model: HeadModel, ids: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """[L, H, E]: every head's z averaged over all positions of ``ids`` (the value mean ablation writes in)."""
+    total, count = None, 0
+    for i in range(0, len(ids), batch):
+        with model.capture_z() as cache:
+            model.logits(ids[i : i + batch].to(model.device))
+        z = cache.z  # [L, b, T, H, E]
+        part = z.sum(dim=(1, 2))
+        total = part if total is None else total + part
+        count += z.shape[1] * z.shape[2]
+    return (total / count).cpu()
+
+
+def top_heads(scores: torch.Tensor, k: int) -> list[Head]:
+    """The ``k`` heads with the largest scores [L, H], best first."""
+    order = torch.argsort(scores.flatten(), descending=True)[:k]
+    return [divmod(int(i), scores.shape[1]) for i in order]
+
+
+def random_heads_like(heads: list[Head], n_heads: int, generator: torch.Generator) -> list[Head]:
+    """As many heads as ``heads``, one per given head, drawn from the same layer among heads not in ``heads``
+    (the control for an ablation: same layers, same count)."""
+    taken = set(heads)
+    out: list[Head] = []
+    for layer, _ in heads:
+        free = [h for h in range(n_heads) if (layer, h) not in taken]
+        pick = free[int(torch.randint(len(free), (1,), generator=generator))]
+        taken.add((layer, pick))
+        out.append((layer, pick))
+    return out
+
+
+def ablation(model: HeadModel, heads: list[Head], mode: str, z_mean: torch.Tensor | None = None) -> Intervention:
+    """Zero ablation (head_scale 0) or mean ablation (z replaced by ``z_mean`` [L, H, E]) of ``heads`` at every position."""
+    L, H = model.n_layers, model.n_heads
+    mask = torch.zeros(L, H, dtype=torch.bool)
+    for layer, h in heads:
+        mask[layer, h] = True
+    if mode == "zero":
+        return Intervention(head_scale=(~mask).float())
+    if mode == "mean":
+        return Intervention(replace_mask=mask, replace_z=z_mean)
+    raise ValueError(f"ablation mode {mode!r} is not zero or mean")
+
+
+@dataclass
+class InductionProbe:
+    """Repeated random tokens: BOS + ``length`` tokens, twice. ids [B, 1 + 2 * length]."""
+
+    ids: torch.Tensor
+    length: int
+
+    @classmethod
+    def make(cls, model: HeadModel, batch: int, length: int, generator: torch.Generator) -> "InductionProbe":
+        return cls(repeated_random_tokens(batch, length, 2, model.probe_vocab(), generator, bos=model.bos_id), length)
+
+    def copy_losses(self, losses: torch.Tensor) -> tuple[float, float]:
+        """Mean loss on the first and on the second copy (the second is predictable by induction); losses [B, T-1].
+        The first token of each copy is left out (it cannot be predicted in either copy)."""
+        off = losses.shape[1] - 2 * self.length + 1  # 0 without BOS, 1 with (loss t predicts token t + 1)
+        first = losses[:, off : off + self.length - 1]
+        second = losses[:, off + self.length : off + 2 * self.length - 1]
+        return float(first.mean()), float(second.mean())
+
+
+def text_icl(losses: torch.Tensor) -> tuple[float, list[float]]:
+    """ICL score (Olsson et al.'s late minus early token loss, rescaled to the length) and the mean loss per position."""
+    late, early = icl_positions(losses.shape[1] + 1)
+    return icl_score(losses, late, early), losses.mean(0).tolist()
+
+
+def ablation_effects(model: HeadModel, condition_heads: dict[str, list[Head]], modes: tuple[str, ...], z_mean: torch.Tensor,
+                     text: torch.Tensor, probe: InductionProbe, batch: int = 8) -> dict[str, dict[str, dict[str, float]]]:
+    """For each mode and each named head set: the second-copy loss on ``probe`` and the ICL score on ``text``
+    with those heads ablated; ``"clean"`` (no ablation) under every mode for reference."""
+    clean_second = probe.copy_losses(token_losses(model, probe.ids, None, batch))[1]
+    clean_icl = text_icl(token_losses(model, text, None, batch))[0]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for mode in modes:
+        out[mode] = {"clean": {"second_copy_loss": clean_second, "icl_score": clean_icl}}
+        for name, heads in condition_heads.items():
+            iv = ablation(model, heads, mode, z_mean)
+            out[mode][name] = {"second_copy_loss": probe.copy_losses(token_losses(model, probe.ids, iv, batch))[1],
+                               "icl_score": text_icl(token_losses(model, text, iv, batch))[0]}
+    return out

@@ -264,19 +264,20 @@ def run_study(
 def reproduce(
     preset: str = typer.Option("quick", "--preset", help="quick (minutes on a laptop CPU) or paper (the authors' scale)."),
     out: Path = typer.Option(Path("runs/reproduce"), "--out", help="Output directory; finished studies are skipped on re-run."),
-    only: list[str] = typer.Option([], "--only", help="Run only this study (repeatable)."),
+    only: list[str] = typer.Option([], "--only", help="Run only this study or entry, e.g. linreg or induction-smollm2 (repeatable)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Reproduce every built study at a preset and record what each found."""
     from iclab.device import resolve_device
     from iclab.reproduce import reproduce as run_all
-    from iclab.studies import STUDIES
+    from iclab.reproduce import jobs
 
     if preset not in ("quick", "paper"):
         raise IclabError(f"--preset {preset!r} is not one of quick, paper")
+    names = [j.name for j in jobs("quick")]
     for name in only:
-        if name not in STUDIES:
-            raise IclabError(f"study {name!r} is unknown; studies: {', '.join(STUDIES)}")
+        if name not in names:
+            raise IclabError(f"study {name!r} is unknown; studies and entries: {', '.join(names)}")
     record = run_all(preset, out, resolve_device(device), log=lambda line: console.print(line, markup=False), only=only or None)
     table = Table("study", "status", "time (s)")
     for name, entry in record["studies"].items():

@@ -22,6 +22,7 @@ from iclab.io import atomic_write_text
 
 VERDICTS = (  # prefix of a finding line -> (label, css class); longest prefixes first
     ("NOT REPRODUCED AT THIS SCALE", "not applicable at this scale", "na"),
+    ("NOT APPLICABLE", "not applicable", "na"),
     ("NOT REPRODUCED", "not reproduced", "bad"),
     ("REPRODUCED", "reproduced", "good"),
     ("MEASURED", "measured", "info"),

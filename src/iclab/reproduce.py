@@ -1,5 +1,8 @@
 """``iclab reproduce``: run every built study at a preset, one folder each, then ``report.html``.
 
+The quick preset also runs the induction and add-k studies on a real
+pretrained language model (SmolLM2-135M, fetched once into iclab's cache).
+
 A study that fails is recorded with its error and the others still run. A
 study whose ``summary.json`` is already complete for the same preset, the same
 settings and the same iclab version is skipped, so an interrupted reproduce
@@ -13,6 +16,7 @@ import json
 import platform
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,8 +27,8 @@ from iclab.io import atomic_write_json, output_dir
 from iclab.errors import Interrupted
 
 
-def _complete(summary_file: Path, name: str, preset: str) -> dict[str, Any] | None:
-    """The finished summary of study ``name`` at ``preset``, if its settings and iclab version are today's."""
+def _complete(summary_file: Path, name: str, preset: str, overrides: list[str] = ()) -> dict[str, Any] | None:
+    """The finished summary of study ``name`` at ``preset`` (+ ``overrides``), if its settings and iclab version are today's."""
     import iclab
     from iclab.config import config_hash
     from iclab.studies.common import settings_for
@@ -40,7 +44,7 @@ def _complete(summary_file: Path, name: str, preset: str) -> dict[str, Any] | No
         return None
     same = (summary.get("preset") == preset
             and summary.get("iclab_version") == iclab.__version__
-            and summary.get("settings_hash") == config_hash(settings_for(module.PRESETS, preset, [], name)))
+            and summary.get("settings_hash") == config_hash(settings_for(module.PRESETS, preset, list(overrides), name)))
     return summary if same else None
 
 
@@ -58,6 +62,34 @@ def versions() -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Job:
+    """One entry of the main job: a study run into ``out/<name>`` with these overrides."""
+
+    name: str
+    study: str
+    overrides: tuple[str, ...] = ()
+    title_suffix: str = ""
+
+
+# The studies on a real pretrained language model (fetched the first time), at a size that fits the quick budget.
+PRETRAINED_JOBS = (
+    Job("induction-smollm2", "induction", ("model=smollm2-135m",), " (SmolLM2-135M, a pretrained LM)"),
+    Job("addk-smollm2", "addk", ("model=smollm2-135m", "eval_per_task=8", "scan_shots=[1,5]"), " (SmolLM2-135M, a pretrained LM)"),
+)
+
+
+def jobs(preset: str) -> list[Job]:
+    """Every built study at ``preset``, then (quick preset) the pretrained-model runs."""
+    own = [Job(name, name) for name in studies.STUDIES]
+    pretrained = [j for j in PRETRAINED_JOBS if j.study in studies.STUDIES] if preset == "quick" else []
+    return own + pretrained
+
+
+def _complete_job(folder: Path, job: Job, preset: str) -> dict[str, Any] | None:
+    return _complete(folder / "summary.json", job.study, preset, list(job.overrides))
+
+
 def reproduce(
     preset: str,
     out: Path,
@@ -65,19 +97,20 @@ def reproduce(
     log: Callable[[str], None] = print,
     only: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the built studies (or ``only`` these) into ``out/<study>``; write ``out/reproduce.json``."""
+    """Run the built studies (or ``only`` these entries) into ``out/<name>``; write ``out/reproduce.json``."""
     output_dir(out)
     record: dict[str, Any] = {"preset": preset, "device": str(device), "versions": versions(), "studies": {}}
-    for name, info in studies.STUDIES.items():
+    for job in jobs(preset):
+        name, info = job.name, studies.STUDIES[job.study]
         if only and name not in only:
             continue
-        entry: dict[str, Any] = {"title": info.title, "paper": info.paper}
+        entry: dict[str, Any] = {"title": info.title + job.title_suffix, "paper": info.paper}
         if not info.built:
             entry["status"] = "not built yet"
             log(f"[{name}] not built yet")
         else:
             folder = out / name
-            done = _complete(folder / "summary.json", name, preset)
+            done = _complete_job(folder, job, preset)
             if done is not None:
                 entry.update(status="complete", skipped=True, findings=done.get("findings", []))
                 log(f"[{name}] already complete, skipped")
@@ -85,7 +118,7 @@ def reproduce(
                 log(f"[{name}] running preset {preset} ...")
                 t0 = time.perf_counter()
                 try:
-                    summary = studies.study_module(name).run(preset, folder, [], device)
+                    summary = studies.study_module(job.study).run(preset, folder, list(job.overrides), device)
                     entry.update(status="complete", findings=summary.get("findings", []))
                 except Interrupted:  # Ctrl-C / SIGTERM stops the whole job; finished parts are kept
                     raise

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from scipy import stats
 
 from iclab.heads.base import HeadModel, Intervention, greedy_generate
-from iclab.tasks.addk import AddKConfig, prompt_text, sample
+from iclab.tasks.addk import PROMPT_FORMATS, AddKConfig, PromptFormat, prompt_text, sample
+
+ARROW = PROMPT_FORMATS["arrow"]
 
 
 @dataclass
@@ -34,27 +36,32 @@ class Prompt:
     labels: list[list[int]]  # token positions of each demonstration's label y_i
 
 
-def encode_prompt(model: HeadModel, k: int, xs: list[int], ys: list[int]) -> Prompt:
-    """Tokens of the prompt, of its answer, and of each demonstration's label (by encoding prefixes)."""
-    text = prompt_text(xs, ys)
+def encode_prompt(model: HeadModel, k: int, xs: list[int], ys: list[int], fmt: PromptFormat = ARROW) -> Prompt:
+    """Tokens of the prompt, of its answer, and of each demonstration's label (by encoding prefixes).
+
+    The answer's tokens are those the prompt's text + the answer encodes to after the prompt's own tokens (a
+    number may be several tokens); where the tokenizer merges across that boundary, the answer is encoded alone.
+    """
+    text = prompt_text(xs, ys, fmt)
     ids = model.encode(text)
     full = model.encode(text + str(ys[-1]))
     if full[: len(ids)] != ids:
         full = ids + model.encode(str(ys[-1]), bos=False)
-    demos = [f"{x}->{y}" for x, y in zip(xs[:-1], ys[:-1])]
     labels = []
-    for i in range(len(demos)):
-        before = len(model.encode("#".join(demos[:i] + [f"{xs[i]}->"])))
-        through = len(model.encode("#".join(demos[: i + 1])))
+    for i in range(len(xs) - 1):
+        done = "".join(fmt.demo(x, y) for x, y in zip(xs[:i], ys[:i]))
+        before = len(model.encode(done + fmt.query(xs[i])))
+        through = len(model.encode(done + fmt.query(xs[i]) + str(ys[i])))
         labels.append(list(range(before, through)))
     return Prompt(k, xs, ys, ids, full[len(ids):], labels)
 
 
-def make_prompts(model: HeadModel, cfg: AddKConfig, ks: list[int], per_task: int, shots: int, g: torch.Generator) -> list[Prompt]:
+def make_prompts(model: HeadModel, cfg: AddKConfig, ks: list[int], per_task: int, shots: int, g: torch.Generator,
+                 fmt: PromptFormat = ARROW) -> list[Prompt]:
     out = []
     for k in ks:
         xs, ys = sample(cfg, torch.full((per_task,), k), shots, g)
-        out += [encode_prompt(model, k, x, y) for x, y in zip(xs.tolist(), ys.tolist())]
+        out += [encode_prompt(model, k, x, y, fmt) for x, y in zip(xs.tolist(), ys.tolist())]
     return out
 
 

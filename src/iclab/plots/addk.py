@@ -132,6 +132,20 @@ def self_correction(res: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "self_correction")
 
 
+def clean_scan_figure(scan: dict[str, Any], folder: Path) -> Path:
+    """Clean few-shot accuracy of a pretrained model per prompt format (lines) against the number of shots."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r["format"] for r in scan.values()):
+        rows = sorted((r for r in scan.values() if r["format"] == name), key=lambda r: r["shots"])
+        ax.plot([r["shots"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=name)
+    ax.set_xlabel("demonstrations (shots)")
+    ax.set_ylabel("exact-match accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("clean add-k accuracy by prompt format", fontsize=10)
+    ax.legend(fontsize=7)
+    return save(fig, folder, "clean_accuracy_by_format")
+
+
 def plot_all(res: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
     figs = [mask_sorted(res, folder), accuracies(res, folder)]
     if res["subspaces"]:

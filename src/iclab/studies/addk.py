@@ -22,10 +22,10 @@ import torch
 from iclab.analysis import addk as A
 from iclab.config import require, require_positive
 from iclab.errors import IclabError
-from iclab.heads import HeadModel, from_run, load_hf
+from iclab.heads import HeadModel, from_run, load_model
 from iclab.models import ModelConfig
 from iclab.studies.common import Parts, finish, generator, settings_for
-from iclab.tasks.addk import AddKConfig
+from iclab.tasks.addk import PROMPT_FORMATS, AddKConfig
 from iclab.train import RunConfig, TrainConfig, train
 from iclab.train.checkpoint import load_tensors, save_tensors
 
@@ -50,7 +50,7 @@ class Recipe:
 class AddKStudySettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
-    model: str | None = None  # a local Hugging Face model folder; None: train iclab's own model
+    model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf); None: train iclab's own model
     dtype: Literal["float32", "bfloat16"] = "float32"
     recipe: Recipe = field(default_factory=Recipe)
     task: AddKConfig = field(default_factory=AddKConfig)
@@ -66,8 +66,19 @@ class AddKStudySettings:
     main_fraction: float = 0.25
     max_subspace_heads: int = 3
     corrupt_offset: int = 7  # added to the first demonstration's label in the self-correction test
+    prompt_format: str = "arrow"  # how prompts are written (PROMPT_FORMATS); iclab's own models know only "arrow"
+    scan_shots: tuple[int, ...] = (1, 3, 5)  # pretrained models: clean accuracy per prompt format x shots x k first
+    scan_tasks: tuple[int, ...] = (1, 3, 7, 10, 25)
+    scan_per_task: int = 8
+    min_clean_accuracy: float = 0.5  # below this few-shot accuracy there is no task behaviour to localise
 
     def __post_init__(self) -> None:
+        require(self.prompt_format in PROMPT_FORMATS, "prompt_format", f"must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+        require(self.model is not None or self.prompt_format == "arrow", "prompt_format",
+                "iclab's own add-k model is trained on the arrow format only; other formats need --model")
+        require(0 <= self.min_clean_accuracy <= 1, "min_clean_accuracy", f"must lie in [0, 1], got {self.min_clean_accuracy}")
+        require(all(s >= 1 for s in self.scan_shots) and all(1 <= k <= self.task.k_max for k in self.scan_tasks), "scan_shots",
+                "scan_shots must be >= 1 and scan_tasks within [1, task.k_max]")
         require_positive(self, "eval_per_task", "mean_per_task", "mask_per_task", "lam", "mask_lr", "mask_epochs", "mask_batch")
         require(0 < self.q < 1, "q", f"must lie in (0, 1), got {self.q}")
         require(0 < self.main_fraction <= 1, "main_fraction", f"must lie in (0, 1], got {self.main_fraction}")
@@ -105,8 +116,8 @@ def run_config(cfg: AddKStudySettings) -> RunConfig:
 
 def get_model(cfg: AddKStudySettings, out: Path, device: torch.device, log: Callable[[str], None]) -> tuple[HeadModel, str]:
     if cfg.model is not None:
-        log(f"  model: Hugging Face model from {cfg.model}")
-        return load_hf(cfg.model, device, cfg.dtype), str(cfg.model)
+        log(f"  model: pretrained model {cfg.model}")
+        return load_model(cfg.model, device, cfg.dtype, log=log), str(cfg.model)
     config = run_config(cfg)
     log(f"  model: training iclab decoder ({config.model.n_layers} layers, d_model {config.model.d_model}), {config.train.steps} steps")
     result = train(config, out / "runs" / "addk", device, progress=False, label="addk/model")
@@ -117,7 +128,20 @@ def get_model(cfg: AddKStudySettings, out: Path, device: torch.device, log: Call
 
 
 def prompts(model: HeadModel, cfg: AddKStudySettings, ks: list[int], per_task: int, shots: int, part: str) -> list[A.Prompt]:
-    return A.make_prompts(model, cfg.task, ks, per_task, shots, generator(cfg.seed, part))
+    return A.make_prompts(model, cfg.task, ks, per_task, shots, generator(cfg.seed, part), PROMPT_FORMATS[cfg.prompt_format])
+
+
+def clean_scan(model: HeadModel, cfg: AddKStudySettings) -> dict[str, Any]:
+    """Clean few-shot accuracy per prompt format, number of shots and task k (answers greedy-decoded, several tokens each)."""
+    out: dict[str, Any] = {}
+    for name, fmt in PROMPT_FORMATS.items():
+        for shots in cfg.scan_shots:
+            ps = A.make_prompts(model, cfg.task, list(cfg.scan_tasks), cfg.scan_per_task, shots, generator(cfg.seed, f"scan/{shots}"), fmt)
+            ok = A.correct(model, ps)
+            per_k = {str(k): float(ok[[p.k == k for p in ps]].mean()) for k in cfg.scan_tasks}
+            out[f"{name}/{shots}"] = {"format": name, "shots": shots, "accuracy": float(ok.mean()), "per_k": per_k,
+                                      "answer_tokens": float(np.mean([len(p.answer) for p in ps]))}
+    return out
 
 
 def fv_layer(cfg: AddKStudySettings, model: HeadModel) -> int:
@@ -249,7 +273,7 @@ def self_correction(model: HeadModel, cfg: AddKStudySettings) -> dict[str, Any]:
             ys = list(p.ys)
             hi = cfg.task.number_range()[1]  # stay inside the number tokenizer's range
             ys[which] += cfg.corrupt_offset if ys[which] + cfg.corrupt_offset <= hi else -cfg.corrupt_offset
-            q = A.encode_prompt(model, p.k, p.xs, ys)
+            q = A.encode_prompt(model, p.k, p.xs, ys, PROMPT_FORMATS[cfg.prompt_format])
             q.answer = p.answer  # the right answer is still x_q + k
             out.append(q)
         return out
@@ -316,13 +340,47 @@ def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[str], di
     return lines, numbers
 
 
+def scan_findings(cfg: AddKStudySettings, scan: dict[str, Any]) -> list[str]:
+    """Plain-words lines for the clean accuracy scan over prompt formats and shots."""
+    best = max(scan.values(), key=lambda r: r["accuracy"])
+    table = "; ".join(f"{r['format']} {r['shots']}-shot {r['accuracy']:.2f}" for r in scan.values())
+    main = scan.get(f"{cfg.prompt_format}/{max(cfg.scan_shots)}")
+    per_k = ", ".join(f"k={k}: {a:.2f}" for k, a in main["per_k"].items()) if main else "-"
+    return [f"MEASURED: clean accuracy by prompt format and shots (tasks k = {list(cfg.scan_tasks)}, {cfg.scan_per_task} prompts each, "
+            f"answers of {best['answer_tokens']:.1f} tokens on average, greedy with the key/value cache): {table}. Best: {best['format']} "
+            f"{best['shots']}-shot {best['accuracy']:.2f}; by k ({cfg.prompt_format}, {max(cfg.scan_shots)}-shot): {per_k}."]
+
+
+def not_applicable(cfg: AddKStudySettings, clean: dict[str, Any], name: str) -> list[str]:
+    """Every localisation claim marked NOT APPLICABLE: below ``min_clean_accuracy`` there is no behaviour to localise."""
+    why = (f"{name} solves {cfg.task.shots}-shot add-k in the {cfg.prompt_format} format only {clean['train_tasks']:.2f} of the "
+           f"time (needed: {cfg.min_clean_accuracy}); head sets found on a task the model does not do would mean nothing")
+    claims = ("a sparse set of heads carries the task (function vector from a head mask)",
+              "with every other head ablated, a few main heads keep few-shot accuracy",
+              "the main heads' task means span a ~6-dimensional subspace with base-10 periodic directions",
+              "the heads take their signal from the demonstrations' label tokens",
+              "self-correction: later demonstrations suppress an early wrong signal")
+    return [f"NOT APPLICABLE: {claim} ({why})." for claim in claims]
+
+
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
     cfg = settings_for(PRESETS, preset, overrides, "addk")
     out = Path(out)
     parts = Parts("addk", out, cfg, log)
     model, name = get_model(cfg, out, device, log)
-    z_mean = task_means(model, cfg, out, log)
+    scan = parts.get("clean_scan", lambda: clean_scan(model, cfg)) if cfg.model is not None else None
     clean = parts.get("clean_accuracy", lambda: clean_accuracy(model, cfg))
+    if clean["train_tasks"] < cfg.min_clean_accuracy:
+        lines = [f"MEASURED: clean {cfg.task.shots}-shot exact-match accuracy {clean['train_tasks']:.2f} on training tasks, "
+                 f"{clean['held_out_tasks']:.2f} on held-out tasks ({cfg.prompt_format} format)."]
+        lines += (scan_findings(cfg, scan) if scan else []) + not_applicable(cfg, clean, name)
+        numbers = {"model": name, "clean_accuracy": clean["train_tasks"], "clean_accuracy_held_out": clean["held_out_tasks"],
+                   "clean_scan": scan, "localised": False}
+        from iclab.plots.addk import clean_scan_figure
+
+        figures = [clean_scan_figure(scan, out / "figures")] if scan else []
+        return finish("addk", cfg.preset, out, numbers, lines, figures, parts, [])
+    z_mean = task_means(model, cfg, out, log)
     loc = parts.get("localisation", lambda: localisation(model, cfg, z_mean))
     heads = loc["main"] if loc["main"] else loc["selected"]
     heads = heads[: cfg.max_subspace_heads]
@@ -330,9 +388,12 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     sc = parts.get("self_correction", lambda: self_correction(model, cfg))
     res = {"model": name, "clean": clean, "localisation": loc, "subspaces": sub, "self_correction": sc, "k": list(range(1, cfg.task.k_max + 1))}
     lines, numbers = findings(cfg, res)
-    from iclab.plots.addk import plot_all
+    if scan:
+        lines += scan_findings(cfg, scan)
+        numbers["clean_scan"] = scan
+    from iclab.plots.addk import clean_scan_figure, plot_all
 
-    figures = plot_all(res, cfg, out / "figures")
+    figures = plot_all(res, cfg, out / "figures") + ([clean_scan_figure(scan, out / "figures")] if scan else [])
     notes = [
         "Function vectors are added to the residual stream entering the injection layer, at the last prompt position and every generated one.",
         "Mean ablation replaces a head's z at the final prompt token (and generated tokens) by its mean over all tasks' task means.",

@@ -116,11 +116,38 @@ def sample(cfg: AddKConfig, ks: torch.Tensor, shots: int, g: torch.Generator) ->
     return xs, cfg.apply(xs, ks.unsqueeze(1))
 
 
-def prompt_text(xs: list[int], ys: list[int], template: str = "{x}->{y}", separator: str = "#") -> str:
-    """Demonstrations then the query: 'x1->y1#...#xq->' (the query's answer left out)."""
-    demos = [template.format(x=x, y=y) for x, y in zip(xs[:-1], ys[:-1])]
-    query = template.format(x=xs[-1], y="").rstrip()
-    return separator.join([*demos, query])
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a demonstration and the query are written (Todd et al. 2023's prefix / separator model):
+    demonstration ``in_pre + x + in_sep + out_pre + y + out_sep``, query ``in_pre + x + in_sep + out_pre``."""
+
+    in_pre: str
+    out_pre: str
+    in_sep: str
+    out_sep: str
+
+    def demo(self, x: int, y: int) -> str:
+        return f"{self.in_pre}{x}{self.in_sep}{self.out_pre}{y}{self.out_sep}"
+
+    def query(self, x: int) -> str:
+        return f"{self.in_pre}{x}{self.in_sep}{self.out_pre}"
+
+
+# The formats of Hu et al.'s code (``subspaces/utils/prompt_formats.py``): the paper's arrow format and five
+# of Todd et al.'s prefix / separator pairs. iclab's own add-k models know only "arrow".
+PROMPT_FORMATS: dict[str, PromptFormat] = {
+    "arrow": PromptFormat("", "->", "", "#"),
+    "qa": PromptFormat("Question:", "Answer:", "\n", "\n\n"),
+    "io": PromptFormat("Input:", "Output:", "\n", "\n"),
+    "ab": PromptFormat("A:", "B:", " ", "\n"),
+    "textlabel": PromptFormat("text:", "label:", " ", "\n\n"),
+    "fx": PromptFormat("x:", "f(x):", " ", "|"),
+}
+
+
+def prompt_text(xs: list[int], ys: list[int], fmt: PromptFormat = PROMPT_FORMATS["arrow"]) -> str:
+    """Demonstrations then the query, e.g. 'x1->y1#...#xq->' in the arrow format (the query's answer left out)."""
+    return "".join(fmt.demo(x, y) for x, y in zip(xs[:-1], ys[:-1])) + fmt.query(xs[-1])
 
 
 def prompt_ids(tok: NumberTokenizer, xs: torch.Tensor, ys: torch.Tensor, with_answer: bool = True) -> torch.Tensor:

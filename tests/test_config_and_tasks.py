@@ -1,6 +1,7 @@
 """Configs validate with clear errors; task batches are pure functions of (seed, split, step)."""
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 import torch
@@ -90,3 +91,20 @@ def test_curriculum_grows_dimension_and_length():
     batch = task.batch(0, 4, "train")
     assert batch.inputs.shape == (4, 10, 8) and torch.all(batch.extras["xs"][..., 3:] == 0)
     assert task.batch(0, 4, "eval").inputs.shape == (4, 40, 8)
+
+
+def test_a_studys_seed_moves_the_models_and_the_data_in_every_study():
+    from iclab.studies import addk, linreg
+    from iclab.studies.task_diversity import TaskDiversitySettings, _config
+    from iclab.studies.common import seeded
+    from iclab.studies.induction import PRESETS as IND
+
+    for seed in (0, 3):
+        lr = linreg._run_config(replace(linreg.PRESETS["quick"], seed=seed), 1, 10, 4, 8)
+        ak = addk.run_config(replace(addk.PRESETS["quick"], seed=seed))
+        br = _config(TaskDiversitySettings(), 4, seed)
+        ind = IND["quick"].recipe.task(seed)
+        assert lr.seed == ak.seed == br.seed == seed
+        assert (lr.task.data_seed, lr.task.task_seed, lr.task.noise_seed) == (1 + seed, 2 + seed, 3 + seed)
+        assert ak.task.data_seed == 1 + seed and br.task.task_seed == 2 + seed and ind.data_seed == 1 + seed
+    assert seeded(linreg.PRESETS["quick"].recipe, 5) == linreg.PRESETS["quick"].recipe  # nothing to shift: unchanged

@@ -218,3 +218,23 @@ def test_ov_factors_give_the_value_projection_of_every_family(family):
     v = model.family.values(attn, x, model.n_kv_heads, 8) - model.family.values(attn, torch.zeros_like(x), model.n_kv_heads, 8)
     v = v.repeat_interleave(model.n_heads // model.n_kv_heads, dim=2)  # [1, 5, H, E]
     assert torch.allclose(torch.einsum("btd,hde->bthe", x, W_V), v, atol=1e-5)
+
+
+def test_wrapping_and_analysing_leave_the_callers_model_as_it_was():
+    hf = tiny("llama").train()
+    hf.config._attn_implementation = "sdpa"
+    model = HFHeadModel(hf)
+    x = ids(B=2, T=6)
+    model.logits(x)
+    model.patterns(x)
+    model.values(x)
+    greedy_generate(model, x, 2)
+    assert hf.training and all(p.requires_grad for p in hf.parameters())
+    assert hf.config._attn_implementation == "sdpa"
+    assert all(model._attn(i).config._attn_implementation == "sdpa" for i in range(model.n_layers))
+    with pytest.raises(IclabError, match="add_layer"):
+        greedy_generate(model, x, 3, Intervention(add_layer=9, add_vector=torch.zeros(32), start=7))
+    assert model._offset == 0
+    own = Transformer(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_vocab=V, n_ctx=8)).train()
+    IclabHeadModel(own).patterns(ids(B=1, T=5))
+    assert own.training and all(p.requires_grad for p in own.parameters())

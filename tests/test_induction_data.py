@@ -1,5 +1,6 @@
 """Induction-study data: spans really repeat at random places, Markov chains follow their matrix, stdlib split by file."""
 
+import pytest
 import torch
 
 from iclab.tasks import InductionConfig, InductionTask, make_task
@@ -78,3 +79,20 @@ def test_an_attention_only_model_trains_on_the_task(tmp_path):
     result = train(cfg, tmp_path / "r", progress=False)
     assert {"loss", "icl_score", "repeated_token_loss"} <= set(result.summary["final_eval"])
     assert make_task(cfg.task).config.name == "induction"
+
+
+def test_the_training_metric_and_the_studys_icl_score_are_one_definition():
+    """The ICL score logged during training equals the study's score on the same batch (same token positions)."""
+    from iclab.analysis.heads import icl_positions, icl_score
+    from iclab.analysis.induction_scores import token_losses
+    from iclab.models import ModelConfig, Transformer
+    from iclab.tasks.induction import InductionConfig, InductionTask
+
+    task = InductionTask(InductionConfig(n_ctx=64, natural_share=0.0))
+    model = Transformer(ModelConfig(n_layers=1, d_model=16, n_heads=2, attn_only=True, **task.config.model_io()),
+                        generator=torch.Generator().manual_seed(0)).eval()
+    batch = task.batch(0, 8, "eval")
+    with torch.no_grad():
+        logged = task.metrics(model(batch.inputs), batch)["icl_score"]
+    assert icl_positions(64) == (62, 6)
+    assert logged == pytest.approx(icl_score(token_losses(model, batch.inputs), *icl_positions(64)), abs=1e-6)

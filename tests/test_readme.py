@@ -45,3 +45,4 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
     assert namespace["ablated"].shape == namespace["logits"].shape
     assert not torch.equal(namespace["ablated"], namespace["logits"]), "zeroing a head changed nothing"
     assert namespace["cache"].z.shape[2] == 1
+    assert namespace["preds"].shape == (4, 10) and namespace["model"].n_layers == 2

@@ -57,13 +57,13 @@ def test_bad_settings_are_refused_with_the_key_named():
         spinglass.run("quick", "unused", ["fig4b.N=[0]"], torch.device("cpu"))
 
 
-def test_the_task_diversity_bridge_trains_a_transformer_per_pool_size(tmp_path):
-    bridge = ["bridge.d=2", "bridge.n_points=5", "bridge.pool_sizes=[1,64]", "bridge.n_layers=1", "bridge.d_model=16",
-              "bridge.n_heads=2", "bridge.steps=30", "bridge.batch_size=16", "bridge.eval_prompts=64"]
-    summary = spinglass.run("quick", tmp_path, TINY + bridge, torch.device("cpu"), log=lambda s: None)
-    rows = summary["bridge"]
+def test_the_task_diversity_experiment_trains_a_transformer_per_pool_size(tmp_path):
+    diversity = ["task_diversity.d=2", "task_diversity.n_points=5", "task_diversity.pool_sizes=[1,64]", "task_diversity.n_layers=1", "task_diversity.d_model=16",
+              "task_diversity.n_heads=2", "task_diversity.steps=30", "task_diversity.batch_size=16", "task_diversity.eval_prompts=64"]
+    summary = spinglass.run("quick", tmp_path, TINY + diversity, torch.device("cpu"), log=lambda s: None)
+    rows = summary["task_diversity"]
     assert [r["M"] for r in rows] == [1, 64]
     assert all(r["closer_to"] in ("ridge", "dmmse") for r in rows)
     # with one task in the pool, dMMSE predicts that task: far worse than ridge on fresh tasks
     assert rows[0]["error"]["dmmse"] > rows[0]["error"]["ridge"]
-    assert (tmp_path / "figures" / "bridge_task_diversity_transformer.png").exists()
+    assert (tmp_path / "figures" / "task_diversity_transformer.png").exists()

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from iclab.analysis.heads import icl_score, repeated_random_tokens
-from iclab.analysis.induction_probes import icl_positions
+from iclab.analysis.heads import icl_positions, icl_score, repeated_random_tokens
 from iclab.heads import HeadModel, Intervention
 
 Head = tuple[int, int]

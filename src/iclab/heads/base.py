@@ -70,8 +70,27 @@ class HeadModel(ABC):
     d_model: int
     bos_id: int | None
 
+    model: torch.nn.Module  # the wrapped model; wrapping changes none of its settings
+
     def __init__(self) -> None:
         self._offset = 0  # absolute position of the first token of the current forward call
+
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode (no dropout) and frozen weights for the duration of a pass; the wrapped model's own training
+        flag and ``requires_grad`` flags are restored afterwards, so wrapping a model never changes it."""
+        module = self.model
+        training = module.training
+        flags = [p.requires_grad for p in module.parameters()]
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            module.train(training)
+            for p, flag in zip(module.parameters(), flags):
+                p.requires_grad_(flag)
 
     # ------------------------------------------------------------------ what a family provides
     @abstractmethod
@@ -164,16 +183,18 @@ class HeadModel(ABC):
 
     @contextlib.contextmanager
     def intervene(self, iv: Intervention | None) -> Iterator["HeadModel"]:
+        """Within the block, every forward pass runs under ``iv`` (in inference mode); hooks are removed on exit."""
         handles = []
         try:
-            if iv is not None:
-                for layer in sorted(iv.layers_touched()):
-                    handles.append(self._hook_z(layer, self._z_editor(iv, layer)))
-                if iv.add_vector is not None:
-                    if iv.add_layer is None or not 0 <= iv.add_layer <= self.n_layers:
-                        raise IclabError(f"add_layer must lie in [0, {self.n_layers}], got {iv.add_layer}")
-                    handles.append(self._hook_resid(iv.add_layer, self._adder(iv)))
-            yield self
+            with self.inference():
+                if iv is not None:
+                    for layer in sorted(iv.layers_touched()):
+                        handles.append(self._hook_z(layer, self._z_editor(iv, layer)))
+                    if iv.add_vector is not None:
+                        if iv.add_layer is None or not 0 <= iv.add_layer <= self.n_layers:
+                            raise IclabError(f"add_layer must lie in [0, {self.n_layers}], got {iv.add_layer}")
+                        handles.append(self._hook_resid(iv.add_layer, self._adder(iv)))
+                yield self
         finally:
             for h in handles:
                 h.remove()
@@ -240,21 +261,23 @@ def greedy_generate(model: HeadModel, ids: torch.Tensor, n_new: int, interventio
     """
     ids = ids.to(model.device)
     out = []
-    with model.intervene(intervention):
-        model._offset = 0
-        logits, past = model._forward(ids, None, use_cache)
-        seq = ids
-        for i in range(n_new):
-            nxt = logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
-            out.append(nxt)
-            if i == n_new - 1:
-                break
-            seq = torch.cat([seq, nxt], dim=1)
-            if use_cache and past is not None:
-                model._offset = seq.shape[1] - 1
-                logits, past = model._forward(nxt, past, True)
-            else:
-                model._offset = 0
-                logits, _ = model._forward(seq, None, False)
-        model._offset = 0
+    try:
+        with model.intervene(intervention):
+            model._offset = 0
+            logits, past = model._forward(ids, None, use_cache)
+            seq = ids
+            for i in range(n_new):
+                nxt = logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
+                out.append(nxt)
+                if i == n_new - 1:
+                    break
+                seq = torch.cat([seq, nxt], dim=1)
+                if use_cache and past is not None:
+                    model._offset = seq.shape[1] - 1
+                    logits, past = model._forward(nxt, past, True)
+                else:
+                    model._offset = 0
+                    logits, _ = model._forward(seq, None, False)
+    finally:
+        model._offset = 0  # never left set, even when a pass fails
     return torch.cat(out, dim=1)

@@ -117,9 +117,7 @@ class HFHeadModel(HeadModel):
             raise IclabError(f"model type {cfg.model_type!r} is not supported; supported: {', '.join(FAMILIES)}. "
                              f"To add it, {ADAPTER_HELP}")
         self.family = FAMILIES[cfg.model_type]
-        self.model = model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = model  # left as the caller had it: passes run in inference() mode
         self.tokenizer = tokenizer
         self.layers = _get(model, self.family.layers)
         self.n_layers = len(self.layers)
@@ -201,14 +199,17 @@ class HFHeadModel(HeadModel):
 
     @torch.no_grad()
     def patterns(self, ids: torch.Tensor) -> torch.Tensor:
-        impl = self.model.config._attn_implementation
-        self.model.config._attn_implementation = "eager"  # only eager attention returns its weights
+        # only eager attention returns its weights: switch the model's config and every attention module's, restore all
+        configs = list({id(c): c for c in [self.model.config, *(self._attn(i).config for i in range(self.n_layers))]}.values())
+        saved = [c._attn_implementation for c in configs]
         try:
-            for layer in self.layers:
-                getattr(layer, self.family.attn).config._attn_implementation = "eager"
-            out = self.model(input_ids=ids.to(self.device), output_attentions=True)
+            for c in configs:
+                c._attn_implementation = "eager"
+            with self.inference():
+                out = self.model(input_ids=ids.to(self.device), output_attentions=True)
         finally:
-            self.model.config._attn_implementation = impl
+            for c, impl in zip(configs, saved):
+                c._attn_implementation = impl
         return torch.stack([a.float() for a in out.attentions])
 
     @torch.no_grad()
@@ -268,7 +269,8 @@ class HFHeadModel(HeadModel):
         try:
             for layer in range(self.n_layers):
                 handles.append(self._attn(layer).register_forward_pre_hook(make(layer), with_kwargs=True))
-            self.model(input_ids=ids.to(self.device))
+            with self.inference():
+                self.model(input_ids=ids.to(self.device))
         finally:
             for h in handles:
                 h.remove()
@@ -298,7 +300,9 @@ def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "
 
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtypes[dtype])
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtypes[dtype]).eval()
+        for p in model.parameters():  # iclab owns this copy: analyses never train its weights
+            p.requires_grad_(False)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except pickle.UnpicklingError as e:
         raise IclabError(f"--model {folder}: its pickled weights (*.bin) hold objects that torch's restricted loader "

@@ -55,14 +55,12 @@ class IclabHeadModel(HeadModel):
         super().__init__()
         if model.cfg.input != "tokens":
             raise IclabError("per-head analyses need a token model (model.input = 'tokens')")
-        self.model = model.eval()
+        self.model = model  # left as the caller had it: passes run in inference() mode
         self.tokenizer = tokenizer or ByteTokenizer()
         cfg = model.cfg
         self.n_layers, self.n_heads, self.n_kv_heads = cfg.n_layers, cfg.n_heads, cfg.n_heads
         self.d_head, self.d_model = cfg.head_dim, cfg.d_model
         self.bos_id = self.tokenizer.bos_id
-        for p in self.model.parameters():
-            p.requires_grad_(False)
 
     @property
     def device(self) -> torch.device:
@@ -97,7 +95,8 @@ class IclabHeadModel(HeadModel):
 
     @torch.no_grad()
     def patterns(self, ids: torch.Tensor) -> torch.Tensor:
-        _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_pattern"))
+        with self.inference():
+            _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_pattern"))
         return cache.stack("attn.hook_pattern")
 
     def ov_logits(self, layer: int, tokens: torch.Tensor) -> torch.Tensor:
@@ -120,7 +119,8 @@ class IclabHeadModel(HeadModel):
 
     @torch.no_grad()
     def values(self, ids: torch.Tensor) -> torch.Tensor:
-        _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_v"))
+        with self.inference():
+            _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_v"))
         return cache.stack("attn.hook_v")
 
 

@@ -115,7 +115,7 @@ def figS4(res: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "figS4_correlated_inputs")
 
 
-def bridge(res: dict[str, Any], folder: Path) -> Path:
+def task_diversity_figure(res: dict[str, Any], folder: Path) -> Path:
     rows = res["rows"]
     Ms = [r["M"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -128,11 +128,11 @@ def bridge(res: dict[str, Any], folder: Path) -> Path:
         b.loglog(Ms, [r["spd"][key] for r in rows], "o-", label=f"SPD(model, {key})")
     b.set_xlabel("task pool size M")
     b.legend()
-    return save(fig, folder, "bridge_task_diversity_transformer")
+    return save(fig, folder, "task_diversity_transformer")
 
 
 def plot_all(results: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
-    extra = [bridge(results["bridge"], folder)] if "bridge" in results else []
+    extra = [task_diversity_figure(results["task_diversity"], folder)] if "task_diversity" in results else []
     return extra + [
         fig2_maps(results["fig2"], folder),
         diversity(results["diversity"], folder),

@@ -10,9 +10,9 @@ A study not built yet is listed with ``built=False``.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Callable
 
 from iclab.errors import IclabError
 
@@ -48,4 +48,44 @@ def study_module(name: str) -> ModuleType:
     if not STUDIES[name].built:
         built = [n for n, s in STUDIES.items() if s.built]
         raise IclabError(f"study {name!r} is not built yet; built studies: {', '.join(built) or 'none so far'}")
-    return importlib.import_module(f"iclab.studies.{name}")
+    return LOADERS[name]()
+
+
+# Each study's module, imported when first asked for (they pull in torch and plotting); explicit imports so that a
+# reader and a type checker can follow reproduce -> study.
+def _linreg() -> ModuleType:
+    from iclab.studies import linreg
+
+    return linreg
+
+
+def _induction() -> ModuleType:
+    from iclab.studies import induction
+
+    return induction
+
+
+def _spinglass() -> ModuleType:
+    from iclab.studies import spinglass
+
+    return spinglass
+
+
+def _addk() -> ModuleType:
+    from iclab.studies import addk
+
+    return addk
+
+
+LOADERS: dict[str, Callable[[], ModuleType]] = {"linreg": _linreg, "induction": _induction, "spinglass": _spinglass, "addk": _addk}
+
+
+def run_study(name: str, preset: str = "quick", out=None, overrides: list[str] | None = None, device: str = "cpu") -> dict:
+    """Run study ``name`` at ``preset`` into ``out`` (default runs/<name>-<preset>) with ``--set``-style overrides;
+    returns its summary (numbers and findings), as ``iclab run`` does."""
+    from pathlib import Path
+
+    import torch
+
+    folder = Path(out) if out is not None else Path("runs") / f"{name}-{preset}"
+    return study_module(name).run(preset, folder, list(overrides or []), torch.device(device))

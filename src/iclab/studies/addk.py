@@ -24,14 +24,14 @@ from iclab.config import require, require_positive
 from iclab.errors import IclabError
 from iclab.heads import HeadModel, from_run, load_model
 from iclab.models import ModelConfig
-from iclab.studies.common import Parts, finish, generator, settings_for
+from iclab.studies.common import Parts, finish, generator, seeded, settings_for
 from iclab.tasks.addk import PROMPT_FORMATS, AddKConfig
 from iclab.train import RunConfig, TrainConfig, train
 from iclab.train.checkpoint import load_tensors, save_tensors
 
 
 @dataclass(frozen=True)
-class Recipe:
+class AddKRecipe:
     """The decoder trained here (quick preset); see docs/addk.md for how it was chosen."""
 
     n_layers: int = 3
@@ -52,7 +52,7 @@ class AddKStudySettings:
     seed: int = 0
     model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf); None: train iclab's own model
     dtype: Literal["float32", "bfloat16"] = "float32"
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: AddKRecipe = field(default_factory=AddKRecipe)
     task: AddKConfig = field(default_factory=AddKConfig)
     eval_per_task: int = 20  # few-shot prompts per task for accuracies
     mean_per_task: int = 100  # prompts per task for the task means z_k
@@ -111,7 +111,7 @@ def run_config(cfg: AddKStudySettings) -> RunConfig:
     model = ModelConfig(n_layers=r.n_layers, d_model=r.d_model, n_heads=r.n_heads, **cfg.task.model_io())
     train_cfg = TrainConfig(steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=min(r.warmup_steps, r.steps // 5),
                             checkpoint_every=max(100, r.steps // 5), log_every=max(10, r.steps // 100))
-    return RunConfig(task=cfg.task, model=model, train=train_cfg, seed=cfg.seed)
+    return RunConfig(task=seeded(cfg.task, cfg.seed), model=model, train=train_cfg, seed=cfg.seed)
 
 
 def get_model(cfg: AddKStudySettings, out: Path, device: torch.device, log: Callable[[str], None]) -> tuple[HeadModel, str]:

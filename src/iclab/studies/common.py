@@ -21,6 +21,7 @@ from iclab.tasks.base import derive_seed
 from iclab.io import atomic_write_json, atomic_write_text, output_dir
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 def settings_for(presets: dict[str, S], preset: str, overrides: list[str], study: str) -> S:
@@ -28,6 +29,19 @@ def settings_for(presets: dict[str, S], preset: str, overrides: list[str], study
     if preset not in presets:
         raise IclabError(f"--preset {preset!r} is not a preset of {study}; presets: {', '.join(presets)}")
     return with_overrides(presets[preset], overrides)
+
+
+SEED_FIELDS = ("data_seed", "task_seed", "noise_seed")
+
+
+def seeded(task: T, seed: int) -> T:
+    """A task config whose data streams follow the study's ``seed``: every ``*_seed`` field it has is offset by
+    ``seed`` (seed 0 keeps the task's defaults). A study's seed means the same in every study: the models'
+    initialisation (``RunConfig.seed``) and the data they see, so ``iclab sweep --seeds N`` varies both."""
+    import dataclasses
+
+    shifts = {f.name: getattr(task, f.name) + seed for f in dataclasses.fields(task) if f.name in SEED_FIELDS}
+    return dataclasses.replace(task, **shifts)
 
 
 def generator(seed: int, part: str) -> torch.Generator:

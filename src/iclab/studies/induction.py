@@ -19,7 +19,8 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from iclab.analysis.induction_probes import Probes, icl_positions, make_probes, score_model, token_losses
+from iclab.analysis.heads import icl_positions, icl_score
+from iclab.analysis.induction_scores import ProbeSequences, make_probe_sequences, score_model, token_losses
 from iclab.analysis.phase_change import loss_bump, loss_pca, nonconvex_stretch, phase_change_window
 from iclab.config import require, require_positive, to_dict
 from iclab.models import ModelConfig, Transformer, ablate_heads, frozen_patterns, mean_z, record_patterns, run_with_cache
@@ -32,7 +33,7 @@ MODEL_NAME = re.compile(r"^(attn|smeared)([1-9])$")
 
 
 @dataclass(frozen=True)
-class Recipe:
+class InductionRecipe:
     """How every model of the study is trained (see docs/induction.md for how it was chosen)."""
 
     d_model: int = 64
@@ -90,7 +91,7 @@ class InductionStudySettings:
     model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf): analysed instead of training models
     pretrained: PretrainedProbe = field(default_factory=PretrainedProbe)
     models: tuple[str, ...] = ("attn1", "attn2", "attn3", "smeared1", "smeared2")
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: InductionRecipe = field(default_factory=InductionRecipe)
     eval_sequences: int = 256
     probe_length: int = 25
     probe_repeats: int = 2
@@ -115,7 +116,7 @@ PRESETS = {
     "paper": InductionStudySettings(
         preset="paper",
         models=("attn1", "attn2", "attn3", "attn4", "attn5", "attn6", "smeared1", "smeared2"),
-        recipe=Recipe(d_model=768, n_heads=12, n_ctx=8192, lr=1e-3, warmup_steps=1000, schedule="cosine", batch_size=32,
+        recipe=InductionRecipe(d_model=768, n_heads=12, n_ctx=8192, lr=1e-3, warmup_steps=1000, schedule="cosine", batch_size=32,
                       steps=10_000, snapshots=200, natural_share=0.9, repeat_share=0.0, span_max=512, n_spans=4),
         eval_sequences=1000,
         probe_length=25,
@@ -160,20 +161,20 @@ def train_models(cfg: InductionStudySettings, out: Path, device: torch.device, l
 # ----------------------------------------------------------------------------- probes and trajectories
 
 
-def probes_for(cfg: InductionStudySettings, device: torch.device | str = "cpu") -> Probes:
+def probe_sequences_for(cfg: InductionStudySettings, device: torch.device | str = "cpu") -> ProbeSequences:
     """Held-out sequences (training mixture and stdlib text from files never trained on) and head-score probes."""
     task_cfg = cfg.recipe.task(cfg.seed)
     mixture = InductionTask(task_cfg).batch(0, cfg.eval_sequences, "eval").inputs
     natural = natural_sequences(task_cfg, cfg.eval_sequences, "eval", generator(cfg.seed, "natural"))
     vocab = torch.arange(task_cfg.synthetic_vocab)  # span tokens: the random-token probes use the same alphabet
-    p = make_probes({"mixture": mixture, "natural": natural}, vocab, generator(cfg.seed, "probes"), length=cfg.probe_length,
+    p = make_probe_sequences({"mixture": mixture, "natural": natural}, vocab, generator(cfg.seed, "probes"), length=cfg.probe_length,
                     repeats=cfg.probe_repeats, batch=cfg.probe_batch, n_loss_positions=cfg.loss_positions)
     p.sequences = {k: v.to(device) for k, v in p.sequences.items()}
     p.repeated, p.ov_tokens, p.vocab = p.repeated.to(device), p.ov_tokens.to(device), p.vocab.to(device)
     return p
 
 
-def trajectory(cfg: InductionStudySettings, run: RunDir, probes: Probes, device: torch.device) -> dict[str, Any]:
+def trajectory(cfg: InductionStudySettings, run: RunDir, probes: ProbeSequences, device: torch.device) -> dict[str, Any]:
     """Scores at every snapshot of a run, plus its training-loss curve."""
     config = run.read_config()
     tokens_per_step = config.train.batch_size * config.task.n_ctx
@@ -241,8 +242,7 @@ def induction_heads(cfg: InductionStudySettings, traj: dict[str, Any]) -> list[d
 @torch.no_grad()
 def _icl(model: Transformer, tokens: torch.Tensor) -> tuple[float, torch.Tensor]:
     losses = token_losses(model, tokens)
-    late, early = icl_positions(tokens.shape[1])
-    return float(losses[:, late].mean() - losses[:, early].mean()), losses.mean(0)
+    return icl_score(losses, *icl_positions(tokens.shape[1])), losses.mean(0)
 
 
 @torch.no_grad()
@@ -279,7 +279,7 @@ def ablations(cfg: InductionStudySettings, run: RunDir, heads: list[dict[str, An
 
 
 @torch.no_grad()
-def attention_example(cfg: InductionStudySettings, run: RunDir, head: tuple[int, int], probes: Probes, device) -> dict[str, Any]:
+def attention_example(cfg: InductionStudySettings, run: RunDir, head: tuple[int, int], probes: ProbeSequences, device) -> dict[str, Any]:
     """The head's attention pattern on the first repeated-random-token probe sequence."""
     model, _ = load_model(run, run.read_config(), None, device)
     tokens = probes.repeated[:1]
@@ -390,7 +390,7 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         return induction_lm.run(cfg, out, device, log)
     parts = Parts("induction", out, cfg, log)
     runs = train_models(cfg, out, device, log)
-    probes = probes_for(cfg, device)
+    probes = probe_sequences_for(cfg, device)
     traj = {m: parts.get(f"trajectory_{m}", lambda m=m: trajectory(cfg, runs[m], probes, device)) for m in cfg.models}
     pc = {m: phase_change(traj[m]) for m in cfg.models}
     pc = {m: pc[m] if is_phase_change(cfg, traj[m], pc[m]["window"]) else {**pc[m], "window": None, "bump_tokens": None,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from iclab.analysis import induction_evidence as E
-from iclab.analysis.induction_probes import score_heads
+from iclab.analysis.induction_scores import score_heads
 from iclab.heads import HeadModel, load_model
 from iclab.studies.common import Parts, finish, generator
 

@@ -26,13 +26,13 @@ from iclab.learners import GD, KNN, OLS, SGD, Averaging, Ridge
 from iclab.learners.model import ModelLearner
 from iclab.models import ModelConfig, run_with_cache
 from iclab.runs import RunDir
-from iclab.studies.common import Parts, finish, generator, settings_for
+from iclab.studies.common import Parts, finish, generator, seeded, settings_for
 from iclab.tasks import Curriculum, LinearRegression, LinRegConfig
 from iclab.train import RunConfig, TrainConfig, train
 
 
 @dataclass(frozen=True)
-class Recipe:
+class LinRegRecipe:
     """How each model is trained (shared by every model of the study).
 
     The quick defaults were chosen by measurement on 2 CPU cores (d = 8, 4 layers,
@@ -83,7 +83,7 @@ class LinRegStudySettings:
     n_points: int = 17
     depths: tuple[int, ...] = (1, 2, 4)
     steps: tuple[int, ...] = (500, 1000, 2000)
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: LinRegRecipe = field(default_factory=LinRegRecipe)
     noise_ratios: tuple[float, ...] = (0.0, 1 / 16, 1 / 9, 1 / 4, 4 / 9)
     noise_finetune_steps: int = 150
     eval_prompts: int = 1000
@@ -104,7 +104,7 @@ PRESETS = {
         n_points=40,
         depths=(1, 2, 4, 8, 12, 16),
         steps=(500_000,) * 6,
-        recipe=Recipe(d_model=512, n_heads=4, normalization="layernorm", lr=1e-4, batch_size=64, warmup_steps=100_000, encoding="akyurek"),
+        recipe=LinRegRecipe(d_model=512, n_heads=4, normalization="layernorm", lr=1e-4, batch_size=64, warmup_steps=100_000, encoding="akyurek"),
         noise_finetune_steps=100_000,
         eval_prompts=4000,
         ilwd_prompts=256,
@@ -126,7 +126,7 @@ def _run_config(cfg: LinRegStudySettings, n_layers: int, steps: int, d: int, n_p
     model = ModelConfig(n_layers=n_layers, d_model=r.d_model, n_heads=r.n_heads, normalization=r.normalization, **io)
     train_cfg = TrainConfig(steps=steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=min(r.warmup_steps, steps // 5),
                             checkpoint_every=max(100, steps // 5), log_every=max(10, steps // 100), init_weights=init_weights)
-    return RunConfig(task=task, model=model, train=train_cfg, seed=cfg.seed)
+    return RunConfig(task=seeded(task, cfg.seed), model=model, train=train_cfg, seed=cfg.seed)
 
 
 def train_models(cfg: LinRegStudySettings, out: Path, device: torch.device, log: Callable[[str], None]) -> dict[str, RunDir]:

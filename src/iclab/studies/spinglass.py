@@ -34,7 +34,7 @@ from iclab.spinglass import (
     train_linear_attention,
     zero_mode_fraction,
 )
-from iclab.studies.bridge import Bridge, task_diversity
+from iclab.studies.task_diversity import TaskDiversitySettings, task_diversity
 from iclab.studies.common import Parts, finish, finite_or_none, generator, settings_for
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class SpinGlassSettings:
     figS7: FigS7 = field(default_factory=FigS7)
     figS4: FigS4 = field(default_factory=FigS4)
     diversity: Diversity = field(default_factory=Diversity)
-    bridge: Bridge | None = None
+    task_diversity: TaskDiversitySettings | None = None
 
     def __post_init__(self) -> None:
         for axis in self.figS4.axes:
@@ -174,7 +174,7 @@ PRESETS = {
         figS7=FigS7(D=(10, 20, 30, 40), fractions=(0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0, 1.05, 1.25, 1.5, 2.0)),
         figS4=FigS4(P=10000, N=200, correlation=tuple(round(c, 2) for c in np.linspace(0.05, 0.95, 19)), gd_steps=5000, gd_lr=1e-3),
         diversity=Diversity(repeats=10),
-        bridge=Bridge(),
+        task_diversity=TaskDiversitySettings(),
     ),
 }
 
@@ -439,10 +439,10 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     parts = Parts("spinglass", out, cfg, log)
     results = {name: parts.get(name, lambda fn=fn: fn(cfg), depends=(to_dict(getattr(cfg, name)), to_dict(cfg.solver), cfg.seed)) for name, fn in PARTS.items()}
     lines, numbers = findings(results, cfg)
-    if cfg.bridge is not None:
-        results["bridge"] = parts.get("bridge", lambda: task_diversity(cfg.bridge, out, cfg.seed, device, log), depends=(to_dict(cfg.bridge), cfg.seed))
-        rows = results["bridge"]["rows"]
-        numbers["bridge"] = rows
+    if cfg.task_diversity is not None:
+        results["task_diversity"] = parts.get("task_diversity", lambda: task_diversity(cfg.task_diversity, out, cfg.seed, device, log), depends=(to_dict(cfg.task_diversity), cfg.seed))
+        rows = results["task_diversity"]["rows"]
+        numbers["task_diversity"] = rows
         lines.append("MEASURED: softmax transformer on a pool of M tasks (Raventós et al.), closer to "
                      + ", ".join(f"M={r['M']}: {r['closer_to']} (error {r['error']['model']:.3f}, ridge {r['error']['ridge']:.3f}, dMMSE {r['error']['dmmse']:.3f})" for r in rows)
                      + "; expected: dMMSE for small M, ridge above a threshold.")

@@ -184,10 +184,10 @@ class InductionTask:
 
     def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
         """Loss, loss on the copied tokens of repeated spans, and the ICL score (late minus early token loss)."""
+        from iclab.analysis.heads import icl_positions, icl_score  # the one definition of the ICL score
+
         losses = self.token_losses(outputs, batch.targets)
-        T = losses.shape[1]
-        late, early = int(T * 500 / 512), int(T * 50 / 512)  # Olsson et al.'s tokens 500 and 50, scaled
-        out = {"loss": float(losses.mean()), "icl_score": float(losses[:, late].mean() - losses[:, early].mean())}
+        out = {"loss": float(losses.mean()), "icl_score": icl_score(losses, *icl_positions(losses.shape[1] + 1))}
         rep = batch.extras["repeated"][:, 1:]
         if bool(rep.any()):
             out["repeated_token_loss"] = float(losses[rep].mean())

@@ -21,11 +21,12 @@ from iclab.learners import Bayes, DiscreteMMSE, ModelLearner
 from iclab.models import ModelConfig
 from iclab.runs import load_run
 from iclab.tasks import LinearRegression, LinRegConfig
+from iclab.studies.common import seeded
 from iclab.train import RunConfig, TrainConfig, train
 
 
 @dataclass(frozen=True)
-class Bridge:
+class TaskDiversitySettings:
     d: int = 8
     n_points: int = 17
     sigma: float = 0.25
@@ -42,22 +43,22 @@ class Bridge:
         require_positive(self, "d", "n_points", "pool_sizes", "n_layers", "d_model", "n_heads", "steps", "batch_size", "lr", "eval_prompts")
 
 
-def _config(b: Bridge, M: int, seed: int) -> RunConfig:
+def _config(b: TaskDiversitySettings, M: int, seed: int) -> RunConfig:
     task = LinRegConfig(d=b.d, n_points=b.n_points, sigma=b.sigma, task_pool=M, eval_tasks="gaussian", encoding="akyurek")
     model = ModelConfig(n_layers=b.n_layers, d_model=b.d_model, n_heads=b.n_heads, normalization="none", **task.model_io())
     train_cfg = TrainConfig(steps=b.steps, batch_size=b.batch_size, lr=b.lr, warmup_steps=min(100, b.steps // 5),
                             checkpoint_every=max(100, b.steps // 5), log_every=max(10, b.steps // 100))
-    return RunConfig(task=task, model=model, train=train_cfg, seed=seed)
+    return RunConfig(task=seeded(task, seed), model=model, train=train_cfg, seed=seed)
 
 
-def task_diversity(b: Bridge, out: Path, seed: int, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
+def task_diversity(b: TaskDiversitySettings, out: Path, seed: int, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
     """Per pool size M: test error on Gaussian tasks of the model, ridge (Bayes) and dMMSE, and the model's SPD to each."""
     rows = []
     for M in b.pool_sizes:
-        log(f"  bridge: training on a pool of M={M} tasks")
+        log(f"  task diversity: training on a pool of M={M} tasks")
         config = _config(b, M, seed)
-        train(config, out / "runs" / f"bridge_M{M}", device, progress=False, label=f"bridge/M{M}")
-        run = load_run(out / "runs" / f"bridge_M{M}")
+        train(config, out / "runs" / f"task_diversity_M{M}", device, progress=False, label=f"task_diversity/M{M}")
+        run = load_run(out / "runs" / f"task_diversity_M{M}")
         task = LinearRegression(config.task)
         xs, ys, _ = task.sample(0, b.eval_prompts, "eval")  # fresh Gaussian tasks (eval_tasks="gaussian")
         preds = {

@@ -5,7 +5,7 @@ One call of :func:`score_model` gives, for a model at one snapshot,
   - per-head prefix-matching and previous-token scores (from one cached forward
     pass on repeated random tokens, patterns only) and copying scores (from the
     heads' direct OV paths, no forward pass).
-The probes are built once by :func:`make_probes` and reused for every snapshot,
+The probes are built once by :func:`make_probe_sequences` and reused for every snapshot,
 so scores at different snapshots are comparable and cheap.
 """
 
@@ -17,6 +17,7 @@ import torch
 
 from iclab.analysis.heads import (
     copying_score,
+    icl_positions,
     ov_eigenvalue_copying,
     copying_top1,
     direct_ov_logits,
@@ -30,7 +31,7 @@ from iclab.tasks.induction import InductionTask
 
 
 @dataclass
-class Probes:
+class ProbeSequences:
     sequences: dict[str, torch.Tensor]  # name -> held-out tokens [B, T] (e.g. "mixture", "natural")
     repeated: torch.Tensor  # [B, 1 + n * r] BOS + random tokens repeated
     ov_tokens: torch.Tensor  # [N] source tokens for the copying score
@@ -38,8 +39,8 @@ class Probes:
     loss_positions: torch.Tensor  # [K, 2] (sequence, position) pairs of the "mixture" set, for the loss PCA
 
 
-def make_probes(sequences: dict[str, torch.Tensor], vocab: torch.Tensor, generator: torch.Generator, *, length: int = 25,
-                repeats: int = 4, batch: int = 64, n_ov_tokens: int = 64, n_loss_positions: int = 256) -> Probes:
+def make_probe_sequences(sequences: dict[str, torch.Tensor], vocab: torch.Tensor, generator: torch.Generator, *, length: int = 25,
+                repeats: int = 4, batch: int = 64, n_ov_tokens: int = 64, n_loss_positions: int = 256) -> ProbeSequences:
     """Fixed probe data. ``vocab`` [V']: tokens the random probes draw from (BOS is ``vocab[0]`` left out)."""
     bos, pool = vocab[0], vocab[1:]
     rep = repeated_random_tokens(batch, length, repeats, pool, generator, bos=int(bos))
@@ -48,7 +49,7 @@ def make_probes(sequences: dict[str, torch.Tensor], vocab: torch.Tensor, generat
     B, T = mix.shape
     pos = torch.stack([torch.randint(B, (n_loss_positions,), generator=generator),
                        torch.randint(T - 1, (n_loss_positions,), generator=generator)], dim=1)
-    return Probes(sequences, rep, ov, pool, pos)
+    return ProbeSequences(sequences, rep, ov, pool, pos)
 
 
 def restricted_ov(ov_logits: torch.Tensor, tokens: torch.Tensor, vocab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,11 +57,6 @@ def restricted_ov(ov_logits: torch.Tensor, tokens: torch.Tensor, vocab: torch.Te
     together, which says nothing about copying) and re-index ``tokens`` [N] into it: ([..., N, V'], [N])."""
     index = (tokens.unsqueeze(1) == vocab.to(tokens.device).unsqueeze(0)).float().argmax(1)
     return ov_logits[..., vocab.to(ov_logits.device)], index
-
-
-def icl_positions(n_ctx: int) -> tuple[int, int]:
-    """Olsson et al.'s tokens 500 and 50 (of 512), rescaled to a context of ``n_ctx`` (indices into [T-1] losses)."""
-    return min(n_ctx - 2, round(n_ctx * 500 / 512)), round(n_ctx * 50 / 512)
 
 
 @torch.no_grad()
@@ -71,7 +67,7 @@ def token_losses(model: Transformer, tokens: torch.Tensor, batch: int = 256) -> 
 
 
 @torch.no_grad()
-def score_model(model: Transformer, probes: Probes) -> dict:
+def score_model(model: Transformer, probes: ProbeSequences) -> dict:
     """Scores of one set of weights (plain lists, JSON-ready): icl_score / loss per held-out set,
     per-position losses [K], and per-head [L][H] prefix_matching, previous_token, copying."""
     out: dict = {}

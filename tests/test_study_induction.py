@@ -27,7 +27,8 @@ def test_the_study_runs_and_smeared_keys_give_a_one_layer_model_in_context_learn
     assert len(traj["step"]) >= 10 and traj["step"][0] == 0
     assert torch.tensor(traj["prefix_matching"]).shape == (len(traj["step"]), 1, 4)
     assert all((tmp_path / f).is_file() for f in summary["figures"])
-    assert any(line.startswith(("REPRODUCED", "NOT REPRODUCED")) for line in saved["findings"])
+    assert any(c["verdict"] in ("REPRODUCED", "NOT REPRODUCED") for c in saved["claims"])
+    assert all(line.startswith(c["verdict"]) for line, c in zip(saved["findings"], saved["claims"]))
 
 
 def test_a_mixture_over_one_is_refused_before_anything_is_written(tmp_path):

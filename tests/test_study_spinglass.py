@@ -35,11 +35,16 @@ def test_summary_has_the_documented_keys_and_every_figure(study):
 
 def test_the_paper_claims_that_hold_at_any_size_are_reproduced(study):
     _, summary, _ = study
-    text = "\n".join(summary["findings"])
-    assert "REPRODUCED: fig S7" in text and "NOT REPRODUCED: fig S7" not in text
+    verdict = {c["source"] + ": " + c["statement"]: c["verdict"] for c in summary["claims"]}
+
+    def of(prefix):
+        return next(v for k, v in verdict.items() if k.startswith(prefix))
+
+    assert of("Li, Bai, Huang 2024, figure S7") == "REPRODUCED"
     assert summary["zero_mode_threshold"] == {"3": 12, "4": 20}
-    assert "NOT REPRODUCED: fig 4b" not in text
-    assert "NOT REPRODUCED: test error on unseen tasks falls" not in text
+    assert of("Li, Bai, Huang 2024, figure 4b") == "REPRODUCED"
+    assert of("Li, Bai, Huang 2024, section 4: test error on unseen tasks falls") == "REPRODUCED"
+    assert len(summary["findings"]) == len(summary["claims"]) and summary["findings"][0].startswith(summary["claims"][0]["verdict"])
 
 
 def test_a_rerun_reuses_finished_parts_and_a_changed_setting_recomputes_only_its_part(study):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from iclab.errors import RunDirError
+from iclab.claims import Claim, Verdict
 from iclab.io import atomic_write_text
 
 VERDICTS = (  # prefix of a finding line -> (label, css class); longest prefixes first
@@ -55,6 +56,29 @@ def _verdict(line: str) -> tuple[str, str, str]:
     return "note", "info", line
 
 
+BADGES = {  # verdict -> (label, css class)
+    Verdict.REPRODUCED: ("reproduced", "good"),
+    Verdict.NOT_REPRODUCED: ("not reproduced", "bad"),
+    Verdict.MEASURED: ("measured", "info"),
+    Verdict.NOT_APPLICABLE: ("not applicable", "na"),
+}
+
+
+def _claim_row(claim: Claim) -> str:
+    label, css = BADGES[claim.verdict]
+    text = f"{claim.statement} ({claim.measured})." + (f" {claim.scale_note}" if claim.scale_note and claim.verdict is Verdict.NOT_REPRODUCED else "")
+    source = f'<br><span class="muted">{html.escape(claim.source)}</span>' if claim.source else ""
+    limits = ", ".join(f"{k} = {v}" for k, v in claim.thresholds.items())
+    limits = f'<br><span class="muted">thresholds: {html.escape(limits)}</span>' if limits else ""
+    return f'<tr><td><span class="badge {css}">{label}</span></td><td>{html.escape(text)}{source}{limits}</td></tr>'
+
+
+def _legacy_row(line: str) -> str:
+    """A finding line of a summary written before claims were typed (older iclab versions)."""
+    label, css, text = _verdict(line)
+    return f'<tr><td><span class="badge {css}">{label}</span></td><td>{html.escape(text)}</td></tr>'
+
+
 def _figure(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     name = html.escape(path.stem.replace("_", " "))
@@ -62,7 +86,7 @@ def _figure(path: Path) -> str:
 
 
 def _numbers(summary: dict[str, Any]) -> str:
-    skip = {"study", "preset", "findings", "figures", "notes", "timings_s"}
+    skip = {"study", "preset", "findings", "claims", "figures", "notes", "timings_s"}
     rest = {k: v for k, v in summary.items() if k not in skip}
     return html.escape(json.dumps(rest, indent=1)[:200_000])
 
@@ -82,10 +106,8 @@ def _study_section(name: str, entry: dict[str, Any], folder: Path) -> str:
     if not summary_file.is_file():
         return head + '<p><span class="badge bad">no results</span> summary.json is missing.</p>'
     summary = json.loads(summary_file.read_text())
-    rows = []
-    for line in summary.get("findings", []):
-        label, css, text = _verdict(line)
-        rows.append(f'<tr><td><span class="badge {css}">{label}</span></td><td>{html.escape(text)}</td></tr>')
+    rows = [_claim_row(Claim.from_dict(c)) for c in summary["claims"]] if "claims" in summary else \
+        [_legacy_row(line) for line in summary.get("findings", [])]
     parts = [head, "<h3>The paper's claims and this run</h3>", f"<table><tr><th>verdict</th><th>claim and measurement</th></tr>{''.join(rows)}</table>"]
     figures = [folder / f for f in summary.get("figures", []) if (folder / f).is_file()]
     if figures:

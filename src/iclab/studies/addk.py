@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from iclab.analysis import addk as A
+from iclab.claims import Claim, Verdict, measured
 from iclab.config import require, require_positive
 from iclab.errors import IclabError
 from iclab.heads import HeadModel, from_run, load_model
@@ -47,6 +48,18 @@ class AddKRecipe:
 
 
 @dataclass(frozen=True)
+class AddKThresholds:
+    """The numbers the claims' verdicts use, stated before any run."""
+
+    max_selected_share: float = 0.25  # "sparse": at most this share of all heads selected
+    min_fv_gain: float = 0.2  # the selected heads' function vector must raise zero-shot accuracy by more than this
+    min_kept_gain_share: float = 0.25  # the selected heads kept must recover this share of clean accuracy over all ablated
+    min_label_share: float = 0.9  # share of a head's extracted signal from label tokens (paper: 0.96-0.99)
+    max_successive_correlation: float = -0.1  # self-correction: successive signal deviations correlate below this
+    correction_tolerance: float = 0.05  # an early wrong demonstration may hurt at most this much more than a late one
+
+
+@dataclass(frozen=True)
 class AddKStudySettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
@@ -71,6 +84,7 @@ class AddKStudySettings:
     scan_tasks: tuple[int, ...] = (1, 3, 7, 10, 25)
     scan_per_task: int = 8
     min_clean_accuracy: float = 0.5  # below this few-shot accuracy there is no task behaviour to localise
+    thresholds: AddKThresholds = field(default_factory=AddKThresholds)
 
     def __post_init__(self) -> None:
         require(self.prompt_format in PROMPT_FORMATS, "prompt_format", f"must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
@@ -288,45 +302,54 @@ def self_correction(model: HeadModel, cfg: AddKStudySettings) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- findings
 
 
-def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+HU = "Hu et al. 2025"
+
+
+def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
     clean, loc, sub, sc = res["clean"], res["localisation"], res["subspaces"], res["self_correction"]
-    acc = loc["accuracy"]
-    lines = [
-        f"MEASURED: clean 5-shot exact-match accuracy {clean['train_tasks']:.2f} on training tasks, {clean['held_out_tasks']:.2f} "
-        f"on held-out tasks k = {list(cfg.task.held_out)}.",
-    ]
+    acc, t = loc["accuracy"], cfg.thresholds
+    claims = [measured("clean few-shot exact-match accuracy",
+                       f"{cfg.task.shots}-shot: {clean['train_tasks']:.2f} on training tasks, {clean['held_out_tasks']:.2f} on held-out "
+                       f"tasks k = {list(cfg.task.held_out)}", HU)]
     n_heads = len(loc["mask"]) * len(loc["mask"][0])
-    lines.append(
-        f"{'REPRODUCED' if len(loc['selected']) <= n_heads // 4 and acc['selected_fv'] > acc['zero_shot'] + 0.2 else 'NOT REPRODUCED'}: "
-        f"a sparse set of heads carries the task: {len(loc['selected'])} of {n_heads} heads selected; their function vector "
-        f"lifts zero-shot accuracy from {acc['zero_shot']:.2f} to {acc['selected_fv']:.2f} (layer {loc['layer']})."
-    )
-    lines.append(f"MEASURED: nested sets: selected {len(loc['selected'])}, significant {len(loc['significant'])} "
-                 f"(McNemar + Benjamini-Hochberg, q = {cfg.q}), main {len(loc['main'])} {loc['main']}; paper 33 / 13 / 3 on Llama-3-8B.")
+    sparse = len(loc["selected"]) <= t.max_selected_share * n_heads and acc["selected_fv"] > acc["zero_shot"] + t.min_fv_gain
+    claims.append(Claim(
+        "a sparse set of heads carries the task: their function vector restores it zero-shot", Verdict.of(sparse),
+        f"{len(loc['selected'])} of {n_heads} heads selected; their function vector lifts zero-shot accuracy from "
+        f"{acc['zero_shot']:.2f} to {acc['selected_fv']:.2f} (layer {loc['layer']})", f"{HU}, section 3",
+        {"thresholds.max_selected_share": t.max_selected_share, "thresholds.min_fv_gain": t.min_fv_gain}))
+    claims.append(measured("nested head sets: selected, significant, main",
+                           f"selected {len(loc['selected'])}, significant {len(loc['significant'])} (McNemar + Benjamini-Hochberg, "
+                           f"q = {cfg.q}), main {len(loc['main'])} {loc['main']}; paper 33 / 13 / 3 on Llama-3-8B", HU))
     gain = acc["selected_mean_ablated"] - acc["all_mean_ablated"]
-    kept = gain >= 0.25 * clean["train_tasks"] and acc["main_mean_ablated"] - acc["all_mean_ablated"] >= cfg.main_fraction * gain
-    lines.append(
-        f"{'REPRODUCED' if kept else 'NOT REPRODUCED'}: "
-        f"with every other head mean-ablated, the main heads keep few-shot accuracy at {acc['main_mean_ablated']:.2f} "
-        f"(all ablated {acc['all_mean_ablated']:.2f}, selected kept {acc['selected_mean_ablated']:.2f})."
-    )
+    kept = gain >= t.min_kept_gain_share * clean["train_tasks"] and acc["main_mean_ablated"] - acc["all_mean_ablated"] >= cfg.main_fraction * gain
+    claims.append(Claim(
+        "with every other head mean-ablated, the main heads keep few-shot accuracy", Verdict.of(kept),
+        f"main heads kept {acc['main_mean_ablated']:.2f}, all ablated {acc['all_mean_ablated']:.2f}, selected kept "
+        f"{acc['selected_mean_ablated']:.2f}", f"{HU}, section 3", {"thresholds.min_kept_gain_share": t.min_kept_gain_share,
+                                                                 "main_fraction": cfg.main_fraction}))
     for head, s in sub.items():
         best = {pc: max(f.items(), key=lambda kv: kv[1]["r2"]) for pc, f in s["periodic"].items()}
-        lines.append(f"MEASURED: head {head}: {s['pcs_to_95']} PCs for 95% of task-mean variance (paper: 6); best periodic fits "
-                     + ", ".join(f"{pc} {name} R^2 {v['r2']:.2f}" for pc, (name, v) in best.items()) + ".")
-        lines.append(
-            f"{'REPRODUCED' if s['signal_label_share'] > 0.9 else 'NOT REPRODUCED'}: head {head} takes {s['signal_label_share']:.0%} of its "
-            f"extracted signal and {s['attention_label_share']:.0%} of its attention from label tokens (paper: 96-99% of the signal); "
-            f"aggregation/extraction identity holds to relative error {s['identity_relative_error']:.1e}."
-        )
+        claims.append(measured(f"head {head}: dimensions and periodic structure of the task means",
+                               f"{s['pcs_to_95']} PCs for 95% of task-mean variance (paper: 6); best periodic fits "
+                               + ", ".join(f"{pc} {name} R^2 {v['r2']:.2f}" for pc, (name, v) in best.items()), f"{HU}, section 4"))
+        claims.append(Claim(
+            f"head {head} takes its signal from the demonstrations' label tokens (paper: 96-99%)",
+            Verdict.of(s["signal_label_share"] > t.min_label_share),
+            f"{s['signal_label_share']:.0%} of its extracted signal and {s['attention_label_share']:.0%} of its attention from label "
+            f"tokens; aggregation/extraction identity holds to relative error {s['identity_relative_error']:.1e}",
+            f"{HU}, section 5", {"thresholds.min_label_share": t.min_label_share}))
         corr = s["successive_signal_correlation"]
-        ok = corr < -0.1 and sc["first_wrong"] >= sc["last_wrong"] - 0.05
-        lines.append(f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: self-correction, successive demonstrations' signal deviations "
-                     f"are negatively correlated (head {head}: r = {corr:+.2f}) and an early wrong demonstration hurts no more than "
-                     f"a late one (accuracy {sc['first_wrong']:.2f} vs {sc['last_wrong']:.2f}).")
-    lines.append(f"MEASURED: one wrong demonstration (label + {cfg.corrupt_offset}): accuracy {sc['clean']:.2f} clean, "
-                 f"{sc['first_wrong']:.2f} with the first wrong, {sc['last_wrong']:.2f} with the last wrong "
-                 "(self-correction predicts the early error hurts less).")
+        ok = corr < t.max_successive_correlation and sc["first_wrong"] >= sc["last_wrong"] - t.correction_tolerance
+        claims.append(Claim(
+            "self-correction: successive demonstrations' signal deviations are negatively correlated and an early wrong "
+            "demonstration hurts no more than a late one", Verdict.of(ok),
+            f"head {head}: r = {corr:+.2f}; accuracy {sc['first_wrong']:.2f} with the first wrong vs {sc['last_wrong']:.2f} with the last",
+            f"{HU}, section 5", {"thresholds.max_successive_correlation": t.max_successive_correlation,
+                                 "thresholds.correction_tolerance": t.correction_tolerance}))
+    claims.append(measured(f"one wrong demonstration (label + {cfg.corrupt_offset}; iclab's own test: self-correction predicts the "
+                           "early error hurts less)", f"accuracy {sc['clean']:.2f} clean, {sc['first_wrong']:.2f} with the first wrong, "
+                           f"{sc['last_wrong']:.2f} with the last wrong", "iclab"))
     numbers = {
         "model": res["model"],
         "clean_accuracy": clean["train_tasks"],
@@ -337,30 +360,31 @@ def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[str], di
         "periodic_r2": {h: {pc: max(v["r2"] for v in f.values()) for pc, f in s["periodic"].items()} for h, s in sub.items()},
         "label_token_signal_share": {h: s["signal_label_share"] for h, s in sub.items()},
     }
-    return lines, numbers
+    return claims, numbers
 
 
-def scan_findings(cfg: AddKStudySettings, scan: dict[str, Any]) -> list[str]:
-    """Plain-words lines for the clean accuracy scan over prompt formats and shots."""
+def scan_findings(cfg: AddKStudySettings, scan: dict[str, Any]) -> list[Claim]:
+    """The clean accuracy scan over prompt formats and shots, as a MEASURED claim."""
     best = max(scan.values(), key=lambda r: r["accuracy"])
     table = "; ".join(f"{r['format']} {r['shots']}-shot {r['accuracy']:.2f}" for r in scan.values())
     main = scan.get(f"{cfg.prompt_format}/{max(cfg.scan_shots)}")
     per_k = ", ".join(f"k={k}: {a:.2f}" for k, a in main["per_k"].items()) if main else "-"
-    return [f"MEASURED: clean accuracy by prompt format and shots (tasks k = {list(cfg.scan_tasks)}, {cfg.scan_per_task} prompts each, "
-            f"answers of {best['answer_tokens']:.1f} tokens on average, greedy with the key/value cache): {table}. Best: {best['format']} "
-            f"{best['shots']}-shot {best['accuracy']:.2f}; by k ({cfg.prompt_format}, {max(cfg.scan_shots)}-shot): {per_k}."]
+    return [measured(f"clean accuracy by prompt format and shots (tasks k = {list(cfg.scan_tasks)}, {cfg.scan_per_task} prompts each, "
+                     f"answers of {best['answer_tokens']:.1f} tokens on average, greedy with the key/value cache)",
+                     f"{table}. Best: {best['format']} {best['shots']}-shot {best['accuracy']:.2f}; by k ({cfg.prompt_format}, "
+                     f"{max(cfg.scan_shots)}-shot): {per_k}", f"{HU}; formats from the authors' code (Todd et al.'s prefixes)")]
 
 
-def not_applicable(cfg: AddKStudySettings, clean: dict[str, Any], name: str) -> list[str]:
+def not_applicable(cfg: AddKStudySettings, clean: dict[str, Any], name: str) -> list[Claim]:
     """Every localisation claim marked NOT APPLICABLE: below ``min_clean_accuracy`` there is no behaviour to localise."""
     why = (f"{name} solves {cfg.task.shots}-shot add-k in the {cfg.prompt_format} format only {clean['train_tasks']:.2f} of the "
-           f"time (needed: {cfg.min_clean_accuracy}); head sets found on a task the model does not do would mean nothing")
+           "time; head sets found on a task the model does not do would mean nothing")
     claims = ("a sparse set of heads carries the task (function vector from a head mask)",
               "with every other head ablated, a few main heads keep few-shot accuracy",
               "the main heads' task means span a ~6-dimensional subspace with base-10 periodic directions",
               "the heads take their signal from the demonstrations' label tokens",
               "self-correction: later demonstrations suppress an early wrong signal")
-    return [f"NOT APPLICABLE: {claim} ({why})." for claim in claims]
+    return [Claim(claim, Verdict.NOT_APPLICABLE, why, HU, {"min_clean_accuracy": cfg.min_clean_accuracy}) for claim in claims]
 
 
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -371,15 +395,15 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     scan = parts.get("clean_scan", lambda: clean_scan(model, cfg)) if cfg.model is not None else None
     clean = parts.get("clean_accuracy", lambda: clean_accuracy(model, cfg))
     if clean["train_tasks"] < cfg.min_clean_accuracy:
-        lines = [f"MEASURED: clean {cfg.task.shots}-shot exact-match accuracy {clean['train_tasks']:.2f} on training tasks, "
-                 f"{clean['held_out_tasks']:.2f} on held-out tasks ({cfg.prompt_format} format)."]
-        lines += (scan_findings(cfg, scan) if scan else []) + not_applicable(cfg, clean, name)
+        claims = [measured("clean few-shot exact-match accuracy", f"{cfg.task.shots}-shot, {cfg.prompt_format} format: "
+                           f"{clean['train_tasks']:.2f} on training tasks, {clean['held_out_tasks']:.2f} on held-out tasks", HU)]
+        claims += (scan_findings(cfg, scan) if scan else []) + not_applicable(cfg, clean, name)
         numbers = {"model": name, "clean_accuracy": clean["train_tasks"], "clean_accuracy_held_out": clean["held_out_tasks"],
                    "clean_scan": scan, "localised": False}
         from iclab.plots.addk import clean_scan_figure
 
         figures = [clean_scan_figure(scan, out / "figures")] if scan else []
-        return finish("addk", cfg.preset, out, numbers, lines, figures, parts, [])
+        return finish("addk", cfg.preset, out, numbers, claims, figures, parts, [])
     z_mean = task_means(model, cfg, out, log)
     loc = parts.get("localisation", lambda: localisation(model, cfg, z_mean))
     heads = loc["main"] if loc["main"] else loc["selected"]
@@ -387,9 +411,9 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     sub = parts.get("subspaces", lambda: subspaces(model, cfg, z_mean, heads))
     sc = parts.get("self_correction", lambda: self_correction(model, cfg))
     res = {"model": name, "clean": clean, "localisation": loc, "subspaces": sub, "self_correction": sc, "k": list(range(1, cfg.task.k_max + 1))}
-    lines, numbers = findings(cfg, res)
+    claims, numbers = findings(cfg, res)
     if scan:
-        lines += scan_findings(cfg, scan)
+        claims += scan_findings(cfg, scan)
         numbers["clean_scan"] = scan
     from iclab.plots.addk import clean_scan_figure, plot_all
 
@@ -403,4 +427,4 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         "recovers main_fraction of the selected set's gain over ablating every head.",
         "Periodic fits: each PCA coordinate of the task means (k = 1..k_max) against each feature alone; the best R^2 per direction is in summary.json.",
     ]
-    return finish("addk", cfg.preset, out, numbers, lines, figures, parts, notes)
+    return finish("addk", cfg.preset, out, numbers, claims, figures, parts, notes)

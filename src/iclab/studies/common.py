@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
+from iclab.claims import Claim
 from iclab.config import config_hash, dump_yaml, to_dict, with_overrides
 from iclab.errors import IclabError
 from iclab.tasks.base import derive_seed
@@ -158,9 +159,10 @@ def write_summary(out: Path, summary: dict[str, Any]) -> None:
     atomic_write_json(Path(out) / "summary.json", summary)
 
 
-def finish(study: str, preset: str, out: Path, numbers: dict[str, Any], findings: list[str], figures: list[Path],
+def finish(study: str, preset: str, out: Path, numbers: dict[str, Any], claims: list[Claim], figures: list[Path],
            parts: Parts, notes: list[str]) -> dict[str, Any]:
-    """Assemble a study's summary.json (numbers, plain-words findings, figures, timings, notes) and write it last."""
+    """Assemble a study's summary.json (numbers, typed claims and their plain lines, figures, timings, notes);
+    written last, so a summary on disk means a finished study."""
     import iclab
 
     out = Path(out)
@@ -170,7 +172,8 @@ def finish(study: str, preset: str, out: Path, numbers: dict[str, Any], findings
         "settings_hash": config_hash(parts.settings),
         "iclab_version": iclab.__version__,
         **numbers,
-        "findings": findings,
+        "claims": [c.to_dict() for c in claims],
+        "findings": [c.line() for c in claims],
         "figures": [str(Path(p).relative_to(out)) for p in figures],
         "timings_s": parts.timings,
         "notes": notes,

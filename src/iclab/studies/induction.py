@@ -22,6 +22,7 @@ import torch
 from iclab.analysis.heads import icl_positions, icl_score
 from iclab.analysis.induction_scores import ProbeSequences, make_probe_sequences, score_model, token_losses
 from iclab.analysis.phase_change import loss_bump, loss_pca, nonconvex_stretch, phase_change_window
+from iclab.claims import Claim, Verdict, measured
 from iclab.config import require, require_positive, to_dict
 from iclab.models import ModelConfig, Transformer, ablate_heads, frozen_patterns, mean_z, record_patterns, run_with_cache
 from iclab.runs import RunDir, load_model
@@ -67,6 +68,16 @@ class InductionRecipe:
 
 
 @dataclass(frozen=True)
+class InductionThresholds:
+    """The numbers the claims' verdicts use, stated before any run."""
+
+    window_share: float = 0.5  # share of the final ICL score inside the window for "a phase change"
+    previous_token: float = 0.3  # previous-token score of an earlier-layer head
+    paper_window_share: float = 0.75  # the paper's "more than 75% forms in the window"
+    ablation_drop: float = 0.5  # share of the ICL score ablating the induction heads must remove
+
+
+@dataclass(frozen=True)
 class PretrainedProbe:
     """Settings of the study on a pretrained model (``model`` set): probes, text, ablations, and the claims' thresholds."""
 
@@ -90,6 +101,7 @@ class InductionStudySettings:
     seed: int = 0
     model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf): analysed instead of training models
     pretrained: PretrainedProbe = field(default_factory=PretrainedProbe)
+    thresholds: InductionThresholds = field(default_factory=InductionThresholds)
     models: tuple[str, ...] = ("attn1", "attn2", "attn3", "smeared1", "smeared2")
     recipe: InductionRecipe = field(default_factory=InductionRecipe)
     eval_sequences: int = 256
@@ -304,72 +316,81 @@ def _fmt_window(w: dict | None) -> str:
     return "none" if w is None else f"{w['start_tokens']:.3g}-{w['end_tokens']:.3g} tokens ({w['share_of_final']:.0%} of the change)"
 
 
-def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+OLSSON = "Olsson et al. 2022"
+
+
+def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
     traj, pc, heads, abl = res["trajectories"], res["phase_change"], res["heads"], res["ablations"]
+    t = cfg.thresholds
     icl = {m: traj[m]["icl_score/mixture"][-1] for m in cfg.models}
     icl_nat = {m: traj[m]["icl_score/natural"][-1] for m in cfg.models}
     drop = {m: abl[m].get("drop") for m in cfg.models}
-    lines: list[str] = []
+    claims: list[Claim] = []
     plain = [m for m in cfg.models if m.startswith("attn")]
     multi = [m for m in plain if model_shape(m)[0] >= 2]
     for m in multi:
         w = pc[m]["window"]
-        last_layer = model_shape(m)[0] - 1
         in_late = [h for h in heads[m] if h["layer"] >= 1]
         prev = np.array(traj[m]["previous_token"][-1])
         prev_best = float(prev[:-1].max()) if len(prev) > 1 else float("nan")
-        ok = w is not None and w["share_of_final"] >= 0.5 and bool(in_late) and prev_best >= 0.3
-        verdict = "REPRODUCED" if ok else "NOT REPRODUCED AT THIS SCALE" if w is None else "NOT REPRODUCED"
-        lines.append(
-            f"{verdict}: {m} shows a phase change with induction heads after the first layer and "
-            f"a previous-token head before them (window {_fmt_window(w)}; induction heads {[(h['layer'], h['head']) for h in heads[m]]}, "
-            f"last layer {last_layer}; best earlier-layer previous-token score {prev_best:.2f}; trained on "
-            f"{traj[m]['tokens'][-1]:.3g} tokens, Olsson et al. on billions)."
-        )
+        ok = w is not None and w["share_of_final"] >= t.window_share and bool(in_late) and prev_best >= t.previous_token
+        claims.append(Claim(
+            f"{m} shows a phase change with induction heads after the first layer and a previous-token head before them", Verdict.of(ok),
+            f"window {_fmt_window(w)}; induction heads {[(h['layer'], h['head']) for h in heads[m]]}, last layer {model_shape(m)[0] - 1}; "
+            f"best earlier-layer previous-token score {prev_best:.2f}; trained on {traj[m]['tokens'][-1]:.3g} tokens",
+            f"{OLSSON}, argument 1 (co-occurrence)", {"thresholds.window_share": t.window_share, "thresholds.previous_token": t.previous_token,
+                                                       "induction_threshold": cfg.induction_threshold, "min_icl_change": cfg.min_icl_change},
+            scale_note="Olsson et al. trained on billions of tokens; no phase change within this budget is a statement about the budget."
+            if w is None else ""))
     for m in cfg.models:  # every model whose ICL score changed enough to have a window
         w = pc[m]["window"]
         if w is None:
             continue
-        share = w["share_of_final"]
-        lines.append(f"{'REPRODUCED' if share > 0.75 else 'NOT REPRODUCED'}: paper, >75% of the final ICL score forms in the window "
-                     f"({m}: {share:.0%} in {_fmt_window(w)}; the window is where the rate of change stays above half its peak).")
+        claims.append(Claim(
+            f"more than 75% of {m}'s final ICL score forms in the phase-change window", Verdict.of(w["share_of_final"] > t.paper_window_share),
+            f"{w['share_of_final']:.0%} in {_fmt_window(w)}; the window is where the rate of change stays above half its peak",
+            OLSSON, {"thresholds.paper_window_share": t.paper_window_share}))
         bump, rise = pc[m]["bump_tokens"], pc[m]["rise_tokens"]
-        lines.append(f"{'REPRODUCED' if bump is not None else 'NOT REPRODUCED'}: {m}'s held-out loss has a bump near its phase change, "
-                     f"a non-convex stretch vs log tokens ({'%.3g-%.3g tokens' % tuple(bump) if bump else 'none found'}; an outright rise: "
-                     f"{'%.3g-%.3g tokens' % tuple(rise) if rise else 'none'}).")
+        claims.append(Claim(
+            f"{m}'s held-out loss has a bump near its phase change (a non-convex stretch vs log tokens)", Verdict.of(bump is not None),
+            f"{'%.3g-%.3g tokens' % tuple(bump) if bump else 'none found'}; an outright rise: {'%.3g-%.3g tokens' % tuple(rise) if rise else 'none'}",
+            OLSSON))
     if "attn1" in cfg.models:
-        ok = not heads["attn1"]
-        lines.append(f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: the 1-layer attention-only model forms no induction head "
-                     f"(best prefix-matching {np.max(traj['attn1']['prefix_matching'][-1]):.2f}; ICL score {icl['attn1']:.2f} nats).")
+        claims.append(Claim(
+            "the 1-layer attention-only model forms no induction head", Verdict.of(not heads["attn1"]),
+            f"best prefix-matching {np.max(traj['attn1']['prefix_matching'][-1]):.2f}; ICL score {icl['attn1']:.2f} nats", OLSSON,
+            {"induction_threshold": cfg.induction_threshold}))
         w = pc["attn1"]["window"]
-        lines.append(f"{'REPRODUCED' if w is None else 'NOT REPRODUCED'}: the 1-layer attention-only model has no phase change "
-                     f"(window {_fmt_window(w)}; what ICL score it has, it gains gradually: in-context token frequencies, "
-                     f"skip-trigrams).")
+        claims.append(Claim(
+            "the 1-layer attention-only model has no phase change", Verdict.of(w is None),
+            f"window {_fmt_window(w)}; what ICL score it has, it gains gradually: in-context token frequencies, skip-trigrams", OLSSON))
     if "smeared1" in cfg.models:
-        ok = bool(heads["smeared1"])
-        lines.append(f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: smeared keys give the 1-layer model induction heads "
-                     f"({[(h['layer'], h['head'], round(h['prefix_matching'], 2)) for h in heads['smeared1']]}; ICL score {icl['smeared1']:.2f} "
-                     f"vs {icl.get('attn1', float('nan')):.2f} without).")
+        claims.append(Claim(
+            "smeared keys give a 1-layer model induction heads", Verdict.of(bool(heads["smeared1"])),
+            f"{[(h['layer'], h['head'], round(h['prefix_matching'], 2)) for h in heads['smeared1']]}; ICL score {icl['smeared1']:.2f} vs "
+            f"{icl.get('attn1', float('nan')):.2f} without", f"{OLSSON}, argument 2 (architectural co-perturbation)"))
     if "smeared2" in cfg.models and "attn2" in cfg.models:
         ws, wp = pc["smeared2"]["window"], pc["attn2"]["window"]
-        ok = ws is not None and (wp is None or ws["start_tokens"] < wp["start_tokens"])
-        lines.append(f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: smeared keys move the 2-layer phase change earlier "
-                     f"(smeared2 {_fmt_window(ws)}; attn2 {_fmt_window(wp)}).")
+        claims.append(Claim(
+            "smeared keys move the 2-layer phase change earlier", Verdict.of(ws is not None and (wp is None or ws["start_tokens"] < wp["start_tokens"])),
+            f"smeared2 {_fmt_window(ws)}; attn2 {_fmt_window(wp)}", f"{OLSSON}, argument 2"))
     for m in cfg.models:
         if drop[m] is not None and heads[m]:
-            lines.append(f"{'REPRODUCED' if drop[m] > 0.5 else 'NOT REPRODUCED'}: ablating {m}'s induction heads (patterns preserved) removes "
-                         f"most of its ICL score ({drop[m]:.0%}; {abl[m]['clean']:.2f} -> {abl[m]['induction_heads_ablated']:.2f} nats).")
+            claims.append(Claim(
+                f"ablating {m}'s induction heads (attention patterns preserved) removes most of its ICL score",
+                Verdict.of(drop[m] > t.ablation_drop), f"{drop[m]:.0%}; {abl[m]['clean']:.2f} -> {abl[m]['induction_heads_ablated']:.2f} nats",
+                f"{OLSSON}, argument 3 (direct ablation)", {"thresholds.ablation_drop": t.ablation_drop}))
     for m in cfg.models:
         if heads[m]:
             ids = {(h["layer"], h["head"]) for h in heads[m]}
             zero = np.array(abl[m]["per_head"]["pattern_preserving"])
             others = [zero[layer, h] - abl[m]["clean"] for layer in range(zero.shape[0]) for h in range(zero.shape[1]) if (layer, h) not in ids]
             if others:
-                frac_up = float(np.mean(np.array(others) < 0))
-                lines.append(f"MEASURED: ablating {m}'s other heads one at a time changes its ICL score by {np.mean(others):+.3f} nats on average "
-                             f"({frac_up:.0%} of them make it more negative; paper: other heads slightly increase ICL when ablated).")
-    lines.append("MEASURED: final ICL score (nats, late minus early token loss) on held-out mixture / held-out stdlib text: "
-                 + ", ".join(f"{m} {icl[m]:.2f} / {icl_nat[m]:.2f}" for m in cfg.models) + ".")
+                claims.append(measured(f"ablating {m}'s other heads one at a time (paper: other heads slightly increase ICL when ablated)",
+                                       f"ICL score changes by {np.mean(others):+.3f} nats on average; {float(np.mean(np.array(others) < 0)):.0%} "
+                                       "of them make it more negative", OLSSON))
+    claims.append(measured("final ICL score (nats, late minus early token loss) on held-out mixture / held-out stdlib text",
+                           ", ".join(f"{m} {icl[m]:.2f} / {icl_nat[m]:.2f}" for m in cfg.models), OLSSON))
     numbers = {
         "icl_score": icl,
         "icl_score_natural": icl_nat,
@@ -378,7 +399,7 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[str
         "induction_heads": heads,
         "ablation_icl_drop": drop,
     }
-    return lines, numbers
+    return claims, numbers
 
 
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -405,7 +426,7 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         top = (m, {"layer": int(layer), "head": int(h), "prefix_matching": float(pm.max())})
     example = parts.get("attention_example", lambda: {"model": top[0], **attention_example(cfg, runs[top[0]], (top[1]["layer"], top[1]["head"]), probes, device)})
     res = {"trajectories": traj, "phase_change": pc, "heads": heads, "ablations": abl, "example": example}
-    lines, numbers = findings(cfg, res)
+    claims, numbers = findings(cfg, res)
     from iclab.plots.induction import plot_all
 
     figures = plot_all(res, cfg, out / "figures")
@@ -420,4 +441,4 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         "Bump: the largest non-convex stretch of the held-out loss vs log tokens, from a decade before the window on.",
         "Ablation drop: share of the ICL score removed by zero-ablating all induction heads with every attention pattern frozen.",
     ]
-    return finish("induction", cfg.preset, out, numbers, lines, figures, parts, notes)
+    return finish("induction", cfg.preset, out, numbers, claims, figures, parts, notes)

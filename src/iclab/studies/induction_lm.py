@@ -16,6 +16,7 @@ import torch
 
 from iclab.analysis import induction_evidence as E
 from iclab.analysis.induction_scores import score_heads
+from iclab.claims import Claim, Verdict, measured
 from iclab.heads import HeadModel, load_model
 from iclab.studies.common import Parts, finish, generator
 
@@ -48,45 +49,51 @@ def ablations(model: HeadModel, cfg, heads: list[E.Head], text: torch.Tensor, pr
     return {"heads": {k: [list(h) for h in v] for k, v in sets.items()}, "effects": effects}
 
 
-def findings(cfg, res: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+OLSSON = "Olsson et al. 2022"
+
+
+def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
     p, name = cfg.pretrained, res["model"]
     scores, icl, abl = res["scores"], res["icl"], res["ablations"]
     pm = np.array(scores["prefix_matching"])
     eig = np.array(scores["copying_eigenvalues"])
     heads = [tuple(h) for h in res["induction_heads"]]
-    lines = []
     n_ind = int((pm >= cfg.induction_threshold).sum())
-    lines.append(f"{'REPRODUCED' if n_ind else 'NOT REPRODUCED'}: {name} has induction heads (Olsson et al.: large trained models do): "
-                 f"{n_ind} heads with prefix-matching >= {cfg.induction_threshold}; best "
-                 + ", ".join(f"L{layer}H{h} {pm[layer, h]:.2f}" for layer, h in heads) + ".")
-    copying = [eig[layer, h] for layer, h in heads]
-    lines.append("MEASURED: eigenvalue copying score (sum of the OV circuit's eigenvalues over their absolute sum, read off the weights "
-                 "from the token embeddings) of those heads: " + ", ".join(f"{c:+.2f}" for c in copying)
-                 + f"; all heads: mean {eig.mean():+.2f}. In a deep model a head reads the residual stream, not the embeddings, "
-                 "so this direct-path measure is only a rough guide.")
+    claims = [Claim(
+        f"{name} has induction heads (large trained language models do)", Verdict.of(n_ind > 0),
+        f"{n_ind} heads with prefix-matching >= {cfg.induction_threshold}; best "
+        + ", ".join(f"L{layer}H{h} {pm[layer, h]:.2f}" for layer, h in heads),
+        f"{OLSSON}, argument 1 and the prefix-matching score", {"induction_threshold": cfg.induction_threshold})]
+    claims.append(measured(
+        "eigenvalue copying score of those heads (sum of the OV circuit's eigenvalues over their absolute sum, read off the "
+        "weights from the token embeddings; in a deep model a head reads the residual stream, so this is a rough guide)",
+        ", ".join(f"{eig[layer, h]:+.2f}" for layer, h in heads) + f"; all heads: mean {eig.mean():+.2f}", OLSSON))
     drop = icl["first_copy_loss"] - icl["second_copy_loss"]
-    lines.append(f"{'REPRODUCED' if drop > p.min_copy_gain else 'NOT REPRODUCED'}: {name} learns repeated random tokens in context "
-                 f"(loss {icl['first_copy_loss']:.2f} nats on the first copy, {icl['second_copy_loss']:.2f} on the second; "
-                 f"gain {drop:.2f} vs the {p.min_copy_gain} required).")
-    lines.append(f"MEASURED: ICL score on Python reference text (pydoc_data.topics, {p.text_sequences} x {p.text_length} tokens): "
-                 f"{icl['icl_score']:.2f} nats (loss at a late token minus an early one; negative: the context helps).")
+    claims.append(Claim(
+        f"{name} learns repeated random tokens in context", Verdict.of(drop > p.min_copy_gain),
+        f"loss {icl['first_copy_loss']:.2f} nats on the first copy, {icl['second_copy_loss']:.2f} on the second; gain {drop:.2f}",
+        OLSSON, {"pretrained.min_copy_gain": p.min_copy_gain}))
+    claims.append(measured(f"ICL score on Python reference text (pydoc_data.topics, {p.text_sequences} x {p.text_length} tokens)",
+                           f"{icl['icl_score']:.2f} nats, loss at a late token minus an early one; negative: the context helps", OLSSON))
     for mode in ("zero", "mean"):
         eff = abl["effects"][mode]
         clean = eff["clean"]
         rise = eff["induction"]["second_copy_loss"] - clean["second_copy_loss"]
         rand = [eff[k]["second_copy_loss"] - clean["second_copy_loss"] for k in eff if k.startswith("random")]
-        ok = rise > p.ablation_ratio * max(np.mean(rand), 0.0) and rise > 0
-        lines.append(f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: {mode}-ablating the top {len(heads)} induction heads raises the "
-                     f"second-copy loss far more than ablating as many random heads of the same layers (+{rise:.2f} nats vs "
-                     f"{np.mean(rand):+.2f} +- {np.std(rand):.2f} over {len(rand)} draws; required: more than {p.ablation_ratio}x).")
+        ok = rise > 0 and rise > p.ablation_ratio * max(np.mean(rand), 0.0)
+        claims.append(Claim(
+            f"{mode}-ablating the top {len(heads)} induction heads raises the second-copy loss far more than ablating as many random "
+            "heads of the same layers", Verdict.of(ok),
+            f"+{rise:.2f} nats vs {np.mean(rand):+.2f} +- {np.std(rand):.2f} over {len(rand)} draws",
+            f"{OLSSON}, argument 3 (ablations), here on a model with MLPs", {"pretrained.ablation_ratio": p.ablation_ratio}))
         d_icl = eff["induction"]["icl_score"] - clean["icl_score"]
         r_icl = [eff[k]["icl_score"] - clean["icl_score"] for k in eff if k.startswith("random")]
-        lines.append(f"MEASURED: {mode}-ablating them changes the ICL score on text by {d_icl:+.3f} nats (random heads: "
-                     f"{np.mean(r_icl):+.3f} +- {np.std(r_icl):.3f}; positive: less in-context learning).")
+        claims.append(measured(f"{mode}-ablating them changes the ICL score on text (positive: less in-context learning)",
+                               f"{d_icl:+.3f} nats; random heads {np.mean(r_icl):+.3f} +- {np.std(r_icl):.3f}", OLSSON))
     numbers = {"model": name, "induction_heads": [list(h) for h in heads], "n_induction_heads": n_ind,
                "icl_score_text": icl["icl_score"], "first_copy_loss": icl["first_copy_loss"], "second_copy_loss": icl["second_copy_loss"],
                "ablation": abl["effects"]}
-    return lines, numbers
+    return claims, numbers
 
 
 def run(cfg, out: Path, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
@@ -102,7 +109,7 @@ def run(cfg, out: Path, device: torch.device, log: Callable[[str], None]) -> dic
     abl = parts.get("lm_ablations", lambda: ablations(model, cfg, heads, text, probe))
     example = parts.get("lm_attention_example", lambda: attention_example(model, cfg, heads[0]))
     res = {"model": str(cfg.model), "scores": scores, "induction_heads": heads, "icl": icl, "ablations": abl, "example": example}
-    lines, numbers = findings(cfg, res)
+    claims, numbers = findings(cfg, res)
     from iclab.plots.induction_lm import plot_all
 
     figures = plot_all(res, out / "figures")
@@ -113,4 +120,4 @@ def run(cfg, out: Path, device: torch.device, log: Callable[[str], None]) -> dic
         "Second-copy loss: mean loss over the second copy of BOS + random tokens repeated twice (first token of each copy left out).",
         "The model's weights are used as stored (for catalogue models: dequantised from 4-bit GGUF, see its manifest.json).",
     ]
-    return finish("induction", cfg.preset, out, numbers, lines, figures, parts, notes)
+    return finish("induction", cfg.preset, out, numbers, claims, figures, parts, notes)

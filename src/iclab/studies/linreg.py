@@ -21,6 +21,7 @@ import torch
 
 from iclab.analysis.learner_metrics import ilwd, implicit_weights, mspd, normalized_error, spd
 from iclab.analysis.probes import probe_targets, train_probes
+from iclab.claims import Claim, Verdict, measured
 from iclab.config import require, require_positive, to_dict
 from iclab.learners import GD, KNN, OLS, SGD, Averaging, Ridge
 from iclab.learners.model import ModelLearner
@@ -76,6 +77,15 @@ class Probing:
 
 
 @dataclass(frozen=True)
+class LinRegThresholds:
+    """The numbers the claims' verdicts use, stated before any run."""
+
+    ols_margin: float = 0.5  # "closest to OLS": SPD to OLS below this fraction of the SPD to kNN and to averaging
+    ols_spd: float = 0.01  # the paper's "SPD to OLS < 0.01"
+    share_of_n: float = 0.9  # ... at more than this share of prefix lengths
+
+
+@dataclass(frozen=True)
 class LinRegStudySettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
@@ -89,6 +99,7 @@ class LinRegStudySettings:
     eval_prompts: int = 1000
     ilwd_prompts: int = 64
     probing: Probing = field(default_factory=Probing)
+    thresholds: LinRegThresholds = field(default_factory=LinRegThresholds)
 
     def __post_init__(self) -> None:
         require_positive(self, "d", "n_points", "depths", "steps", "eval_prompts", "ilwd_prompts")
@@ -269,35 +280,37 @@ def _mean(curve: dict[str, list[float]], start: int = 1) -> float:
     return float(np.mean(curve["mean"][start:]))
 
 
-def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+AKYUREK = "Akyürek et al. 2023"
+
+
+def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
     beh = res["behaviour"]["depths"]
     spd_sum = {dep: {n: _mean(c) for n, c in v["spd"].items()} for dep, v in beh.items()}
     ilwd_sum = {dep: {n: _mean(c) for n, c in v["ilwd"].items()} for dep, v in beh.items()}
     closest = {dep: min(v, key=v.get) for dep, v in spd_sum.items()}
     deepest = str(max(cfg.depths))
-    s = spd_sum[deepest]
-    lines = []
-    ok = closest[deepest] in ("ols", "ridge_0.1") and s["ols"] < 0.5 * min(s["knn_3"], s["averaging"])
-    lines.append(
-        f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: the deepest model ({deepest} layers) is closest to OLS among the learners "
-        f"(closest: {closest[deepest]}; mean normalised SPD to OLS {s['ols']:.3f}, to kNN {s['knn_3']:.3f}, to averaging {s['averaging']:.3f})."
-    )
-    frac = float(np.mean(np.array(beh[deepest]["spd"]["ols"]["mean"][1:]) < 0.01))
-    lines.append(
-        f"{'REPRODUCED' if frac > 0.9 else 'NOT REPRODUCED AT THIS SCALE'}: paper, normalised SPD to OLS < 0.01 at almost every n "
-        f"(here at {frac:.0%} of n; the paper's models are L16 H512 trained 500k steps)."
-    )
-    lines.append("MEASURED: closest learner by SPD per depth: " + ", ".join(f"{d} layers -> {c}" for d, c in closest.items())
-                 + " (paper: 1 layer ~ one GD step, 2-4 ridge-like, 8+ OLS-like).")
+    s, t = spd_sum[deepest], cfg.thresholds
+    ok = closest[deepest] in ("ols", "ridge_0.1") and s["ols"] < t.ols_margin * min(s["knn_3"], s["averaging"])
+    claims = [Claim(
+        f"the deepest model ({deepest} layers) behaves like OLS: closest to it among the learners", Verdict.of(ok),
+        f"closest: {closest[deepest]}; mean normalised SPD to OLS {s['ols']:.3f}, to kNN {s['knn_3']:.3f}, to averaging {s['averaging']:.3f}",
+        f"{AKYUREK}, section 4 (SPD)", {"thresholds.ols_margin": t.ols_margin})]
+    frac = float(np.mean(np.array(beh[deepest]["spd"]["ols"]["mean"][1:]) < t.ols_spd))
+    claims.append(Claim(
+        "normalised SPD to OLS is tiny at almost every number of examples", Verdict.of(frac > t.share_of_n),
+        f"below {t.ols_spd} at {frac:.0%} of n", f"{AKYUREK}, figure 2", {"thresholds.ols_spd": t.ols_spd, "thresholds.share_of_n": t.share_of_n},
+        scale_note="The paper's models are L16 H512 trained 500k steps; this preset's are far smaller and shorter."))
+    claims.append(measured("closest learner by SPD per depth (paper: 1 layer ~ one GD step, 2-4 ridge-like, 8+ OLS-like)",
+                           ", ".join(f"{d} layers -> {c}" for d, c in closest.items()), f"{AKYUREK}, figure 3"))
     best = res["noise"]["best_ridge_lambda"]
     ratios = sorted(best, key=float)
     vals = [best[r] for r in ratios]
     mono = all(b >= a - 1e-12 for a, b in zip(vals, vals[1:]))
     diag = sum(abs(best[r] - float(r)) < 1e-9 for r in ratios)
-    lines.append(
-        f"{'REPRODUCED' if mono and vals[-1] > vals[0] else 'NOT REPRODUCED'}: the best-matching ridge lambda grows with the noise ratio "
-        f"({', '.join(f'{float(r):.3f}->{v:.3f}' for r, v in zip(ratios, vals))}; on the diagonal for {diag}/{len(ratios)} columns)."
-    )
+    claims.append(Claim(
+        "the best-matching ridge lambda grows with the noise ratio sigma^2 / tau^2", Verdict.of(mono and vals[-1] > vals[0]),
+        f"{', '.join(f'{float(r):.3f}->{v:.3f}' for r, v in zip(ratios, vals))}; on the diagonal for {diag}/{len(ratios)} columns",
+        f"{AKYUREK}, figure 4"))
     pr = res["probes"]
     n_max = max(cfg.probing.prefixes)
     summary_r2: dict[str, dict[str, list[float]]] = {"model": {}, "control": {}}
@@ -310,10 +323,12 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[str], 
         m, c = summary_r2["model"][target], summary_r2["control"][target]
         ok &= max(m[1:]) > m[0] and max(m) > max(c)
         parts.append(f"{target}: model R^2 {m[0]:.2f} (embeddings) -> best {max(m):.2f}, control best {max(c):.2f}")
-    lines.append(f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: probes improve with depth and beat the control (MLP probes, n={n_max}; " + "; ".join(parts) + ").")
+    claims.append(Claim("probes find X^T y and w_OLS better with depth, and better than in the control model", Verdict.of(ok),
+                        f"MLP probes, n={n_max}; " + "; ".join(parts), f"{AKYUREK}, section 5"))
     lin = pr["model"][f"w_ols/linear/n={n_max}"]
     mlp = pr["model"][f"w_ols/mlp/n={n_max}"]
-    lines.append(f"{'REPRODUCED' if max(mlp) >= max(lin) else 'NOT REPRODUCED'}: MLP probes beat linear ones for w_OLS (best R^2 {max(mlp):.2f} vs {max(lin):.2f}).")
+    claims.append(Claim("MLP probes beat linear ones for w_OLS (it is encoded non-linearly)", Verdict.of(max(mlp) >= max(lin)),
+                        f"best R^2 {max(mlp):.2f} vs {max(lin):.2f}", f"{AKYUREK}, section 5"))
     numbers = {
         "spd": spd_sum,
         "ilwd": ilwd_sum,
@@ -322,7 +337,7 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[str], 
         "best_ridge_lambda": best,
         "probe_r2": summary_r2,
     }
-    return lines, numbers
+    return claims, numbers
 
 
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -336,7 +351,7 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         "probes": parts.get("probes", lambda: probes(cfg, runs)),
         "curves": training_curves(runs),
     }
-    lines, numbers = findings(cfg, res)
+    claims, numbers = findings(cfg, res)
     from iclab.plots.linreg import plot_all
 
     figures = plot_all(res, cfg, out / "figures")
@@ -346,5 +361,5 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         "ILWD fits implicit weights on 2d fresh probe inputs per prompt.",
         "Quick probes: MLP probes have 128 hidden units (512 in the paper preset) and are fitted at n = 2d only, to fit the CPU budget.",
     ]
-    return finish("linreg", cfg.preset, out, numbers, lines, figures, parts, notes)
+    return finish("linreg", cfg.preset, out, numbers, claims, figures, parts, notes)
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from iclab.claims import Claim, Verdict, measured
 from iclab.config import require, require_positive, to_dict
 from iclab.spinglass import (
     amp,
@@ -141,6 +142,17 @@ class Diversity:
 
 
 @dataclass(frozen=True)
+class SpinGlassThresholds:
+    """The numbers the claims' verdicts use, stated before any run."""
+
+    error_drop: float = 0.2  # test error at the largest P below this fraction of the error at the smallest
+    error_correlation: float = -0.8  # ... and correlated with log P below this
+    min_contrast_ratio: float = 0.9  # the contrast ratio at the largest P must exceed this
+    monotone_slack: float = 0.02  # fig 4a: averaged rows / columns may dip by at most this
+    gd_gap: float = 0.15  # fig 4b: relative test-error gap between gradient training and the Boltzmann mean
+
+
+@dataclass(frozen=True)
 class SpinGlassSettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
@@ -153,6 +165,7 @@ class SpinGlassSettings:
     figS4: FigS4 = field(default_factory=FigS4)
     diversity: Diversity = field(default_factory=Diversity)
     task_diversity: TaskDiversitySettings | None = None
+    thresholds: SpinGlassThresholds = field(default_factory=SpinGlassThresholds)
 
     def __post_init__(self) -> None:
         for axis in self.figS4.axes:
@@ -360,76 +373,72 @@ PARTS: dict[str, Callable[[SpinGlassSettings], dict[str, Any]]] = {
 # ----------------------------------------------------------------------------- findings
 
 
-def findings(results: dict[str, Any], cfg: SpinGlassSettings) -> tuple[list[str], dict[str, Any]]:
-    """Plain-words verdict per claim of the paper, and the summary numbers."""
-    lines = []
+LI = "Li, Bai, Huang 2024"
+
+
+def findings(results: dict[str, Any], cfg: SpinGlassSettings) -> tuple[list[Claim], dict[str, Any]]:
+    """A typed claim per claim of the paper, and the summary numbers."""
+    t = cfg.thresholds
     div = results["diversity"]
     err, cr = div["test_error"], div["contrast_ratio"]
     rho_err = float(np.corrcoef(np.log(div["P"]), err)[0, 1])
-    ok = err[-1] < 0.2 * err[0] and rho_err < -0.8
-    lines.append(
-        f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: test error on unseen tasks falls with task diversity P "
-        f"(D={cfg.diversity.D}, N={cfg.diversity.N}: {err[0]:.3f} at P={div['P'][0]} -> {err[-1]:.4f} at P={div['P'][-1]}; "
-        f"label variance {div['label_variance']:.3f})."
-    )
-    ok = cr[-1] > cr[0] and cr[-1] > 0.9
-    lines.append(
-        f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: the contrast ratio rises toward the ICL solution's "
-        f"sqrt(D/(D+1)) = {np.sqrt(cfg.diversity.D / (cfg.diversity.D + 1)):.3f} with P ({cr[0]:.3f} -> {cr[-1]:.3f})."
-    )
+    claims = [Claim(
+        "test error on unseen tasks falls with task diversity P", Verdict.of(err[-1] < t.error_drop * err[0] and rho_err < t.error_correlation),
+        f"D={cfg.diversity.D}, N={cfg.diversity.N}: {err[0]:.3f} at P={div['P'][0]} -> {err[-1]:.4f} at P={div['P'][-1]}; correlation "
+        f"with log P {rho_err:+.2f}; label variance {div['label_variance']:.3f}", f"{LI}, section 4",
+        {"thresholds.error_drop": t.error_drop, "thresholds.error_correlation": t.error_correlation})]
+    target = np.sqrt(cfg.diversity.D / (cfg.diversity.D + 1))
+    claims.append(Claim(
+        "the contrast ratio rises toward the ICL solution's sqrt(D/(D+1)) with P", Verdict.of(cr[-1] > cr[0] and cr[-1] > t.min_contrast_ratio),
+        f"{cr[0]:.3f} -> {cr[-1]:.3f}; sqrt(D/(D+1)) = {target:.3f}", f"{LI}, section 4", {"thresholds.min_contrast_ratio": t.min_contrast_ratio}))
     grid = np.array(results["fig4a"]["grid"])
-    ok = grid[-1, -1] > grid[0, 0] and np.all(np.diff(grid.mean(axis=0)) > -0.02) and np.all(np.diff(grid.mean(axis=1)) > -0.02)
-    lines.append(
-        f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: fig 4a, the contrast ratio grows with both P and N "
-        f"(lambda0={cfg.fig4a.lambda0}: {grid[0, 0]:.3f} at the smallest (P, N), {grid[-1, -1]:.3f} at the largest)."
-    )
+    ok = (grid[-1, -1] > grid[0, 0] and np.all(np.diff(grid.mean(axis=0)) > -t.monotone_slack)
+          and np.all(np.diff(grid.mean(axis=1)) > -t.monotone_slack))
+    claims.append(Claim(
+        "the contrast ratio grows with both the number of tasks P and the prompt length N", Verdict.of(ok),
+        f"lambda0={cfg.fig4a.lambda0}: {grid[0, 0]:.3f} at the smallest (P, N), {grid[-1, -1]:.3f} at the largest", f"{LI}, figure 4a",
+        {"thresholds.monotone_slack": t.monotone_slack}))
     f4b = results["fig4b"]
     rel = [abs(r["gd"] - r["exact"]) / r["exact"] for r in f4b.values()]
     amp_ok = [r["amp"] is not None for r in f4b.values()]
-    ok = max(rel) < 0.15
-    lines.append(
-        f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: fig 4b, the Boltzmann mean and the gradient-trained model agree on "
-        f"test error for every N (largest relative gap {max(rel):.2%}; AMP converged for {sum(amp_ok)}/{len(amp_ok)} N)."
-    )
+    claims.append(Claim(
+        "the Boltzmann mean and the gradient-trained model agree on test error for every N", Verdict.of(max(rel) < t.gd_gap),
+        f"largest relative gap {max(rel):.2%}; AMP converged for {sum(amp_ok)}/{len(amp_ok)} N", f"{LI}, figure 4b", {"thresholds.gd_gap": t.gd_gap}))
     s7 = results["figS7"]
     thresholds = {}
     for D, row in s7.items():
         floor = row["fraction"][-1]
         thresholds[D] = next(P for P, fr in zip(row["P"], row["fraction"]) if fr <= floor + 1e-12)
-    ok = all(thresholds[D] == int(D) * (int(D) + 1) for D in thresholds)
-    lines.append(
-        f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: fig S7, the zero-mode fraction reaches its floor at P = D(D+1) "
-        f"({', '.join(f'D={D}: P={P}' for D, P in thresholds.items())})."
-    )
+    claims.append(Claim(
+        "the zero-mode fraction reaches its floor at P = D(D+1)", Verdict.of(all(thresholds[D] == int(D) * (int(D) + 1) for D in thresholds)),
+        ", ".join(f"D={D}: P={P}" for D, P in thresholds.items()), f"{LI}, figure S7"))
     s1 = results["figS1"]
     peak = s1["alpha"][int(np.argmax(s1["test_error"]))]
     spacing = max(np.diff(sorted(s1["alpha"]))) if len(s1["alpha"]) > 1 else 1.0
-    ok = abs(peak - s1["threshold_alpha"]) <= spacing + 1e-9
-    lines.append(
-        f"{'REPRODUCED' if ok else 'NOT REPRODUCED'}: fig S1, without regularisation the test error peaks at "
-        f"alpha = {peak} (expected P = D(D+1), alpha = {s1['threshold_alpha']:.3f}; peak error {max(s1['test_error']):.3g})."
-    )
+    claims.append(Claim(
+        "without regularisation the test error peaks at P = D(D+1) (double descent)", Verdict.of(abs(peak - s1["threshold_alpha"]) <= spacing + 1e-9),
+        f"peak at alpha = {peak}, expected alpha = {s1['threshold_alpha']:.3f} (within one grid step); peak error {max(s1['test_error']):.3g}",
+        f"{LI}, figure S1"))
     s4 = results["figS4"]
     parts = []
     for axis, rows in s4.items():
         gap = max(abs(r["gd"] - r["exact"]) / r["exact"] for r in rows)
         parts.append(f"{axis}: error {rows[0]['exact']:.3f} at c={rows[0]['c']} -> {rows[-1]['exact']:.3f} at c={rows[-1]['c']}, GD gap {gap:.2%}")
-    lines.append("MEASURED: fig S4, correlated inputs (" + "; ".join(parts) + ").")
+    claims.append(measured("correlated inputs", "; ".join(parts), f"{LI}, figure S4"))
     f2 = results["fig2"]
     few, many = (f2["maps"][str(P)] for P in (cfg.fig2.P[0], cfg.fig2.P[-1]))
-    lines.append(
-        f"MEASURED: fig 2 (D={cfg.fig2.D}), contrast ratio {few['contrast_ratio']:.3f} with P={cfg.fig2.P[0]} tasks vs "
-        f"{many['contrast_ratio']:.3f} with P={cfg.fig2.P[-1]}; at P={f2['comparison']['P']} test error exact "
-        f"{f2['comparison']['exact']:.4f}, GD {f2['comparison']['gd']:.4f}, AMP "
-        f"{'n/a (not converged)' if f2['comparison']['amp'] is None else format(f2['comparison']['amp'], '.4f')}."
-    )
+    amp = "n/a (not converged)" if f2["comparison"]["amp"] is None else format(f2["comparison"]["amp"], ".4f")
+    claims.append(measured(f"contrast ratio of the trained map with few vs many tasks (D={cfg.fig2.D})",
+                           f"{few['contrast_ratio']:.3f} with P={cfg.fig2.P[0]} vs {many['contrast_ratio']:.3f} with P={cfg.fig2.P[-1]}; "
+                           f"at P={f2['comparison']['P']} test error exact {f2['comparison']['exact']:.4f}, GD {f2['comparison']['gd']:.4f}, "
+                           f"AMP {amp}", f"{LI}, figure 2"))
     numbers = {
         "fig4b": {N: {"exact": r["exact"], "amp": finite_or_none(r["amp"]) if r["amp"] is not None else None, "gd": r["gd"]} for N, r in f4b.items()},
         "zero_mode_threshold": thresholds,
         "double_descent_peak_alpha": peak,
         "contrast_ratio": {"P": results["fig4a"]["P"], "N": results["fig4a"]["N"], "grid": results["fig4a"]["grid"]},
     }
-    return lines, numbers
+    return claims, numbers
 
 
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -438,14 +447,15 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     out = Path(out)
     parts = Parts("spinglass", out, cfg, log)
     results = {name: parts.get(name, lambda fn=fn: fn(cfg), depends=(to_dict(getattr(cfg, name)), to_dict(cfg.solver), cfg.seed)) for name, fn in PARTS.items()}
-    lines, numbers = findings(results, cfg)
+    claims, numbers = findings(results, cfg)
     if cfg.task_diversity is not None:
         results["task_diversity"] = parts.get("task_diversity", lambda: task_diversity(cfg.task_diversity, out, cfg.seed, device, log), depends=(to_dict(cfg.task_diversity), cfg.seed))
         rows = results["task_diversity"]["rows"]
         numbers["task_diversity"] = rows
-        lines.append("MEASURED: softmax transformer on a pool of M tasks (Raventós et al.), closer to "
-                     + ", ".join(f"M={r['M']}: {r['closer_to']} (error {r['error']['model']:.3f}, ridge {r['error']['ridge']:.3f}, dMMSE {r['error']['dmmse']:.3f})" for r in rows)
-                     + "; expected: dMMSE for small M, ridge above a threshold.")
+        claims.append(measured("a softmax transformer trained on a pool of M tasks is closer to dMMSE for small M and to ridge above "
+                               "a threshold", ", ".join(f"M={r['M']}: {r['closer_to']} (error {r['error']['model']:.3f}, ridge "
+                                                        f"{r['error']['ridge']:.3f}, dMMSE {r['error']['dmmse']:.3f})" for r in rows),
+                               "Raventós et al. 2023"))
     from iclab.plots.spinglass import plot_all
 
     figures = plot_all(results, cfg, out / "figures")
@@ -454,5 +464,5 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         "Gradient training minimises the same objective H (0.5 * MSE + lambda0/2 ||W||^2) with full-batch Adam.",
         "Fig S4's correlation is reported along both axes: between coordinates (this spec) and between examples (the authors' code).",
     ]
-    return finish("spinglass", cfg.preset, out, numbers, lines, figures, parts, notes)
+    return finish("spinglass", cfg.preset, out, numbers, claims, figures, parts, notes)
 

@@ -1,0 +1,55 @@
+"""Claims: a paper's statement next to what a run measured, with a typed verdict.
+
+A study's findings are a list of :class:`Claim`. The report and
+``summary.json`` read these objects (``summary["claims"]``); ``summary["findings"]``
+keeps each claim as one plain line for people and scripts, and nothing parses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Verdict(str, Enum):
+    REPRODUCED = "REPRODUCED"  # the paper's claim, measured the paper's way, holds here
+    NOT_REPRODUCED = "NOT REPRODUCED"  # measured the paper's way, it does not hold (the measurement says why)
+    MEASURED = "MEASURED"  # a number reported without a verdict (iclab's own measurement, or context)
+    NOT_APPLICABLE = "NOT APPLICABLE"  # the claim cannot be tested on this model (the measurement says why)
+
+    @classmethod
+    def of(cls, holds: bool) -> "Verdict":
+        return cls.REPRODUCED if holds else cls.NOT_REPRODUCED
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``statement``: the paper's claim (or, for MEASURED, what is measured); ``source``: where it comes from
+    (paper, section or figure; "iclab" for iclab's own measurements); ``measured``: the numbers in words;
+    ``thresholds``: the settings fields (name -> value) the verdict used; ``scale_note``: why a verdict may
+    differ at this scale (empty when it does not apply)."""
+
+    statement: str
+    verdict: Verdict
+    measured: str
+    source: str = ""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    scale_note: str = ""
+
+    def line(self) -> str:
+        """One plain line: 'VERDICT: statement (measured).'"""
+        note = f" {self.scale_note}" if self.scale_note and self.verdict is Verdict.NOT_REPRODUCED else ""
+        return f"{self.verdict.value}: {self.statement} ({self.measured}).{note}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict.value}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Claim":
+        return cls(**{**data, "verdict": Verdict(data["verdict"])})
+
+
+def measured(statement: str, numbers: str, source: str = "") -> Claim:
+    """A MEASURED line: ``statement`` with its ``numbers``."""
+    return Claim(statement, Verdict.MEASURED, numbers, source)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
+from iclab.analysis.stats import pca
 from iclab.heads.base import HeadModel, Intervention, greedy_generate
 from iclab.tasks.addk import PROMPT_FORMATS, AddKConfig, PromptFormat, prompt_text, sample
 
@@ -243,12 +244,8 @@ class HeadPCA:
 
 def head_pca(X: np.ndarray) -> HeadPCA:
     """PCA of one head's task-mean results X [K, D] (rows in order of k)."""
-    Xc = X - X.mean(0, keepdims=True)
-    U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
-    var = s**2
-    ratio = var / max(var.sum(), 1e-300)
-    n95 = int(np.searchsorted(np.cumsum(ratio), 0.95) + 1)
-    return HeadPCA(Vt, U * s, ratio, min(n95, len(ratio)))
+    p = pca(X)
+    return HeadPCA(p.components, p.coords, p.explained, p.n_for(0.95))
 
 
 PERIODIC = {  # name -> (period, phase searched)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from iclab.analysis.stats import moving_average, pca
+
 
 @dataclass
 class Trajectory:
@@ -20,11 +22,8 @@ class Trajectory:
 
 def loss_pca(token_losses: np.ndarray) -> Trajectory:
     """PCA of the snapshots x positions loss matrix [S, K]: the training trajectory in 2-D."""
-    X = np.asarray(token_losses, dtype=np.float64)
-    X = X - X.mean(axis=0, keepdims=True)
-    U, s, _ = np.linalg.svd(X, full_matrices=False)
-    var = s**2
-    return Trajectory(coords=U[:, :2] * s[:2], explained=var[:2] / max(var.sum(), 1e-300))
+    p = pca(token_losses)
+    return Trajectory(coords=p.coords[:, :2], explained=p.explained[:2])
 
 
 @dataclass
@@ -66,8 +65,7 @@ def loss_bump(steps: np.ndarray, losses: np.ndarray, smooth: int = 5, min_rise: 
     x = np.asarray(losses, dtype=np.float64)
     if len(x) < smooth + 2:
         return None
-    kernel = np.ones(smooth) / smooth
-    sm = np.convolve(x, kernel, mode="valid")
+    sm = moving_average(x, smooth)
     s = np.asarray(steps)[smooth - 1 :]
     best, best_rise = None, min_rise
     i = 0

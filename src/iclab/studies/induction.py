@@ -21,6 +21,7 @@ import torch
 
 from iclab.analysis.heads import icl_positions, icl_score
 from iclab.analysis.induction_scores import ProbeSequences, make_probe_sequences, score_model, token_losses
+from iclab.analysis.stats import moving_average
 from iclab.analysis.phase_change import loss_bump, loss_pca, nonconvex_stretch, phase_change_window
 from iclab.claims import Claim, Verdict, measured
 from iclab.config import require, require_positive, to_dict
@@ -208,8 +209,7 @@ def trajectory(cfg: InductionStudySettings, run: RunDir, probes: ProbeSequences,
 
 def smooth(y: np.ndarray, width: int = 5) -> np.ndarray:
     """Centred moving average (edges averaged over what exists): snapshot-to-snapshot noise of a scored curve."""
-    kernel = np.ones(width)
-    return np.convolve(y, kernel, mode="same") / np.convolve(np.ones_like(y), kernel, mode="same")
+    return moving_average(y, width, edges="shrink")
 
 
 def phase_change(traj: dict[str, Any]) -> dict[str, Any]:

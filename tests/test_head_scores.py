@@ -96,18 +96,24 @@ def test_copying_score_is_one_for_a_copier_minus_one_for_an_anti_copier():
     assert copying_score(ov.expand(2, 4, N, V), tokens).shape == (2, 4)
 
 
-def test_a_model_whose_ov_circuit_is_the_identity_copies():
+def copy_and_suppress_model() -> Transformer:
+    """One layer, two heads: head 0 reads and writes the first 8 directions unchanged, head 1 lowers what it reads."""
     cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, attn_only=True, normalization="none", d_vocab=16, n_ctx=8)
     model = Transformer(cfg)
     with torch.no_grad():
         model.W_E.copy_(torch.eye(16))
         model.W_U.copy_(torch.eye(16))
         attn = model.blocks[0].attn
-        eye = torch.eye(16)[:, :8]  # head 0 reads and writes the first 8 directions unchanged
+        eye = torch.eye(16)[:, :8]
         attn.W_V[0].copy_(eye)
         attn.W_O[0].copy_(eye.T)
         attn.W_V[1].copy_(eye)
-        attn.W_O[1].copy_(-eye.T)  # head 1 lowers what it reads
+        attn.W_O[1].copy_(-eye.T)
+    return model
+
+
+def test_a_model_whose_ov_circuit_is_the_identity_copies():
+    model = copy_and_suppress_model()
     tokens = torch.arange(8)
     ov = direct_ov_logits(model, tokens)
     assert ov.shape == (1, 2, 8, 16)
@@ -134,18 +140,7 @@ def test_eigenvalue_copying_is_one_for_a_copying_head_and_minus_one_for_a_suppre
     from iclab.analysis.heads import ov_eigenvalue_copying
     from iclab.heads import IclabHeadModel
 
-    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, attn_only=True, normalization="none", d_vocab=16, n_ctx=8)
-    model = Transformer(cfg)
-    with torch.no_grad():
-        model.W_E.copy_(torch.eye(16))
-        model.W_U.copy_(torch.eye(16))
-        attn = model.blocks[0].attn
-        eye = torch.eye(16)[:, :8]
-        attn.W_V[0].copy_(eye)
-        attn.W_O[0].copy_(eye.T)
-        attn.W_V[1].copy_(eye)
-        attn.W_O[1].copy_(-eye.T)
-    score = ov_eigenvalue_copying(IclabHeadModel(model))
+    score = ov_eigenvalue_copying(IclabHeadModel(copy_and_suppress_model()))
     assert score[0, 0] == pytest.approx(1.0, abs=1e-6) and score[0, 1] == pytest.approx(-1.0, abs=1e-6)
 
 

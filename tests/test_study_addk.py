@@ -31,7 +31,8 @@ def hf_folder(tmp_path_factory):
 
 
 def test_the_whole_pipeline_runs_on_a_local_hugging_face_model(hf_folder, tmp_path):
-    summary = addk.run("quick", tmp_path, [*SMALL, f"model={hf_folder}"], torch.device("cpu"), log=lambda s: None)
+    # a random model cannot add: the accuracy floor is lifted so that every localisation step runs
+    summary = addk.run("quick", tmp_path, [*SMALL, f"model={hf_folder}", "min_clean_accuracy=0"], torch.device("cpu"), log=lambda s: None)
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["study"] == "addk" and saved["model"] == str(hf_folder)
     for key in ("clean_accuracy", "heads", "accuracy", "pcs_to_95", "periodic_r2", "label_token_signal_share", "findings"):
@@ -43,6 +44,18 @@ def test_the_whole_pipeline_runs_on_a_local_hugging_face_model(hf_folder, tmp_pa
         assert head["identity_relative_error"] < 1e-3
     assert all((tmp_path / f).is_file() for f in summary["figures"])
     assert (tmp_path / "parts" / "task_means.safetensors").is_file()
+
+
+def test_a_model_that_cannot_do_the_task_gets_not_applicable_claims_and_its_accuracy_by_format(hf_folder, tmp_path):
+    summary = addk.run("quick", tmp_path, [*SMALL, f"model={hf_folder}", "scan_shots=[1,2]", "scan_per_task=2"], torch.device("cpu"),
+                       log=lambda s: None)
+    verdicts = [c["verdict"] for c in summary["claims"]]
+    assert summary["localised"] is False and "heads" not in summary
+    assert verdicts.count("NOT APPLICABLE") == 5 and all("min_clean_accuracy" in c["thresholds"] for c in summary["claims"]
+                                                           if c["verdict"] == "NOT APPLICABLE")
+    assert set(summary["clean_scan"]) == {f"{f}/{s}" for f in ("arrow", "qa", "io", "ab", "textlabel", "fx") for s in (1, 2)}
+    assert not (tmp_path / "parts" / "localisation.json").exists()
+    assert (tmp_path / "figures" / "clean_accuracy_by_format.png").is_file()
 
 
 def test_a_missing_model_folder_is_a_clear_error(tmp_path):

@@ -237,7 +237,8 @@ def resolve(spec: str | Path, log: Callable[[str], None] = print) -> Path:
         return path
     if path.is_file() and path.suffix == ".gguf":
         return _gguf_folder(path, log)
-    raise IclabError(f"--model {text}: not a model name ({', '.join(CATALOGUE)}), a local Hugging Face folder or a .gguf file")
+    raise IclabError(f"--model {text}: no such folder or .gguf file, and not a model name ({', '.join(CATALOGUE)}); "
+                     "give a local Hugging Face folder, a .gguf file or a name from `iclab models`")
 
 
 def manifest(folder: Path) -> dict | None:

@@ -91,8 +91,13 @@ class AddKStudySettings:
         require(self.model is not None or self.prompt_format == "arrow", "prompt_format",
                 "iclab's own add-k model is trained on the arrow format only; other formats need --model")
         require(0 <= self.min_clean_accuracy <= 1, "min_clean_accuracy", f"must lie in [0, 1], got {self.min_clean_accuracy}")
-        require(all(s >= 1 for s in self.scan_shots) and all(1 <= k <= self.task.k_max for k in self.scan_tasks), "scan_shots",
-                "scan_shots must be >= 1 and scan_tasks within [1, task.k_max]")
+        require(all(s >= 1 for s in self.scan_shots), "scan_shots", "every number of shots must be at least 1")
+        require(bool(self.scan_ks), "scan_tasks", f"needs at least one k within [1, task.k_max={self.task.k_max}]")
+
+    @property
+    def scan_ks(self) -> list[int]:
+        """The scanned tasks that exist at this k_max."""
+        return [k for k in self.scan_tasks if 1 <= k <= self.task.k_max]
         require_positive(self, "eval_per_task", "mean_per_task", "mask_per_task", "lam", "mask_lr", "mask_epochs", "mask_batch")
         require(0 < self.q < 1, "q", f"must lie in (0, 1), got {self.q}")
         require(0 < self.main_fraction <= 1, "main_fraction", f"must lie in (0, 1], got {self.main_fraction}")
@@ -150,9 +155,9 @@ def clean_scan(model: HeadModel, cfg: AddKStudySettings) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, fmt in PROMPT_FORMATS.items():
         for shots in cfg.scan_shots:
-            ps = A.make_prompts(model, cfg.task, list(cfg.scan_tasks), cfg.scan_per_task, shots, generator(cfg.seed, f"scan/{shots}"), fmt)
+            ps = A.make_prompts(model, cfg.task, cfg.scan_ks, cfg.scan_per_task, shots, generator(cfg.seed, f"scan/{shots}"), fmt)
             ok = A.correct(model, ps)
-            per_k = {str(k): float(ok[[p.k == k for p in ps]].mean()) for k in cfg.scan_tasks}
+            per_k = {str(k): float(ok[[p.k == k for p in ps]].mean()) for k in cfg.scan_ks}
             out[f"{name}/{shots}"] = {"format": name, "shots": shots, "accuracy": float(ok.mean()), "per_k": per_k,
                                       "answer_tokens": float(np.mean([len(p.answer) for p in ps]))}
     return out
@@ -369,7 +374,7 @@ def scan_findings(cfg: AddKStudySettings, scan: dict[str, Any]) -> list[Claim]:
     table = "; ".join(f"{r['format']} {r['shots']}-shot {r['accuracy']:.2f}" for r in scan.values())
     main = scan.get(f"{cfg.prompt_format}/{max(cfg.scan_shots)}")
     per_k = ", ".join(f"k={k}: {a:.2f}" for k, a in main["per_k"].items()) if main else "-"
-    return [measured(f"clean accuracy by prompt format and shots (tasks k = {list(cfg.scan_tasks)}, {cfg.scan_per_task} prompts each, "
+    return [measured(f"clean accuracy by prompt format and shots (tasks k = {cfg.scan_ks}, {cfg.scan_per_task} prompts each, "
                      f"answers of {best['answer_tokens']:.1f} tokens on average, greedy with the key/value cache)",
                      f"{table}. Best: {best['format']} {best['shots']}-shot {best['accuracy']:.2f}; by k ({cfg.prompt_format}, "
                      f"{max(cfg.scan_shots)}-shot): {per_k}", f"{HU}; formats from the authors' code (Todd et al.'s prefixes)")]

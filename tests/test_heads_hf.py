@@ -238,3 +238,26 @@ def test_wrapping_and_analysing_leave_the_callers_model_as_it_was():
     own = Transformer(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_vocab=V, n_ctx=8)).train()
     IclabHeadModel(own).patterns(ids(B=1, T=5))
     assert own.training and all(p.requires_grad for p in own.parameters())
+
+
+def test_induction_head_scores_are_one_call_on_an_iclab_run_and_on_a_hugging_face_model(tmp_path):
+    from iclab.analysis.induction_scores import score_heads
+    from iclab.heads import from_run
+    from iclab.train import apply_overrides, default_config, train
+
+    config = apply_overrides(default_config("induction"), ["task.natural_share=0", "model.n_layers=2", "model.d_model=16",
+                                                            "model.n_heads=2", "model.attn_only=true", "train.steps=2"])
+    train(config, tmp_path / "run", "cpu", progress=False)
+
+    class Tok:  # a tokenizer-less HF model scores on ids from its config
+        all_special_ids = [0, 1]
+
+        def __len__(self):
+            return V
+
+    scores = {}
+    for name, model in (("iclab", from_run(tmp_path / "run")), ("hf", HFHeadModel(tiny("llama"), Tok()))):
+        scores[name] = score_heads(model, torch.Generator().manual_seed(0), batch=4, n_ov_tokens=8)
+        L, H = model.n_layers, model.n_heads
+        assert all(v.shape == (L, H) for v in scores[name].values())
+    assert set(scores["iclab"]) == set(scores["hf"])

@@ -152,6 +152,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         raise IclabError("reading GGUF files needs the 'hf' extra: pip install 'iclab[hf]'") from None
+    quiet = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's own progress bar; iclab logs one line instead
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -159,6 +161,11 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         raise IclabError(f"reading GGUF files needs the 'hf' extra (gguf, accelerate): pip install 'iclab[hf]' ({err})") from None
     except (OSError, ValueError, KeyError) as err:
         raise IclabError(f"{gguf}: could not read it as a GGUF causal LM: {str(err).splitlines()[0]}") from None
+    finally:
+        if quiet is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = quiet
     # The loader has dequantised every tensor; a model built from the config without its quantisation entry
     # holds the same floats and saves as a plain safetensors folder.
     config = model.config

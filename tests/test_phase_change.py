@@ -10,11 +10,14 @@ def test_the_window_brackets_a_sigmoidal_drop_of_the_icl_score():
     tokens = np.geomspace(1e5, 1e9, 100)
     mid = 1e7
     icl = -0.4 / (1 + np.exp(-8 * (np.log(tokens) - np.log(mid))))  # falls from 0 to -0.4 around 1e7 tokens
-    w = phase_change_window(tokens, icl)
+    w = phase_change_window(tokens, icl, level=0.5)
     assert w.start_tokens < mid < w.end_tokens
     assert w.end_tokens / w.start_tokens < 10, "the window is narrow in log tokens"
     # a logistic's rate is >= half its peak where s(1-s) >= 1/8, i.e. s in [0.146, 0.854]: 70.7% of the change
     assert w.share_of_final == pytest.approx(np.sqrt(0.5), abs=0.03)
+    default = phase_change_window(tokens, icl)  # the window the study uses: 90% of an ideal sigmoidal change inside
+    assert default.share_of_final >= 0.89 and default.start_tokens < mid < default.end_tokens
+    assert default.end_tokens / default.start_tokens < 100
     wide = phase_change_window(tokens, icl, level=0.25)  # s(1-s) >= 1/16: s in [0.067, 0.933], 86.6%
     assert wide.share_of_final == pytest.approx(np.sqrt(0.75), abs=0.03)
 

@@ -22,7 +22,7 @@ import torch
 from iclab.analysis.heads import icl_positions, icl_score
 from iclab.analysis.induction_scores import ProbeSequences, make_probe_sequences, score_model, token_losses
 from iclab.analysis.stats import moving_average
-from iclab.analysis.phase_change import loss_bump, loss_pca, nonconvex_stretch, phase_change_window
+from iclab.analysis.phase_change import WINDOW_LEVEL, loss_bump, loss_pca, nonconvex_stretch, phase_change_window
 from iclab.claims import Claim, Verdict, measured
 from iclab.config import require, require_positive, to_dict
 from iclab.models import ModelConfig, Transformer, ablate_heads, frozen_patterns, mean_z, record_patterns, run_with_cache
@@ -112,6 +112,7 @@ class InductionStudySettings:
     loss_positions: int = 256
     induction_threshold: float = 0.3  # prefix-matching score above which a head counts as an induction head
     min_icl_change: float = 0.2  # nats of ICL score a model must gain inside its fastest-change window for it to be a phase change
+    window_level: float = WINDOW_LEVEL  # the window: rate of ICL change >= this x its peak (0.19: 90% of an ideal logistic inside)
     ablation_sequences: int = 256
 
     def __post_init__(self) -> None:
@@ -212,13 +213,13 @@ def smooth(y: np.ndarray, width: int = 5) -> np.ndarray:
     return moving_average(y, width, edges="shrink")
 
 
-def phase_change(traj: dict[str, Any]) -> dict[str, Any]:
+def phase_change(traj: dict[str, Any], level: float = WINDOW_LEVEL) -> dict[str, Any]:
     """Phase-change window of the (smoothed) ICL score, the loss bump near it, and the per-token-loss PCA trajectory."""
     steps = np.array(traj["step"])
     keep = steps > 0  # log-token axis: the initial weights have seen no tokens
     tokens = np.array(traj["tokens"])[keep]
     icl = smooth(np.array(traj["icl_score/mixture"])[keep])
-    window = phase_change_window(tokens, icl)
+    window = phase_change_window(tokens, icl, level)
     # the bump is looked for in the held-out loss at the snapshots (the same fixed sequences every time, so any
     # feature is the model's, not a batch's), from a decade before the window on (the paper's bump co-occurs with
     # the phase change; earlier, the loss's first fall from its initial value is non-convex too): the largest
@@ -348,7 +349,7 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
             continue
         claims.append(Claim(
             f"more than 75% of {m}'s final ICL score forms in the phase-change window", Verdict.of(w["share_of_final"] > t.paper_window_share),
-            f"{w['share_of_final']:.0%} in {_fmt_window(w)}; the window is where the rate of change stays above half its peak",
+            f"{w['share_of_final']:.0%} in {_fmt_window(w)}; the window is where the rate of change stays above {cfg.window_level} of its peak",
             OLSSON, {"thresholds.paper_window_share": t.paper_window_share}))
         bump, rise = pc[m]["bump_tokens"], pc[m]["rise_tokens"]
         claims.append(Claim(
@@ -413,7 +414,7 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     runs = train_models(cfg, out, device, log)
     probes = probe_sequences_for(cfg, device)
     traj = {m: parts.get(f"trajectory_{m}", lambda m=m: trajectory(cfg, runs[m], probes, device)) for m in cfg.models}
-    pc = {m: phase_change(traj[m]) for m in cfg.models}
+    pc = {m: phase_change(traj[m], cfg.window_level) for m in cfg.models}
     pc = {m: pc[m] if is_phase_change(cfg, traj[m], pc[m]["window"]) else {**pc[m], "window": None, "bump_tokens": None,
                                                                              "rise_tokens": None} for m in cfg.models}
     heads = {m: induction_heads(cfg, traj[m]) for m in cfg.models}
@@ -437,7 +438,8 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         "and a direct OV path that ranks the attended token first for most probe tokens (copying_top1 > 0.5). The copying score "
         "itself (the attended token's raise over the total absolute logit change, rescaled to [-1, 1]) is reported as specified; "
         "it stays far below 1 even for heads that copy every token, because the raise is spread over the other tokens too.",
-        "Phase-change window: where the ICL score (5-snapshot moving average) improves per log token at >= half its peak rate.",
+        f"Phase-change window: where the ICL score (5-snapshot moving average) improves per log token at >= {cfg.window_level} of its "
+        "peak rate; an ideal logistic change puts 90% of itself inside at 0.19 (at half the peak, only 71%).",
         "Bump: the largest non-convex stretch of the held-out loss vs log tokens, from a decade before the window on.",
         "Ablation drop: share of the ICL score removed by zero-ablating all induction heads with every attention pattern frozen.",
     ]

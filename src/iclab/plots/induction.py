@@ -137,8 +137,29 @@ def attention_example(res: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "top_induction_head_attention")
 
 
+def k_composition(res: dict[str, Any], folder: Path) -> Path | None:
+    """K-composition of every earlier-layer head into every later-layer head, per multi-layer model."""
+    mech = {m: v for m, v in res.get("mechanism", {}).items()}
+    if not mech:
+        return None
+    fig, axes = plt.subplots(1, len(mech), figsize=(4.2 * len(mech), 3.8), squeeze=False)
+    for ax, (m, v) in zip(axes[0], mech.items()):
+        k = np.array(v["k_composition"])  # [L, H, L, H]
+        L, H = k.shape[:2]
+        grid = k.reshape(L * H, L * H)[: (L - 1) * H, H:]  # rows: heads of layers 0..L-2; columns: heads of layers 1..L-1
+        im = ax.imshow(grid, cmap="viridis", vmin=0)
+        ax.set_yticks(range((L - 1) * H), [f"{i // H}.{i % H}" for i in range((L - 1) * H)], fontsize=6)
+        ax.set_xticks(range((L - 1) * H), [f"{1 + i // H}.{i % H}" for i in range((L - 1) * H)], fontsize=6, rotation=90)
+        ax.set_ylabel("earlier head (writes)")
+        ax.set_xlabel("later head (its keys read)")
+        ax.set_title(f"{m}: K-composition (chance {v['chance']:.2f})", fontsize=9)
+        plt.colorbar(im, ax=ax)
+    return save(fig, folder, "k_composition")
+
+
 def plot_all(res: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
-    return [
+    extra = [p for p in (k_composition(res, folder),) if p is not None]
+    return extra + [
         icl_vs_tokens(res, folder),
         loss_curves(res, folder),
         head_scores_over_training(res, folder),

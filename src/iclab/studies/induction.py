@@ -19,6 +19,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from iclab.analysis.circuits import induction_mechanism
 from iclab.analysis.heads import icl_positions, icl_score
 from iclab.analysis.induction_scores import ProbeSequences, make_probe_sequences, score_model, token_losses
 from iclab.analysis.stats import moving_average
@@ -301,6 +302,13 @@ def attention_example(cfg: InductionStudySettings, run: RunDir, head: tuple[int,
             "pattern": cache[f"blocks.{head[0]}.attn.hook_pattern"][0, head[1]].tolist()}
 
 
+def mechanism(run: RunDir, traj: dict[str, Any], heads: list[dict[str, Any]], device) -> dict[str, Any]:
+    """Circuits of the final model's induction heads (composition with the previous-token head, eigenvalues)."""
+    model, _ = load_model(run, run.read_config(), None, device)
+    previous = torch.tensor(traj["previous_token"][-1])
+    return induction_mechanism(model.cpu(), previous, [(h["layer"], h["head"]) for h in heads])
+
+
 # ----------------------------------------------------------------------------- findings
 
 
@@ -390,6 +398,20 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
                 claims.append(measured(f"ablating {m}'s other heads one at a time (paper: other heads slightly increase ICL when ablated)",
                                        f"ICL score changes by {np.mean(others):+.3f} nats on average; {float(np.mean(np.array(others) < 0)):.0%} "
                                        "of them make it more negative", OLSSON))
+    for m, mech in res["mechanism"].items():
+        for h in mech["heads"]:
+            name = f"{m} head {h['head'][0]}.{h['head'][1]}"
+            composes = h["k_best_earlier_head"] == h["previous_token_head"]
+            claims.append(Claim(
+                f"{name}'s QK circuit K-composes with the previous-token head (more than with any other earlier head)", Verdict.of(composes),
+                f"K-composition from previous-token head {h['previous_token_head'][0]}.{h['previous_token_head'][1]} "
+                f"{h['k_from_previous_token_head']:.3f}, other earlier heads {h['k_mean_other_earlier']:.3f} on average, "
+                f"random rank-d_head maps {mech['chance']:.3f}", f"{OLSSON}, argument 4 (mechanistic plausibility); Elhage et al. 2021"))
+            claims.append(Claim(
+                f"{name} copies and prefix-matches by its weights: positive eigenvalues of its OV circuit and of its QK circuit "
+                "composed with the previous-token head", Verdict.of(h["ov_copying"] > 0 and h.get("qk_prefix_matching", -1) > 0),
+                f"OV eigenvalue positivity {h['ov_copying']:+.2f}, K-composed QK {h.get('qk_prefix_matching', float('nan')):+.2f} "
+                "(sum of eigenvalues over their absolute sum; 1: all positive)", f"{OLSSON}, argument 4"))
     claims.append(measured("final ICL score (nats, late minus early token loss) on held-out mixture / held-out stdlib text",
                            ", ".join(f"{m} {icl[m]:.2f} / {icl_nat[m]:.2f}" for m in cfg.models), OLSSON))
     numbers = {
@@ -419,6 +441,8 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
                                                                              "rise_tokens": None} for m in cfg.models}
     heads = {m: induction_heads(cfg, traj[m]) for m in cfg.models}
     abl = {m: parts.get(f"ablation_{m}", lambda m=m: ablations(cfg, runs[m], heads[m], device)) for m in cfg.models}
+    mech = {m: parts.get(f"mechanism_{m}", lambda m=m: mechanism(runs[m], traj[m], heads[m], device)) for m in cfg.models
+            if model_shape(m)[0] >= 2}
     top = max(((m, h) for m in cfg.models for h in heads[m]), key=lambda mh: mh[1]["prefix_matching"], default=None)
     if top is None:  # no induction head anywhere: show the best prefix-matching head of the deepest model
         m = max(cfg.models, key=lambda m: model_shape(m)[0])
@@ -426,7 +450,7 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         layer, h = np.unravel_index(int(pm.argmax()), pm.shape)
         top = (m, {"layer": int(layer), "head": int(h), "prefix_matching": float(pm.max())})
     example = parts.get("attention_example", lambda: {"model": top[0], **attention_example(cfg, runs[top[0]], (top[1]["layer"], top[1]["head"]), probes, device)})
-    res = {"trajectories": traj, "phase_change": pc, "heads": heads, "ablations": abl, "example": example}
+    res = {"trajectories": traj, "phase_change": pc, "heads": heads, "ablations": abl, "example": example, "mechanism": mech}
     claims, numbers = findings(cfg, res)
     from iclab.plots.induction import plot_all
 

@@ -1,0 +1,136 @@
+"""Circuits read off the weights of iclab's attention models (Elhage et al. 2021; Olsson et al. 2022, argument 4).
+
+For head h of layer l, in the residual-stream (row-vector) convention:
+  OV circuit  W_OV = W_V W_O                 [D, D]   (what the head writes, given what it reads)
+  QK circuit  W_QK = W_Q W_K^T               [D, D]   (score between a query and a key residual vector)
+Token-to-token forms use the embedding W_E [V, D] and unembedding W_U [D, V]:
+  full OV  W_E W_OV W_U  [V, V];  full QK  W_E W_QK W_E^T  [V, V].
+Composition of an earlier head A (layer l1) into a later head B (layer l2 > l1), the Frobenius-norm ratio
+||X Y||_F / (||X||_F ||Y||_F):
+  Q-composition: X = W_OV^A, Y = W_QK^B;  K-composition: X = W_OV^A, Y = (W_QK^B)^T;  V-composition: X = W_OV^A, Y = W_OV^B.
+Norms enter through their gains (folded into W_Q, W_K, W_V and W_U); biases are left out: the usual reading of
+circuits from weights. Shapes: L layers, H heads, D d_model, E d_head, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from iclab.models import Transformer
+
+
+def _gain(norm: torch.nn.Module, D: int) -> torch.Tensor:
+    return norm.weight.detach().double() if isinstance(norm, torch.nn.LayerNorm) else torch.ones(D, dtype=torch.float64)
+
+
+@torch.no_grad()
+def head_matrices(model: Transformer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W_OV, W_QK), each [L, H, D, D] float64, the input norm's gain folded in."""
+    ov, qk = [], []
+    for block in model.blocks:
+        a, g = block.attn, _gain(block.ln1, model.cfg.d_model).view(1, -1, 1)
+        W_Q, W_K, W_V = g * a.W_Q.double(), g * a.W_K.double(), g * a.W_V.double()
+        ov.append(W_V @ a.W_O.double())
+        qk.append(W_Q @ W_K.transpose(1, 2))
+    return torch.stack(ov), torch.stack(qk)
+
+
+def composition_ratio(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """||X Y||_F / (||X||_F ||Y||_F) over leading axes: X [..., D, D], Y [..., D, D] -> [...]."""
+    return torch.linalg.matrix_norm(X @ Y) / (torch.linalg.matrix_norm(X) * torch.linalg.matrix_norm(Y)).clamp(min=1e-300)
+
+
+@dataclass
+class Composition:
+    """Scores [L, H, L, H]: entry [l1, a, l2, b] is how much head (l1, a) composes into head (l2, b); NaN unless l1 < l2."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    chance: float  # the same ratio between independent Gaussian matrices of these shapes (mean over draws)
+
+
+@torch.no_grad()
+def composition_scores(model: Transformer, generator: torch.Generator | None = None, draws: int = 64) -> Composition:
+    """Q-, K- and V-composition between every head and every head of a later layer, and the chance level."""
+    ov, qk = head_matrices(model)
+    L, H, D, _ = ov.shape
+    A = ov.view(L, H, 1, 1, D, D)
+    scores = {name: composition_ratio(A, Y.view(1, 1, L, H, D, D)) for name, Y in
+              (("q", qk), ("k", qk.transpose(-1, -2)), ("v", ov))}
+    later = torch.triu(torch.ones(L, L, dtype=torch.bool), diagonal=1).view(L, 1, L, 1).expand(L, H, L, H)
+    for s in scores.values():
+        s[~later] = float("nan")
+    E = model.cfg.head_dim
+    g = generator or torch.Generator().manual_seed(0)
+
+    def low_rank() -> torch.Tensor:  # a random rank-E map D -> D, as a head's circuit is
+        return torch.randn(draws, D, E, generator=g, dtype=torch.float64) @ torch.randn(draws, E, D, generator=g, dtype=torch.float64)
+
+    chance = float(composition_ratio(low_rank(), low_rank()).mean())
+    return Composition(scores["q"], scores["k"], scores["v"], chance)
+
+
+def eigenvalue_positivity(M: torch.Tensor) -> torch.Tensor:
+    """sum(lambda) / sum(|lambda|) of square matrices M [..., n, n]: 1 if every eigenvalue is positive."""
+    eig = torch.linalg.eigvals(M.double())
+    return eig.real.sum(-1) / eig.abs().sum(-1).clamp(min=1e-300)
+
+
+@torch.no_grad()
+def full_ov_circuit(model: Transformer, layer: int, head: int) -> torch.Tensor:
+    """[V, V]: W_E W_OV W_U (the final norm's gain folded into W_U): the logits head (layer, head) adds for each token it attends to."""
+    ov, _ = head_matrices(model)
+    W_U = _gain(model.ln_final, model.cfg.d_model).view(-1, 1) * model.W_U.double()
+    return model.W_E.double() @ ov[layer, head] @ W_U
+
+
+@torch.no_grad()
+def full_qk_circuit(model: Transformer, layer: int, head: int) -> torch.Tensor:
+    """[V, V]: W_E W_QK W_E^T: the attention score from a query token to a key token (direct path)."""
+    _, qk = head_matrices(model)
+    W_E = model.W_E.double()
+    return W_E @ qk[layer, head] @ W_E.T
+
+
+@torch.no_grad()
+def k_composed_qk_circuit(model: Transformer, previous: tuple[int, int], induction: tuple[int, int]) -> torch.Tensor:
+    """[V, V]: W_E W_QK^ind (W_E W_OV^prev)^T: the induction head's score from a query token to a key position whose
+    previous-token head wrote the token before it. Positive eigenvalues: it attends where that token matches (prefix matching)."""
+    ov, qk = head_matrices(model)
+    W_E = model.W_E.double()
+    return W_E @ qk[induction] @ (W_E @ ov[previous]).T
+
+
+def circuit_eigenvalues(model: Transformer, previous: tuple[int, int] | None, induction: tuple[int, int]) -> dict[str, float]:
+    """Olsson et al.'s mechanistic check for one induction head: eigenvalue positivity of its full OV circuit (copying)
+    and of its QK circuit K-composed with the previous-token head (prefix matching)."""
+    out = {"ov_copying": float(eigenvalue_positivity(full_ov_circuit(model, *induction)))}
+    if previous is not None:
+        out["qk_prefix_matching"] = float(eigenvalue_positivity(k_composed_qk_circuit(model, previous, induction)))
+    return out
+
+
+def induction_mechanism(model: Transformer, previous_token: torch.Tensor, induction: list[tuple[int, int]],
+                        generator: torch.Generator | None = None) -> dict:
+    """For each induction head (layer >= 1): the earlier-layer head with the best previous-token score [L, H], the
+    K-composition of every earlier head into it (is that previous-token head the one it composes with most?), and
+    the eigenvalue positivity of its OV circuit and of its QK circuit composed with the previous-token head.
+    Plain lists (JSON-ready); also the K-composition matrix between consecutive layers' heads for a figure."""
+    comp = composition_scores(model, generator)
+    out = {"chance": comp.chance, "k_composition": comp.k.nan_to_num(0.0).tolist(), "heads": []}
+    for layer, head in induction:
+        if layer == 0:
+            continue
+        prev_scores = previous_token[:layer]
+        prev = tuple(int(i) for i in divmod(int(prev_scores.argmax()), prev_scores.shape[1]))
+        k_in = comp.k[:layer, :, layer, head]  # [layer, H]: every earlier head into this one
+        best = tuple(int(i) for i in divmod(int(k_in.argmax()), k_in.shape[1]))
+        out["heads"].append({"head": [layer, head], "previous_token_head": list(prev),
+                             "k_from_previous_token_head": float(comp.k[prev[0], prev[1], layer, head]),
+                             "k_best_earlier_head": list(best), "k_mean_other_earlier": float(
+                                 (k_in.sum() - comp.k[prev[0], prev[1], layer, head]) / max(k_in.numel() - 1, 1)),
+                             **circuit_eigenvalues(model, prev, (layer, head))})
+    return out

@@ -7,6 +7,7 @@ import torch
 
 from iclab.spinglass import (
     amp,
+    amp_paper,
     amp_reference_loop,
     contrast_ratio,
     energy,
@@ -83,7 +84,7 @@ def test_langevin_matches_the_exact_gaussian():
 
 def test_vectorised_amp_equals_the_per_coordinate_loop():
     _, _, glass = glass_for(P=300, D=3, lambda0=0.1)
-    fast = amp(glass, beta=100.0, max_iter=60)
+    fast = amp_paper(glass, beta=100.0, max_iter=60)
     slow = amp_reference_loop(glass, beta=100.0, max_iter=60)
     assert fast.iterations == slow.iterations
     torch.testing.assert_close(fast.m, slow.m)
@@ -93,7 +94,7 @@ def test_vectorised_amp_equals_the_per_coordinate_loop():
 def test_converged_amp_is_close_to_the_exact_mean_and_divergence_is_flagged():
     _, _, glass = glass_for(P=2000, N=50, D=4, lambda0=0.01)
     exact = exact_measure(glass, beta=100.0)
-    result = amp(glass, beta=100.0, max_iter=500)
+    result = amp_paper(glass, beta=100.0, max_iter=500)
     assert result.converged
     rel = float(torch.linalg.norm(result.m - exact.mean) / torch.linalg.norm(exact.mean))
     assert rel < 0.1, rel
@@ -143,3 +144,15 @@ def test_min_norm_solution_interpolates_below_the_threshold():
     s = statistics(prompts.Z)
     spins = min_norm_solution(s, prompts.y_query)
     torch.testing.assert_close(predict(s, spins), prompts.y_query)
+
+
+@pytest.mark.parametrize("P, D, lambda0", [(300, 3, 0.1), (2000, 4, 0.01), (500, 4, 1.0)])
+def test_amp_with_the_onsager_term_converges_to_the_exact_mean_and_the_papers_update_does_not(P, D, lambda0):
+    _, _, glass = glass_for(P=P, N=50, D=D, lambda0=lambda0)
+    exact = exact_measure(glass, beta=100.0).mean
+    ours = amp(glass, beta=100.0, tol=1e-24, max_iter=5000)
+    theirs = amp_paper(glass, beta=100.0, tol=1e-24, max_iter=5000)
+    assert ours.converged, ours.error
+    torch.testing.assert_close(ours.m, exact, atol=1e-5, rtol=0)
+    gap = float(torch.linalg.norm(theirs.m - exact) / torch.linalg.norm(exact))
+    assert gap > 1e-3, gap  # the paper's fixed point is elsewhere

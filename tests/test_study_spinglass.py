@@ -25,7 +25,7 @@ def test_summary_has_the_documented_keys_and_every_figure(study):
     assert on_disk == json.loads(json.dumps(summary))
     assert summary["study"] == "spinglass" and summary["preset"] == "quick"
     assert set(summary["fig4b"]) == {"10", "30"}
-    assert set(summary["fig4b"]["10"]) == {"exact", "amp", "gd"}
+    assert set(summary["fig4b"]["10"]) == {"exact", "amp", "amp_paper", "gd"}
     assert set(summary["zero_mode_threshold"]) == {"3", "4"}
     assert len(summary["contrast_ratio"]["grid"]) == 3
     for rel in summary["figures"]:

@@ -22,17 +22,20 @@ def _heat(ax, matrix, title: str, cmap: str = "RdBu_r", symmetric: bool = True) 
 
 def fig2_maps(res: dict[str, Any], folder: Path) -> Path:
     maps = res["maps"]
-    fig, axes = plt.subplots(len(maps), 3, figsize=(9, 3 * len(maps)))
+    fig, axes = plt.subplots(len(maps), 4, figsize=(12, 3 * len(maps)))
     axes = np.atleast_2d(axes)
     for row, (P, r) in zip(axes, maps.items()):
         _heat(row[0], r["m_exact"], f"P={P}: mean m (exact)\nCR = {r['contrast_ratio']:.2f}")
         _heat(row[1], r["v_exact"], f"P={P}: variance v (exact)", cmap="viridis", symmetric=False)
-        if r["m_amp"] is not None:
-            _heat(row[2], r["m_amp"], f"P={P}: mean m (AMP)\n{r['amp']['iterations']} iterations")
-        else:
-            row[2].axis("off")
-            err = r["amp"]["error"]
-            row[2].text(0.5, 0.5, f"P={P}: AMP did not converge\n(last change {err:.2g})" if err is not None else f"P={P}: AMP diverged", ha="center", va="center")
+        for ax, key, info, name in ((row[2], "m_amp", r["amp"], "AMP"), (row[3], "m_amp_paper", r.get("amp_paper"), "AMP (paper)")):
+            if r.get(key) is not None:
+                gap = info.get("gap_to_exact_mean")
+                _heat(ax, r[key], f"P={P}: mean m ({name})\n{info['iterations']} it." + (f", {gap:.1e} from exact" if gap is not None else ""))
+            else:
+                ax.axis("off")
+                err = None if info is None else info["error"]
+                ax.text(0.5, 0.5, f"P={P}: {name} did not converge\n(last change {err:.2g})" if err is not None else f"P={P}: {name} diverged",
+                        ha="center", va="center")
     return save(fig, folder, "fig2_magnetization_maps")
 
 
@@ -66,9 +69,10 @@ def fig4b(res: dict[str, Any], folder: Path) -> Path:
     Ns = [int(n) for n in res]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot(Ns, [r["exact"] for r in res.values()], "o-", label="Boltzmann mean (exact)")
-    amp = [(n, r["amp"]) for n, r in zip(Ns, res.values()) if r["amp"] is not None]
-    if amp:
-        ax.plot(*zip(*amp), "x", ms=9, label="AMP (converged points)")
+    for key, marker, label in (("amp", "x", "AMP (converged points)"), ("amp_paper", "+", "AMP, paper's update (converged points)")):
+        pts = [(n, r[key]) for n, r in zip(Ns, res.values()) if r.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker, ms=9, label=label)
     ax.plot(Ns, [r["gd"] for r in res.values()], "s--", mfc="none", label="gradient-trained model")
     ax.set_yscale("log")
     ax.set_xlabel("N (examples per prompt)")

@@ -11,7 +11,7 @@ ratio, zero modes, test error); :mod:`training` trains the same model by
 gradient descent for comparison.
 """
 
-from iclab.spinglass.boltzmann import AMPResult, GaussianMeasure, amp, amp_reference_loop, exact_measure, langevin
+from iclab.spinglass.boltzmann import AMPResult, GaussianMeasure, amp, amp_paper, amp_reference_loop, exact_measure, langevin
 from iclab.spinglass.data import Prompts, linear_attention, predict, sample_prompts, statistics
 from iclab.spinglass.hamiltonian import SpinGlass, energy, matrix_to_spins, spin_glass, spins_to_matrix
 from iclab.spinglass.order import contrast_ratio, min_norm_solution, generalization_error, zero_mode_fraction
@@ -23,6 +23,7 @@ __all__ = [
     "Prompts",
     "SpinGlass",
     "amp",
+    "amp_paper",
     "amp_reference_loop",
     "contrast_ratio",
     "energy",

@@ -115,3 +115,18 @@ def test_discrete_mmse_is_the_pool_posterior_mean():
     expected = (post.unsqueeze(-1) * pool).sum(0) @ xs[0, i]
     torch.testing.assert_close(DiscreteMMSE(pool, sigma).predict(xs, ys)[0, i], expected)
     torch.testing.assert_close(DiscreteMMSE(pool, sigma).predict(xs, ys)[0, 0], pool.mean(0) @ xs[0, 0])
+
+
+def test_the_tuned_step_size_recovers_the_step_that_made_the_target():
+    from iclab.analysis.learner_metrics import best_step_size
+    from iclab.learners import GD
+
+    g = torch.Generator().manual_seed(0)
+    xs, w = torch.randn(64, 12, 4, generator=g), torch.randn(64, 4, generator=g)
+    ys = torch.einsum("bnd,bd->bn", xs, w)
+    grid = [0.01, 0.03, 0.1, 0.3]
+    target = GD(steps=1, lr=0.03).predict(xs, ys)
+    lr, scores = best_step_size(lambda s: GD(steps=1, lr=s), grid, xs, ys, 4, target=target)
+    assert lr == 0.03 and scores[1] == pytest.approx(0.0, abs=1e-12)
+    own, _ = best_step_size(lambda s: GD(steps=1, lr=s), grid, xs, ys, 4)  # by its own error: a larger step helps here
+    assert own > 0.01

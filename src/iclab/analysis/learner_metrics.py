@@ -65,3 +65,12 @@ def mspd(preds1: torch.Tensor, preds2: torch.Tensor, d: int) -> float:
 def normalized_error(preds: torch.Tensor, ys: torch.Tensor, d: int) -> list[float]:
     """Squared error / d against the number of in-context examples (1.0 = predicting zero for tau = 1)."""
     return ((preds.to(torch.float64) - ys.to(torch.float64)).pow(2).mean(0) / d).tolist()
+
+
+def best_step_size(make, grid: list[float], xs: torch.Tensor, ys: torch.Tensor, d: int,
+                   target: torch.Tensor | None = None) -> tuple[float, list[float]]:
+    """The step size of ``grid`` whose learner ``make(lr)`` is closest to ``target`` predictions [B, n] (mean SPD over
+    every prefix but the first), or, with no target, has the lowest error on ``ys``; returns (best, score per step)."""
+    goal = ys if target is None else target
+    scores = [float(spd_per_prompt(make(lr).predict(xs, ys), goal, d)[:, 1:].mean()) for lr in grid]
+    return grid[min(range(len(grid)), key=scores.__getitem__)], scores

@@ -19,7 +19,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from iclab.analysis.learner_metrics import ilwd, implicit_weights, mspd, normalized_error, spd
+from iclab.analysis.learner_metrics import best_step_size, ilwd, implicit_weights, mspd, normalized_error, spd
 from iclab.analysis.probes import probe_targets, train_probes
 from iclab.claims import Claim, Verdict, measured
 from iclab.config import require, require_positive, to_dict
@@ -98,6 +98,7 @@ class LinRegStudySettings:
     noise_finetune_steps: int = 150
     eval_prompts: int = 1000
     ilwd_prompts: int = 64
+    step_grid: int = 16  # GD / SGD step sizes tried, log-spaced in [0.01, 2] / d
     probing: Probing = field(default_factory=Probing)
     thresholds: LinRegThresholds = field(default_factory=LinRegThresholds)
 
@@ -179,7 +180,9 @@ def _learner(run: RunDir) -> ModelLearner:
 
 
 def reference_learners(d: int, sigma: float = 0.0) -> dict[str, Any]:
-    """The learners every model is compared with (GD / SGD step sizes scaled to d, see notes)."""
+    """The learners every model is compared with. GD and SGD here have fixed steps scaled to d; :func:`behaviour`
+    replaces them, per model, by the step of a grid that brings each closest to that model (``gd_1step``, ``sgd``)
+    and adds the steps with their own lowest error (``gd_1step_best``, ``sgd_best``)."""
     return {
         "ols": OLS(),
         "ridge_0.1": Ridge(0.1),
@@ -207,15 +210,32 @@ def behaviour(cfg: LinRegStudySettings, runs: dict[str, RunDir]) -> dict[str, An
     learners = reference_learners(cfg.d)
     preds = {name: learner.predict(xs, ys) for name, learner in learners.items()}
     weights = {name: implicit_weights(learner.predict_queries(xs_i, ys_i, queries), queries) for name, learner in learners.items()}
-    out: dict[str, Any] = {"learner_error": {n: normalized_error(p, ys, cfg.d) for n, p in preds.items()}, "depths": {}}
+    out: dict[str, Any] = {"learner_error": {n: normalized_error(p, ys, cfg.d) for n, p in preds.items()}, "depths": {},
+                           "step_sizes": {}}
+    grid = [float(x) / cfg.d for x in np.geomspace(0.01, 2.0, cfg.step_grid)]
+    makers = {"gd_1step": lambda lr: GD(steps=1, lr=lr), "sgd": SGD}
+    for name, make in makers.items():  # the second variant: the step with the learner's own lowest error
+        lr, _ = best_step_size(make, grid, xs, ys, cfg.d)
+        out["step_sizes"][f"{name}_best"] = lr
+        learner = make(lr)
+        preds[f"{name}_best"] = learner.predict(xs, ys)
+        weights[f"{name}_best"] = implicit_weights(learner.predict_queries(xs_i, ys_i, queries), queries)
+        out["learner_error"][f"{name}_best"] = normalized_error(preds[f"{name}_best"], ys, cfg.d)
     for depth in cfg.depths:
         model = _learner(runs[f"L{depth}"])
         mp = model.predict(xs, ys)
         mw = implicit_weights(model.predict_queries(xs_i, ys_i, queries), queries)
+        mine_p, mine_w, chosen = dict(preds), dict(weights), {}
+        for name, make in makers.items():  # the step that brings the learner closest to this model
+            lr, _ = best_step_size(make, grid, xs, ys, cfg.d, target=mp)
+            chosen[name] = lr
+            mine_p[name] = make(lr).predict(xs, ys)
+            mine_w[name] = implicit_weights(make(lr).predict_queries(xs_i, ys_i, queries), queries)
         out["depths"][str(depth)] = {
             "error": normalized_error(mp, ys, cfg.d),
-            "spd": {n: to_dict(spd(mp, p, cfg.d, g)) for n, p in preds.items()},
-            "ilwd": {n: to_dict(ilwd(mw, w, g)) for n, w in weights.items()},
+            "spd": {n: to_dict(spd(mp, p, cfg.d, g)) for n, p in mine_p.items()},
+            "ilwd": {n: to_dict(ilwd(mw, w, g)) for n, w in mine_w.items()},
+            "step_sizes": chosen,
         }
     return out
 
@@ -300,8 +320,12 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
         "normalised SPD to OLS is tiny at almost every number of examples", Verdict.of(frac > t.share_of_n),
         f"below {t.ols_spd} at {frac:.0%} of n", f"{AKYUREK}, figure 2", {"thresholds.ols_spd": t.ols_spd, "thresholds.share_of_n": t.share_of_n},
         scale_note="The paper's models are L16 H512 trained 500k steps; this preset's are far smaller and shorter."))
-    claims.append(measured("closest learner by SPD per depth (paper: 1 layer ~ one GD step, 2-4 ridge-like, 8+ OLS-like)",
-                           ", ".join(f"{d} layers -> {c}" for d, c in closest.items()), f"{AKYUREK}, figure 3"))
+    claims.append(measured("closest learner by SPD per depth (paper: 1 layer ~ one GD step, 2-4 ridge-like, 8+ OLS-like); GD and "
+                           "SGD with the step size of a grid that brings each closest to that model",
+                           ", ".join(f"{d} layers -> {c} (GD step {beh[d]['step_sizes']['gd_1step'] * cfg.d:.3g}/d, SGD "
+                                     f"{beh[d]['step_sizes']['sgd'] * cfg.d:.3g}/d)" for d, c in closest.items())
+                           + f"; steps with the learners' own lowest error: GD {res['behaviour']['step_sizes']['gd_1step_best'] * cfg.d:.3g}/d, "
+                           f"SGD {res['behaviour']['step_sizes']['sgd_best'] * cfg.d:.3g}/d", f"{AKYUREK}, figure 3"))
     best = res["noise"]["best_ridge_lambda"]
     ratios = sorted(best, key=float)
     vals = [best[r] for r in ratios]

@@ -64,7 +64,7 @@ class Probing:
     n_points: int = 12
     n_layers: int = 4
     steps: int = 800
-    control_steps: int = 200
+    control_steps: int | None = None  # None: exactly as long as the probed model (a fair control)
     prefixes: tuple[int, ...] = (8,)
     n_train: int = 1024
     n_test: int = 512
@@ -72,7 +72,8 @@ class Probing:
     hidden: int = 128
 
     def __post_init__(self) -> None:
-        require_positive(self, "d", "n_points", "n_layers", "steps", "control_steps", "prefixes", "n_train", "n_test", "probe_steps", "hidden")
+        require_positive(self, "d", "n_points", "n_layers", "steps", "prefixes", "n_train", "n_test", "probe_steps", "hidden")
+        require(self.control_steps is None or self.control_steps >= 1, "control_steps", "must be at least 1, or null for steps")
         require(max(self.prefixes) <= self.n_points, "prefixes", f"must be <= n_points={self.n_points}")
 
 
@@ -120,7 +121,7 @@ PRESETS = {
         noise_finetune_steps=100_000,
         eval_prompts=4000,
         ilwd_prompts=256,
-        probing=Probing(d=4, n_points=40, n_layers=16, steps=500_000, control_steps=100_000, prefixes=(4, 8, 16, 40),
+        probing=Probing(d=4, n_points=40, n_layers=16, steps=500_000, prefixes=(4, 8, 16, 40),
                         n_train=4096, n_test=1024, probe_steps=2000, hidden=512),
     ),
 }
@@ -161,7 +162,7 @@ def train_models(cfg: LinRegStudySettings, out: Path, device: torch.device, log:
                                                 init_weights=start, curriculum=False))
     p = cfg.probing
     fit("probe", _run_config(cfg, p.n_layers, p.steps, p.d, p.n_points, curriculum=False))
-    fit("control", _run_config(cfg, p.n_layers, p.control_steps, p.d, p.n_points, fixed_w=True, curriculum=False))
+    fit("control", _run_config(cfg, p.n_layers, p.control_steps or p.steps, p.d, p.n_points, fixed_w=True, curriculum=False))
     return runs
 
 

@@ -105,8 +105,9 @@ def test_mask_optimisation_recovers_planted_task_carrying_heads():
     for k in range(K):
         results[k, 0, 1 if k < 2 else 3, k] = 3.0
     prompts = [A.Prompt(k=k, xs=[], ys=[], ids=[0, 1 + (i % 3), 3], answer=[4 + k], labels=[]) for k in range(K) for i in range(16)]
-    fit = A.optimise_mask(model, results, list(range(K)), prompts, 1, torch.Generator().manual_seed(1), lam=0.05, lr=0.05, epochs=60, batch=32)
+    # injected after layer 0's attention (its mid-residual: in this attention-only model, what the unembedding reads)
+    fit = A.optimise_mask(model, results, list(range(K)), prompts, 0, torch.Generator().manual_seed(1), lam=0.05, lr=0.05, epochs=60, batch=32)
     assert sorted(A.largest_gap_set(fit.mask)) == [(0, 1), (0, 3)]
     assert fit.losses[-1] < fit.losses[0]
-    right = A.correct(model, prompts, A.fv_intervention(results, A.heads_mask([(0, 1), (0, 3)], 1, 4), 1, list(range(K))))
+    right = A.correct(model, prompts, A.fv_intervention(results, A.heads_mask([(0, 1), (0, 3)], 1, 4), 0, list(range(K))))
     assert right.mean() == 1.0

@@ -261,3 +261,48 @@ def test_induction_head_scores_are_one_call_on_an_iclab_run_and_on_a_hugging_fac
         L, H = model.n_layers, model.n_heads
         assert all(v.shape == (L, H) for v in scores[name].values())
     assert set(scores["iclab"]) == set(scores["hf"])
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "olmo2", "gpt2", "qwen3"])
+def test_a_mid_residual_addition_equals_adding_to_the_next_layers_input_when_the_mlp_is_silenced(family):
+    """Adding v after layer 0's attention (add_site='mid') is adding v to layer 1's input once layer 0's MLP writes nothing."""
+    hf = tiny(family)
+    with torch.no_grad():
+        mlp = hf.transformer.h[0].mlp.c_proj if family == "gpt2" else hf.model.layers[0].mlp.down_proj
+        mlp.weight.zero_()
+        if getattr(mlp, "bias", None) is not None:
+            mlp.bias.zero_()
+    model = HFHeadModel(hf)
+    x = ids(B=2, T=7)
+    v = torch.randn(32, generator=torch.Generator().manual_seed(4))
+    mid = model.logits(x, Intervention(add_layer=0, add_site="mid", add_vector=v, start=3, stop=5))
+    pre = model.logits(x, Intervention(add_layer=1, add_site="pre", add_vector=v, start=3, stop=5))
+    assert torch.allclose(mid, pre, atol=1e-5)
+    clean = model.logits(x)
+    assert torch.allclose(mid[:, :3], clean[:, :3], atol=1e-6) and not torch.allclose(mid[:, 3:], clean[:, 3:], atol=1e-4)
+
+
+def test_parallel_blocks_have_no_mid_residual():
+    model = HFHeadModel(tiny("phi"))
+    with pytest.raises(IclabError, match="no mid-residual"):
+        model.logits(ids(), Intervention(add_layer=0, add_site="mid", add_vector=torch.zeros(32)))
+
+
+def test_iclab_mid_residual_addition_equals_a_hand_hook_on_resid_mid():
+    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_vocab=V, n_ctx=16)
+    model = IclabHeadModel(Transformer(cfg, generator=torch.Generator().manual_seed(2)))
+    x = ids(B=2, T=8)
+    v = torch.randn(32, generator=torch.Generator().manual_seed(5))
+    via = model.logits(x, Intervention(add_layer=1, add_site="mid", add_vector=v, start=6, stop=7))
+
+    def by_hand(mod, inp, out):
+        out = out.clone()
+        out[:, 6:7] += v
+        return out
+
+    handle = model.model.blocks[1].hook_resid_mid.register_forward_hook(by_hand)
+    try:
+        expected = model.logits(x)
+    finally:
+        handle.remove()
+    assert torch.allclose(via, expected, atol=1e-5)

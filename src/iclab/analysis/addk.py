@@ -126,13 +126,20 @@ def function_vectors(results: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.einsum("klhd,lh->kd", results, mask)
 
 
+def fv_injection(layer: int, fv: torch.Tensor, T: int) -> Intervention:
+    """Hu et al.'s injection: the function vector(s) fv ([D] or [B, D]) added to the residual stream after ``layer``'s
+    attention (``blocks.layer.hook_resid_mid`` in their ``train_matrix.py``), at the last prompt token only (their
+    ``utils/intervene.py``); generated tokens are not touched."""
+    return Intervention(add_layer=layer, add_site="mid", add_vector=fv, start=T - 1, stop=T)
+
+
 def fv_intervention(results: torch.Tensor, mask: torch.Tensor, layer: int, ks: list[int]) -> Callable[[list[Prompt], int], Intervention]:
-    """Inject each prompt's task FV at ``layer``, at the last prompt position and every generated one."""
+    """Inject each prompt's task FV as :func:`fv_injection` does."""
     index = {k: i for i, k in enumerate(ks)}
     fv = function_vectors(results, mask)
 
     def make(chunk: list[Prompt], T: int) -> Intervention:
-        return Intervention(add_layer=layer, add_vector=fv[[index[p.k] for p in chunk]], start=T - 1)
+        return fv_injection(layer, fv[[index[p.k] for p in chunk]], T)
 
     return make
 
@@ -148,8 +155,9 @@ def optimise_mask(model: HeadModel, results: torch.Tensor, ks: list[int], prompt
     """Hu et al.'s sparse head mask: minimise NLL(answer | zero-shot prompt + FV_k(M) at ``layer``) + lam |M|_1
     with AdamW (betas 0.9, 0.98, no weight decay), then after every step a proximal L1 shrink and a clip to [0, 1].
 
-    ``prompts`` are zero-shot prompts (BOS, x, arrow) with their answers; the FV is added at the last prompt
-    position and at the answer positions (teacher forcing).
+    ``prompts`` are zero-shot prompts (BOS, x, arrow) with their answers (teacher forcing); the FV is injected as
+    :func:`fv_injection` does. The NLL is summed over the answer's tokens and averaged over the batch, as the
+    authors' ``compute_nll`` does (a mean over tokens would rescale lam for multi-token answers).
     """
     device = model.device
     index = {k: i for i, k in enumerate(ks)}
@@ -166,8 +174,9 @@ def optimise_mask(model: HeadModel, results: torch.Tensor, ks: list[int], prompt
                 chunk = [prompts[idx[i]] for i in order[s : s + batch]]
                 ids = torch.tensor([p.ids + p.answer for p in chunk], device=device)
                 fv = torch.einsum("blhd,lh->bd", R[[index[p.k] for p in chunk]], M)
-                logits = model.logits_grad(ids, Intervention(add_layer=layer, add_vector=fv, start=T - 1))
-                nll = F.cross_entropy(logits[:, T - 1 : T - 1 + A].reshape(-1, logits.shape[-1]), ids[:, T:].reshape(-1))
+                logits = model.logits_grad(ids, fv_injection(layer, fv, T))
+                nll = F.cross_entropy(logits[:, T - 1 : T - 1 + A].reshape(-1, logits.shape[-1]), ids[:, T:].reshape(-1),
+                                      reduction="sum") / len(chunk)
                 loss = nll + lam * M.abs().sum()
                 opt.zero_grad()
                 loss.backward()

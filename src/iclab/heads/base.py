@@ -22,13 +22,14 @@ ResidFn = Callable[[torch.Tensor], torch.Tensor]  # residual [B, T, D] -> residu
 
 @dataclass
 class Intervention:
-    """Changes to a forward pass at absolute positions >= ``start`` (every position when None).
+    """Changes to a forward pass at absolute positions ``start <= t < stop`` (None: unbounded on that side).
 
     ``head_scale`` [L, H]: multiplies each head's z (1 keeps it, 0 zero-ablates it).
     ``replace_mask`` [L, H] bool with ``replace_z`` [L, H, E]: those heads' z are replaced
     (mean ablation with task-mean z). ``add_layer`` and ``add_vector`` [D]: added to the residual
-    stream at the input of that layer (a function vector; [B, D] for one per sequence);
-    ``add_layer = L`` is the final residual.
+    stream of that layer (a function vector; [B, D] for one per sequence): at its input
+    (``add_site="pre"``; ``add_layer = L`` is the final residual) or after its attention, before its
+    MLP (``"mid"``, TransformerLens' ``blocks.l.hook_resid_mid``).
     """
 
     head_scale: torch.Tensor | None = None
@@ -37,6 +38,8 @@ class Intervention:
     add_layer: int | None = None
     add_vector: torch.Tensor | None = None
     start: int | None = None
+    stop: int | None = None
+    add_site: str = "pre"
 
     def layers_touched(self) -> set[int]:
         out: set[int] = set()
@@ -116,6 +119,11 @@ class HeadModel(ABC):
         """Register ``fn`` on the residual stream entering ``layer`` (``n_layers``: the final residual)."""
 
     @abstractmethod
+    def _hook_attn_out(self, layer: int, fn: ResidFn) -> Any:
+        """Register ``fn`` on what the layer's attention adds to the residual stream (so adding v there adds v to
+        the residual after attention, before the MLP: the mid-residual); a clear error where there is no such point."""
+
+    @abstractmethod
     def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
         """Logits [B, T, V] (float32) and the new cache (None when unsupported)."""
 
@@ -176,10 +184,11 @@ class HeadModel(ABC):
         with self.intervene(intervention):
             return self._forward(ids.to(self.device))[0]
 
-    def _positions(self, T: int, start: int | None) -> slice:
-        if start is None:
-            return slice(0, T)
-        return slice(max(0, start - self._offset), T)
+    def _positions(self, T: int, start: int | None, stop: int | None = None) -> slice:
+        """The positions of this forward call (T tokens from absolute position ``_offset``) inside [start, stop)."""
+        lo = 0 if start is None else max(0, start - self._offset)
+        hi = T if stop is None else min(T, max(0, stop - self._offset))
+        return slice(lo, max(lo, hi))
 
     @contextlib.contextmanager
     def intervene(self, iv: Intervention | None) -> Iterator["HeadModel"]:
@@ -191,9 +200,13 @@ class HeadModel(ABC):
                     for layer in sorted(iv.layers_touched()):
                         handles.append(self._hook_z(layer, self._z_editor(iv, layer)))
                     if iv.add_vector is not None:
-                        if iv.add_layer is None or not 0 <= iv.add_layer <= self.n_layers:
-                            raise IclabError(f"add_layer must lie in [0, {self.n_layers}], got {iv.add_layer}")
-                        handles.append(self._hook_resid(iv.add_layer, self._adder(iv)))
+                        if iv.add_site not in ("pre", "mid"):
+                            raise IclabError(f"add_site must be 'pre' or 'mid', got {iv.add_site!r}")
+                        top = self.n_layers if iv.add_site == "pre" else self.n_layers - 1
+                        if iv.add_layer is None or not 0 <= iv.add_layer <= top:
+                            raise IclabError(f"add_layer must lie in [0, {top}] for add_site={iv.add_site!r}, got {iv.add_layer}")
+                        hook = self._hook_resid if iv.add_site == "pre" else self._hook_attn_out
+                        handles.append(hook(iv.add_layer, self._adder(iv)))
                 yield self
         finally:
             for h in handles:
@@ -201,7 +214,7 @@ class HeadModel(ABC):
 
     def _z_editor(self, iv: Intervention, layer: int) -> ZFn:
         def edit(z: torch.Tensor) -> torch.Tensor:
-            sl = self._positions(z.shape[1], iv.start)
+            sl = self._positions(z.shape[1], iv.start, iv.stop)
             z = z.clone()
             if iv.replace_mask is not None and bool(iv.replace_mask[layer].any()):
                 m = iv.replace_mask[layer].to(z.device)
@@ -214,7 +227,7 @@ class HeadModel(ABC):
 
     def _adder(self, iv: Intervention) -> ResidFn:
         def add(resid: torch.Tensor) -> torch.Tensor:
-            sl = self._positions(resid.shape[1], iv.start)
+            sl = self._positions(resid.shape[1], iv.start, iv.stop)
             bump = torch.zeros_like(resid)
             vec = iv.add_vector.to(resid)
             bump[:, sl] = vec if vec.dim() == 1 else vec.unsqueeze(1)  # [D] for all, or [B, D] per sequence

@@ -192,6 +192,22 @@ class HFHeadModel(HeadModel):
 
         return self.layers[layer].register_forward_pre_hook(pre, with_kwargs=True)
 
+    def _hook_attn_out(self, layer: int, fn: ResidFn) -> Any:
+        cfg = self.model.config
+        if cfg.model_type == "phi" or getattr(cfg, "use_parallel_residual", False):
+            raise IclabError(f"{cfg.model_type}: attention and MLP run in parallel on the same input, so there is no "
+                             "residual stream between them (no mid-residual); add at a layer's input instead (add_site='pre')")
+        block = self.layers[layer]
+        # families with a norm after attention add that norm's output to the residual stream; the others the attention's
+        module = getattr(block, self.family.post_attn_norm) if self.family.post_attn_norm else self._attn(layer)
+
+        def hook(mod: nn.Module, args: tuple, out: Any) -> Any:
+            if isinstance(out, tuple):
+                return (fn(out[0]).to(out[0].dtype), *out[1:])
+            return fn(out).to(out.dtype)
+
+        return module.register_forward_hook(hook)
+
     # ------------------------------------------------------------------ passes
     def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
         out = self.model(input_ids=ids, past_key_values=past, use_cache=use_cache)

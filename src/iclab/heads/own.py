@@ -86,6 +86,9 @@ class IclabHeadModel(HeadModel):
             return self.model.ln_final.register_forward_pre_hook(lambda mod, args: (fn(args[0]),))
         return self.model.blocks[layer].hook_resid_pre.register_forward_hook(lambda mod, inp, out: fn(out))
 
+    def _hook_attn_out(self, layer: int, fn: ResidFn) -> Any:
+        return self.model.blocks[layer].hook_attn_out.register_forward_hook(lambda mod, inp, out: fn(out))
+
     def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
         if past is not None:
             raise IclabError("iclab models have no key / value cache; call without past")

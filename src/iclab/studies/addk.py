@@ -165,8 +165,8 @@ def clean_scan(model: HeadModel, cfg: AddKStudySettings) -> dict[str, Any]:
 
 def fv_layer(cfg: AddKStudySettings, model: HeadModel) -> int:
     layer = cfg.fv_layer if cfg.fv_layer is not None else max(1, round(model.n_layers / 3))
-    if not 0 <= layer <= model.n_layers:
-        raise IclabError(f"fv_layer={layer} is outside [0, {model.n_layers}] for this model")
+    if not 0 <= layer < model.n_layers:
+        raise IclabError(f"fv_layer={layer} is outside [0, {model.n_layers - 1}] for this model (the FV goes after that layer's attention)")
     return layer
 
 
@@ -424,7 +424,8 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
 
     figures = plot_all(res, cfg, out / "figures") + ([clean_scan_figure(scan, out / "figures")] if scan else [])
     notes = [
-        "Function vectors are added to the residual stream entering the injection layer, at the last prompt position and every generated one.",
+        "Function vectors are added to the residual stream after the injection layer's attention (its mid-residual), at the last "
+        "prompt token only, as the authors' code does; the mask's NLL is summed over answer tokens and averaged over prompts.",
         "Mean ablation replaces a head's z at the final prompt token (and generated tokens) by its mean over all tasks' task means.",
         "Significant heads: exact McNemar test per selected head (FV with the selected set vs without that head) on the 20% held-out "
         "zero-shot prompts, Benjamini-Hochberg at q.",

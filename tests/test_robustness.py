@@ -191,6 +191,9 @@ def test_a_finished_run_is_extended_when_only_the_step_count_grew(tmp_path):
     assert run.metrics.query("split == 'train'")["step"].max() == 30
     with pytest.raises(IclabError, match="train.steps: 30 on disk vs 10"):
         small_run(tmp_path / "run", steps=10)
+    result = iclab("train", "--task", "linreg", "--device", "cpu", "--out", str(tmp_path / "run"), *cli_sets(35))  # from the CLI
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr and load_run(tmp_path / "run").step == 35
     with pytest.raises(IclabError, match="different config"):
         small_run(tmp_path / "run", steps=40, extra=["train.lr=0.01"])
 

@@ -111,3 +111,17 @@ def test_mask_optimisation_recovers_planted_task_carrying_heads():
     assert fit.losses[-1] < fit.losses[0]
     right = A.correct(model, prompts, A.fv_intervention(results, A.heads_mask([(0, 1), (0, 3)], 1, 4), 0, list(range(K))))
     assert right.mean() == 1.0
+
+
+def test_the_joint_periodic_fit_finds_a_cos_sin_pair_spread_over_rotated_pcs_that_one_pc_fits_miss():
+    k = np.arange(1, 31)
+    Q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(16, 3)))
+    u0, u1, u2 = Q.T
+    cos10, sin10 = np.cos(2 * np.pi * k / 10), np.sin(2 * np.pi * k / 10)
+    X = np.outer(3 * (k - k.mean()) / k.std(), u0) + np.outer(cos10, u1) + np.outer(sin10, 0.8 * u1 + 0.6 * u2)
+    joint = A.mod_vector_fit(X, k)
+    assert joint.r2["mod10c"] > 0.99 and joint.r2["mod10s"] > 0.99
+    assert joint.mod_vectors.shape == (16, 6)
+    pca = A.head_pca(X)
+    one_pc = [A.periodic_fit(k, pca.coords[:, i]) for i in range(4)]
+    assert max(f["cos 10"]["r2"] for f in one_pc) < 0.6 and max(f["sin 10"]["r2"] for f in one_pc) < 0.6

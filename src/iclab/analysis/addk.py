@@ -341,3 +341,52 @@ def successive_correlation(signals: np.ndarray, ks: np.ndarray) -> float:
         dev[sel] -= signals[sel].mean(axis=(0, 1), keepdims=True)
     a, b = dev[:, :-1].reshape(-1), dev[:, 1:].reshape(-1)
     return float(np.corrcoef(a, b)[0, 1])
+
+
+# Hu et al.'s six periodic targets (their step2/periodic.py, fit_mod_vectors): name -> (period, phase searched).
+# Columns 1-4 (periods 2, 5, 10) span the unit-digit subspace; 0 and 5 (periods 50, 25) the magnitude subspace.
+MOD_TARGETS = {"mod50": (50, True), "mod2": (2, False), "mod5": (5, True), "mod10c": (10, False), "mod10s": (10, False),
+               "mod25": (25, True)}
+UNIT_TARGETS, MAGNITUDE_TARGETS = ("mod2", "mod5", "mod10c", "mod10s"), ("mod50", "mod25")
+
+
+@dataclass
+class ModFit:
+    r2: dict[str, float]  # per target: R^2 of its least-squares reconstruction from the top PCs jointly
+    theta: dict[str, float]  # phase of each target (0 where not searched; sin for mod10s)
+    mod_vectors: np.ndarray  # [D, 6] the targets' directions in activation space (PC basis @ weights)
+
+
+def mod_vector_fit(X: np.ndarray, k: np.ndarray, n_pcs: int = 6, step: float = 0.01) -> ModFit:
+    """The authors' joint periodic fit of one head's task means X [K, D] (rows in order of k [K]): project on the top
+    ``n_pcs`` principal directions, choose each searched phase against all those coordinates at once, then regress
+    every target on all of them jointly (least squares). A cos / sin pair spread over rotated PCs is found, which a
+    fit of one PC against one cosine misses (:func:`periodic_fit`, kept as iclab's per-direction view)."""
+    p = pca(X)
+    basis = p.components[:n_pcs].T  # [D, r]
+    coords = np.asarray(X, dtype=np.float64) @ basis
+    coords = coords - coords.mean(0)
+    k = np.asarray(k, dtype=np.float64)
+    targets, thetas = [], {}
+    for name, (period, search) in MOD_TARGETS.items():
+        if not search:
+            t = np.sin(2 * np.pi * k / period) if name == "mod10s" else np.cos(2 * np.pi * k / period)
+            thetas[name] = 0.0
+        else:
+            best, best_theta = np.inf, 0.0
+            for theta in np.arange(0, 2 * np.pi, step):
+                f = np.cos(2 * np.pi * k / period + theta)
+                f = f - f.mean()
+                resid = f - coords @ np.linalg.lstsq(coords, f, rcond=None)[0]
+                r = float(resid @ resid / max(f @ f, 1e-300))
+                if r < best:
+                    best, best_theta = r, theta
+            t = np.cos(2 * np.pi * k / period + best_theta)
+            thetas[name] = float(best_theta)
+        targets.append(t)
+    T = np.stack(targets, axis=1)  # [K, 6]
+    W = np.linalg.lstsq(coords, T, rcond=None)[0]  # [r, 6]
+    ss_res = ((T - coords @ W) ** 2).sum(0)
+    ss_tot = ((T - T.mean(0)) ** 2).sum(0)
+    r2 = 1 - ss_res / np.where(ss_tot == 0, 1.0, ss_tot)
+    return ModFit({n: float(v) for n, v in zip(MOD_TARGETS, r2)}, thetas, basis @ W)

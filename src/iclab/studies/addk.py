@@ -265,12 +265,14 @@ def subspaces(model: HeadModel, cfg: AddKStudySettings, z_mean: torch.Tensor, he
         pca = A.head_pca(results[:, layer, h])
         r = max(2, pca.n_95)
         fits = {f"PC{i + 1}": A.periodic_fit(k, pca.coords[:, i]) for i in range(min(6, pca.coords.shape[1]))}
+        joint = A.mod_vector_fit(results[:, layer, h], k)
         ex = A.extraction(model, layer, h, pca.components[:r], few)
         out[f"{layer}.{h}"] = {
             "explained": pca.explained.tolist(),
             "pcs_to_95": pca.n_95,
             "coords": pca.coords[:, :3].tolist(),
             "periodic": fits,
+            "mod_fit": {"r2": joint.r2, "theta": joint.theta},
             "identity_relative_error": ex.identity_error,
             "attention_label_share": ex.attention_label_share,
             "signal_label_share": ex.signal_label_share,
@@ -335,9 +337,12 @@ def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim], 
                                                                  "main_fraction": cfg.main_fraction}))
     for head, s in sub.items():
         best = {pc: max(f.items(), key=lambda kv: kv[1]["r2"]) for pc, f in s["periodic"].items()}
+        joint = s.get("mod_fit", {}).get("r2", {})
         claims.append(measured(f"head {head}: dimensions and periodic structure of the task means",
-                               f"{s['pcs_to_95']} PCs for 95% of task-mean variance (paper: 6); best periodic fits "
-                               + ", ".join(f"{pc} {name} R^2 {v['r2']:.2f}" for pc, (name, v) in best.items()), f"{HU}, section 4"))
+                               f"{s['pcs_to_95']} PCs for 95% of task-mean variance (paper: 6); the authors' joint fit of the six "
+                               "periodic targets on the top 6 PCs, R^2 " + ", ".join(f"{n} {v:.2f}" for n, v in joint.items())
+                               + "; iclab's one-PC-one-feature view, best per PC: "
+                               + ", ".join(f"{pc} {name} {v['r2']:.2f}" for pc, (name, v) in best.items()), f"{HU}, section 4"))
         claims.append(Claim(
             f"head {head} takes its signal from the demonstrations' label tokens (paper: 96-99%)",
             Verdict.of(s["signal_label_share"] > t.min_label_share),

@@ -77,3 +77,12 @@ def test_models_command_lists_the_catalogue(home):
 
 def test_a_local_folder_resolves_to_itself(tmp_path):
     assert pretrained.resolve(tmp_path) == tmp_path
+
+
+def test_a_gguf_file_that_is_not_one_is_a_clear_error_and_leaves_nothing(home, tmp_path):
+    pytest.importorskip("gguf")
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF but not really")
+    with pytest.raises(IclabError, match="could not read it as a GGUF causal LM"):
+        pretrained.resolve(bad, log=lambda s: None)
+    assert not pretrained.models_dir().exists() or list(pretrained.models_dir().iterdir()) == []

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -159,8 +160,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except ImportError as err:
         raise IclabError(f"reading GGUF files needs the 'hf' extra (gguf, accelerate): pip install 'iclab[hf]' ({err})") from None
-    except (OSError, ValueError, KeyError) as err:
-        raise IclabError(f"{gguf}: could not read it as a GGUF causal LM: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, KeyError, IndexError, struct.error, RuntimeError) as err:  # what a malformed file raises inside gguf
+        raise IclabError(f"{gguf}: could not read it as a GGUF causal LM: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
     finally:
         if quiet is None:
             os.environ.pop("TQDM_DISABLE", None)

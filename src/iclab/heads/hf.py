@@ -22,6 +22,7 @@ Nothing is ever downloaded: only ``local_files_only`` loading.
 
 from __future__ import annotations
 
+import inspect
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,8 +211,11 @@ class HFHeadModel(HeadModel):
 
     # ------------------------------------------------------------------ passes
     def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
-        out = self.model(input_ids=ids, past_key_values=past, use_cache=use_cache)
-        return out.logits.float(), (out.past_key_values if use_cache else None)
+        # the key/value cache is `cache` in recent transformers (5.2x; `past_key_values` is deprecated there and goes
+        # in 5.40) and `past_key_values` before: use whichever this model's forward takes
+        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        out = self.model(input_ids=ids, use_cache=use_cache, **{name: past})
+        return out.logits.float(), (out[name] if use_cache else None)
 
     @torch.no_grad()
     def patterns(self, ids: torch.Tensor) -> torch.Tensor:

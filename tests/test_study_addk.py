@@ -67,4 +67,4 @@ def test_a_missing_model_folder_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "no such folder" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "o" / "summary.json").exists()
+    assert not (tmp_path / "o").exists(), "a refused study leaves no folder"

@@ -233,6 +233,15 @@ def _gguf_folder(path: Path, log: Callable[[str], None]) -> Path:
     return _store(build, folder)
 
 
+def check_spec(spec: str | Path) -> None:
+    """A one-line error, before any work, for a model spec that is no catalogue name, folder or .gguf file."""
+    path = Path(spec).expanduser()
+    if str(spec) in CATALOGUE or path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
+        return
+    raise IclabError(f"--model {spec}: no such folder or .gguf file, and not a model name ({', '.join(CATALOGUE)}); "
+                     "give a local Hugging Face folder, a .gguf file or a name from `iclab models`")
+
+
 def resolve(spec: str | Path, log: Callable[[str], None] = print) -> Path:
     """A model folder for a catalogue name (fetched the first time), a local Hugging Face folder, or a .gguf file."""
     text = str(spec)
@@ -245,8 +254,8 @@ def resolve(spec: str | Path, log: Callable[[str], None] = print) -> Path:
         return path
     if path.is_file() and path.suffix == ".gguf":
         return _gguf_folder(path, log)
-    raise IclabError(f"--model {text}: no such folder or .gguf file, and not a model name ({', '.join(CATALOGUE)}); "
-                     "give a local Hugging Face folder, a .gguf file or a name from `iclab models`")
+    check_spec(spec)
+    raise AssertionError("unreachable: check_spec accepted the spec")
 
 
 def manifest(folder: Path) -> dict | None:

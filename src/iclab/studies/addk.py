@@ -400,6 +400,10 @@ def not_applicable(cfg: AddKStudySettings, clean: dict[str, Any], name: str) -> 
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
     cfg = settings_for(PRESETS, preset, overrides, "addk")
     out = Path(out)
+    if cfg.model is not None:  # a wrong --model is refused before the folder is touched
+        from iclab.pretrained import check_spec
+
+        check_spec(cfg.model)
     parts = Parts("addk", out, cfg, log)
     model, name = get_model(cfg, out, device, log)
     scan = parts.get("clean_scan", lambda: clean_scan(model, cfg)) if cfg.model is not None else None

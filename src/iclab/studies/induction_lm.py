@@ -18,6 +18,7 @@ from iclab.analysis import induction_evidence as E
 from iclab.analysis.induction_scores import score_heads
 from iclab.claims import Claim, Verdict, measured
 from iclab.heads import HeadModel, load_model
+from iclab.pretrained import check_spec
 from iclab.studies.common import Parts, finish, generator
 
 
@@ -99,6 +100,7 @@ def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
 def run(cfg, out: Path, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
     """The pretrained-model branch of the induction study (``cfg.model`` is set)."""
     p = cfg.pretrained
+    check_spec(cfg.model)  # a wrong --model is refused before the folder is touched
     parts = Parts("induction", out, cfg, log)
     model = load_model(cfg.model, device, log=log)
     scores = parts.get("lm_head_scores", lambda: head_scores(model, cfg))

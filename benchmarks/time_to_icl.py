@@ -1,18 +1,20 @@
 """Time to in-context learning: iclab's linreg recipe against Garg et al.'s, same model size, one run.
 
-A 4-layer model at d = 8 is trained until its normalised error (squared error / d)
-at n = 2d in-context examples falls below 0.1, evaluated every ``--eval-every``
-steps on held-out prompts. Printed: steps and wall time for each recipe, and
-their ratio; a recipe that does not get there within ``--max-steps`` is
-reported as such (with its best error), never extrapolated.
+A 4-layer model (d_model 64, 4 heads) is trained until its normalised error
+(squared error / d) at n = 2d in-context examples falls below 0.1, evaluated
+every ``--eval-every`` steps on held-out prompts. Printed: steps and wall time
+for each recipe, and their ratio; a recipe that does not get there within
+``--max-steps`` is reported as such (with its best error), never extrapolated.
 
-    python benchmarks/time_to_icl.py [--max-steps 6000]
+    python benchmarks/time_to_icl.py [--d 4] [--max-steps 8000]
 
-Recipes:
-  iclab: the linreg study's quick recipe (no LayerNorm, Akyürek token encoding,
-         AdamW 1e-3 with warm-up and cosine decay, a fast curriculum).
-  garg:  Adam 1e-4 constant, batch 64, GPT-2-style LayerNorm model, Garg's curriculum
-         scaled to d = 8 (d 5 -> 8, +1 every 2000 steps; points 11 -> 17, +2 every 2000).
+Recipes (same model size, same d and prompt length 2d + 1):
+  iclab: the linreg study's quick recipe (pre-LayerNorm, PyTorch's default linear
+         init, Akyürek token encoding, AdamW 3e-3, batch 128, 200 warm-up steps
+         then cosine over --max-steps).
+  garg:  Adam 1e-4 constant, batch 64, GPT-2-style LayerNorm model (init std 0.02),
+         Garg's token encoding and curriculum scaled to d (dimension from
+         d - 3, +1 every 2000 steps; points from 2(d - 3) + 1, +2 every 2000).
 """
 
 from __future__ import annotations
@@ -60,17 +62,20 @@ def time_to_threshold(config, max_steps: int, eval_every: int, threshold: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-steps", type=int, default=6000)
+    parser.add_argument("--max-steps", type=int, default=8000)
+    parser.add_argument("--d", type=int, default=PRESETS["quick"].d)
     parser.add_argument("--eval-every", type=int, default=100)
     args = parser.parse_args()
     cfg = PRESETS["quick"]
-    d, n_points, threshold = 8, 2 * 8 + 1, 0.1
+    d = args.d
+    n_points, threshold = 2 * d + 1, 0.1
     ours = _run_config(cfg, 4, args.max_steps, d, n_points)
     garg = _run_config(cfg, 4, args.max_steps, d, n_points)
     garg = replace(
         garg,
-        task=replace(garg.task, encoding="garg", curriculum=Curriculum(d_start=5, d_increment=1, points_start=11, points_increment=2, interval=2000)),
-        model=replace(garg.model, normalization="layernorm", d_input=d),
+        task=replace(garg.task, encoding="garg", curriculum=Curriculum(d_start=max(1, d - 3), d_increment=1,
+                                                                         points_start=2 * max(1, d - 3) + 1, points_increment=2, interval=2000)),
+        model=replace(garg.model, normalization="layernorm", init="gpt2", d_input=d),
         train=replace(garg.train, lr=1e-4, schedule="constant", warmup_steps=0, batch_size=64),
     )
     print(f"4 layers, d_model {ours.model.d_model}, d = {d}, threshold: error/d < {threshold} at n = {2 * d}, {torch.get_num_threads()} threads")

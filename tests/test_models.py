@@ -204,3 +204,19 @@ def test_pattern_preserving_ablation_keeps_every_later_pattern():
     torch.testing.assert_close(cache["blocks.1.attn.hook_pattern"], clean[1])
     with ablate_heads(model, [(0, 0)]):
         assert not torch.allclose(frozen_out, model(x))
+
+
+def test_torch_init_uses_the_linear_layer_scale_of_each_weight():
+    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, input="continuous", d_input=5, init="torch")
+    model = Transformer(cfg)
+    bounds = {"W_Q": 32, "W_K": 32, "W_V": 32, "W_O": 32, "W_in": 32, "W_out": 128, "b_in": 32, "b_out": 128}
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in bounds:
+            bound = 1 / bounds[leaf] ** 0.5
+            assert float(p.abs().max()) <= bound and float(p.abs().max()) > 0.8 * bound, name
+        if "ln" in name:
+            assert torch.all(p == (1.0 if leaf == "weight" else 0.0)), name
+    assert abs(float(model.W_pos.std()) - cfg.init_std) < 0.005
+    gpt2 = Transformer(ModelConfig(n_layers=2, d_model=32, n_heads=4, input="continuous", d_input=5))
+    assert float(gpt2.blocks[0].attn.W_Q.std()) < 0.03 and float(model.blocks[0].attn.W_Q.std()) > 0.08

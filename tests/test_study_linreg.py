@@ -8,7 +8,7 @@ import torch
 from iclab.studies import linreg
 
 TINY = [
-    "d=3", "n_points=8", "depths=[1,2]", "steps=[40,40]", "noise_ratios=[0.0,0.25]", "noise_finetune_steps=20",
+    "d=3", "n_points=8", "depths=[1,2]", "steps=[40,40]", "noise_grid=[[0,1],[0.5,1]]", "noise_training.round_steps=20", "noise_training.max_steps=40",
     "eval_prompts=64", "ilwd_prompts=8", "recipe.d_model=16", "recipe.n_heads=2", "recipe.batch_size=16",
     "probing.d=2", "probing.n_points=6", "probing.n_layers=2", "probing.steps=40", "probing.control_steps=20",
     "probing.prefixes=[2,4]", "probing.n_train=128", "probing.n_test=64", "probing.probe_steps=20", "probing.hidden=32",
@@ -37,10 +37,10 @@ def test_summary_has_the_documented_keys(study):
 
 def test_models_are_ordinary_resumable_runs_and_a_rerun_reuses_everything(study):
     out, _, _ = study
-    for name in ("L1", "L2", "L_noise_0.2500", "probe", "control"):
+    for name in ("L1", "L2", "L_noise_s0.5_t1", "probe", "control"):
         assert json.loads((out / "runs" / name / "summary.json").read_text())["status"] == "complete"
-    noisy = json.loads((out / "runs" / "L_noise_0.2500" / "summary.json").read_text())
-    assert noisy["steps"] == 20
+    noisy = json.loads((out / "runs" / "L_noise_s0.5_t1" / "summary.json").read_text())
+    assert noisy["steps"] in (20, 40)  # fine-tuned in rounds of 20 until within the Bayes margin, at most 40
     log = []
     linreg.run("quick", out, TINY, torch.device("cpu"), log=log.append)
     assert "  behaviour: cached" in log and "  probes: cached" in log

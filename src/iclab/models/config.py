@@ -18,6 +18,7 @@ from iclab.config import require
 Positional = Literal["learned", "shortformer", "none"]
 Normalization = Literal["layernorm", "none"]
 InputKind = Literal["tokens", "continuous"]
+Init = Literal["gpt2", "torch"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class ModelConfig:
     s = sigmoid(a) (Olsson et al. 2022).
     ``input``: ``tokens`` (embedding W_E [V, D] and unembedding W_U [D, V]) or
     ``continuous`` (linear read-in [I -> D] and read-out [D -> O], Garg et al. 2022).
+    ``init``: ``gpt2`` draws every weight from N(0, init_std) (output
+    projections scaled by 1/sqrt(2 L)), biases zero; ``torch`` uses PyTorch's
+    ``nn.Linear`` default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and
+    biases alike, with positions from N(0, init_std). For small continuous-input
+    models the larger ``torch`` scale leaves the predict-zero plateau far sooner.
     """
 
     n_layers: int = 2
@@ -50,6 +56,7 @@ class ModelConfig:
     d_input: int = 1
     d_output: int = 1
     init_std: float = 0.02
+    init: Init = "gpt2"
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "n_ctx"):

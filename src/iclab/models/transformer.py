@@ -93,26 +93,47 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator) -> None:
-        """GPT-2 initialisation: N(0, init_std) weights, output projections / sqrt(2 L), zero biases.
+        """Initialise every parameter by ``cfg.init`` (see :class:`ModelConfig`).
 
-        The continuous read-in / read-out keep the usual linear-layer scale,
-        U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (as in Garg et al.'s model), so the
-        inputs are not drowned by the position embedding.
+        ``gpt2``: N(0, init_std) weights, output projections / sqrt(2 L), zero
+        biases; the continuous read-in / read-out keep the usual linear-layer
+        scale, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (as in Garg et al.'s model), so
+        the inputs are not drowned by the position embedding.
+        ``torch``: that linear-layer scale for every weight and bias, with
+        fan_in the width each one reads (D for W_Q/W_K/W_V/W_in, H E for W_O, M
+        for W_out); positions and token embeddings N(0, init_std).
+        LayerNorm gains are 1 and its biases 0 either way.
         """
         std = self.cfg.init_std
         for name, p in self.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
-            if name.startswith(("read_in.", "read_out.")):
-                bound = 1.0 / math.sqrt(self.read_in.in_features if name.startswith("read_in") else self.cfg.d_model)
+            fan_in = self._fan_in(name, leaf)
+            if ("." + name).rsplit(".", 2)[-2].startswith("ln"):  # LayerNorm gain and bias
+                p.fill_(1.0 if leaf == "weight" else 0.0)
+            elif leaf == "smear_logit":
+                p.zero_()
+            elif fan_in is not None and (self.cfg.init == "torch" or name.startswith(("read_in.", "read_out."))):
+                bound = 1.0 / math.sqrt(fan_in)
                 p.uniform_(-bound, bound, generator=generator)
             elif leaf in ("W_O", "W_out"):
                 p.normal_(0.0, std / math.sqrt(2 * self.cfg.n_layers), generator=generator)
-            elif leaf.startswith("W_") or (leaf == "weight" and p.dim() == 2):
+            elif leaf.startswith("W_"):
                 p.normal_(0.0, std, generator=generator)
-            elif leaf in ("bias",) or leaf.startswith("b_") or leaf == "smear_logit":
+            else:  # biases under gpt2
                 p.zero_()
-            elif leaf == "weight":  # LayerNorm gain
-                p.fill_(1.0)
+
+    def _fan_in(self, name: str, leaf: str) -> int | None:
+        """The width a linear weight or bias reads; None for embeddings and positions."""
+        cfg = self.cfg
+        if name.startswith("read_in."):
+            return cfg.d_input
+        if name.startswith("read_out.") or leaf in ("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_in", "b_in", "W_U", "b_U"):
+            return cfg.d_model
+        if leaf in ("W_O", "b_O"):
+            return cfg.n_heads * cfg.head_dim
+        if leaf in ("W_out", "b_out"):
+            return cfg.mlp_dim
+        return None
 
     def _check_inputs(self, inputs: torch.Tensor) -> None:
         cfg = self.cfg

@@ -130,3 +130,25 @@ def test_the_tuned_step_size_recovers_the_step_that_made_the_target():
     assert lr == 0.03 and scores[1] == pytest.approx(0.0, abs=1e-12)
     own, _ = best_step_size(lambda s: GD(steps=1, lr=s), grid, xs, ys, 4)  # by its own error: a larger step helps here
     assert own > 0.01
+
+
+def test_implicit_weights_with_an_intercept_recover_an_affine_map():
+    from iclab.analysis.learner_metrics import implicit_weights
+
+    g = torch.Generator().manual_seed(0)
+    queries = torch.randn(3, 40, 4, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)  # [B, n, d]
+    preds = torch.einsum("bnd,bqd->bnq", w, queries) + 5.0  # an offset the origin fit cannot express
+    torch.testing.assert_close(implicit_weights(preds, queries, intercept=True), w)
+    assert float((implicit_weights(preds, queries) - w).abs().max()) > 0.1
+
+
+def test_knn_implicit_weights_settle_with_more_probes_and_linear_ones_never_move():
+    from iclab.analysis.learner_metrics import implicit_weight_stability
+    from iclab.tasks import LinearRegression as Task, LinRegConfig
+
+    xs, ys, _ = Task(LinRegConfig(d=4, n_points=9)).sample(0, 32, "eval")
+    knn = implicit_weight_stability(KNN(3, "uniform"), xs, ys, torch.Generator().manual_seed(0), intercept=True)
+    assert knn["32"] < knn["8"] < knn["2"]
+    ols = implicit_weight_stability(OLS(), xs, ys, torch.Generator().manual_seed(0))
+    assert max(ols.values()) < 1e-10

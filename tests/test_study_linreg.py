@@ -31,6 +31,8 @@ def test_summary_has_the_documented_keys(study):
     assert set(summary["best_ridge_lambda"]) == {"0.0000", "0.2500"}
     assert len(summary["probe_r2"]["model"]["XTy"]) == 3 and len(summary["probe_r2"]["control"]["w_ols"]) == 3
     assert any("ridge lambda" in line for line in summary["findings"])
+    assert summary["construction"]["max_relative_error"] < 1e-7 and set(summary["construction"]["spd"]) == {"1", "2"}
+    assert any(line.startswith("REPRODUCED") and "Theorem 1" in line for line in summary["findings"])
     for rel in summary["figures"]:
         assert (out / rel).stat().st_size > 5000
 

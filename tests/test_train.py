@@ -60,12 +60,14 @@ def test_training_reduces_the_loss_and_writes_the_run_layout(tmp_path):
     assert rows[0]["status"] == "complete" and rows[0]["steps"] == "300/300"
 
 
-def test_resume_in_process_is_bitwise_equal(tmp_path):
-    full = train(small_config(steps=40), tmp_path / "full", progress=False)
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_resume_in_process_is_bitwise_equal(tmp_path, compiled):
+    extra = ["train.compile=true"] if compiled else []
+    full = train(small_config(steps=40, extra=extra), tmp_path / "full", progress=False)
     # A run stopped after 20 steps: same config except the step count is not part of
     # the state, so simulate the stop by training the first 20 steps and copying the resume file.
     part_dir = tmp_path / "part"
-    cfg = small_config(steps=40)
+    cfg = small_config(steps=40, extra=extra)
     from iclab.train import loop
 
     calls = {"n": 0}

@@ -43,11 +43,35 @@ def spd(preds1: torch.Tensor, preds2: torch.Tensor, d: int, generator: torch.Gen
     return _bootstrap(spd_per_prompt(preds1, preds2, d), generator, n_boot)
 
 
-def implicit_weights(query_preds: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """Least-squares w_hat with w_hat . x'_q ~ prediction: query_preds [B, n, Q], queries [B, Q, d] -> [B, n, d]."""
+def implicit_weights(query_preds: torch.Tensor, queries: torch.Tensor, intercept: bool = False) -> torch.Tensor:
+    """Least-squares w_hat with w_hat . x'_q (+ c) ~ prediction: query_preds [B, n, Q], queries [B, Q, d] -> [B, n, d].
+
+    ``intercept``: fit a constant c as well and return only w_hat (the authors' plotting code fits
+    with an intercept); without it the fit goes through the origin."""
     Xq = queries.to(torch.float64)
-    pinv = torch.linalg.pinv(Xq)  # [B, d, Q]
-    return torch.einsum("bdq,bnq->bnd", pinv, query_preds.to(torch.float64))
+    if intercept:
+        Xq = torch.cat([Xq, torch.ones(*Xq.shape[:-1], 1, dtype=torch.float64, device=Xq.device)], dim=-1)
+    pinv = torch.linalg.pinv(Xq)  # [B, d (+1), Q]
+    w = torch.einsum("bdq,bnq->bnd", pinv, query_preds.to(torch.float64))
+    return w[..., : queries.shape[-1]]
+
+
+def implicit_weight_stability(learner, xs: torch.Tensor, ys: torch.Tensor, generator: torch.Generator,
+                              multiples: tuple[int, ...] = (1, 2, 4, 8, 16, 32), reference: int = 64,
+                              intercept: bool = False) -> dict[str, float]:
+    """How much a learner's implicit weights move with the number of probe inputs: for each Q = m d,
+    E ||w_hat(Q) - w_hat(reference d)||^2 / E ||w_hat(reference d)||^2 over prompts and prefixes n >= 1.
+    Linear learners give 0 at every Q >= d; a non-linear one (kNN) needs enough probes to settle."""
+    B, _, d = xs.shape
+    pool = torch.randn(B, reference * d, d, generator=generator)
+    ref = implicit_weights(learner.predict_queries(xs, ys, pool), pool, intercept)[:, 1:]
+    scale = float(ref.pow(2).sum(-1).mean())
+    out = {}
+    for m in multiples:
+        q = pool[:, : m * d]
+        w = implicit_weights(learner.predict_queries(xs, ys, q), q, intercept)[:, 1:]
+        out[str(m)] = float((w - ref).pow(2).sum(-1).mean()) / scale
+    return out
 
 
 def ilwd(weights1: torch.Tensor, weights2: torch.Tensor, generator: torch.Generator, n_boot: int = 200) -> CurveCI:

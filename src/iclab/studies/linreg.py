@@ -19,10 +19,12 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
-from iclab.analysis.learner_metrics import best_step_size, ilwd, implicit_weights, mspd, normalized_error, spd
+from iclab.analysis.learner_metrics import (best_step_size, ilwd, implicit_weight_stability, implicit_weights, mspd,
+                                           normalized_error, spd)
 from iclab.analysis.probes import probe_targets, train_probes
 from iclab.claims import Claim, Verdict, measured
 from iclab.config import require, require_positive, to_dict
+from iclab.constructions import gd_step_model
 from iclab.learners import GD, KNN, OLS, SGD, Averaging, Ridge
 from iclab.learners.model import ModelLearner
 from iclab.models import ModelConfig, run_with_cache
@@ -87,6 +89,7 @@ class LinRegThresholds:
     ols_margin: float = 0.5  # "closest to OLS": SPD to OLS below this fraction of the SPD to kNN and to averaging
     ols_spd: float = 0.01  # the paper's "SPD to OLS < 0.01"
     share_of_n: float = 0.9  # ... at more than this share of prefix lengths
+    construction_tol: float = 1e-7  # the constructed GD model vs the GD learner: max |difference| / max |prediction|
     ols_spd_at_2d: float = 0.05  # the quick target: SPD/d to OLS at n = 2d (the paper reaches < 0.01 at L16 H512)
 
 
@@ -127,12 +130,13 @@ class LinRegStudySettings:
     noise_training: NoiseTraining = field(default_factory=NoiseTraining)
     eval_prompts: int = 1000
     ilwd_prompts: int = 64
+    ilwd_queries: int = 32  # probe inputs per prompt for ILWD, as a multiple of d (kNN's fit settles by ~32 d)
     step_grid: int = 16  # GD / SGD step sizes tried, log-spaced in [0.01, 2] / d
     probing: Probing = field(default_factory=Probing)
     thresholds: LinRegThresholds = field(default_factory=LinRegThresholds)
 
     def __post_init__(self) -> None:
-        require_positive(self, "d", "n_points", "depths", "steps", "eval_prompts", "ilwd_prompts")
+        require_positive(self, "d", "n_points", "depths", "steps", "eval_prompts", "ilwd_prompts", "ilwd_queries")
         require(len(self.steps) == len(self.depths), "steps", f"needs one entry per depth ({len(self.depths)}), got {len(self.steps)}")
         require(all(len(p) == 2 and p[0] >= 0 and p[1] > 0 for p in self.noise_grid), "noise_grid",
                 "must be [sigma, tau] pairs with sigma >= 0 and tau > 0")
@@ -275,15 +279,24 @@ def bayes_excess(cfg: LinRegStudySettings, run: RunDir, pair: tuple[float, float
 
 
 def behaviour(cfg: LinRegStudySettings, runs: dict[str, RunDir]) -> dict[str, Any]:
-    """SPD and ILWD of every depth's model to every learner, and each one's error, against i."""
+    """SPD and ILWD (fitted through the origin, and with an intercept as in the authors' code) of every depth's
+    model to every learner, each one's error against i, and how stable kNN's implicit weights are in the number
+    of probe inputs."""
     xs, ys, _, g = _eval_data(cfg, cfg.d, cfg.n_points, cfg.eval_prompts, "behaviour")
-    queries = torch.randn(cfg.ilwd_prompts, 2 * cfg.d, cfg.d, generator=g)
+    queries = torch.randn(cfg.ilwd_prompts, cfg.ilwd_queries * cfg.d, cfg.d, generator=g)
     xs_i, ys_i = xs[: cfg.ilwd_prompts], ys[: cfg.ilwd_prompts]
+
+    def fits(learner) -> dict[str, torch.Tensor]:
+        qp = learner.predict_queries(xs_i, ys_i, queries)
+        return {"origin": implicit_weights(qp, queries), "intercept": implicit_weights(qp, queries, intercept=True)}
+
     learners = reference_learners(cfg.d)
     preds = {name: learner.predict(xs, ys) for name, learner in learners.items()}
-    weights = {name: implicit_weights(learner.predict_queries(xs_i, ys_i, queries), queries) for name, learner in learners.items()}
+    weights = {name: fits(learner) for name, learner in learners.items()}
     out: dict[str, Any] = {"learner_error": {n: normalized_error(p, ys, cfg.d) for n, p in preds.items()}, "depths": {},
-                           "step_sizes": {}}
+                           "step_sizes": {}, "ilwd_queries": cfg.ilwd_queries * cfg.d,
+                           "knn_weight_stability": {kind: implicit_weight_stability(learners["knn_3"], xs_i, ys_i, g, intercept=kind == "intercept")
+                                                    for kind in ("origin", "intercept")}}
     grid = [float(x) / cfg.d for x in np.geomspace(0.01, 2.0, cfg.step_grid)]
     makers = {"gd_1step": lambda lr: GD(steps=1, lr=lr), "sgd": SGD}
     for name, make in makers.items():  # the second variant: the step with the learner's own lowest error
@@ -291,22 +304,23 @@ def behaviour(cfg: LinRegStudySettings, runs: dict[str, RunDir]) -> dict[str, An
         out["step_sizes"][f"{name}_best"] = lr
         learner = make(lr)
         preds[f"{name}_best"] = learner.predict(xs, ys)
-        weights[f"{name}_best"] = implicit_weights(learner.predict_queries(xs_i, ys_i, queries), queries)
+        weights[f"{name}_best"] = fits(learner)
         out["learner_error"][f"{name}_best"] = normalized_error(preds[f"{name}_best"], ys, cfg.d)
     for depth in cfg.depths:
         model = _learner(runs[f"L{depth}"])
         mp = model.predict(xs, ys)
-        mw = implicit_weights(model.predict_queries(xs_i, ys_i, queries), queries)
+        mw = fits(model)
         mine_p, mine_w, chosen = dict(preds), dict(weights), {}
         for name, make in makers.items():  # the step that brings the learner closest to this model
             lr, _ = best_step_size(make, grid, xs, ys, cfg.d, target=mp)
             chosen[name] = lr
             mine_p[name] = make(lr).predict(xs, ys)
-            mine_w[name] = implicit_weights(make(lr).predict_queries(xs_i, ys_i, queries), queries)
+            mine_w[name] = fits(make(lr))
         out["depths"][str(depth)] = {
             "error": normalized_error(mp, ys, cfg.d),
             "spd": {n: to_dict(spd(mp, p, cfg.d, g)) for n, p in mine_p.items()},
-            "ilwd": {n: to_dict(ilwd(mw, w, g)) for n, w in mine_w.items()},
+            "ilwd": {n: to_dict(ilwd(mw["origin"], w["origin"], g)) for n, w in mine_w.items()},
+            "ilwd_intercept": {n: to_dict(ilwd(mw["intercept"], w["intercept"], g)) for n, w in mine_w.items()},
             "step_sizes": chosen,
         }
     return out
@@ -330,6 +344,25 @@ def noise_table(cfg: LinRegStudySettings, runs: dict[str, RunDir]) -> dict[str, 
     best = {col: float(min(row, key=row.get)) for col, row in table.items()}
     return {"mspd_table": table, "best_ridge_lambda": best, "bayes_excess": excess,
             "pairs": {f"{noise_ratio(p):.4f}": list(p) for p in cfg.noise_grid}}
+
+
+@torch.no_grad()
+def construction(cfg: LinRegStudySettings, runs: dict[str, RunDir], behaviour_part: dict[str, Any]) -> dict[str, Any]:
+    """Akyürek et al.'s Theorem 1 as weights: the 2-block one-step-GD transformer at the step size that brings one GD
+    step closest to the shallowest trained model, checked against the GD learner (float64), and compared with every
+    trained depth by SPD."""
+    shallowest = str(min(cfg.depths))
+    lr = behaviour_part["depths"][shallowest]["step_sizes"]["gd_1step"]
+    model = gd_step_model(cfg.d, cfg.n_points, lr)
+    xs, ys, _, g = _eval_data(cfg, cfg.d, cfg.n_points, cfg.eval_prompts, "construction")
+    task = LinearRegression(LinRegConfig(d=cfg.d, n_points=cfg.n_points, encoding="akyurek"))
+    built = task.predictions(model(task.encode(xs.double(), ys.double())))
+    gd = GD(steps=1, lr=lr).predict(xs, ys)
+    out: dict[str, Any] = {"lr": lr, "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model, "d_mlp": model.cfg.mlp_dim,
+                           "max_relative_error": float((built - gd).abs().max() / gd.abs().max()), "spd": {}}
+    for depth in cfg.depths:
+        out["spd"][str(depth)] = float(np.mean(spd(_learner(runs[f"L{depth}"]).predict(xs, ys), built, cfg.d, g).mean[1:]))
+    return out
 
 
 @torch.no_grad()
@@ -383,10 +416,12 @@ AKYUREK = "Akyürek et al. 2023"
 _TREND_RANK = {"gd_1step": 0, "gd_1step_best": 0, "ridge_1": 1, "ridge_0.1": 2, "ridge_0.01": 3, "ols": 3}
 
 
-def _depth_trend(cfg: LinRegStudySettings, closest: dict[str, str], beh: dict[str, Any], own_steps: dict[str, float]) -> Claim:
+def _depth_trend(cfg: LinRegStudySettings, spd_sum: dict[str, dict[str, float]], beh: dict[str, Any],
+                 own_steps: dict[str, float]) -> Claim:
     """1 layer ~ one GD step, intermediate depths ridge-like, the deepest OLS-like (closest learner moving monotonically
     along GD -> ridge with decreasing lambda -> OLS)."""
     depths = sorted(cfg.depths)
+    closest = {dep: min(v, key=v.get) for dep, v in spd_sum.items()}
     ranks = [_TREND_RANK.get(closest[str(dep)]) for dep in depths]
     middle = ranks[1:-1]
     ok = (len(depths) >= 2 and None not in ranks and ranks[0] == 0 and ranks[-1] == 3
@@ -394,8 +429,9 @@ def _depth_trend(cfg: LinRegStudySettings, closest: dict[str, str], beh: dict[st
     return Claim(
         "the closest learner moves with depth: 1 layer ~ one GD step, intermediate depths ridge-like, the deepest OLS-like",
         Verdict.of(ok),
-        ", ".join(f"{d} layers -> {closest[str(d)]} (GD step {beh[str(d)]['step_sizes']['gd_1step'] * cfg.d:.3g}/d, SGD "
-                  f"{beh[str(d)]['step_sizes']['sgd'] * cfg.d:.3g}/d)" for d in depths)
+        ", ".join(f"{d} layers -> {closest[str(d)]} (SPD {spd_sum[str(d)][closest[str(d)]]:.3f}; one GD step "
+                  f"{spd_sum[str(d)]['gd_1step']:.3f} at {beh[str(d)]['step_sizes']['gd_1step'] * cfg.d:.3g}/d, SGD "
+                  f"{spd_sum[str(d)]['sgd']:.3f} at {beh[str(d)]['step_sizes']['sgd'] * cfg.d:.3g}/d)" for d in depths)
         + f"; GD and SGD take, per model, the step of a grid that brings each closest to it; steps with the learners' own "
         f"lowest error: GD {own_steps['gd_1step_best'] * cfg.d:.3g}/d, SGD {own_steps['sgd_best'] * cfg.d:.3g}/d",
         f"{AKYUREK}, figure 3")
@@ -421,10 +457,28 @@ def _noise_trend(cfg: LinRegStudySettings, noise: dict[str, Any]) -> Claim:
         f"{AKYUREK}, figure 4")
 
 
+def _construction_claims(cfg: LinRegStudySettings, c: dict[str, Any], probe_r2: dict[str, dict[str, list[float]]]) -> list[Claim]:
+    t = cfg.thresholds
+    built = Claim(
+        "a transformer implements one step of gradient descent on its prompt with O(1) layers and O(d) width (Theorem 1)",
+        Verdict.of(c["max_relative_error"] <= t.construction_tol),
+        f"constructed model: {c['n_layers']} blocks, width {c['d_model']} = 5d + 5, MLP {c['d_mlp']}, one head; max |prediction - "
+        f"GD(lr {c['lr'] * cfg.d:.3g}/d)| / max |prediction| = {c['max_relative_error']:.1e} over {cfg.eval_prompts} prompts (float64)",
+        f"{AKYUREK}, section 3, Theorem 1", {"thresholds.construction_tol": t.construction_tol})
+    xty = probe_r2["model"]["XTy"]
+    compare = measured(
+        "trained models against the constructed one-step-GD model (SPD/d, mean over n >= 1); its one intermediate "
+        "quantity, sum_j y_j x_j = X^T y, is what the X^T y probes look for",
+        ", ".join(f"{dep} layers: {v:.3f}" for dep, v in c["spd"].items()) + f"; X^T y probe best R^2 {max(xty):.2f} in the probed model",
+        f"{AKYUREK}, sections 3 and 5")
+    return [built, compare]
+
+
 def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
     beh = res["behaviour"]["depths"]
     spd_sum = {dep: {n: _mean(c) for n, c in v["spd"].items()} for dep, v in beh.items()}
     ilwd_sum = {dep: {n: _mean(c) for n, c in v["ilwd"].items()} for dep, v in beh.items()}
+    ilwd_icpt = {dep: {n: _mean(c) for n, c in v["ilwd_intercept"].items()} for dep, v in beh.items()}
     closest = {dep: min(v, key=v.get) for dep, v in spd_sum.items()}
     deepest = str(max(cfg.depths))
     s, t = spd_sum[deepest], cfg.thresholds
@@ -444,7 +498,15 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
         "normalised SPD to OLS is tiny at almost every number of examples", Verdict.of(frac > t.share_of_n),
         f"below {t.ols_spd} at {frac:.0%} of n", f"{AKYUREK}, figure 2", {"thresholds.ols_spd": t.ols_spd, "thresholds.share_of_n": t.share_of_n},
         scale_note="The paper's models are L16 H512 trained 500k steps; this preset's are far smaller and shorter."))
-    claims.append(_depth_trend(cfg, closest, beh, res["behaviour"]["step_sizes"]))
+    claims.append(_depth_trend(cfg, spd_sum, beh, res["behaviour"]["step_sizes"]))
+    stab = res["behaviour"]["knn_weight_stability"]
+    claims.append(measured(
+        "ILWD: kNN's implicit weights against the number of probe inputs (relative squared change vs a fit on 64 d probes); "
+        f"ILWD here uses {res['behaviour']['ilwd_queries']} probes per prompt",
+        "; ".join(f"{kind}: " + ", ".join(f"{m}d {v:.3f}" for m, v in stab[kind].items()) for kind in ("origin", "intercept"))
+        + f"; closest learner by ILWD at {deepest} layers: through the origin {min(ilwd_sum[deepest], key=ilwd_sum[deepest].get)}, "
+        f"with an intercept {min(ilwd_icpt[deepest], key=ilwd_icpt[deepest].get)}",
+        f"{AKYUREK}, section 4 (ILWD); the authors' plotting code fits with an intercept"))
     claims.append(_noise_trend(cfg, res["noise"]))
     best = res["noise"]["best_ridge_lambda"]
     pr = res["probes"]
@@ -463,16 +525,19 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
                         f"MLP probes, n={n_max}; " + "; ".join(parts), f"{AKYUREK}, section 5"))
     lin = pr["model"][f"w_ols/linear/n={n_max}"]
     mlp = pr["model"][f"w_ols/mlp/n={n_max}"]
+    claims += _construction_claims(cfg, res["construction"], summary_r2)
     claims.append(Claim("MLP probes beat linear ones for w_OLS (it is encoded non-linearly)", Verdict.of(max(mlp) >= max(lin)),
                         f"best R^2 {max(mlp):.2f} vs {max(lin):.2f}", f"{AKYUREK}, section 5"))
     numbers = {
         "spd": spd_sum,
         "ilwd": ilwd_sum,
+        "ilwd_intercept": ilwd_icpt,
         "closest_learner": closest,
         "mspd_table": res["noise"]["mspd_table"],
         "best_ridge_lambda": best,
         "noise_bayes_excess": res["noise"]["bayes_excess"],
         "probe_r2": summary_r2,
+        "construction": res["construction"],
     }
     return claims, numbers
 
@@ -488,6 +553,7 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         "probes": parts.get("probes", lambda: probes(cfg, runs)),
         "curves": training_curves(runs),
     }
+    res["construction"] = parts.get("construction", lambda: construction(cfg, runs, res["behaviour"]))
     claims, numbers = findings(cfg, res)
     from iclab.plots.linreg import plot_all
 
@@ -496,7 +562,8 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         "Noise-grid models (the paper's (sigma, tau) pairs) are fine-tuned from the noiseless deepest model in rounds until within "
         "noise_training.bayes_margin of the Bayes-optimal ridge's error (or noise_training.max_steps); the margins reached are in the noise claim.",
         "SPD / ILWD summaries are means over n >= 1 of the curves in parts/behaviour.json (normalised by d).",
-        "ILWD fits implicit weights on 2d fresh probe inputs per prompt.",
+        "ILWD fits implicit weights on ilwd_queries x d fresh probe inputs per prompt, through the origin (ilwd) and with an "
+        "intercept (ilwd_intercept, as the authors' plotting code); kNN's stability in the number of probes is in the findings.",
         "Quick probes: MLP probes have 128 hidden units (512 in the paper preset) and are fitted at n = 2d only, to fit the CPU budget.",
     ]
     return finish("linreg", cfg.preset, out, numbers, claims, figures, parts, notes)

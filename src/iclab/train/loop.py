@@ -204,6 +204,7 @@ def train(
         bar.message(f"resuming {run.path} from step {start}")
     t_start = time.perf_counter() - elapsed
     model.train()
+    forward = torch.compile(model) if cfg.compile else model  # shares the parameters; checkpoints save ``model``
     loss_value = float("nan")
     step = start
     try:
@@ -213,7 +214,7 @@ def train(
                 lr = learning_rate(cfg, step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = task.loss(model(batch.inputs), batch)
+                loss = task.loss(forward(batch.inputs), batch)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     run.write_summary({"status": "diverged", "diverged_at_step": step, "last_good_step": start})

@@ -35,3 +35,13 @@ def test_a_mixture_over_one_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(IclabError, match="repeat_share"):
         induction.run("quick", tmp_path / "out", ["recipe.natural_share=0.5"], torch.device("cpu"), log=lambda s: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_mlp_models_are_attention_and_mlp_blocks_and_bad_names_are_refused():
+    cfg = induction.PRESETS["quick"]
+    assert "mlp2" in cfg.models
+    mlp = induction.run_config(cfg, "mlp2").model
+    attn = induction.run_config(cfg, "attn2").model
+    assert not mlp.attn_only and attn.attn_only and mlp.n_layers == attn.n_layers == 2
+    with pytest.raises(IclabError, match="mlp<L>"):
+        induction.run("quick", "/nonexistent/never", ["models=[relu2]"], torch.device("cpu"), log=lambda s: None)

@@ -80,8 +80,10 @@ def _legacy_row(line: str) -> str:
 
 
 def _figure(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
     name = html.escape(path.stem.replace("_", " "))
+    if path.suffix == ".html":  # an HTML figure (a fragment the study wrote, e.g. coloured text): embedded as it is
+        return f'<div class="fig wide">{path.read_text()}<br>{name}</div>'
+    data = base64.b64encode(path.read_bytes()).decode()
     return f'<div class="fig"><img alt="{name}" src="data:image/png;base64,{data}"><br>{name}</div>'
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import html
+
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from iclab.io import atomic_write_text
 
 from iclab.plots import plt, save
 
@@ -157,8 +161,46 @@ def k_composition(res: dict[str, Any], folder: Path) -> Path | None:
     return save(fig, folder, "k_composition")
 
 
+def token_loss_attribution(res: dict[str, Any], folder: Path) -> Path | None:
+    """The held-out text with each token coloured by its loss change across the phase change (an HTML fragment the
+    report embeds): green where the loss fell, red where it rose; hover for the numbers."""
+    a = res.get("attribution")
+    if not a:
+        return None
+    delta = np.array(a["delta"])
+    proj = np.array(a["projection"])
+    scale = float(np.abs(delta).max()) or 1.0
+    rows, k = [], 0
+    for seq in a["tokens"]:
+        spans = [f'<span class="tok">{html.escape(_byte(seq[0]))}</span>']
+        for token in seq[1:]:
+            d, p, pred = delta[k], proj[k], a["predictable"][k]
+            strength = min(abs(d) / scale, 1.0)
+            colour = f"rgba(0,150,60,{strength:.2f})" if d < 0 else f"rgba(210,40,40,{strength:.2f})"
+            mark = "text-decoration:underline;" if pred else ""
+            spans.append(f'<span class="tok" style="background:{colour};{mark}" title="loss change {d:+.2f} nats, along the '
+                         f'phase-change direction {p:+.3f}{"; predictable by induction" if pred else ""}">{html.escape(_byte(token))}</span>')
+            k += 1
+        rows.append(f'<pre class="attribution">{"".join(spans)}</pre>')
+    head = (f'<p>{html.escape(a["model"])}: per-token loss change from snapshot {a["before_step"]} to {a["after_step"]} '
+            '(around the phase-change window) on held-out stdlib text. Green: the loss fell; red: it rose; underlined: the '
+            'token\'s bigram occurred earlier (an induction head can predict it).</p>')
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "token_loss_attribution.html"
+    atomic_write_text(path, '<div class="attribution-figure"><style>pre.attribution{white-space:pre-wrap;font-size:12px;'
+                            'line-height:1.6}</style>' + head + "".join(rows) + "</div>")
+    return path
+
+
+def _byte(token: int) -> str:
+    """A byte token as readable text (newlines kept, other control bytes as \\xNN)."""
+    if token in (9, 10) or 32 <= token < 127:
+        return chr(token)
+    return f"\\x{token:02x}"
+
+
 def plot_all(res: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
-    extra = [p for p in (k_composition(res, folder),) if p is not None]
+    extra = [p for p in (k_composition(res, folder), token_loss_attribution(res, folder)) if p is not None]
     return extra + [
         icl_vs_tokens(res, folder),
         loss_curves(res, folder),

@@ -1,6 +1,6 @@
 """Study induction: induction heads and the in-context-learning phase change (Olsson et al. 2022).
 
-Trains small attention-only models (plain and with smeared keys) on the
+Trains small attention-only models (plain and with smeared keys) and models with MLPs on the
 induction task's mixture with log-spaced weight snapshots, scores every
 snapshot (ICL score, per-token losses, per-head prefix-matching, previous-token
 and copying scores), finds the phase-change window and the loss bump, ablates
@@ -21,6 +21,7 @@ import torch
 
 from iclab.analysis.circuits import induction_mechanism
 from iclab.analysis.heads import icl_positions, icl_score
+from iclab.analysis.loss_attribution import induction_predictable, phase_change_attribution
 from iclab.analysis.induction_scores import ProbeSequences, make_probe_sequences, score_model, token_losses
 from iclab.analysis.stats import moving_average
 from iclab.analysis.phase_change import WINDOW_LEVEL, loss_bump, loss_pca, nonconvex_stretch, phase_change_window
@@ -32,7 +33,7 @@ from iclab.studies.common import Parts, finish, generator, settings_for
 from iclab.tasks.induction import InductionConfig, InductionTask, natural_sequences
 from iclab.train import RunConfig, TrainConfig, train
 
-MODEL_NAME = re.compile(r"^(attn|smeared)([1-9])$")
+MODEL_NAME = re.compile(r"^(attn|smeared|mlp)([1-9])$")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class InductionThresholds:
     previous_token: float = 0.3  # previous-token score of an earlier-layer head
     paper_window_share: float = 0.75  # the paper's "more than 75% forms in the window"
     ablation_drop: float = 0.5  # share of the ICL score ablating the induction heads must remove
+    attribution_p: float = 0.01  # one-sided Welch test: induction-predictable tokens gain more across the window
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class InductionStudySettings:
     model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf): analysed instead of training models
     pretrained: PretrainedProbe = field(default_factory=PretrainedProbe)
     thresholds: InductionThresholds = field(default_factory=InductionThresholds)
-    models: tuple[str, ...] = ("attn1", "attn2", "attn3", "smeared1", "smeared2")
+    models: tuple[str, ...] = ("attn1", "attn2", "attn3", "smeared1", "smeared2", "mlp2")
     recipe: InductionRecipe = field(default_factory=InductionRecipe)
     eval_sequences: int = 256
     probe_length: int = 25
@@ -115,12 +117,14 @@ class InductionStudySettings:
     min_icl_change: float = 0.2  # nats of ICL score a model must gain inside its fastest-change window for it to be a phase change
     window_level: float = WINDOW_LEVEL  # the window: rate of ICL change >= this x its peak (0.19: 90% of an ideal logistic inside)
     ablation_sequences: int = 256
+    attribution_sequences: int = 4  # held-out stdlib text sequences whose per-token loss change is attributed
 
     def __post_init__(self) -> None:
         require(len(self.models) > 0, "models", "needs at least one model")
         for name in self.models:
-            require(MODEL_NAME.match(name) is not None, "models", f"{name!r} is not attn<L> or smeared<L> with 1 <= L <= 9")
-        require_positive(self, "eval_sequences", "probe_length", "probe_repeats", "probe_batch", "loss_positions", "ablation_sequences")
+            require(MODEL_NAME.match(name) is not None, "models", f"{name!r} is not attn<L>, smeared<L> or mlp<L> with 1 <= L <= 9")
+        require_positive(self, "eval_sequences", "probe_length", "probe_repeats", "probe_batch", "loss_positions", "ablation_sequences",
+                         "attribution_sequences")
         require(0 < self.induction_threshold < 1, "induction_threshold", f"must lie in (0, 1), got {self.induction_threshold}")
         need = 1 + self.probe_length * self.probe_repeats
         require(need <= self.recipe.n_ctx, "probe_length", f"1 + probe_length * probe_repeats = {need} must fit in recipe.n_ctx={self.recipe.n_ctx}")
@@ -130,7 +134,7 @@ PRESETS = {
     "quick": InductionStudySettings(),
     "paper": InductionStudySettings(
         preset="paper",
-        models=("attn1", "attn2", "attn3", "attn4", "attn5", "attn6", "smeared1", "smeared2"),
+        models=("attn1", "attn2", "attn3", "attn4", "attn5", "attn6", "smeared1", "smeared2", "mlp1", "mlp2", "mlp3"),
         recipe=InductionRecipe(d_model=768, n_heads=12, n_ctx=8192, lr=1e-3, warmup_steps=1000, schedule="cosine", batch_size=32,
                       steps=10_000, snapshots=200, natural_share=0.9, repeat_share=0.0, span_max=512, n_spans=4),
         eval_sequences=1000,
@@ -147,16 +151,21 @@ PRESETS = {
 
 
 def model_shape(name: str) -> tuple[int, bool]:
-    """'attn2' -> (2, False), 'smeared1' -> (1, True)."""
+    """'attn2' -> (2, False), 'smeared1' -> (1, True), 'mlp2' -> (2, False): (layers, smeared keys)."""
     kind, layers = MODEL_NAME.match(name).groups()
     return int(layers), kind == "smeared"
+
+
+def has_mlps(name: str) -> bool:
+    """'mlp<L>': attention and MLP blocks (Olsson et al.'s models with MLPs, correlational evidence); else attention-only."""
+    return name.startswith("mlp")
 
 
 def run_config(cfg: InductionStudySettings, name: str) -> RunConfig:
     r = cfg.recipe
     n_layers, smeared = model_shape(name)
     task = r.task(cfg.seed)
-    model = ModelConfig(n_layers=n_layers, d_model=r.d_model, n_heads=r.n_heads, attn_only=True, normalization=r.normalization,
+    model = ModelConfig(n_layers=n_layers, d_model=r.d_model, n_heads=r.n_heads, attn_only=not has_mlps(name), normalization=r.normalization,
                         positional=r.positional, smeared_keys=smeared, **task.model_io())
     train_cfg = TrainConfig(steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=min(r.warmup_steps, r.steps // 5),
                             schedule=r.schedule, snapshots=r.snapshots, checkpoint_every=max(100, r.steps // 5),
@@ -168,7 +177,8 @@ def train_models(cfg: InductionStudySettings, out: Path, device: torch.device, l
     runs = {}
     for name in cfg.models:
         config = run_config(cfg, name)
-        log(f"  model {name}: {config.model.n_layers} layers{' (smeared keys)' if config.model.smeared_keys else ''}, {config.train.steps} steps")
+        kind = " (smeared keys)" if config.model.smeared_keys else "" if config.model.attn_only else " with MLPs"
+        log(f"  model {name}: {config.model.n_layers} layers{kind}, {config.train.steps} steps")
         runs[name] = train(config, out / "runs" / name, device, progress=False, label=f"induction/{name}").run
     return runs
 
@@ -302,6 +312,32 @@ def attention_example(cfg: InductionStudySettings, run: RunDir, head: tuple[int,
             "pattern": cache[f"blocks.{head[0]}.attn.hook_pattern"][0, head[1]].tolist()}
 
 
+@torch.no_grad()
+def attribution(cfg: InductionStudySettings, model_name: str, run: RunDir, traj: dict[str, Any], window: dict[str, Any],
+                probes: ProbeSequences, device) -> dict[str, Any]:
+    """Per-token loss change across ``model_name``'s phase-change window on held-out stdlib text, its projection on the
+    phase-change direction of the per-token-loss PCA, and the gain of induction-predictable tokens against the rest."""
+    from scipy.stats import ttest_ind
+
+    text = probes.sequences["natural"][: cfg.attribution_sequences]
+    config = run.read_config()
+    steps = traj["step"]
+    losses = [token_losses(load_model(run, config, step, device)[0], text).flatten().cpu().numpy() for step in steps]
+    tokens = np.array(traj["tokens"], dtype=np.float64)
+    before = int(np.searchsorted(tokens, window["start_tokens"], side="right") - 1)
+    after = int(min(np.searchsorted(tokens, window["end_tokens"], side="left"), len(tokens) - 1))
+    attr = phase_change_attribution(np.stack(losses), max(before, 0), after)
+    predictable = induction_predictable(text.cpu()).flatten().numpy()
+    gain_pred, gain_rest = attr.delta[predictable], attr.delta[~predictable]
+    test = ttest_ind(gain_pred, gain_rest, equal_var=False, alternative="less") if len(gain_pred) > 1 else None
+    return {"model": model_name, "before_step": steps[max(before, 0)], "after_step": steps[after],
+            "tokens": text.cpu().tolist(), "delta": attr.delta.tolist(), "projection": attr.projection.tolist(),
+            "component": attr.component, "explained": attr.explained, "predictable": predictable.tolist(),
+            "mean_delta_predictable": float(gain_pred.mean()) if len(gain_pred) else None,
+            "mean_delta_other": float(gain_rest.mean()), "n_predictable": int(predictable.sum()),
+            "p_value": None if test is None else float(test.pvalue)}
+
+
 def mechanism(run: RunDir, traj: dict[str, Any], heads: list[dict[str, Any]], device) -> dict[str, Any]:
     """Circuits of the final model's induction heads (composition with the previous-token head, eigenvalues)."""
     model, _ = load_model(run, run.read_config(), None, device)
@@ -335,7 +371,7 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
     icl_nat = {m: traj[m]["icl_score/natural"][-1] for m in cfg.models}
     drop = {m: abl[m].get("drop") for m in cfg.models}
     claims: list[Claim] = []
-    plain = [m for m in cfg.models if m.startswith("attn")]
+    plain = [m for m in cfg.models if not m.startswith("smeared")]  # attention-only, and with MLPs
     multi = [m for m in plain if model_shape(m)[0] >= 2]
     for m in multi:
         w = pc[m]["window"]
@@ -412,6 +448,7 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
                 "composed with the previous-token head", Verdict.of(h["ov_copying"] > 0 and h.get("qk_prefix_matching", -1) > 0),
                 f"OV eigenvalue positivity {h['ov_copying']:+.2f}, K-composed QK {h.get('qk_prefix_matching', float('nan')):+.2f} "
                 "(sum of eigenvalues over their absolute sum; 1: all positive)", f"{OLSSON}, argument 4"))
+    claims.append(_attribution_claim(cfg, res.get("attribution")))
     claims.append(measured("final ICL score (nats, late minus early token loss) on held-out mixture / held-out stdlib text",
                            ", ".join(f"{m} {icl[m]:.2f} / {icl_nat[m]:.2f}" for m in cfg.models), OLSSON))
     numbers = {
@@ -422,7 +459,29 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
         "induction_heads": heads,
         "ablation_icl_drop": drop,
     }
+    if res.get("attribution"):
+        a = res["attribution"]
+        numbers["token_attribution"] = {k: a[k] for k in ("model", "before_step", "after_step", "component", "explained",
+                                                          "mean_delta_predictable", "mean_delta_other", "n_predictable", "p_value")}
     return claims, numbers
+
+
+def _attribution_claim(cfg: InductionStudySettings, a: dict[str, Any] | None) -> Claim:
+    statement = ("across the phase change, the tokens an induction head can predict (their bigram occurred earlier in the text) "
+                 "gain the most: per-token loss change on held-out text")
+    source = f"{OLSSON}, per-token loss analysis (argument 1)"
+    if a is None:
+        return Claim(statement, Verdict.NOT_APPLICABLE, "no multi-layer model has a phase-change window", source)
+    p = a["p_value"]
+    ok = p is not None and p < cfg.thresholds.attribution_p
+    p_text = "n/a: too few predictable tokens" if p is None else f"{p:.1e}"
+    pred = "n/a" if a["mean_delta_predictable"] is None else f"{a['mean_delta_predictable']:+.2f}"
+    return Claim(statement, Verdict.of(ok),
+                 f"{a['model']}, snapshots {a['before_step']} -> {a['after_step']}: mean loss change {pred} nats "
+                 f"on {a['n_predictable']} predictable tokens vs {a['mean_delta_other']:+.2f} on the rest (one-sided Welch p = {p_text}; "
+                 f"tokens of one text are not independent); phase-change direction = principal component {a['component'] + 1} "
+                 f"({a['explained']:.0%} of the variance); coloured text in figures/token_loss_attribution.html",
+                 source, {"thresholds.attribution_p": cfg.thresholds.attribution_p})
 
 
 def run(preset: str, out: Path, overrides: list[str], device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -442,7 +501,7 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     heads = {m: induction_heads(cfg, traj[m]) for m in cfg.models}
     abl = {m: parts.get(f"ablation_{m}", lambda m=m: ablations(cfg, runs[m], heads[m], device)) for m in cfg.models}
     mech = {m: parts.get(f"mechanism_{m}", lambda m=m: mechanism(runs[m], traj[m], heads[m], device)) for m in cfg.models
-            if model_shape(m)[0] >= 2}
+            if model_shape(m)[0] >= 2 and not has_mlps(m)}  # the circuits are those of attention-only models
     top = max(((m, h) for m in cfg.models for h in heads[m]), key=lambda mh: mh[1]["prefix_matching"], default=None)
     if top is None:  # no induction head anywhere: show the best prefix-matching head of the deepest model
         m = max(cfg.models, key=lambda m: model_shape(m)[0])
@@ -450,7 +509,12 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
         layer, h = np.unravel_index(int(pm.argmax()), pm.shape)
         top = (m, {"layer": int(layer), "head": int(h), "prefix_matching": float(pm.max())})
     example = parts.get("attention_example", lambda: {"model": top[0], **attention_example(cfg, runs[top[0]], (top[1]["layer"], top[1]["head"]), probes, device)})
-    res = {"trajectories": traj, "phase_change": pc, "heads": heads, "ablations": abl, "example": example, "mechanism": mech}
+    subject = next((m for m in sorted(cfg.models, key=lambda m: (m.startswith("smeared"), model_shape(m)[0] != 2))
+                    if model_shape(m)[0] >= 2 and pc[m]["window"] is not None), None)
+    attr = None if subject is None else parts.get(
+        f"attribution_{subject}", lambda: attribution(cfg, subject, runs[subject], traj[subject], pc[subject]["window"], probes, device))
+    res = {"trajectories": traj, "phase_change": pc, "heads": heads, "ablations": abl, "example": example, "mechanism": mech,
+           "attribution": attr}
     claims, numbers = findings(cfg, res)
     from iclab.plots.induction import plot_all
 

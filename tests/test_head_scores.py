@@ -7,7 +7,6 @@ from iclab.models import ModelConfig, Transformer
 from iclab.analysis.heads import (
     copying_score,
     copying_top1,
-    direct_ov_logits,
     detection_score,
     duplicate_token_detection,
     icl_score,
@@ -115,7 +114,9 @@ def copy_and_suppress_model() -> Transformer:
 def test_a_model_whose_ov_circuit_is_the_identity_copies():
     model = copy_and_suppress_model()
     tokens = torch.arange(8)
-    ov = direct_ov_logits(model, tokens)
+    from iclab.heads import IclabHeadModel
+
+    ov = IclabHeadModel(model).direct_ov_logits(tokens)
     assert ov.shape == (1, 2, 8, 16)
     score = copying_score(ov, tokens)
     assert score[0, 0] == pytest.approx(1.0, abs=1e-5)

@@ -20,6 +20,18 @@ def test_the_phase_change_direction_singles_out_the_tokens_that_gain():
     assert attr.explained > 0.5
 
 
+def test_predictable_gain_tests_whether_predictable_tokens_gain_more():
+    from iclab.analysis.loss_attribution import predictable_gain
+
+    rng = np.random.default_rng(1)
+    predictable = np.arange(200) % 4 == 0
+    delta = rng.normal(0, 0.1, 200) - 1.0 * predictable
+    r = predictable_gain(delta, predictable)
+    assert r["n_predictable"] == 50 and r["mean_delta_predictable"] < r["mean_delta_other"] - 0.8 and r["p_value"] < 1e-10
+    assert predictable_gain(-delta, predictable)["p_value"] > 0.99  # the other way round: no evidence
+    assert predictable_gain(delta, np.zeros(200, dtype=bool))["p_value"] is None
+
+
 def test_induction_predictable_marks_tokens_whose_bigram_occurred_before():
     tokens = torch.tensor([[5, 6, 7, 5, 6, 8, 5, 6]])
     #  targets:             6  7  5  6  8  5  6
@@ -33,8 +45,9 @@ def test_the_coloured_text_is_written_and_embedded_in_the_report(tmp_path):
     from iclab.plots.induction import token_loss_attribution
     from iclab.report import build_report
 
-    attr = {"model": "attn2", "before_step": 10, "after_step": 90, "tokens": [[ord(c) for c in "a<b>\nab"]],
-            "delta": [0.1, -0.5, 0.2, -1.0, 0.0, -2.0], "projection": [0.0] * 6, "predictable": [False] * 5 + [True]}
+    text = {"tokens": [[ord(c) for c in "a<b>\nab"]], "delta": [0.1, -0.5, 0.2, -1.0, 0.0, -2.0], "projection": [0.0] * 6,
+            "predictable": [False] * 5 + [True]}
+    attr = {"model": "attn2", "before_step": 10, "after_step": 90, "natural": text}
     study = tmp_path / "induction"
     path = token_loss_attribution({"attribution": attr}, study / "figures")
     text = path.read_text()

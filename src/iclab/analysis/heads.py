@@ -138,12 +138,3 @@ def ov_eigenvalue_copying(model) -> torch.Tensor:
         eig = torch.linalg.eigvals(A.double())  # [H, E] complex
         out[layer] = (eig.real.sum(-1) / eig.abs().sum(-1).clamp(min=1e-30)).float().cpu()
     return out
-
-
-def direct_ov_logits(model, tokens: torch.Tensor) -> torch.Tensor:
-    """[L, H, N, V]: the logits each head of an iclab :class:`~iclab.models.Transformer` writes, through its
-    direct path, when attending to a token of ``tokens`` [N] (embedding -> the layer's norm -> W_V, W_O
-    -> final norm -> W_U; value and output biases left out, they do not depend on the token)."""
-    from iclab.heads.own import transformer_ov_logits
-
-    return torch.stack([transformer_ov_logits(model, layer, tokens) for layer in range(len(model.blocks))])

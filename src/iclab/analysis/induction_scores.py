@@ -20,13 +20,13 @@ from iclab.analysis.heads import (
     icl_positions,
     ov_eigenvalue_copying,
     copying_top1,
-    direct_ov_logits,
     icl_score,
     prefix_matching_score,
     previous_token_score,
     repeated_random_tokens,
 )
-from iclab.models import Transformer, run_with_cache
+from iclab.heads.own import IclabHeadModel
+from iclab.models import Transformer
 from iclab.tasks.induction import InductionTask
 
 
@@ -78,13 +78,13 @@ def score_model(model: Transformer, probes: ProbeSequences) -> dict:
         out[f"loss/{name}"] = float(losses.mean())
         if name == "mixture":
             out["position_losses"] = losses[probes.loss_positions[:, 0], probes.loss_positions[:, 1]].tolist()
-    _, cache = run_with_cache(model, probes.repeated, names=lambda n: n.endswith("attn.hook_pattern"))
-    patterns = cache.stack("attn.hook_pattern")  # [L, B, H, T, T]
+    heads = IclabHeadModel(model)  # the head scores go through the one head interface, as for any model
+    patterns = heads.patterns(probes.repeated)  # [L, B, H, T, T]
     out["prefix_matching"] = prefix_matching_score(patterns, probes.repeated).tolist()
     out["previous_token"] = previous_token_score(patterns).tolist()
-    ov, index = restricted_ov(direct_ov_logits(model, probes.ov_tokens), probes.ov_tokens, probes.vocab)
-    out["copying"] = copying_score(ov, index).tolist()
-    out["copying_top1"] = copying_top1(ov, index).tolist()
+    copying, top1 = copying_scores(heads, probes.ov_tokens, probes.vocab)
+    out["copying"] = copying.tolist()
+    out["copying_top1"] = top1.tolist()
     return out
 
 

@@ -53,3 +53,15 @@ def induction_predictable(tokens: torch.Tensor) -> torch.Tensor:
             out[b, t] = pair in seen
             seen.add(pair)
     return out
+
+
+def predictable_gain(delta: np.ndarray, predictable: np.ndarray) -> dict[str, float | int | None]:
+    """Mean loss change of induction-predictable tokens and of the rest, and the one-sided Welch test that the
+    predictable ones gain more (their change is lower). delta [N], predictable [N] bool."""
+    from scipy.stats import ttest_ind
+
+    pred, rest = delta[predictable], delta[~predictable]
+    test = ttest_ind(pred, rest, equal_var=False, alternative="less") if len(pred) > 1 and len(rest) > 1 else None
+    return {"mean_delta_predictable": float(pred.mean()) if len(pred) else None,
+            "mean_delta_other": float(rest.mean()) if len(rest) else None, "n_predictable": int(predictable.sum()),
+            "p_value": None if test is None else float(test.pvalue)}

@@ -164,9 +164,10 @@ def k_composition(res: dict[str, Any], folder: Path) -> Path | None:
 def token_loss_attribution(res: dict[str, Any], folder: Path) -> Path | None:
     """The held-out text with each token coloured by its loss change across the phase change (an HTML fragment the
     report embeds): green where the loss fell, red where it rose; hover for the numbers."""
-    a = res.get("attribution")
-    if not a:
+    top = res.get("attribution")
+    if not top:
         return None
+    a = top["natural"]
     delta = np.array(a["delta"])
     proj = np.array(a["projection"])
     scale = float(np.abs(delta).max()) or 1.0
@@ -182,7 +183,7 @@ def token_loss_attribution(res: dict[str, Any], folder: Path) -> Path | None:
                          f'phase-change direction {p:+.3f}{"; predictable by induction" if pred else ""}">{html.escape(_byte(token))}</span>')
             k += 1
         rows.append(f'<pre class="attribution">{"".join(spans)}</pre>')
-    head = (f'<p>{html.escape(a["model"])}: per-token loss change from snapshot {a["before_step"]} to {a["after_step"]} '
+    head = (f'<p>{html.escape(top["model"])}: per-token loss change from snapshot {top["before_step"]} to {top["after_step"]} '
             '(around the phase-change window) on held-out stdlib text. Green: the loss fell; red: it rose; underlined: the '
             'token\'s bigram occurred earlier (an induction head can predict it).</p>')
     folder.mkdir(parents=True, exist_ok=True)

@@ -80,10 +80,29 @@ def test_gap_bh_and_mcnemar():
     mask = torch.tensor([[0.9, 0.05, 0.85], [0.1, 0.8, 0.0]])
     assert sorted(A.largest_gap_set(mask)) == [(0, 0), (0, 2), (1, 1)]
     assert A.benjamini_hochberg([0.001, 0.2, 0.01, 0.04], 0.05) == [True, False, True, False]
-    a = np.array([True] * 40 + [False] * 10)
-    b = np.array([True] * 10 + [False] * 40)
-    assert A.mcnemar_p(a, b) < 1e-6
-    assert A.mcnemar_p(a, a) == 1.0
+    assert A.mcnemar_one_sided(30, 0) < 1e-8 and A.mcnemar_one_sided(0, 0) == 1.0
+    assert A.mcnemar_one_sided(5, 5) == pytest.approx(0.623, abs=1e-3)  # P[Bin(10, 1/2) >= 5]
+    assert A.mcnemar_one_sided(0, 30) == 1.0
+
+
+def test_single_head_sufficiency_finds_the_head_whose_scaled_mean_recovers_the_task():
+    """Head 0:1's outcomes improve with c on 40 of 60 examples (fixed), head 1:0's only flip at random (half fixed,
+    half broken), head 1:2 never changes: the paired test with Bonferroni and BH keeps 0:1 alone, and the unified
+    rule calls the heads whose peak gain reaches a quarter of the best main."""
+    rng = np.random.default_rng(0)
+    N, grid = 60, [0, 1, 2, 3]
+    base = np.zeros(N, dtype=bool)
+    strong = np.stack([base] + [np.arange(N) < 40] * 3)
+    flips = rng.random((3, N)) < 0.2
+    noisy = np.stack([base | (np.arange(N) >= 50)] + [(base | (np.arange(N) >= 50)) ^ f for f in flips])
+    flat = np.stack([base] * 4)
+    sig = A.paired_significance({"0:1": strong, "1:0": noisy, "1:2": flat}, grid, q=0.05)
+    assert sig["0:1"]["significant"] and not sig["1:0"]["significant"] and not sig["1:2"]["significant"]
+    assert sig["0:1"]["c_star"] == 1 and sig["0:1"]["fixed"] == 40 and sig["0:1"]["broken"] == 0
+    curves = {"0:1": {"0": 0.0, "1": 0.67}, "1:0": {"0": 0.1, "1": 0.3}, "1:2": {"0": 0.2, "1": 0.2}}
+    rule = A.unified_main_heads(curves, clean_accuracy=0.9)
+    assert rule["main"] == [[0, 1], [1, 0]] and rule["best_gain"] == pytest.approx(0.67)
+    assert A.unified_main_heads(curves, clean_accuracy=0.1)["main"] == []  # no task behaviour: no main head
 
 
 def test_mask_optimisation_recovers_planted_task_carrying_heads():

@@ -13,7 +13,7 @@ prompts of equal token length are batched together (no padding anywhere).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -200,14 +200,6 @@ def largest_gap_set(mask: torch.Tensor) -> list[tuple[int, int]]:
     return [(int(i) // H, int(i) % H) for i in order[:cut]]
 
 
-def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact McNemar test of paired binary outcomes a, b [N]: two-sided binomial test on the discordant pairs."""
-    n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
-    if n01 + n10 == 0:
-        return 1.0
-    return float(stats.binomtest(n01, n01 + n10, 0.5).pvalue)
-
-
 def benjamini_hochberg(p: list[float], q: float = 0.05) -> list[bool]:
     """Which hypotheses are rejected at false-discovery rate q."""
     m = len(p)
@@ -219,6 +211,91 @@ def benjamini_hochberg(p: list[float], q: float = 0.05) -> list[bool]:
     out = np.zeros(m, dtype=bool)
     out[order[:k]] = True
     return out.tolist()
+
+
+# ----------------------------------------------------------------------------- single-head sufficiency (Hu et al.'s step 1)
+
+
+def recovery_scan(model: HeadModel, results: torch.Tensor, selected: list[tuple[int, int]], ks: list[int],
+                  zero_shot: list[Prompt], layer: int, c_grid: list[int]) -> dict[str, Any]:
+    """Hu et al.'s per-head recovery scan (their ``recovery.py``): for each selected head (l, h) and coefficient c,
+    zero-shot prompts get FV_k(c) = c r_k[l, h] + sum_(selected (l', h') != (l, h)) mean_k r_k[l', h'] injected as
+    :func:`fv_injection` does (the scaled head keeps its task mean, every other selected head sits at its mean over
+    tasks; c = 0 is that head's leave-one-out baseline). results [K, L, H, D] task-mean head results.
+    Returns per-example outcomes {"l:h": [len(c_grid), N] bool} and accuracy curves {"l:h": {c: acc}}."""
+    index = {k: i for i, k in enumerate(ks)}
+    mean_r = results.mean(0)  # [L, H, D]
+    mean_fv = sum(mean_r[lh] for lh in selected)
+    outcomes: dict[str, np.ndarray] = {}
+    curves: dict[str, dict[str, float]] = {}
+    for lh in selected:
+        rows = []
+        for c in c_grid:
+            fv = c * results[:, lh[0], lh[1]] + (mean_fv - mean_r[lh])  # [K, D]
+
+            def make(chunk: list[Prompt], T: int, fv=fv) -> Intervention:
+                return fv_injection(layer, fv[[index[p.k] for p in chunk]], T)
+
+            rows.append(correct(model, zero_shot, make))
+        key = f"{lh[0]}:{lh[1]}"
+        outcomes[key] = np.stack(rows)
+        curves[key] = {str(c): float(r.mean()) for c, r in zip(c_grid, rows)}
+    return {"outcomes": outcomes, "curves": curves, "c_grid": list(c_grid)}
+
+
+def mcnemar_one_sided(fixed: int, broken: int) -> float:
+    """Exact one-sided McNemar: P[Binomial(fixed + broken, 1/2) >= fixed] (1 when there are no discordant pairs)."""
+    n = fixed + broken
+    return 1.0 if n == 0 else float(stats.binom.sf(fixed - 1, n, 0.5))
+
+
+def paired_significance(outcomes: dict[str, np.ndarray], c_grid: list[int], q: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Hu et al.'s ``paired_bh`` selector: per head and positive c, the one-sided McNemar test of c against c = 0 on
+    the same examples (b fixed vs d broken); Bonferroni over the positive coefficients (p_head = min(1, m min_c p_c));
+    Benjamini-Hochberg at FDR ``q`` across heads; a head is significant when rejected and b > d at its best c."""
+    zero = c_grid.index(0)
+    positive = [i for i, c in enumerate(c_grid) if c > 0]
+    per_head: dict[str, dict[str, Any]] = {}
+    for key, rows in outcomes.items():
+        y0 = rows[zero]
+        tests = []
+        for i in positive:
+            b, d = int(np.sum(rows[i] & ~y0)), int(np.sum(~rows[i] & y0))
+            tests.append((mcnemar_one_sided(b, d), -(b - d), c_grid[i], b, d))
+        p_min, neg_gain, c_star, b, d = min(tests)  # smallest p, then larger net gain, then smaller c
+        per_head[key] = {"p": min(1.0, len(positive) * p_min), "c_star": c_star, "fixed": b, "broken": d}
+    keys = list(per_head)
+    rejected = benjamini_hochberg([per_head[k]["p"] for k in keys], q)
+    for key, r in zip(keys, rejected):
+        per_head[key]["significant"] = bool(r and per_head[key]["fixed"] > per_head[key]["broken"])
+    return per_head
+
+
+def unified_main_heads(curves: dict[str, dict[str, float]], clean_accuracy: float, beta: float = 0.25,
+                       clean_min: float = 0.25, floor: float = 0.0) -> dict[str, Any]:
+    """Hu et al.'s ``unified`` v1 main-head rule (their defaults beta 1/4, clean_min 0.25, floor 0): when the model
+    does the task (clean few-shot accuracy >= clean_min) and the best head's peak recovery gain (max over c of its
+    accuracy minus its c = 0 accuracy) reaches ``floor``, a scanned head is main if its gain is at least ``beta`` of
+    the best; ordered by gain. With floor 0 and no head recovering anything, every head with gain >= 0 passes (as
+    in the authors' rule); ``best_gain`` says when that happened."""
+    gains = {key: max(curve.values()) - curve["0"] for key, curve in curves.items()}
+    best = max(gains.values(), default=0.0)
+    applies = clean_accuracy >= clean_min and best >= floor
+    main = sorted((k for k, g in gains.items() if applies and g >= beta * best), key=lambda k: -gains[k])
+    return {"main": [[int(x) for x in k.split(":")] for k in main], "gains": gains, "best_gain": best, "applies": applies}
+
+
+def ablate_only(z_mean: torch.Tensor, heads: list[tuple[int, int]], L: int, H: int) -> Callable[[list[Prompt], int], Intervention]:
+    """Hu et al.'s five-shot necessity check (their ``icl_ablation.py``): only ``heads`` have their output at the
+    final prompt token replaced by their mean over tasks (z_mean [K, L, H, E] averaged over K); every other head
+    and position runs as usual."""
+    replace = heads_mask(heads, L, H).bool()
+    values = z_mean.mean(0)
+
+    def make(chunk: list[Prompt], T: int) -> Intervention:
+        return Intervention(replace_mask=replace, replace_z=values, start=T - 1, stop=T)
+
+    return make
 
 
 def heads_mask(heads: list[tuple[int, int]], L: int, H: int) -> torch.Tensor:

@@ -33,9 +33,9 @@ def accuracies(res: dict[str, Any], folder: Path) -> Path:
         "zero-shot": acc["zero_shot"],
         "zero-shot +\nselected FV": acc["selected_fv"],
         "zero-shot +\nsignificant FV": acc["significant_fv"] or 0.0,
-        "zero-shot +\nmain FV": acc["main_fv"],
-        "5-shot, only\nmain heads kept": acc["main_mean_ablated"],
-        "5-shot, all\nheads ablated": acc["all_mean_ablated"],
+        "zero-shot +\nmain FV": acc["main_fv"] or 0.0,
+        "5-shot, main\nheads ablated": acc["few_shot_main_ablated"] or 0.0,
+        "5-shot, random\nsets ablated": float(np.mean(acc["few_shot_random_ablated"])) if acc["few_shot_random_ablated"] else 0.0,
     }
     fig, ax = plt.subplots(figsize=(8, 3.8))
     ax.bar(range(len(bars)), list(bars.values()), color=["C0", "C7", "C1", "C2", "C3", "C4", "C7"])

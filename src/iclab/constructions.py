@@ -92,11 +92,13 @@ def _route(attn: Attention, src: list[int], dst: list[int]) -> None:
 
 
 @torch.no_grad()
-def mul(mlp: MLP, layout: Layout, products: list[tuple[dict[str, float], dict[str, float], str, int]], eps: float = 1e-6) -> None:
+def mul(mlp: MLP, layout: Layout, products: list[tuple], eps: float = 1e-6) -> None:
     """Products of linear forms of the residual, added into one coordinate each.
 
-    ``products``: (a, b, dst, k) with a and b linear forms {slot coordinate "name" or
-    "name:i": coefficient}; a * b is added to coordinate k of slot ``dst``. Uses
+    ``products``: (a, b, dst, k) or (a, b, dst, k, scale) with a and b linear forms {slot
+    coordinate "name" or "name:i": coefficient}; scale * a * b is added to coordinate k of slot
+    ``dst`` (put a large factor in ``scale`` rather than in a form: the error below grows with
+    the size of a and b). Uses
     a b = (S(e (a + b)) - S(e (a - b))) / (4 e^2 sqrt(2/pi)) with S(u) = GeLU(u) + GeLU(-u)
     = u erf(u / sqrt 2) = sqrt(2/pi) u^2 (1 - u^2 / 6 + ...): four hidden units per product,
     relative error about eps^2 (a^2 + b^2) / 6 plus float64 rounding of about 1e-16 / eps^2.
@@ -105,9 +107,10 @@ def mul(mlp: MLP, layout: Layout, products: list[tuple[dict[str, float], dict[st
     if 4 * len(products) > mlp.W_in.shape[1]:
         raise ValueError(f"{len(products)} products need {4 * len(products)} hidden units, the MLP has {mlp.W_in.shape[1]}")
     scale = 1.0 / (4 * eps**2 * _SQRT_2_OVER_PI)
-    for i, (a, b, dst, k) in enumerate(products):
+    for i, (a, b, dst, k, *rest) in enumerate(products):
         out = layout[dst][k]
-        for j, (sign_b, sign_u, weight) in enumerate(((1, 1, scale), (1, -1, scale), (-1, 1, -scale), (-1, -1, -scale))):
+        w = scale * (rest[0] if rest else 1.0)
+        for j, (sign_b, sign_u, weight) in enumerate(((1, 1, w), (1, -1, w), (-1, 1, -w), (-1, -1, -w))):
             unit = 4 * i + j
             for form, sign in ((a, 1.0), (b, float(sign_b))):
                 for name, coef in form.items():
@@ -168,10 +171,11 @@ def gd_step_model(d: int, n_points: int, lr: float, eps: float = 1e-6, beta: flo
         model.W_pos[:, layout["pos_sq"][0]] = t**2
         first, second = model.blocks
         mov(first.attn, layout, "x", "prev_x", "pos", "pos_sq", "one", beta)
+        s = float(cfg.n_ctx)  # (t + 1) / s <= 1 keeps the GeLU products in their accurate range; the output scales back
         products = [({"y": 1.0}, {f"prev_x:{k}": 1.0}, "yx", k) for k in range(d)]
-        products += [({"pos": 1.0, "one": 1.0}, {f"x:{k}": 1.0}, "x_scaled", k) for k in range(d)]
+        products += [({"pos": 1 / s, "one": 1 / s}, {f"x:{k}": 1.0}, "x_scaled", k, s) for k in range(d)]
         mul(first.mlp, layout, products, eps)
         prefix_mean(second.attn, layout, "yx", "mean_yx")
-        mul(second.mlp, layout, [({f"x_scaled:{k}": 1.0}, {f"mean_yx:{k}": 1.0}, "pred", 0) for k in range(d)], eps)
+        mul(second.mlp, layout, [({f"x_scaled:{k}": 1 / s}, {f"mean_yx:{k}": 1.0}, "pred", 0, s) for k in range(d)], eps)
         model.read_out.weight[0, layout["pred"][0]] = 2 * lr
     return model.eval()

@@ -78,3 +78,15 @@ def test_a_finished_study_with_other_settings_or_version_is_run_again(tmp_path, 
     (tmp_path / "good" / "summary.json").write_text(json.dumps(summary))
     rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["good"])
     assert calls == ["good"], "a result of another iclab version is not reused"
+
+
+def test_entry_by_entry_runs_build_up_one_record_and_report(tmp_path, monkeypatch):
+    calls = []
+    fake_studies(monkeypatch, calls)
+    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["good"])
+    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["bad"])
+    record = json.loads((tmp_path / "reproduce.json").read_text())
+    assert list(record["studies"]) == ["good", "bad"]  # the first entry is kept, in the jobs' order
+    assert record["studies"]["good"]["status"] == "complete" and record["studies"]["bad"]["status"] == "failed"
+    rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None, only=["bad"])
+    assert list(json.loads((tmp_path / "reproduce.json").read_text())["studies"]) == ["bad"]  # another preset starts over

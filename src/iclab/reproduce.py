@@ -90,6 +90,15 @@ def _complete_job(folder: Path, job: Job, preset: str) -> dict[str, Any] | None:
     return _complete(folder / "summary.json", job.study, preset, list(job.overrides))
 
 
+def _read_record(out: Path) -> dict[str, Any]:
+    """The reproduce.json already in ``out`` ({} when there is none or it cannot be read)."""
+    try:
+        data = json.loads((out / "reproduce.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and isinstance(data.get("studies"), dict) else {}
+
+
 def reproduce(
     preset: str,
     out: Path,
@@ -97,9 +106,17 @@ def reproduce(
     log: Callable[[str], None] = print,
     only: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the built studies (or ``only`` these entries) into ``out/<name>``; write ``out/reproduce.json``."""
+    """Run the built studies (or ``only`` these entries) into ``out/<name>``; write ``out/reproduce.json``.
+
+    With ``only``, the entries of an earlier run of the same preset in ``out`` stay in the record, so the
+    report covers every entry the folder holds (entry by entry runs build up one report)."""
     output_dir(out)
     record: dict[str, Any] = {"preset": preset, "device": str(device), "versions": versions(), "studies": {}}
+    if only:
+        earlier = _read_record(out)
+        if earlier.get("preset") == preset:
+            record["studies"] = dict(earlier.get("studies", {}))
+    order = [job.name for job in jobs(preset)]
     for job in jobs(preset):
         name, info = job.name, studies.STUDIES[job.study]
         if only and name not in only:
@@ -127,6 +144,7 @@ def reproduce(
                     log(f"[{name}] FAILED: {type(err).__name__}: {err}")
                 entry["wall_time_s"] = round(time.perf_counter() - t0, 1)
         record["studies"][name] = entry
+        record["studies"] = {n: record["studies"][n] for n in sorted(record["studies"], key=lambda n: order.index(n) if n in order else len(order))}
         atomic_write_json(out / "reproduce.json", record)
     from iclab.report import build_report
 

@@ -144,3 +144,23 @@ def test_the_joint_periodic_fit_finds_a_cos_sin_pair_spread_over_rotated_pcs_tha
     pca = A.head_pca(X)
     one_pc = [A.periodic_fit(k, pca.coords[:, i]) for i in range(4)]
     assert max(f["cos 10"]["r2"] for f in one_pc) < 0.6 and max(f["sin 10"]["r2"] for f in one_pc) < 0.6
+
+
+def test_projection_arms_split_the_six_dimensional_span_and_the_fv_follows_the_authors_formula():
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=(20, 6))  # six mod vectors in a 20-dimensional residual stream
+    onto, out = A.projection_basis(M, "unit", "onto"), A.projection_basis(M, "unit", "out")
+    assert onto.shape == (20, 4) and out.shape == (20, 2)
+    assert np.abs(onto.T @ out).max() < 1e-10  # the two arms are orthogonal ...
+    both = np.concatenate([onto, out], axis=1)
+    assert np.abs(both @ (both.T @ M) - M).max() < 1e-10  # ... and together span the six mod vectors
+    assert A.projection_basis(M, "parity", "onto").shape == (20, 1) and A.projection_basis(M, "magnitude", "out").shape == (20, 4)
+    results = torch.from_numpy(rng.normal(size=(5, 2, 3, 20)))  # [K, L, H, D]
+    fv = A.projected_fv(results, (1, 2), [(0, 0)], onto, c=3.0).double()
+    r = results[:, 1, 2]
+    mu = r.mean(0)
+    B = torch.from_numpy(onto)
+    expected = 3.0 * ((r - mu) @ B @ B.T + mu) + results[:, 0, 0].mean(0)
+    torch.testing.assert_close(fv, expected, rtol=1e-5, atol=1e-5)
+    whole = A.projected_fv(results, (1, 2), [], None, c=1.0).double()
+    torch.testing.assert_close(whole, r, rtol=1e-5, atol=1e-5)  # no projection, c = 1, no other heads: the result itself

@@ -44,6 +44,12 @@ def test_the_whole_pipeline_runs_on_a_local_hugging_face_model(hf_folder, tmp_pa
         assert head["identity_relative_error"] < 1e-3
     assert all((tmp_path / f).is_file() for f in summary["figures"])
     assert (tmp_path / "parts" / "task_means.safetensors").is_file()
+    proj = json.loads((tmp_path / "parts" / "projection.json").read_text())["result"]
+    assert set(proj) == set(sub)  # one projection test per analysed head, every arm an accuracy
+    for head in proj.values():
+        assert set(head["accuracy"]) == {"whole", *(f"{v}_{s}" for v in ("onto", "out") for s in ("parity", "unit", "magnitude"))}
+        assert all(0 <= a <= 1 for a in head["accuracy"].values())
+    assert any("projection causal test" in line for line in saved["findings"])
 
 
 def test_a_model_that_cannot_do_the_task_gets_not_applicable_claims_and_its_accuracy_by_format(hf_folder, tmp_path):

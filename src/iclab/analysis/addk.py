@@ -467,3 +467,39 @@ def mod_vector_fit(X: np.ndarray, k: np.ndarray, n_pcs: int = 6, step: float = 0
     ss_tot = ((T - T.mean(0)) ** 2).sum(0)
     r2 = 1 - ss_res / np.where(ss_tot == 0, 1.0, ss_tot)
     return ModFit({n: float(v) for n, v in zip(MOD_TARGETS, r2)}, thetas, basis @ W)
+
+
+# ----------------------------------------------------------------------------- the projection causal test
+
+# Hu et al.'s arms (their ``run_projection_causal.py``): column subsets of the mod-vector matrix.
+PROJECTION_SUBSPACES = {"parity": ("mod2",), "unit": UNIT_TARGETS, "magnitude": MAGNITUDE_TARGETS}
+
+
+def projection_basis(mod_vectors: np.ndarray, subspace: str, variant: str) -> np.ndarray:
+    """Orthonormal basis [D, r] of one arm. mod_vectors [D, 6] in MOD_TARGETS order. ``onto``: the span of the
+    subspace's columns; ``out``: the rest of the six-dimensional span (its complement inside the span)."""
+    M = np.asarray(mod_vectors, dtype=np.float64)
+    cols = [list(MOD_TARGETS).index(name) for name in PROJECTION_SUBSPACES[subspace]]
+    onto, _ = np.linalg.qr(M[:, cols])
+    if variant == "onto":
+        return onto
+    if variant != "out":
+        raise ValueError(f"variant must be 'onto' or 'out', got {variant!r}")
+    span, _ = np.linalg.qr(M)
+    rest = span - onto @ (onto.T @ span)  # the span with the subspace removed
+    U, sv, _ = np.linalg.svd(rest, full_matrices=False)
+    return U[:, : int(np.sum(sv > 1e-8 * max(sv.max(), 1e-300)))]
+
+
+def projected_fv(results: torch.Tensor, head: tuple[int, int], others: list[tuple[int, int]], basis: np.ndarray,
+                 c: float) -> torch.Tensor:
+    """[K, D]: FV_k = c ((r_k - mu) B B^T + mu) + sum over the other selected heads of their mean mu', with r_k the
+    head's task-mean result, mu its mean over tasks (the authors' projection arm); basis None: no projection."""
+    r = results[:, head[0], head[1]].double()  # [K, D]
+    mu = r.mean(0)
+    centred = r - mu
+    if basis is not None:
+        B = torch.from_numpy(basis)
+        centred = centred @ B @ B.T
+    rest = sum((results[:, lh[0], lh[1]].double().mean(0) for lh in others), torch.zeros_like(mu))
+    return (c * (centred + mu) + rest).float()

@@ -285,6 +285,38 @@ def subspaces(model: HeadModel, cfg: AddKStudySettings, z_mean: torch.Tensor, he
     return out
 
 
+def projection(model: HeadModel, cfg: AddKStudySettings, z_mean: torch.Tensor, loc: dict[str, Any], heads: list[list[int]]) -> dict[str, Any]:
+    """Hu et al.'s projection causal test: each head's task-mean result at its best recovery coefficient c*, kept
+    whole, projected onto its parity / unit-digit / magnitude mod vectors, or onto the rest of its six-dimensional
+    periodic span, injected zero-shot with every other selected head at its mean; accuracy of each arm."""
+    results = A.task_results(model, z_mean)  # [K, L, H, D]
+    ks_all = list(range(1, cfg.task.k_max + 1))
+    index = {k: i for i, k in enumerate(ks_all)}
+    layer = fv_layer(cfg, model)
+    zero = prompts(model, cfg, cfg.task.train_tasks, cfg.eval_per_task, 0, "projection")
+    selected = [tuple(h) for h in loc["selected"]]
+    k = np.arange(1, cfg.task.k_max + 1)
+    out: dict[str, Any] = {}
+    for lh in heads:
+        head = tuple(lh)
+        c = float(loc.get("significance", {}).get(f"{head[0]}:{head[1]}", {}).get("c_star", 1))
+        fit = A.mod_vector_fit(results[:, head[0], head[1]].numpy(), k)
+        others = [h for h in selected if h != head]
+        arms = {"whole": None}
+        arms.update({f"{variant}_{sub}": A.projection_basis(fit.mod_vectors, sub, variant)
+                     for variant in ("onto", "out") for sub in A.PROJECTION_SUBSPACES})
+        row: dict[str, float] = {}
+        for name, basis in arms.items():
+            fv = A.projected_fv(results, head, others, basis, c)
+
+            def make(chunk, T, fv=fv):
+                return A.fv_injection(layer, fv[[index[p.k] for p in chunk]], T)
+
+            row[name] = float(A.correct(model, zero, make).mean())
+        out[f"{head[0]}.{head[1]}"] = {"c_star": c, "accuracy": row}
+    return out
+
+
 def self_correction(model: HeadModel, cfg: AddKStudySettings) -> dict[str, Any]:
     """Accuracy when the first demonstration's label is wrong by ``corrupt_offset``, vs clean, vs the last one wrong."""
     clean = prompts(model, cfg, cfg.task.train_tasks, max(4, cfg.eval_per_task // 2), cfg.task.shots, "correction")
@@ -368,6 +400,12 @@ def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim], 
             f"head {head}: r = {corr:+.2f}; accuracy {sc['first_wrong']:.2f} with the first wrong vs {sc['last_wrong']:.2f} with the last",
             f"{HU}, section 5", {"thresholds.max_successive_correlation": t.max_successive_correlation,
                                  "thresholds.correction_tolerance": t.correction_tolerance}))
+    for head, pr in res.get("projection", {}).items():
+        acc_p = pr["accuracy"]
+        claims.append(measured(
+            f"head {head}: projection causal test (zero-shot accuracy of its task-mean result at c* = {pr['c_star']:g}, whole or "
+            "projected on its mod-vector subspaces)", ", ".join(f"{arm} {v:.2f}" for arm, v in acc_p.items()),
+            f"{HU}, appendix F (run_projection_causal)"))
     claims.append(measured(f"one wrong demonstration (label + {cfg.corrupt_offset}; iclab's own test: self-correction predicts the "
                            "early error hurts less)", f"accuracy {sc['clean']:.2f} clean, {sc['first_wrong']:.2f} with the first wrong, "
                            f"{sc['last_wrong']:.2f} with the last wrong", "iclab"))
@@ -436,7 +474,9 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     heads = heads[: cfg.max_subspace_heads]
     sub = parts.get("subspaces", lambda: subspaces(model, cfg, z_mean, heads))
     sc = parts.get("self_correction", lambda: self_correction(model, cfg))
-    res = {"model": name, "clean": clean, "localisation": loc, "subspaces": sub, "self_correction": sc, "k": list(range(1, cfg.task.k_max + 1))}
+    proj = parts.get("projection", lambda: projection(model, cfg, z_mean, loc, heads))
+    res = {"model": name, "clean": clean, "localisation": loc, "subspaces": sub, "self_correction": sc, "projection": proj,
+           "k": list(range(1, cfg.task.k_max + 1))}
     claims, numbers = findings(cfg, res)
     if scan:
         claims += scan_findings(cfg, scan)

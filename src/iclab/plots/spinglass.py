@@ -27,7 +27,7 @@ def fig2_maps(res: dict[str, Any], folder: Path) -> Path:
     axes = np.atleast_2d(axes)
     for row, (P, r) in zip(axes, maps.items()):
         for i, W in enumerate(r.get("trained", [])[:n_trained]):  # what the paper's figure shows: trained weights
-            _heat(row[4 + i], W, f"P={P}: trained W, start {i + 1}\nspread over starts {r['init_spread']:.2f}")
+            _heat(row[4 + i], W, f"P={P}: trained W, start {i + 1} (last column\nunread: its init) spread {r['init_spread']:.2f}")
         _heat(row[0], r["m_exact"], f"P={P}: mean m (exact)\nCR = {r['contrast_ratio']:.2f}")
         _heat(row[1], r["v_exact"], f"P={P}: variance v (exact)", cmap="viridis", symmetric=False)
         for ax, key, info, name in ((row[2], "m_amp", r["amp"], "AMP"), (row[3], "m_amp_paper", r.get("amp_paper"), "AMP (paper)")):

@@ -11,7 +11,6 @@ one fixed task. Every model is an ordinary iclab run (resumable), under
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from iclab.constructions import Layout, aff, gd_step_model, mov, mul, prefix_mean
-from iclab.learners import GD
+from iclab.constructions import Layout, route, aff, attend, gd_step_model, mov, mul, prefix_mean, ridge_model
+from iclab.learners import GD, Ridge
 from iclab.models import ModelConfig, Transformer
 from iclab.tasks import LinearRegression, LinRegConfig
 
@@ -88,3 +88,38 @@ def test_the_constructed_model_is_one_gd_step(d, n_points, lr):
     assert model.cfg.n_layers == 2 and model.cfg.d_model == 5 * d + 5
     other = GD(steps=1, lr=2 * lr).predict(xs, ys)
     assert float((pred - other).abs().max()) > 1e-2  # the test can fail: a different step is far off
+
+
+@pytest.mark.parametrize("d, n_points, lam", [(4, 9, 0.1), (4, 9, 1.0), (4, 9, 0.01), (8, 17, 0.1)])
+def test_the_constructed_model_is_ridge_by_sherman_morrison(d, n_points, lam):
+    model = ridge_model(d, n_points, lam)
+    task = LinearRegression(LinRegConfig(d=d, n_points=n_points, encoding="akyurek"))
+    xs, ys, _ = task.sample(1, 32, "eval")
+    xs, ys = xs.double(), ys.double()
+    with torch.no_grad():
+        pred = task.predictions(model(task.encode(xs, ys)))
+    ref = Ridge(lam=lam).predict(xs, ys)
+    assert float((pred - ref).abs().max()) <= 1e-7 * float(ref.abs().max())
+    assert model.cfg.n_layers == 5 * (n_points - 1) + 2 and model.cfg.d_model == d * d + 6 * d + 13
+    other = Ridge(lam=2 * lam).predict(xs, ys)
+    assert float((pred - other).abs().max()) > 1e-3  # a different lambda is far off
+
+
+def test_attend_fetches_a_fixed_position_or_the_sink():
+    layout = Layout((("a", 2), ("one", 1), ("pos", 1), ("pos_sq", 1), ("first", 1), ("out", 2)))
+    cfg = ModelConfig(n_layers=1, d_model=layout.width, n_heads=1, d_head=layout.width, d_mlp=4, normalization="none",
+                      n_ctx=10, input="continuous", d_input=1, d_output=1)
+    attn = Transformer(cfg).double().blocks[0].attn
+    attend(attn, layout, 0, 5, "pos", "pos_sq", "one", first="first")
+    route(attn, layout["a"], layout["out"])
+    T = 10
+    h = torch.zeros(1, T, layout.width, dtype=torch.float64)
+    h[0, 1:, layout["a"]] = torch.randn(T - 1, 2, dtype=torch.float64)  # position 0 (the sink) holds zeros
+    h[0, :, layout["one"]] = 1.0
+    h[0, :, layout["pos"][0]] = torch.arange(T, dtype=torch.float64)
+    h[0, :, layout["pos_sq"][0]] = torch.arange(T, dtype=torch.float64) ** 2
+    h[0, 0, layout["first"][0]] = 1.0
+    with torch.no_grad():
+        out = attn(h)[0, :, layout["out"]]
+    assert torch.equal(out[:5], torch.zeros(5, 2, dtype=torch.float64))  # before position 5: the sink
+    assert torch.equal(out[5:], h[0, 5, layout["a"]].expand(5, 2))  # from position 5 on: exactly position 5

@@ -33,6 +33,10 @@ def test_summary_has_the_documented_keys(study):
     assert any("ridge lambda" in line for line in summary["findings"])
     assert summary["construction"]["max_relative_error"] < 1e-7 and set(summary["construction"]["spd"]) == {"1", "2"}
     assert any(line.startswith("REPRODUCED") and "Theorem 1" in line for line in summary["findings"])
+    ridge = summary["construction"]["ridge"]
+    assert ridge["max_relative_error"] < 1e-7 and ridge["lam"] in (0.01, 0.1, 1.0) and ridge["n_layers"] == 5 * 7 + 2
+    assert any(line.startswith("REPRODUCED") and "Theorem 2" in line for line in summary["findings"])
+    assert len(summary["probe_r2"]["model"]["inv_gram"]) == 3
     for rel in summary["figures"]:
         assert (out / rel).stat().st_size > 5000
 

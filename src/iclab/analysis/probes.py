@@ -87,11 +87,16 @@ def train_probes(
     return ProbeResult(r2=r2_score(pred, test_y).tolist())
 
 
-def probe_targets(xs: torch.Tensor, ys: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
-    """Targets computed from the first n pairs: X^T y [B, d] and w_OLS [B, d] (minimum norm)."""
+def probe_targets(xs: torch.Tensor, ys: torch.Tensor, n: int, lam: float = 0.1) -> dict[str, torch.Tensor]:
+    """Targets computed from the first n pairs: X^T y [B, d] (the one-step-GD construction's intermediate),
+    w_OLS [B, d] (minimum norm), and the Sherman-Morrison construction's state (X^T X + lam I)^-1, its upper
+    triangle [B, d (d + 1) / 2]."""
     from iclab.learners import ols_weights
 
     X, y = xs[:, :n].to(torch.float64), ys[:, :n].to(torch.float64)
     xty = torch.einsum("bnd,bn->bd", X, y)
     w_ols = ols_weights(xs[:, : n + 1], ys[:, : n + 1])[:, n]
-    return {"XTy": xty.float(), "w_ols": w_ols.float()}
+    d = xs.shape[-1]
+    inv = torch.linalg.inv(X.transpose(1, 2) @ X + lam * torch.eye(d, dtype=torch.float64))
+    upper = torch.triu_indices(d, d)
+    return {"XTy": xty.float(), "w_ols": w_ols.float(), "inv_gram": inv[:, upper[0], upper[1]].float()}

@@ -23,7 +23,7 @@ from iclab.analysis.learner_metrics import (best_step_size, ilwd, implicit_weigh
 from iclab.analysis.probes import probe_targets, train_probes
 from iclab.claims import Claim, Verdict, measured
 from iclab.config import require, require_positive, to_dict
-from iclab.constructions import gd_step_model
+from iclab.constructions import gd_step_model, ridge_model
 from iclab.learners import GD, KNN, OLS, SGD, Averaging, Ridge
 from iclab.learners.model import ModelLearner
 from iclab.models import ModelConfig, run_with_cache
@@ -74,9 +74,11 @@ class Probing:
     n_test: int = 512
     probe_steps: int = 200
     hidden: int = 128
+    inverse_lambda: float = 0.1  # lambda of the probed Sherman-Morrison state (X^T X + lambda I)^-1
 
     def __post_init__(self) -> None:
-        require_positive(self, "d", "n_points", "n_layers", "steps", "prefixes", "n_train", "n_test", "probe_steps", "hidden")
+        require_positive(self, "d", "n_points", "n_layers", "steps", "prefixes", "n_train", "n_test", "probe_steps", "hidden",
+                         "inverse_lambda")
         require(self.control_steps is None or self.control_steps >= 1, "control_steps", "must be at least 1, or null for steps")
         require(max(self.prefixes) <= self.n_points, "prefixes", f"must be <= n_points={self.n_points}")
 
@@ -88,12 +90,13 @@ class LinRegThresholds:
     ols_margin: float = 0.5  # "closest to OLS": SPD to OLS below this fraction of the SPD to kNN and to averaging
     ols_spd: float = 0.01  # the paper's "SPD to OLS < 0.01"
     share_of_n: float = 0.9  # ... at more than this share of prefix lengths
-    construction_tol: float = 1e-7  # the constructed GD model vs the GD learner: max |difference| / max |prediction|
+    construction_tol: float = 1e-7  # a constructed model vs its learner (GD step, ridge): max |difference| / max |prediction|
     ols_spd_at_2d: float = 0.05  # the quick target: SPD/d to OLS at n = 2d (the paper reaches < 0.01 at L16 H512)
 
 
 # Akyürek et al.'s noise grid: (sigma, tau), i.e. sigma^2 / tau^2 in {0, 1/16, 1/9, 1/4, 4/9}.
 PAPER_NOISE_GRID = ((0.0, 1.0), (0.25, 1.0), (0.5, 1.5), (0.5, 1.0), (0.5, 0.75))
+RIDGES = {"ridge_0.01": 0.01, "ridge_0.1": 0.1, "ridge_1": 1.0}  # the reference ridges, by name
 OLS_LIKE = ("ols", "ridge_0.01")  # ridge with lambda <= 0.01 differs from OLS only near n = d
 RIDGE_LIKE = ("ridge_0.1", "ridge_1")
 
@@ -248,9 +251,7 @@ def reference_learners(d: int, sigma: float = 0.0) -> dict[str, Any]:
     and adds the steps with their own lowest error (``gd_1step_best``, ``sgd_best``)."""
     return {
         "ols": OLS(),
-        "ridge_0.01": Ridge(0.01),
-        "ridge_0.1": Ridge(0.1),
-        "ridge_1": Ridge(1.0),
+        **{name: Ridge(lam) for name, lam in RIDGES.items()},
         "gd_1step": GD(steps=1, lr=0.5 / d / 10),
         "sgd": SGD(lr=0.5 / d),
         "knn_3": KNN(3, "uniform"),
@@ -353,14 +354,27 @@ def construction(cfg: LinRegStudySettings, runs: dict[str, RunDir], behaviour_pa
     shallowest = str(min(cfg.depths))
     lr = behaviour_part["depths"][shallowest]["step_sizes"]["gd_1step"]
     model = gd_step_model(cfg.d, cfg.n_points, lr)
-    xs, ys, _, g = _eval_data(cfg, cfg.d, cfg.n_points, cfg.eval_prompts, "construction")
+    xs, ys, _, g = _eval_data(cfg, cfg.d, cfg.n_points, min(cfg.eval_prompts, 512), "construction")
     task = LinearRegression(LinRegConfig(d=cfg.d, n_points=cfg.n_points, encoding="akyurek"))
     built = task.predictions(model(task.encode(xs.double(), ys.double())))
     gd = GD(steps=1, lr=lr).predict(xs, ys)
     out: dict[str, Any] = {"lr": lr, "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model, "d_mlp": model.cfg.mlp_dim,
                            "max_relative_error": float((built - gd).abs().max() / gd.abs().max()), "spd": {}}
+    # Theorem 2: ridge by Sherman-Morrison updates, at the ridge of the learner list closest to the deepest model
+    deepest = behaviour_part["depths"][str(max(cfg.depths))]["spd"]
+    lam_name = min(RIDGES, key=lambda name: float(np.mean(deepest[name]["mean"][1:])))
+    lam = RIDGES[lam_name]
+    ridge_built = ridge_model(cfg.d, cfg.n_points, lam)
+    ridge_pred = task.predictions(ridge_built(task.encode(xs.double(), ys.double())))
+    ridge_ref = Ridge(lam).predict(xs, ys)
+    ridge = {"lam": lam, "n_layers": ridge_built.cfg.n_layers, "d_model": ridge_built.cfg.d_model,
+             "d_mlp": ridge_built.cfg.mlp_dim, "n_heads": ridge_built.cfg.n_heads,
+             "max_relative_error": float((ridge_pred - ridge_ref).abs().max() / ridge_ref.abs().max()), "spd": {}}
     for depth in cfg.depths:
-        out["spd"][str(depth)] = float(np.mean(spd(_learner(runs[f"L{depth}"]).predict(xs, ys), built, cfg.d, g).mean[1:]))
+        mine = _learner(runs[f"L{depth}"]).predict(xs, ys)
+        out["spd"][str(depth)] = float(np.mean(spd(mine, built, cfg.d, g).mean[1:]))
+        ridge["spd"][str(depth)] = float(np.mean(spd(mine, ridge_pred, cfg.d, g).mean[1:]))
+    out["ridge"] = ridge
     return out
 
 
@@ -385,7 +399,7 @@ def probes(cfg: LinRegStudySettings, runs: dict[str, RunDir]) -> dict[str, Any]:
         res: dict[str, Any] = {}
         for n in p.prefixes:
             h = hidden[:, :, : 2 * n]
-            for target, y in probe_targets(xs, ys, n).items():
+            for target, y in probe_targets(xs, ys, n, p.inverse_lambda).items():
                 for kind in ("linear", "mlp"):
                     r = train_probes(h[:, : p.n_train], y[: p.n_train], h[:, p.n_train :], y[p.n_train :], kind, g,
                                      hidden=p.hidden, steps=p.probe_steps)
@@ -464,13 +478,24 @@ def _construction_claims(cfg: LinRegStudySettings, c: dict[str, Any], probe_r2: 
         f"constructed model: {c['n_layers']} blocks, width {c['d_model']} = 5d + 5, MLP {c['d_mlp']}, one head; max |prediction - "
         f"GD(lr {c['lr'] * cfg.d:.3g}/d)| / max |prediction| = {c['max_relative_error']:.1e} over {cfg.eval_prompts} prompts (float64)",
         f"{AKYUREK}, section 3, Theorem 1", {"thresholds.construction_tol": t.construction_tol})
-    xty = probe_r2["model"]["XTy"]
+    r = c["ridge"]
+    ridge = Claim(
+        "a transformer implements ridge regression by Sherman-Morrison updates, with O(n) layers and O(d^2) width (Theorem 2)",
+        Verdict.of(r["max_relative_error"] <= t.construction_tol),
+        f"constructed model at lambda {r['lam']:g} (the reference ridge closest to the deepest model): {r['n_layers']} blocks = "
+        f"5 (n - 1) + 2, width {r['d_model']} = d^2 + 6d + 13, MLP {r['d_mlp']}, {r['n_heads']} heads; division through the "
+        f"LayerNorm; max |prediction - ridge| / max |ridge| = {r['max_relative_error']:.1e} (float64)",
+        f"{AKYUREK}, section 3, Theorem 2", {"thresholds.construction_tol": t.construction_tol})
+    model, control = probe_r2["model"], probe_r2["control"]
     compare = measured(
-        "trained models against the constructed one-step-GD model (SPD/d, mean over n >= 1); its one intermediate "
-        "quantity, sum_j y_j x_j = X^T y, is what the X^T y probes look for",
-        ", ".join(f"{dep} layers: {v:.3f}" for dep, v in c["spd"].items()) + f"; X^T y probe best R^2 {max(xty):.2f} in the probed model",
+        "trained models against the constructed ones (SPD/d, mean over n >= 1), and probes for the constructions' "
+        "intermediate quantities: X^T y (one GD step) and the Sherman-Morrison state (X^T X + lambda I)^-1",
+        "SPD to one GD step: " + ", ".join(f"{dep} layers {v:.3f}" for dep, v in c["spd"].items())
+        + "; to Sherman-Morrison ridge: " + ", ".join(f"{dep} layers {v:.3f}" for dep, v in r["spd"].items())
+        + "; best MLP-probe R^2 in the probed model (control): "
+        + ", ".join(f"{name} {max(model[name]):.2f} ({max(control[name]):.2f})" for name in ("XTy", "inv_gram")),
         f"{AKYUREK}, sections 3 and 5")
-    return [built, compare]
+    return [built, ridge, compare]
 
 
 def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
@@ -512,8 +537,8 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
     n_max = max(cfg.probing.prefixes)
     summary_r2: dict[str, dict[str, list[float]]] = {"model": {}, "control": {}}
     for who in ("model", "control"):
-        for target in ("XTy", "w_ols"):
-            summary_r2[who][target] = pr[who][f"{target}/mlp/n={n_max}"]
+        for target in ("XTy", "w_ols", "inv_gram"):
+            summary_r2[who][target] = pr[who].get(f"{target}/mlp/n={n_max}", [float("nan")])
     parts = []
     ok = True
     for target in ("XTy", "w_ols"):

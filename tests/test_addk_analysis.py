@@ -60,6 +60,47 @@ def test_the_aggregation_extraction_identity_holds_on_real_forward_passes():
     assert 0 <= ex.attention_label_share <= 1 and 0 <= ex.signal_label_share <= 1
     assert ex.signals.shape == (18, 3, 3)
     assert ex.position_attention.sum() == pytest.approx(1.0, abs=1e-5)
+    assert ex.signals_full.shape == (18, 3, 32) and ex.label_attention.shape == (18, 3) and ex.output.shape == (18, 32)
+    assert np.allclose(ex.signals_full @ U.T, ex.signals, atol=1e-5)  # the same signals, in the prompts' order
+
+
+def _planted(aligned_attention: bool, n: int = 200, demos: int = 5, D: int = 12, seed: int = 0) -> A.Extraction:
+    """Signals s_i = h_k + noise whose size varies by demonstration; attention on a label rises with its alignment
+    (``aligned_attention``) or is random."""
+    g = np.random.default_rng(seed)
+    hk = g.normal(size=(n, D))
+    noise = g.normal(size=(n, demos, D)) * g.uniform(0.2, 3.0, size=(n, demos, 1))
+    s = hk[:, None, :] + noise
+    cos = A._cosines(s, hk[:, None, :])
+    a = np.exp(4 * cos) if aligned_attention else g.uniform(size=(n, demos))
+    a = 0.9 * a / a.sum(1, keepdims=True)
+    ex = A.Extraction(0.0, 0.9, 0.9, s[..., :3], np.zeros(1), np.zeros(1), s, a, 5.0, np.einsum("nd,nde->ne", a, s))
+    return ex, hk
+
+
+def test_signal_routing_tells_attention_that_prefers_aligned_labels_from_random_attention():
+    ex, hk = _planted(True)
+    basis = np.eye(12)[:6]
+    r = A.signal_routing(ex, hk, basis)
+    assert r["routing"]["ci"][0] > r["routing_null"]["ci"][1] and r["routing"]["mean"] > 0.5
+    assert r["weighting_gain"]["mean"] > 0 and r["weighting_gain"]["ci"][0] > r["weighting_gain_null"]["ci"][1]
+    assert abs(r["routing_null"]["mean"]) < 0.05 and 0 < r["ondemo_cosine"]["mean"] < 1
+    flat = A.signal_routing(*_planted(False), basis)
+    assert flat["routing"]["ci"][0] < 0.1 < r["routing"]["ci"][0]
+
+
+def test_a_wrong_demonstration_is_read_off_its_signal_and_attention():
+    clean, hk = _planted(True, seed=1)
+    wrong_s = clean.signals_full.copy()
+    wrong_s[:, 0] = -hk  # the first demonstration now points away from the task
+    a = clean.label_attention.copy()
+    a[:, 0] *= 0.1  # ... and gets less attention
+    wrong = A.Extraction(0.0, 0.9, 0.9, wrong_s[..., :3], np.zeros(1), np.zeros(1), wrong_s, a, 5.0,
+                         np.einsum("nd,nde->ne", a, wrong_s))
+    w = A.wrong_demonstration(clean, wrong, hk, 0)
+    assert w["signal_cosine_wrong"] == pytest.approx(-1.0) and w["signal_cosine_clean"] > 0.3
+    assert w["attention_share_wrong"] < w["attention_share_clean"]
+    assert 0 < w["output_cosine_wrong"] < w["output_cosine_clean"]
 
 
 def test_periodic_fit_recovers_planted_features_and_their_phase():

@@ -373,15 +373,21 @@ class Extraction:
     signals: np.ndarray  # [N, n_demos, r] per-demonstration signals s_i = U^T O v at each label (summed over its tokens)
     position_attention: np.ndarray  # [T] mean attention by position
     position_signal: np.ndarray  # [T] mean extracted-signal norm by position
+    signals_full: np.ndarray  # [N, n_demos, D] the alpha-free signals O v at each label, in the residual stream
+    label_attention: np.ndarray  # [N, n_demos] the final token's attention on each demonstration's label
+    peaking_ratio: float  # mean attention per label token / mean attention per other position (the authors' ratio)
+    output: np.ndarray  # [N, D] the head's output at the final token, z O
 
 
 @torch.no_grad()
 def extraction(model: HeadModel, layer: int, head: int, U: np.ndarray, prompts: list[Prompt]) -> Extraction:
     """Check U^T h = sum_t alpha_t U^T O V z_t on real forward passes of head (layer, head) at the final token
-    and read the signal extracted from each demonstration at its label tokens. U [r, D] (rows: directions)."""
+    and read the signal extracted from each demonstration at its label tokens. U [r, D] (rows: directions).
+    A label of several tokens contributes the sum of its tokens' signals and of its tokens' attention."""
     W_O = model.W_O(layer)[head].float().cpu()  # [E, D]
     Ut = torch.tensor(U, dtype=torch.float32)  # [r, D]
     errs, att_share, sig_share, signals, pos_att, pos_sig = [], [], [], [], [], []
+    full, label_alpha, per_label, per_other, outputs = [], [], [], [], []
     for (T, _), idx in groups(prompts).items():
         chunk = [prompts[i] for i in idx]
         ids = torch.tensor([p.ids for p in chunk])
@@ -390,7 +396,8 @@ def extraction(model: HeadModel, layer: int, head: int, U: np.ndarray, prompts: 
         with model.capture_z(positions=-1) as cache:
             model.logits(ids)
         z = cache.z[layer, :, 0, head].cpu()  # [B, E]
-        proj = v @ W_O @ Ut.T  # [B, S, r]: U^T O v_t
+        out = v @ W_O  # [B, S, D]: O v_t
+        proj = out @ Ut.T  # [B, S, r]: U^T O v_t
         lhs = z @ W_O @ Ut.T  # [B, r]
         rhs = torch.einsum("bs,bsr->br", alpha, proj)
         errs.append(float(((lhs - rhs).norm(dim=-1) / lhs.norm(dim=-1).clamp(min=1e-12)).max()))
@@ -400,11 +407,95 @@ def extraction(model: HeadModel, layer: int, head: int, U: np.ndarray, prompts: 
             att_share.append(float(alpha[j, lab].sum()))
             sig_share.append(float(contrib[j, lab].sum() / contrib[j].sum().clamp(min=1e-12)))
             signals.append(np.stack([proj[j, pos].sum(0).numpy() for pos in p.labels]))
+            full.append(np.stack([out[j, pos].sum(0).numpy() for pos in p.labels]))
+            label_alpha.append(np.array([float(alpha[j, pos].sum()) for pos in p.labels]))
+            other = np.ones(alpha.shape[1], dtype=bool)
+            other[lab] = False
+            per_label.append(float(alpha[j, lab].sum()) / len(p.labels))
+            per_other.append(float(alpha[j, torch.from_numpy(other)].mean()))
+        outputs.append((z @ W_O).numpy())
         if not pos_att or len(pos_att[0]) == T:
             pos_att.append(alpha.mean(0).numpy())
             pos_sig.append(contrib.mean(0).numpy())
-    return Extraction(max(errs), float(np.mean(att_share)), float(np.mean(sig_share)), np.stack(signals),
-                      np.mean(pos_att, axis=0), np.mean(pos_sig, axis=0))
+    back = np.argsort(np.concatenate(list(groups(prompts).values())))  # gathered group by group: back to prompt order
+    return Extraction(max(errs), float(np.mean(att_share)), float(np.mean(sig_share)), np.stack(signals)[back],
+                      np.mean(pos_att, axis=0), np.mean(pos_sig, axis=0), np.stack(full)[back], np.stack(label_alpha)[back],
+                      float(np.mean(per_label) / max(np.mean(per_other), 1e-12)), np.concatenate(outputs)[back])
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine along the last axis (0 where either side is zero)."""
+    na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+    return (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
+
+
+def _mean_ci(values: np.ndarray, g: np.random.Generator, n_boot: int = 2000) -> dict[str, Any]:
+    """Mean over prompts and its 95% bootstrap interval (non-finite values dropped)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"mean": float("nan"), "ci": [float("nan"), float("nan")], "n": 0}
+    boot = g.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
+    return {"mean": float(v.mean()), "ci": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))], "n": int(v.size)}
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 3 or a.std() < 1e-12 or b.std() < 1e-12:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def signal_routing(ex: Extraction, task_means: np.ndarray, subspace: np.ndarray, seed: int = 0, shuffles: int = 30) -> dict[str, Any]:
+    """Hu et al.'s section-5 readings of one head's per-demonstration signals (their ``utils/signals.py``).
+
+    task_means [N, D]: the head's task-mean result h_k for each prompt's task; subspace [r, D]: the head's top
+    principal directions of {h_k}. Per prompt: ``signal_cosine``, the alpha-free cosine of each demonstration's
+    signal O v_(y_i) with h_k inside the subspace (mean over demonstrations); ``ondemo_cosine``, the same in the
+    full residual stream; ``routing``, Pearson(alpha_i, cos(s_i, h_k)) over the demonstrations (does attention
+    prefer the better-aligned labels?) with its null from permuting alpha among them; ``weighting_gain``,
+    cos(sum_i alpha~_i s_i, h_k) - cos(mean_i s_i, h_k), alpha~ renormalised over the labels, with the same null.
+    Means over prompts with 95% bootstrap intervals; ``peaking_ratio`` as measured in :func:`extraction`.
+    """
+    g = np.random.default_rng(seed)
+    s, a = ex.signals_full, ex.label_attention  # [N, n, D], [N, n]
+    hk = task_means[:, None, :]
+    sub_cos = _cosines(s @ subspace.T, (task_means @ subspace.T)[:, None, :]).mean(axis=1)
+    cos_i = _cosines(s, hk)  # [N, n]
+    w = a / np.maximum(a.sum(axis=1, keepdims=True), 1e-12)
+    uniform = _cosines(s.mean(axis=1), task_means)
+    weighted = _cosines((w[:, :, None] * s).sum(axis=1), task_means)
+    routing, routing_null, gain_null = [], [], []
+    for j in range(len(s)):
+        routing.append(_pearson(a[j], cos_i[j]))
+        perms = [g.permutation(a.shape[1]) for _ in range(shuffles)]
+        routing_null.append(np.nanmean([_pearson(a[j][p], cos_i[j]) for p in perms]))
+        gain_null.append(np.mean([_cosines((w[j][p][:, None] * s[j]).sum(0), task_means[j]) - uniform[j] for p in perms]))
+    return {
+        "peaking_ratio": ex.peaking_ratio,
+        "signal_cosine": _mean_ci(sub_cos, g),
+        "ondemo_cosine": _mean_ci(cos_i.mean(axis=1), g),
+        "routing": _mean_ci(np.array(routing), g),
+        "routing_null": _mean_ci(np.array(routing_null), g),
+        "weighting_gain": _mean_ci(weighted - uniform, g),
+        "weighting_gain_null": _mean_ci(np.array(gain_null), g),
+    }
+
+
+def wrong_demonstration(clean: Extraction, wrong: Extraction, task_means: np.ndarray, which: int = 0) -> dict[str, float]:
+    """How one head handles a wrong demonstration (its label changed), read through the extraction identity on the
+    same prompts clean and with demonstration ``which`` wrong: that demonstration's signal alignment cos(s, h_k)
+    and its share of the label attention, clean vs wrong, and the alignment of the head's whole output at the
+    final token with h_k, clean vs wrong. Later demonstrations suppress the wrong signal when its attention
+    share falls and the head's output stays aligned."""
+    share = lambda ex: ex.label_attention[:, which] / np.maximum(ex.label_attention.sum(axis=1), 1e-12)  # noqa: E731
+    return {
+        "signal_cosine_clean": float(_cosines(clean.signals_full[:, which], task_means).mean()),
+        "signal_cosine_wrong": float(_cosines(wrong.signals_full[:, which], task_means).mean()),
+        "attention_share_clean": float(share(clean).mean()),
+        "attention_share_wrong": float(share(wrong).mean()),
+        "output_cosine_clean": float(_cosines(clean.output, task_means).mean()),
+        "output_cosine_wrong": float(_cosines(wrong.output, task_means).mean()),
+    }
 
 
 def successive_correlation(signals: np.ndarray, ks: np.ndarray) -> float:

@@ -356,17 +356,18 @@ def construction(cfg: LinRegStudySettings, runs: dict[str, RunDir], behaviour_pa
     model = gd_step_model(cfg.d, cfg.n_points, lr)
     xs, ys, _, g = _eval_data(cfg, cfg.d, cfg.n_points, min(cfg.eval_prompts, 512), "construction")
     task = LinearRegression(LinRegConfig(d=cfg.d, n_points=cfg.n_points, encoding="akyurek"))
-    built = task.predictions(model(task.encode(xs.double(), ys.double())))
-    gd = GD(steps=1, lr=lr).predict(xs, ys)
-    out: dict[str, Any] = {"lr": lr, "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model, "d_mlp": model.cfg.mlp_dim,
+    x64, y64 = xs.double(), ys.double()  # the learners answer in their inputs' dtype: compare in float64
+    built = task.predictions(model(task.encode(x64, y64)))
+    gd = GD(steps=1, lr=lr).predict(x64, y64)
+    out: dict[str, Any] = {"lr": lr, "prompts": len(xs), "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model, "d_mlp": model.cfg.mlp_dim,
                            "max_relative_error": float((built - gd).abs().max() / gd.abs().max()), "spd": {}}
     # Theorem 2: ridge by Sherman-Morrison updates, at the ridge of the learner list closest to the deepest model
     deepest = behaviour_part["depths"][str(max(cfg.depths))]["spd"]
     lam_name = min(RIDGES, key=lambda name: float(np.mean(deepest[name]["mean"][1:])))
     lam = RIDGES[lam_name]
     ridge_built = ridge_model(cfg.d, cfg.n_points, lam)
-    ridge_pred = task.predictions(ridge_built(task.encode(xs.double(), ys.double())))
-    ridge_ref = Ridge(lam).predict(xs, ys)
+    ridge_pred = task.predictions(ridge_built(task.encode(x64, y64)))
+    ridge_ref = Ridge(lam).predict(x64, y64)
     ridge = {"lam": lam, "n_layers": ridge_built.cfg.n_layers, "d_model": ridge_built.cfg.d_model,
              "d_mlp": ridge_built.cfg.mlp_dim, "n_heads": ridge_built.cfg.n_heads,
              "max_relative_error": float((ridge_pred - ridge_ref).abs().max() / ridge_ref.abs().max()), "spd": {}}
@@ -476,7 +477,7 @@ def _construction_claims(cfg: LinRegStudySettings, c: dict[str, Any], probe_r2: 
         "a transformer implements one step of gradient descent on its prompt with O(1) layers and O(d) width (Theorem 1)",
         Verdict.of(c["max_relative_error"] <= t.construction_tol),
         f"constructed model: {c['n_layers']} blocks, width {c['d_model']} = 5d + 5, MLP {c['d_mlp']}, one head; max |prediction - "
-        f"GD(lr {c['lr'] * cfg.d:.3g}/d)| / max |prediction| = {c['max_relative_error']:.1e} over {cfg.eval_prompts} prompts (float64)",
+        f"GD(lr {c['lr'] * cfg.d:.3g}/d)| / max |prediction| = {c['max_relative_error']:.1e} over {c.get('prompts', cfg.eval_prompts)} prompts (float64)",
         f"{AKYUREK}, section 3, Theorem 1", {"thresholds.construction_tol": t.construction_tol})
     r = c["ridge"]
     ridge = Claim(

@@ -8,7 +8,7 @@ from iclab.analysis import addk as A
 from iclab.errors import IclabError
 from iclab.heads import IclabHeadModel
 from iclab.models import ModelConfig, Transformer
-from iclab.tasks.addk import AddKConfig, AddKTask, NumberTokenizer, prompt_text
+from iclab.tasks.addk import AddKConfig, AddKTask, DigitTokenizer, NumberTokenizer, prompt_text
 
 
 def test_number_tokenizer_round_trips_arrow_prompts_and_rejects_what_it_cannot_read():
@@ -35,6 +35,61 @@ def test_training_batches_follow_the_rule_and_hold_out_tasks():
     assert torch.equal(y - x, b.extras["k"].unsqueeze(1).expand_as(y))
     assert not set(b.extras["k"].tolist()) & set(cfg.held_out)
     assert b.inputs.shape[1] == cfg.seq_len() == cfg.model_io()["n_ctx"]
+
+
+def test_the_training_mix_varies_shots_and_positions_and_hides_its_wrong_labels_from_the_loss():
+    cfg = AddKConfig(min_shots=1, max_offset=6, label_noise=0.2)
+    task = AddKTask(cfg)
+    shots, offsets, wrong_total = set(), set(), 0
+    for step in range(40):
+        b = task.batch(step, 128, "train")
+        tok = task.tok
+        offset = int((b.inputs[0, 1:] == tok.sep_id).long().cumprod(0).sum())  # the leading "#"s
+        body = b.inputs[:, 1 + offset:]
+        n = (body.shape[1] - 3) // 4
+        shots.add(n)
+        offsets.add(offset)
+        assert 1 + body.shape[1] == cfg.seq_len(n) and b.inputs.shape[1] <= cfg.model_io()["n_ctx"]
+        x = body[:, 0::4] + tok.lo - 3
+        y = body[:, 2::4] + tok.lo - 3
+        right = (y - x) == b.extras["k"].unsqueeze(1)
+        label = b.extras["label"][:, 1 + offset:][:, 2::4]
+        assert torch.equal(label, right)  # the loss sees exactly the right labels ...
+        assert right[:, -1].all()  # ... the query's answer always among them
+        wrong_total += int((~right).sum())
+    assert shots == set(range(1, 6)) and len(offsets) > 3 and wrong_total > 0
+    assert AddKTask(AddKConfig()).batch(3, 8, "train").inputs.equal(AddKTask(AddKConfig(max_offset=0)).batch(3, 8, "train").inputs)
+
+
+def test_digit_tokens_write_every_number_in_the_same_number_of_digits():
+    tok = DigitTokenizer(-30, 130)
+    assert tok.width == 4 and tok.vocab_size == 15
+    ids = tok.encode("7->-23#")
+    assert len(ids) == 1 + 4 + 1 + 4 + 1 and tok.decode(ids[1:]) == "7->-23#"
+    assert tok.number_ids(torch.tensor([7, -23, 130])).tolist() == [[3, 5, 5, 12], [4, 5, 7, 8], [3, 6, 8, 5]]
+    cfg = AddKConfig(digits=True, shots=3)
+    task = AddKTask(cfg)
+    assert task.tok.width == 3  # add: numbers 1..130, no sign
+    b = task.batch(0, 64, "train")
+    assert b.inputs.shape[1] == cfg.seq_len() == 1 + 8 * 3 + 7
+    digits = b.inputs[:, 1:25].view(64, 3, 8)[:, :, :7]  # each shot: x x x -> y y y #
+    value = lambda t: (t - 5) @ torch.tensor([100, 10, 1])  # noqa: E731
+    x, y = value(digits[..., :3]), value(digits[..., 4:7])
+    assert torch.equal(y - x, b.extras["k"].unsqueeze(1).expand_as(y))
+    last = b.inputs[:, -7:]
+    assert torch.equal(value(last[:, 4:]) - value(last[:, :3]), b.extras["k"])
+    assert int(b.extras["label"].sum()) == 64 * 4 * 3  # three tokens per label
+
+
+def test_a_digit_model_runs_through_the_prompts_and_the_greedy_answers():
+    cfg = AddKConfig(digits=True, shots=2)
+    mcfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, **cfg.model_io())
+    model = IclabHeadModel(Transformer(mcfg, torch.Generator().manual_seed(0)), cfg.tokenizer())
+    prompts = A.make_prompts(model, cfg, [3, 4], 3, 2, torch.Generator().manual_seed(0))
+    p = prompts[0]
+    assert len(p.answer) == 3 and [len(pos) for pos in p.labels] == [3, 3]
+    assert model.decode([p.ids[t] for t in p.labels[1]]).lstrip("0") == str(p.ys[1])
+    assert A.correct(model, prompts).shape == (6,)
 
 
 def own_model(n_layers=2, seed=0):

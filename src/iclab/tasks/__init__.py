@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from iclab.errors import ConfigError
-from iclab.tasks.addk import AddKConfig, AddKTask, NumberTokenizer
+from iclab.tasks.addk import AddKConfig, AddKTask, DigitTokenizer, NumberTokenizer
 from iclab.tasks.base import SPLITS, Batch, Split, Task, derive_seed, stream
 from iclab.tasks.induction import InductionConfig, InductionTask
 from iclab.tasks.linreg import Curriculum, LinearRegression, LinRegConfig
@@ -38,6 +38,7 @@ __all__ = [
     "AddKConfig",
     "AddKTask",
     "NumberTokenizer",
+    "DigitTokenizer",
     "SPLITS",
     "TASKS",
     "Batch",

@@ -41,33 +41,93 @@ class NumberTokenizer:
         self.bos_id, self.arrow_id, self.sep_id = 0, 1, 2
         self.vocab_size = 3 + hi - lo + 1
 
+    width = 1  # tokens per number
+
     def number(self, n: torch.Tensor | int) -> torch.Tensor | int:
         """Token id(s) of integer(s) n."""
         return n - self.lo + 3
 
+    def number_ids(self, n: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, width] of integers n [B]."""
+        return self.number(n).unsqueeze(-1)
+
     def encode(self, text: str, bos: bool = True) -> list[int]:
         ids = [self.bos_id] if bos else []
-        pos = 0
-        for m in TOKEN.finditer(text):
-            if text[pos : m.start()].strip():
-                raise IclabError(f"cannot tokenize {text[pos:m.start()]!r}: the number tokenizer reads integers, '->' and '#'")
-            pos = m.end()
-            tok = m.group()
+        for tok, n in _tokens(text, self.lo, self.hi):
+            ids.append(self.arrow_id if tok == "->" else self.sep_id if tok == "#" else int(self.number(n)))
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.specials[i] if i < 3 else str(i - 3 + self.lo) for i in ids)
+
+
+class DigitTokenizer:
+    """BOS, "->", "#", "+", "-" and the digits 0-9: every number is written in ``width`` digits, zero-padded (7 ->
+    "007"), after a sign token when the range has negative numbers, so every number is the same number of tokens
+    and prompts keep one layout (no padding); base-10 structure is in the tokens themselves."""
+
+    specials = ("<bos>", "->", "#", "+", "-")
+
+    def __init__(self, lo: int, hi: int):
+        self.lo, self.hi = lo, hi
+        self.bos_id, self.arrow_id, self.sep_id, self.plus_id, self.minus_id = 0, 1, 2, 3, 4
+        self.digits = len(str(max(abs(lo), abs(hi))))
+        self.signed = lo < 0
+        self.width = self.digits + int(self.signed)
+        self.vocab_size = len(self.specials) + 10
+
+    def number_ids(self, n: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, width] of integers n [B]."""
+        n = torch.as_tensor(n)
+        a = n.abs()
+        cols = [len(self.specials) + (a // 10 ** p) % 10 for p in range(self.digits - 1, -1, -1)]
+        if self.signed:
+            cols.insert(0, torch.where(n < 0, self.minus_id, self.plus_id))
+        return torch.stack(cols, dim=-1)
+
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        ids = [self.bos_id] if bos else []
+        for tok, n in _tokens(text, self.lo, self.hi):
             if tok == "->":
                 ids.append(self.arrow_id)
             elif tok == "#":
                 ids.append(self.sep_id)
             else:
-                n = int(tok)
-                if not self.lo <= n <= self.hi:
-                    raise IclabError(f"number {n} is outside the tokenizer's range [{self.lo}, {self.hi}]")
-                ids.append(int(self.number(n)))
-        if text[pos:].strip():
-            raise IclabError(f"cannot tokenize {text[pos:]!r}")
+                ids += self.number_ids(torch.tensor([n]))[0].tolist()
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.specials[i] if i < 3 else str(i - 3 + self.lo) for i in ids)
+        out, number = [], ""
+        for i in ids:
+            if i >= len(self.specials):
+                number += str(i - len(self.specials))
+                continue
+            if number:
+                out.append(number.lstrip("0") or "0")
+                number = ""
+            out.append("" if i == self.plus_id else self.specials[i])
+        if number:
+            out.append(number.lstrip("0") or "0")
+        return "".join(out)
+
+
+def _tokens(text: str, lo: int, hi: int):
+    """("->" | "#" | "n", int or None) for each token of arrow-template text; a clear error for anything else."""
+    pos = 0
+    for m in TOKEN.finditer(text):
+        if text[pos : m.start()].strip():
+            raise IclabError(f"cannot tokenize {text[pos:m.start()]!r}: the number tokenizer reads integers, '->' and '#'")
+        pos = m.end()
+        tok = m.group()
+        if tok in ("->", "#"):
+            yield tok, None
+            continue
+        n = int(tok)
+        if not lo <= n <= hi:
+            raise IclabError(f"number {n} is outside the tokenizer's range [{lo}, {hi}]")
+        yield "n", n
+    if text[pos:].strip():
+        raise IclabError(f"cannot tokenize {text[pos:]!r}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +140,14 @@ class AddKConfig:
     held_out: tuple[int, ...] = (2, 16, 20, 21, 27)
     shots: int = 5
     data_seed: int = 1
+    # Training mix (defaults: every prompt 5-shot, clean, at the same positions). ``min_shots``: each batch's number
+    # of shots is drawn from [min_shots, shots]; ``max_offset``: each batch starts after 0..max_offset extra "#"
+    # tokens, so no demonstration sits at a fixed position; ``label_noise``: the chance that a demonstration's label
+    # is another task's answer (x + k', k' != k), with no loss on it, so one demonstration cannot be trusted alone.
+    min_shots: int | None = None
+    max_offset: int = 0
+    label_noise: float = 0.0
+    digits: bool = False  # numbers as fixed-width digit tokens (DigitTokenizer) instead of one token per number
 
     def __post_init__(self) -> None:
         require(self.op in ("add", "sub", "mul"), "op", f"must be add, sub or mul, got {self.op!r}")
@@ -88,6 +156,10 @@ class AddKConfig:
         require(all(1 <= k <= self.k_max for k in self.held_out), "held_out", f"every held-out k must lie in [1, {self.k_max}]")
         require(len(set(self.held_out)) < self.k_max, "held_out", "must leave at least one training task")
         require(self.shots >= 1, "shots", f"must be at least 1, got {self.shots}")
+        require(self.min_shots is None or 0 <= self.min_shots <= self.shots, "min_shots",
+                f"must lie in [0, shots={self.shots}], or null for always {self.shots}")
+        require(self.max_offset >= 0, "max_offset", f"must be at least 0, got {self.max_offset}")
+        require(0 <= self.label_noise < 1, "label_noise", f"must lie in [0, 1), got {self.label_noise}")
 
     @property
     def train_tasks(self) -> list[int]:
@@ -100,14 +172,16 @@ class AddKConfig:
         values = [self.apply(x, k) for x in (self.x_min, self.x_max) for k in (1, self.k_max)] + [self.x_min, self.x_max]
         return min(values), max(values)
 
-    def tokenizer(self) -> NumberTokenizer:
-        return NumberTokenizer(*self.number_range())
+    def tokenizer(self) -> NumberTokenizer | DigitTokenizer:
+        return (DigitTokenizer if self.digits else NumberTokenizer)(*self.number_range())
 
     def seq_len(self, shots: int | None = None) -> int:
-        return 1 + 4 * (self.shots if shots is None else shots) + 3
+        """Tokens of a training prompt (BOS, each shot x -> y #, the query x -> y)."""
+        w = self.tokenizer().width
+        return 1 + (2 * w + 2) * (self.shots if shots is None else shots) + 2 * w + 1
 
     def model_io(self) -> dict:
-        return {"input": "tokens", "d_vocab": self.tokenizer().vocab_size, "n_ctx": self.seq_len()}
+        return {"input": "tokens", "d_vocab": self.tokenizer().vocab_size, "n_ctx": self.seq_len() + self.max_offset}
 
 
 def sample(cfg: AddKConfig, ks: torch.Tensor, shots: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,17 +224,24 @@ def prompt_text(xs: list[int], ys: list[int], fmt: PromptFormat = PROMPT_FORMATS
     return "".join(fmt.demo(x, y) for x, y in zip(xs[:-1], ys[:-1])) + fmt.query(xs[-1])
 
 
-def prompt_ids(tok: NumberTokenizer, xs: torch.Tensor, ys: torch.Tensor, with_answer: bool = True) -> torch.Tensor:
-    """Token ids [B, 1 + 4 n + 2 (+1)] of the arrow template for xs, ys [B, n + 1], built without text."""
+def prompt_ids(tok: NumberTokenizer | DigitTokenizer, xs: torch.Tensor, ys: torch.Tensor, with_answer: bool = True) -> torch.Tensor:
+    """Token ids [B, T] of the arrow template for xs, ys [B, n + 1], built without text (each number ``tok.width``
+    tokens; T = 1 + (2 w + 2) n + 2 w + 1, or w fewer without the answer)."""
     B, n1 = xs.shape
-    cols = [torch.full((B,), tok.bos_id)]
+    cols = [torch.full((B, 1), tok.bos_id)]
     for i in range(n1):
-        cols += [tok.number(xs[:, i]), torch.full((B,), tok.arrow_id)]
+        cols += [tok.number_ids(xs[:, i]), torch.full((B, 1), tok.arrow_id)]
         if i < n1 - 1 or with_answer:
-            cols.append(tok.number(ys[:, i]))
+            cols.append(tok.number_ids(ys[:, i]))
         if i < n1 - 1:
-            cols.append(torch.full((B,), tok.sep_id))
-    return torch.stack(cols, dim=1)
+            cols.append(torch.full((B, 1), tok.sep_id))
+    return torch.cat(cols, dim=1)
+
+
+def label_positions(width: int, shots: int) -> torch.Tensor:
+    """Positions [shots + 1, width] of each shot's y tokens (the query's answer last) in :func:`prompt_ids`'s layout."""
+    starts = 1 + (2 * width + 2) * torch.arange(shots + 1) + width + 1
+    return starts.unsqueeze(1) + torch.arange(width)
 
 
 class AddKTask:
@@ -175,16 +256,33 @@ class AddKTask:
         g = stream(cfg.data_seed, "prompts", split, step)
         tasks = torch.tensor(cfg.train_tasks)
         ks = tasks[torch.randint(len(tasks), (batch_size,), generator=g)]
-        xs, ys = sample(cfg, ks, cfg.shots, g)
-        ids = prompt_ids(self.tok, xs, ys).to(device)
+        shots = cfg.shots if cfg.min_shots is None else int(torch.randint(cfg.min_shots, cfg.shots + 1, (), generator=g))
+        xs, ys = sample(cfg, ks, shots, g)
+        shown, trusted = ys, torch.ones(batch_size, shots + 1, dtype=torch.bool)
+        if cfg.label_noise > 0:
+            wrong = torch.rand(batch_size, shots + 1, generator=g) < cfg.label_noise
+            wrong[:, -1] = False  # the query's answer is always right
+            other = torch.randint(1, cfg.k_max, (batch_size, shots + 1), generator=g)
+            other = other + (other >= ks.unsqueeze(1)).long()  # k' != k, uniform over the other tasks
+            shown = torch.where(wrong, cfg.apply(xs, other), ys)
+            trusted = ~wrong
+        ids = prompt_ids(self.tok, xs, shown)
         label = torch.zeros_like(ids, dtype=torch.bool)
-        label[:, 3::4] = True  # the y of every shot, the query's included
-        return Batch(inputs=ids, targets=ids, extras={"label": label, "k": ks.to(device)})
+        at = label_positions(self.tok.width, shots)  # [shots + 1, w]
+        label[:, at] = trusted.unsqueeze(-1).expand(-1, -1, self.tok.width)  # every shot's y, unless made wrong
+        offset = int(torch.randint(0, cfg.max_offset + 1, (), generator=g)) if cfg.max_offset else 0
+        if offset:
+            pad = torch.full((batch_size, offset), self.tok.sep_id)
+            ids = torch.cat([ids[:, :1], pad, ids[:, 1:]], dim=1)
+            label = torch.cat([label[:, :1], torch.zeros(batch_size, offset, dtype=torch.bool), label[:, 1:]], dim=1)
+        return Batch(inputs=ids.to(device), targets=ids.to(device), extras={"label": label.to(device), "k": ks.to(device)})
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         label = batch.extras["label"][:, 1:]
         return F.cross_entropy(outputs[:, :-1][label], batch.targets[:, 1:][label])
 
     def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
-        pred = outputs[:, -2].argmax(-1)
-        return {"loss": float(self.loss(outputs, batch)), "query_accuracy": float((pred == batch.targets[:, -1]).float().mean())}
+        w = self.tok.width
+        pred = outputs[:, -w - 1 : -1].argmax(-1)  # [B, w]: the query's answer, every token right
+        right = (pred == batch.targets[:, -w:]).all(dim=-1)
+        return {"loss": float(self.loss(outputs, batch)), "query_accuracy": float(right.float().mean())}

@@ -41,7 +41,7 @@ class AddKRecipe:
     lr: float = 1e-3
     warmup_steps: int = 200
     batch_size: int = 64
-    steps: int = 4000
+    steps: int = 8000
 
     def __post_init__(self) -> None:
         require_positive(self, "n_layers", "d_model", "n_heads", "lr", "batch_size", "steps")
@@ -67,7 +67,9 @@ class AddKStudySettings:
     model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf); None: train iclab's own model
     dtype: Literal["float32", "bfloat16"] = "float32"
     recipe: AddKRecipe = field(default_factory=AddKRecipe)
-    task: AddKConfig = field(default_factory=AddKConfig)
+    # The quick model's training mix (docs/addk.md): 1-5 shots, 0-4 extra "#" before the first demonstration, one
+    # label in ten another task's answer. Without the offset and the noise it reads k off the first demonstration.
+    task: AddKConfig = field(default_factory=lambda: AddKConfig(min_shots=1, max_offset=4, label_noise=0.1))
     eval_per_task: int = 20  # few-shot prompts per task for accuracies
     mean_per_task: int = 100  # prompts per task for the task means z_k
     mask_per_task: int = 40  # zero-shot prompts per training task for the mask optimisation (80/20 split)

@@ -50,6 +50,11 @@ def test_models_are_ordinary_resumable_runs_and_a_rerun_reuses_everything(study)
     log = []
     linreg.run("quick", out, TINY, torch.device("cpu"), log=log.append)
     assert "  behaviour: cached" in log and "  probes: cached" in log
+    log = []  # a threshold decides verdicts only: the claims are re-judged, no part is recomputed
+    summary = linreg.run("quick", out, [*TINY, "thresholds.construction_tol=1e-30"], torch.device("cpu"), log=log.append)
+    assert all(line.endswith(": cached") for line in log if line.startswith("  ") and line.strip().endswith(("...", "cached")))
+    assert "  construction: cached" in log
+    assert any(line.startswith("NOT REPRODUCED") and "Theorem 1" in line for line in summary["findings"])
 
 
 def test_the_control_sees_one_task_only():

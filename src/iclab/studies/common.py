@@ -129,7 +129,10 @@ class Parts:
         atomic_write_text(self.out / "config.yaml", dump_yaml(to_dict(settings)))
 
     def get(self, name: str, compute: Callable[[], dict[str, Any]], depends: Any = None) -> dict[str, Any]:
-        key = config_hash(depends if depends is not None else self.settings)
+        """The part's cached result, or ``compute()`` saved. The cache is keyed by ``depends`` (the settings the part
+        reads), by default the whole settings except ``thresholds``: thresholds decide verdicts only, so changing
+        one re-judges the claims without recomputing any part."""
+        key = config_hash(depends if depends is not None else without_thresholds(self.settings))
         path = self.dir / f"{name}.json"
         if path.is_file():
             try:
@@ -148,6 +151,13 @@ class Parts:
         atomic_write_json(path, {"settings_hash": key, "wall_time_s": elapsed, "result": result})
         self.log(f"  {name}: done in {elapsed:.1f}s")
         return result
+
+
+def without_thresholds(settings: Any) -> dict[str, Any]:
+    """The settings as a dict without their ``thresholds`` (which only the claims read)."""
+    out = to_dict(settings)
+    out.pop("thresholds", None)
+    return out
 
 
 def finite_or_none(x: float) -> float | None:

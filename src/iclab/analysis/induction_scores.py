@@ -1,6 +1,8 @@
-"""Scoring an iclab token model for induction: everything the induction study measures on one set of weights.
+"""Scoring a token model for induction: everything the induction study measures on one set of weights.
 
-One call of :func:`score_model` gives, for a model at one snapshot,
+:func:`head_scores` is the one per-head scorer, for any :class:`~iclab.heads.HeadModel` on given probes;
+:func:`score_heads` draws the probes for a model and calls it. One call of :func:`score_model` gives, for an
+iclab model at one snapshot,
   - the ICL score and per-token losses on fixed held-out sequences,
   - per-head prefix-matching and previous-token scores (from one cached forward
     pass on repeated random tokens, patterns only) and copying scores (from the
@@ -78,13 +80,35 @@ def score_model(model: Transformer, probes: ProbeSequences) -> dict:
         out[f"loss/{name}"] = float(losses.mean())
         if name == "mixture":
             out["position_losses"] = losses[probes.loss_positions[:, 0], probes.loss_positions[:, 1]].tolist()
-    heads = IclabHeadModel(model)  # the head scores go through the one head interface, as for any model
-    patterns = heads.patterns(probes.repeated)  # [L, B, H, T, T]
-    out["prefix_matching"] = prefix_matching_score(patterns, probes.repeated).tolist()
-    out["previous_token"] = previous_token_score(patterns).tolist()
-    copying, top1 = copying_scores(heads, probes.ov_tokens, probes.vocab)
-    out["copying"] = copying.tolist()
-    out["copying_top1"] = top1.tolist()
+    # the head scores go through the one head interface and the one scorer, as for any model
+    scores = head_scores(IclabHeadModel(model), probes.repeated, probes.ov_tokens, probes.vocab, detection=False)
+    out.update({name: value.tolist() for name, value in scores.items()})
+    return out
+
+
+@torch.no_grad()
+def head_scores(model, repeated: torch.Tensor, ov_tokens: torch.Tensor, vocab: torch.Tensor, *,
+                detection: bool = True) -> dict[str, torch.Tensor]:
+    """Per-head scores [L, H] of any :class:`~iclab.heads.HeadModel` on given probes: prefix-matching and
+    previous-token on ``repeated`` [B, T] (BOS + random tokens repeated), copying (the specified logit score and its
+    top-1 share) for source tokens ``ov_tokens`` [N] with logits compared among ``vocab`` [V']; with ``detection``,
+    also Olsson et al.'s eigenvalue copying measure and TransformerLens "mul" detection scores.
+    Grouped-query heads are scored per query head."""
+    patterns = model.patterns(repeated).cpu()  # [L, B, H, T, T]
+    copying, top1 = copying_scores(model, ov_tokens, vocab)
+    out = {"prefix_matching": prefix_matching_score(patterns, repeated.cpu()), "previous_token": previous_token_score(patterns),
+           "copying": copying, "copying_top1": top1}
+    if detection:
+        from iclab.analysis.heads import detection_score, duplicate_token_detection, induction_detection, previous_token_detection
+
+        bos = model.bos_id is not None
+        seq = repeated.cpu()
+        out.update({
+            "copying_eigenvalues": ov_eigenvalue_copying(model),
+            "induction_detection": detection_score(patterns, induction_detection(seq), exclude_bos=bos),
+            "previous_token_detection": detection_score(patterns, previous_token_detection(seq), exclude_bos=bos),
+            "duplicate_token_detection": detection_score(patterns, duplicate_token_detection(seq), exclude_bos=bos),
+        })
     return out
 
 
@@ -125,23 +149,9 @@ def score_heads(model, generator: torch.Generator, vocab: torch.Tensor | None = 
     eigenvalue measure), and TransformerLens "mul" detection scores, on BOS + ``length``
     random tokens from ``vocab`` [V'] (default: the model's probe vocabulary) repeated ``repeats`` times
     (default: :func:`probe_shape` of the model's context). Grouped-query heads are scored per query head."""
-    from iclab.analysis.heads import detection_score, duplicate_token_detection, induction_detection, previous_token_detection
-
     vocab = model.probe_vocab() if vocab is None else vocab
     if length is None or repeats is None:
         length, repeats = probe_shape(model.n_ctx)
     seq = repeated_random_tokens(batch, length, repeats, vocab, generator, bos=model.bos_id)
-    patterns = model.patterns(seq).cpu()  # [L, B, H, T, T]
     ov = vocab[torch.randperm(len(vocab), generator=generator)[:n_ov_tokens]]
-    copying, top1 = copying_scores(model, ov, vocab)
-    bos = model.bos_id is not None
-    return {
-        "prefix_matching": prefix_matching_score(patterns, seq),
-        "previous_token": previous_token_score(patterns),
-        "copying": copying,
-        "copying_top1": top1,
-        "copying_eigenvalues": ov_eigenvalue_copying(model),
-        "induction_detection": detection_score(patterns, induction_detection(seq), exclude_bos=bos),
-        "previous_token_detection": detection_score(patterns, previous_token_detection(seq), exclude_bos=bos),
-        "duplicate_token_detection": detection_score(patterns, duplicate_token_detection(seq), exclude_bos=bos),
-    }
+    return head_scores(model, seq, ov, vocab)

@@ -55,6 +55,11 @@ def test_train_from_a_yaml_config_then_list(tmp_path):
     assert "step 20/20" in result.stderr  # plain log lines when not on a terminal
     listing = iclab("runs", str(tmp_path / "runs")).stdout
     assert "linreg" in listing and "complete" in listing and "20/20" in listing
+    # fine-tuning from a path typed relative to the shell's folder: the run records it absolute
+    result = iclab("train", "--config", "c.yaml", "--out", "runs/b", "--device", "cpu", "--set", "train.init_weights=runs/a/model.safetensors",
+                   cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"init_weights: {tmp_path.resolve() / 'runs' / 'a' / 'model.safetensors'}" in (tmp_path / "runs" / "b" / "config.yaml").read_text()
 
 
 def test_reproduce_refuses_unknown_studies_and_presets(tmp_path):

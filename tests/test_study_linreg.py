@@ -57,6 +57,19 @@ def test_models_are_ordinary_resumable_runs_and_a_rerun_reuses_everything(study)
     assert any(line.startswith("NOT REPRODUCED") and "Theorem 1" in line for line in summary["findings"])
 
 
+def test_a_moved_study_folder_resumes_with_everything_cached(study, tmp_path):
+    import shutil
+
+    out, _, _ = study
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    config = (moved / "runs" / "L_noise_s0.5_t1" / "config.yaml").read_text()
+    assert "init_weights: ../L2/model.safetensors" in config  # the noise run starts from its sibling, by a relative path
+    log = []
+    linreg.run("quick", moved, TINY, torch.device("cpu"), log=log.append)
+    assert "  behaviour: cached" in log and "  construction: cached" in log
+
+
 def test_the_control_sees_one_task_only():
     from iclab.tasks import LinearRegression, LinRegConfig
 

@@ -79,6 +79,12 @@ def train(
     if not (data.get("task") or {}).get("name"):
         raise IclabError("no task given: use --task NAME or task.name in --config (see `iclab tasks`)")
     run_config = apply_overrides(RunConfig.from_dict(data), set_)
+    if run_config.train.init_weights and not Path(run_config.train.init_weights).is_absolute():
+        import dataclasses
+
+        # a path typed here is the shell's (relative to the current folder); the run stores it absolute
+        absolute = str(Path(run_config.train.init_weights).resolve())
+        run_config = dataclasses.replace(run_config, train=dataclasses.replace(run_config.train, init_weights=absolute))
     dev = resolve_device(device)
     if run_config.train.tensorboard:
         from iclab.train.tensorboard import require_tensorboard

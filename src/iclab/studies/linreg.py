@@ -11,6 +11,7 @@ one fixed task. Every model is an ordinary iclab run (resumable), under
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -219,8 +220,12 @@ def _fit_to_bayes(cfg: LinRegStudySettings, pair: tuple[float, float], runs: dic
                   log: Callable[[str], None]) -> None:
     """Fine-tune the deepest model on noise ``pair`` in rounds until it is within the Bayes margin (or out of steps)."""
     n, name = cfg.noise_training, _noise_name(pair)
-    start = str(runs[f"L{max(cfg.depths)}"].final_model)
     on_disk = RunDir(out / "runs" / name)
+    # relative to the noise run's folder, so the study folder can be moved; a folder made before iclab 0.4 keeps
+    # the absolute path its runs were started with
+    start = os.path.relpath(runs[f"L{max(cfg.depths)}"].final_model, on_disk.path)
+    if on_disk.config_file.is_file() and Path(on_disk.read_config().train.init_weights or "").is_absolute():
+        start = on_disk.read_config().train.init_weights
     steps = max(n.round_steps, on_disk.read_config().train.steps if on_disk.config_file.is_file() else 0)
     while True:
         fit(name, _run_config(cfg, max(cfg.depths), steps, cfg.d, cfg.n_points, noise=pair, init_weights=start, curriculum=False))

@@ -21,7 +21,10 @@ class TrainConfig:
     analyses); 0 for none. ``eval_every``: steps between evaluations on the
     eval split (0: only at the end). ``init_weights``: a safetensors file of
     weights of the same model to start from instead of a random init
-    (fine-tuning); it is part of the run's identity. ``tensorboard``: also
+    (fine-tuning); it is part of the run's identity. A relative path is read
+    relative to the run directory (so a folder of runs that start from each
+    other can be moved); ``iclab train --set train.init_weights=PATH`` makes a
+    path given on the command line absolute first. ``tensorboard``: also
     log the metrics as TensorBoard event files in ``DIR/tensorboard/``.
     ``compile``: run the training forward and backward through ``torch.compile``
     (inductor; on CPU it needs a C++ compiler). Off by default: measured on 2 CPU

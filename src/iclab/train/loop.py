@@ -192,7 +192,7 @@ def train(
             start, elapsed = good[0], 0.0
             load_model_tensors(model, good[1], run.snapshot_file(start))
     elif cfg.init_weights:
-        source = Path(cfg.init_weights)
+        source = run.path / cfg.init_weights  # a relative path is the run directory's; an absolute one stays
         load_model_tensors(model, load_tensors(source, device)[0], source)
     run.truncate_metrics(start)
     snaps = set(snapshot_steps(cfg.steps, cfg.snapshots))

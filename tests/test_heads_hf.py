@@ -163,6 +163,15 @@ def test_iclab_models_share_the_interface():
     mask = torch.ones(2, 4)
     mask[0, 3] = 0
     assert torch.allclose(model.logits(x, Intervention(head_scale=scale)), model.model(x, head_mask=mask), atol=1e-5)
+    from iclab.models import ablate_heads, mean_z
+
+    z_mean = mean_z(model.model, ids(B=3, T=5))  # [L, 5, H, E]: per position, shorter than x (the last one repeats)
+    replace = torch.zeros(2, 4, dtype=torch.bool)
+    replace[1, 2] = True
+    with torch.no_grad(), ablate_heads(model.model, [(1, 2)], "mean", z_mean):
+        by_context = model.model(x)
+    by_intervention = model.logits(x, Intervention(replace_mask=replace, replace_z=z_mean))
+    assert torch.equal(by_context, by_intervention) and not torch.allclose(by_context, model.logits(x))
     rebuilt = torch.einsum("lbhts,lbshe->lbthe", model.patterns(x), model.values(x))
     assert torch.allclose(rebuilt, cache.z, atol=1e-5)
     assert greedy_generate(model, x, 3).shape == (2, 3)

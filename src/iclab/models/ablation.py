@@ -58,31 +58,30 @@ def ablate_heads(
     ``z_mean`` [L, T, H, E] (from :func:`mean_z`) is required for ``mode="mean"``;
     positions beyond its T use its last position's mean.
     """
+    from iclab.heads.base import Intervention, edit_z  # the one implementation of head edits
+
     heads = check_heads(model, heads)
     if mode not in ("zero", "mean"):
         raise IclabError(f"ablation mode {mode!r} is not one of 'zero', 'mean'")
     if mode == "mean" and z_mean is None:
         raise IclabError("mean ablation needs z_mean: compute it with iclab.models.mean_z(model, inputs)")
-    by_layer: dict[int, list[int]] = {}
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    chosen = torch.zeros(L, H, dtype=torch.bool)
     for layer, head in heads:
-        by_layer.setdefault(layer, []).append(head)
+        chosen[layer, head] = True
+    if mode == "zero":
+        iv = Intervention(head_scale=(~chosen).float())
+    else:
+        iv = Intervention(replace_mask=chosen, replace_z=z_mean)
 
-    def make(layer: int, idx: list[int]):
+    def make(layer: int):
         def fn(z: torch.Tensor, hook: HookPoint) -> torch.Tensor:
-            z = z.clone()
-            if mode == "zero":
-                z[:, :, idx] = 0.0
-            else:
-                T = z.shape[1]
-                ref = z_mean[layer, : min(T, z_mean.shape[1])]
-                if ref.shape[0] < T:
-                    ref = torch.cat([ref, ref[-1:].expand(T - ref.shape[0], -1, -1)])
-                z[:, :, idx] = ref[:, idx].to(z)
-            return z
+            return edit_z(iv, layer, z, slice(0, z.shape[1]))
 
         return fn
 
-    with hooks(model, [(f"blocks.{layer}.attn.hook_z", make(layer, idx)) for layer, idx in by_layer.items()]):
+    touched = sorted({layer for layer, _ in heads})
+    with hooks(model, [(f"blocks.{layer}.attn.hook_z", make(layer)) for layer in touched]):
         yield model
 
 

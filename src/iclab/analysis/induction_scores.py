@@ -14,6 +14,7 @@ so scores at different snapshots are comparable and cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -155,3 +156,16 @@ def score_heads(model, generator: torch.Generator, vocab: torch.Tensor | None = 
     seq = repeated_random_tokens(batch, length, repeats, vocab, generator, bos=model.bos_id)
     ov = vocab[torch.randperm(len(vocab), generator=generator)[:n_ov_tokens]]
     return head_scores(model, seq, ov, vocab)
+
+
+def induction_heads(traj: dict[str, Any], threshold: float) -> list[dict[str, Any]]:
+    """The final snapshot's induction heads: prefix-matching score >= ``threshold`` and a direct OV path that copies
+    (it raises the attended token above every other probe token for most tokens: copying_top1 > 0.5), strongest
+    first. ``traj``: per-snapshot [L][H] lists under "prefix_matching", "copying", "copying_top1"."""
+    import numpy as np
+
+    pm, cp, top1 = (np.array(traj[k][-1]) for k in ("prefix_matching", "copying", "copying_top1"))
+    heads = [(int(layer), int(h)) for layer, h in zip(*np.nonzero((pm >= threshold) & (top1 > 0.5)))]
+    heads.sort(key=lambda lh: -pm[lh])
+    return [{"layer": layer, "head": h, "prefix_matching": float(pm[layer, h]), "copying": float(cp[layer, h]),
+             "copying_top1": float(top1[layer, h])} for layer, h in heads]

@@ -8,10 +8,12 @@ losses [S]. All functions are pure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from iclab.analysis.stats import moving_average, pca
+from iclab.config import to_dict
 
 
 @dataclass
@@ -119,3 +121,45 @@ def nonconvex_stretch(tokens: np.ndarray, losses: np.ndarray, min_drop: float = 
             i = j
         i += 1
     return best if best_gain >= min_drop else None
+
+
+# ----------------------------------------------------------------------------- a scored training trajectory
+
+
+def smooth(y: np.ndarray, width: int = 5) -> np.ndarray:
+    """Centred moving average (edges averaged over what exists): snapshot-to-snapshot noise of a scored curve."""
+    return moving_average(y, width, edges="shrink")
+
+
+def trajectory_phase_change(traj: dict[str, Any], level: float = WINDOW_LEVEL, min_icl_change: float = 0.0) -> dict[str, Any]:
+    """Phase-change window of a scored trajectory's (smoothed) ICL score, the loss bump near it, and the
+    per-token-loss PCA trajectory. ``traj``: lists over snapshots under "step", "tokens", "icl_score/mixture",
+    "loss/mixture" and "position_losses" [S, K] (as the induction study's ``trajectory`` part writes them).
+    A fastest-change window counts as a phase change only if the ICL score improves by ``min_icl_change`` nats
+    inside it (a model that improves gradually, or not at all, still has a fastest stretch); otherwise the window,
+    bump and rise are None."""
+    steps = np.array(traj["step"])
+    keep = steps > 0  # log-token axis: the initial weights have seen no tokens
+    tokens = np.array(traj["tokens"])[keep]
+    icl = smooth(np.array(traj["icl_score/mixture"])[keep])
+    window = phase_change_window(tokens, icl, level)
+    total = traj["icl_score/mixture"][-1] - traj["icl_score/mixture"][0]  # negative when the model learns in context
+    if window is not None and -total * window.share_of_final < min_icl_change:
+        window = None
+    # the bump is looked for in the held-out loss at the snapshots (the same fixed sequences every time, so any
+    # feature is the model's, not a batch's), from a decade before the window on (the paper's bump co-occurs with
+    # the phase change; earlier, the loss's first fall from its initial value is non-convex too): the largest
+    # non-convex stretch against log tokens, and any outright rise
+    bump = rise = None
+    if window is not None:
+        near = tokens >= window.start_tokens / 10
+        held_out = np.array(traj["loss/mixture"])[keep][near]
+        bump = nonconvex_stretch(tokens[near], held_out)
+        rise = loss_bump(tokens[near], held_out, smooth=3, min_rise=0.01)
+    pca = loss_pca(np.array(traj["position_losses"]))
+    return {
+        "window": None if window is None else to_dict(window),
+        "bump_tokens": bump,
+        "rise_tokens": rise,
+        "pca": {"coords": pca.coords.tolist(), "explained": pca.explained.tolist()},
+    }

@@ -22,11 +22,10 @@ import torch
 from iclab.analysis.circuits import induction_mechanism
 from iclab.analysis.heads import icl_positions, icl_score
 from iclab.analysis.loss_attribution import induction_predictable, phase_change_attribution, predictable_gain
-from iclab.analysis.induction_scores import ProbeSequences, make_probe_sequences, score_model, token_losses
-from iclab.analysis.stats import moving_average
-from iclab.analysis.phase_change import WINDOW_LEVEL, loss_bump, loss_pca, nonconvex_stretch, phase_change_window
+from iclab.analysis.induction_scores import ProbeSequences, induction_heads, make_probe_sequences, score_model, token_losses
+from iclab.analysis.phase_change import WINDOW_LEVEL, trajectory_phase_change
 from iclab.claims import Claim, Verdict, measured
-from iclab.config import require, require_positive, to_dict
+from iclab.config import require, require_positive
 from iclab.models import ModelConfig, Transformer, ablate_heads, frozen_patterns, mean_z, record_patterns, run_with_cache
 from iclab.runs import RunDir, load_model
 from iclab.studies.common import Parts, finish, generator, settings_for
@@ -219,47 +218,6 @@ def trajectory(cfg: InductionStudySettings, run: RunDir, probes: ProbeSequences,
     }
 
 
-def smooth(y: np.ndarray, width: int = 5) -> np.ndarray:
-    """Centred moving average (edges averaged over what exists): snapshot-to-snapshot noise of a scored curve."""
-    return moving_average(y, width, edges="shrink")
-
-
-def phase_change(traj: dict[str, Any], level: float = WINDOW_LEVEL) -> dict[str, Any]:
-    """Phase-change window of the (smoothed) ICL score, the loss bump near it, and the per-token-loss PCA trajectory."""
-    steps = np.array(traj["step"])
-    keep = steps > 0  # log-token axis: the initial weights have seen no tokens
-    tokens = np.array(traj["tokens"])[keep]
-    icl = smooth(np.array(traj["icl_score/mixture"])[keep])
-    window = phase_change_window(tokens, icl, level)
-    # the bump is looked for in the held-out loss at the snapshots (the same fixed sequences every time, so any
-    # feature is the model's, not a batch's), from a decade before the window on (the paper's bump co-occurs with
-    # the phase change; earlier, the loss's first fall from its initial value is non-convex too): the largest
-    # non-convex stretch against log tokens, and any outright rise
-    bump = rise = None
-    if window is not None:
-        near = tokens >= window.start_tokens / 10
-        held_out = np.array(traj["loss/mixture"])[keep][near]
-        bump = nonconvex_stretch(tokens[near], held_out)
-        rise = loss_bump(tokens[near], held_out, smooth=3, min_rise=0.01)
-    pca = loss_pca(np.array(traj["position_losses"]))
-    return {
-        "window": None if window is None else to_dict(window),
-        "bump_tokens": bump,
-        "rise_tokens": rise,
-        "pca": {"coords": pca.coords.tolist(), "explained": pca.explained.tolist()},
-    }
-
-
-def induction_heads(cfg: InductionStudySettings, traj: dict[str, Any]) -> list[dict[str, Any]]:
-    """Final heads whose prefix-matching score passes the threshold and whose direct OV path copies: it raises the
-    attended token above every other probe token for most tokens (copying_top1 > 0.5)."""
-    pm, cp, top1 = (np.array(traj[k][-1]) for k in ("prefix_matching", "copying", "copying_top1"))
-    heads = [(int(layer), int(h)) for layer, h in zip(*np.nonzero((pm >= cfg.induction_threshold) & (top1 > 0.5)))]
-    heads.sort(key=lambda lh: -pm[lh])
-    return [{"layer": layer, "head": h, "prefix_matching": float(pm[layer, h]), "copying": float(cp[layer, h]),
-             "copying_top1": float(top1[layer, h])} for layer, h in heads]
-
-
 # ----------------------------------------------------------------------------- ablations
 
 
@@ -347,15 +305,6 @@ def mechanism(run: RunDir, traj: dict[str, Any], heads: list[dict[str, Any]], de
 
 
 # ----------------------------------------------------------------------------- findings
-
-
-def is_phase_change(cfg: InductionStudySettings, traj: dict[str, Any], window: dict | None) -> bool:
-    """A fastest-change window is a phase change only if the ICL score improves by ``min_icl_change`` nats inside it
-    (a model that improves gradually, or not at all, still has a fastest stretch: its noise's, or a sliver of a slow drift)."""
-    if window is None:
-        return False
-    total = traj["icl_score/mixture"][-1] - traj["icl_score/mixture"][0]  # negative when the model learns in context
-    return -total * window["share_of_final"] >= cfg.min_icl_change
 
 
 def _fmt_window(w: dict | None) -> str:
@@ -503,10 +452,8 @@ def run(preset: str, out: Path, overrides: list[str], device: torch.device, log:
     runs = train_models(cfg, out, device, log)
     probes = probe_sequences_for(cfg, device)
     traj = {m: parts.get(f"trajectory_{m}", lambda m=m: trajectory(cfg, runs[m], probes, device)) for m in cfg.models}
-    pc = {m: phase_change(traj[m], cfg.window_level) for m in cfg.models}
-    pc = {m: pc[m] if is_phase_change(cfg, traj[m], pc[m]["window"]) else {**pc[m], "window": None, "bump_tokens": None,
-                                                                             "rise_tokens": None} for m in cfg.models}
-    heads = {m: induction_heads(cfg, traj[m]) for m in cfg.models}
+    pc = {m: trajectory_phase_change(traj[m], cfg.window_level, cfg.min_icl_change) for m in cfg.models}
+    heads = {m: induction_heads(traj[m], cfg.induction_threshold) for m in cfg.models}
     abl = {m: parts.get(f"ablation_{m}", lambda m=m: ablations(cfg, runs[m], heads[m], device)) for m in cfg.models}
     mech = {m: parts.get(f"mechanism_{m}", lambda m=m: mechanism(runs[m], traj[m], heads[m], device)) for m in cfg.models
             if model_shape(m)[0] >= 2 and not has_mlps(m)}  # the circuits are those of attention-only models

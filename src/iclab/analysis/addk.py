@@ -66,6 +66,20 @@ def make_prompts(model: HeadModel, cfg: AddKConfig, ks: list[int], per_task: int
     return out
 
 
+def wrong_label_prompts(model: HeadModel, prompts: list[Prompt], which: int, offset: int, hi: int,
+                        fmt: PromptFormat = ARROW) -> list[Prompt]:
+    """The same prompts with demonstration ``which``'s label off by ``offset`` (minus ``offset`` where plus would pass
+    ``hi``, the largest number the tokenizer knows); each keeps its right answer."""
+    out = []
+    for p in prompts:
+        ys = list(p.ys)
+        ys[which] += offset if ys[which] + offset <= hi else -offset
+        q = encode_prompt(model, p.k, p.xs, ys, fmt)
+        q.answer = p.answer  # the right answer is still x_q + k
+        out.append(q)
+    return out
+
+
 def groups(prompts: list[Prompt]) -> dict[tuple[int, int], list[int]]:
     """Indices of prompts with the same (prompt length, answer length): they batch without padding."""
     out: dict[tuple[int, int], list[int]] = {}

@@ -324,16 +324,9 @@ def projection(model: HeadModel, cfg: AddKStudySettings, z_mean: torch.Tensor, l
 
 
 def corrupted(model: HeadModel, cfg: AddKStudySettings, clean: list[A.Prompt], which: int) -> list[A.Prompt]:
-    """The same prompts with demonstration ``which``'s label off by ``corrupt_offset`` (the right answer unchanged)."""
-    out = []
-    hi = cfg.task.number_range()[1]  # stay inside the number tokenizer's range
-    for p in clean:
-        ys = list(p.ys)
-        ys[which] += cfg.corrupt_offset if ys[which] + cfg.corrupt_offset <= hi else -cfg.corrupt_offset
-        q = A.encode_prompt(model, p.k, p.xs, ys, PROMPT_FORMATS[cfg.prompt_format])
-        q.answer = p.answer  # the right answer is still x_q + k
-        out.append(q)
-    return out
+    """The same prompts with demonstration ``which``'s label off by ``corrupt_offset``."""
+    return A.wrong_label_prompts(model, clean, which, cfg.corrupt_offset, cfg.task.number_range()[1],
+                                 PROMPT_FORMATS[cfg.prompt_format])
 
 
 def self_correction(model: HeadModel, cfg: AddKStudySettings) -> dict[str, Any]:

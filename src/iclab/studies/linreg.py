@@ -25,7 +25,7 @@ from iclab.analysis.probes import probe_targets, train_probes
 from iclab.claims import Claim, Verdict, measured
 from iclab.config import require, require_positive, to_dict
 from iclab.constructions import gd_step_model, ridge_model
-from iclab.learners import GD, KNN, OLS, SGD, Averaging, Ridge
+from iclab.learners import GD, OLS, RIDGES, SGD, Ridge, reference_learners
 from iclab.learners.model import ModelLearner
 from iclab.models import ModelConfig, run_with_cache
 from iclab.runs import RunDir
@@ -97,7 +97,6 @@ class LinRegThresholds:
 
 # Akyürek et al.'s noise grid: (sigma, tau), i.e. sigma^2 / tau^2 in {0, 1/16, 1/9, 1/4, 4/9}.
 PAPER_NOISE_GRID = ((0.0, 1.0), (0.25, 1.0), (0.5, 1.5), (0.5, 1.0), (0.5, 0.75))
-RIDGES = {"ridge_0.01": 0.01, "ridge_0.1": 0.1, "ridge_1": 1.0}  # the reference ridges, by name
 OLS_LIKE = ("ols", "ridge_0.01")  # ridge with lambda <= 0.01 differs from OLS only near n = d
 RIDGE_LIKE = ("ridge_0.1", "ridge_1")
 
@@ -248,21 +247,6 @@ def _learner(run: RunDir) -> ModelLearner:
 
 
 # ----------------------------------------------------------------------------- analyses
-
-
-def reference_learners(d: int, sigma: float = 0.0) -> dict[str, Any]:
-    """The learners every model is compared with. GD and SGD here have fixed steps scaled to d; :func:`behaviour`
-    replaces them, per model, by the step of a grid that brings each closest to that model (``gd_1step``, ``sgd``)
-    and adds the steps with their own lowest error (``gd_1step_best``, ``sgd_best``)."""
-    return {
-        "ols": OLS(),
-        **{name: Ridge(lam) for name, lam in RIDGES.items()},
-        "gd_1step": GD(steps=1, lr=0.5 / d / 10),
-        "sgd": SGD(lr=0.5 / d),
-        "knn_3": KNN(3, "uniform"),
-        "knn_3_inv": KNN(3, "inverse_distance"),
-        "averaging": Averaging(),
-    }
 
 
 def _eval_data(cfg: LinRegStudySettings, d: int, n: int, count: int, part: str, noise: tuple[float, float] = (0.0, 1.0)):

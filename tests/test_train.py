@@ -132,6 +132,17 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     assert all(torch.isfinite(t).all() for t in tensors.values())
 
 
+def test_a_resumed_run_removes_what_a_killed_writer_left(tmp_path):
+    train(small_config(steps=10), tmp_path / "r", progress=False)
+    stale = tmp_path / "r" / "checkpoints" / ".resume.safetensors.abc123.tmp"  # as atomic_write names its temporaries
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"half a checkpoint")
+    keep = tmp_path / "r" / "notes.tmp"  # not one of iclab's temporaries
+    keep.write_text("mine")
+    train(small_config(steps=10), tmp_path / "r", progress=False)
+    assert not stale.exists() and keep.exists()
+
+
 def test_corrupt_and_pickle_checkpoints_are_refused(tmp_path):
     train(small_config(steps=10), tmp_path / "r", progress=False)
     (tmp_path / "r" / "model.safetensors").write_bytes(b"garbage")

@@ -53,6 +53,18 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files :func:`atomic_write` leaves when its process is killed mid-write (SIGKILL gives no
+    chance to clean up), anywhere below ``folder``; call it only when no other process writes there. Returns how
+    many were removed. The files they would have replaced are intact: a rename never happened."""
+    removed = 0
+    for tmp in Path(folder).rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 

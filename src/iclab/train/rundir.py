@@ -24,7 +24,7 @@ from typing import Any
 
 from iclab.config import config_hash, dump_yaml, load_yaml, to_dict
 from iclab.errors import ConfigError, RunDirError
-from iclab.io import atomic_write_json, atomic_write_text, output_dir
+from iclab.io import atomic_write_json, atomic_write_text, output_dir, remove_stale_temporaries
 from iclab.train.config import RunConfig
 
 
@@ -133,8 +133,10 @@ class RunDir:
         if self.config_file.is_file():
             on_disk = self.read_config()
             if config_hash(on_disk) == config_hash(config):
+                remove_stale_temporaries(self.path)  # a killed writer's leftovers; this process now owns the run
                 return True
             if continues(on_disk, config) and (self.resume_file.is_file() or self.read_summary() is None):
+                remove_stale_temporaries(self.path)
                 if config.train.steps > on_disk.train.steps:
                     self.summary_file.unlink(missing_ok=True)  # the run is unfinished again
                 atomic_write_text(self.config_file, dump_yaml(config.to_dict()))

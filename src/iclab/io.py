@@ -123,3 +123,8 @@ def check_output_file(path: Path | str, option: str = "--out") -> Path:
     except IclabError:
         raise IclabError(f"{option} {path}: cannot be written ({path.parent} is not a writable folder)") from None
     return path
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """JSON-safe number: NaN / inf become null (never plotted or reported as numbers)."""
+    return None if x is None or x != x or x in (float("inf"), float("-inf")) else float(x)

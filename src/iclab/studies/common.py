@@ -19,7 +19,7 @@ from iclab.claims import Claim
 from iclab.config import config_hash, dump_yaml, to_dict, with_overrides
 from iclab.errors import IclabError
 from iclab.tasks.base import derive_seed
-from iclab.io import atomic_write_json, atomic_write_text, output_dir
+from iclab.io import atomic_write_json, atomic_write_text, finite_or_none, output_dir  # noqa: F401 (finite_or_none: re-exported)
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -158,11 +158,6 @@ def without_thresholds(settings: Any) -> dict[str, Any]:
     out = to_dict(settings)
     out.pop("thresholds", None)
     return out
-
-
-def finite_or_none(x: float) -> float | None:
-    """JSON-safe number: NaN / inf become null (never plotted or reported as numbers)."""
-    return None if x is None or x != x or x in (float("inf"), float("-inf")) else float(x)
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> None:

@@ -1,0 +1,306 @@
+"""The spin-glass paper's figures as experiments (Li, Bai, Huang 2024): each a settings dataclass and a pure function
+of those settings, the solver's and a random generator, returning JSON-able numbers.
+
+fig2: magnetisation maps for few vs many tasks; fig4a: the contrast ratio over (P, N); fig4b: test error against N for
+the Boltzmann mean, AMP and gradient training; figS1: double descent without regularisation; figS7: zero modes;
+figS4: correlated inputs; diversity: test error / contrast ratio against task diversity P. Every number is computed
+exactly where the exact route exists (the measure is Gaussian); AMP results are kept only where AMP converged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from iclab.config import require, require_positive
+from iclab.io import finite_or_none
+from iclab.spinglass.boltzmann import amp, exact_measure
+from iclab.spinglass.data import sample_prompts, statistics
+from iclab.spinglass.hamiltonian import spin_glass, spins_to_matrix
+from iclab.spinglass.order import contrast_ratio, generalization_error, min_norm_solution, zero_mode_fraction
+from iclab.spinglass.training import train_linear_attention
+
+@dataclass(frozen=True)
+class Solver:
+    beta: float = 100.0
+    damping: float = 0.9
+    tol: float = 1e-6
+    max_iter: int = 200
+
+    def __post_init__(self) -> None:
+        require_positive(self, 'beta', 'max_iter', 'tol')
+
+
+@dataclass(frozen=True)
+class Fig2:
+    D: int = 10
+    N: int = 100
+    P: tuple[int, ...] = (10, 1000)
+    lambda0: float = 0.01
+    P_gd: int = 5000
+    gd_lr: float = 0.01
+    gd_steps: int = 300
+    n_test: int = 200
+    inits: int = 3  # trained maps per P, each from its own random start (the paper's figure shows trained weights)
+    init_std: float | None = None  # None: the authors' 1 / sqrt(D + 1) (MergedSimpLinearAttn), trained without weight decay
+
+    def __post_init__(self) -> None:
+        require_positive(self, 'D', 'N', 'P', 'P_gd', 'gd_lr', 'gd_steps', 'n_test', 'lambda0', 'inits')
+        require(self.init_std is None or self.init_std > 0, "init_std", "must be positive, or null for 1 / sqrt(D + 1)")
+
+
+@dataclass(frozen=True)
+class Fig4a:
+    D: int = 20
+    P: tuple[int, ...] = (20, 50, 100, 200, 400, 600, 800, 1000)
+    N: tuple[int, ...] = (2, 5, 10, 20, 40, 60, 80, 100)
+    lambda0: float = 1.0
+    repeats: int = 2
+
+    def __post_init__(self) -> None:
+        require_positive(self, 'D', 'P', 'N', 'lambda0', 'repeats')
+
+
+@dataclass(frozen=True)
+class Fig4b:
+    D: int = 20
+    P: int = 10000
+    N: tuple[int, ...] = (20, 40, 60, 80, 100, 120, 140, 160, 180, 200)
+    lambda0: float = 0.01
+    gd_lr: float = 1e-3
+    gd_steps: int = 3000
+    n_test: int = 1000
+
+    def __post_init__(self) -> None:
+        require_positive(self, 'D', 'P', 'N', 'lambda0', 'gd_lr', 'gd_steps', 'n_test')
+
+
+@dataclass(frozen=True)
+class FigS1:
+    D: int = 20
+    N: int = 100
+    alpha: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.85, 0.95, 1.0, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0)
+    repeats: int = 3
+    n_test: int = 1000
+
+    def __post_init__(self) -> None:
+        require_positive(self, 'D', 'N', 'alpha', 'repeats', 'n_test')
+
+
+@dataclass(frozen=True)
+class FigS7:
+    D: tuple[int, ...] = (10, 20, 30)
+    N: int = 20
+    fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5)
+
+    def __post_init__(self) -> None:
+        require_positive(self, 'D', 'N', 'fractions')
+
+
+@dataclass(frozen=True)
+class FigS4:
+    D: int = 20
+    N: int = 100
+    P: int = 3000
+    correlation: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9)
+    axes: tuple[str, ...] = ("coordinates", "examples")
+    lambda0: float = 0.01
+    gd_steps: int = 2000
+    gd_lr: float = 3e-3
+    n_test: int = 1000
+
+    def __post_init__(self) -> None:
+        require_positive(self, 'D', 'N', 'P', 'lambda0', 'gd_steps', 'gd_lr', 'n_test')
+
+
+@dataclass(frozen=True)
+class Diversity:
+    D: int = 20
+    N: int = 100
+    P: tuple[int, ...] = (20, 50, 100, 200, 420, 1000, 2000, 5000, 10000)
+    lambda0: float = 0.01
+    repeats: int = 2
+    n_test: int = 1000
+
+    def __post_init__(self) -> None:
+        require_positive(self, 'D', 'N', 'P', 'lambda0', 'repeats', 'n_test')
+
+
+
+def _prompts_and_stats(P: int, N: int, D: int, g: torch.Generator, chunk: int = 2000, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """Statistics s [P, D+1, D] and labels y [P], sampled in chunks to bound memory."""
+    s_parts, y_parts = [], []
+    for start in range(0, P, chunk):
+        prompts = sample_prompts(min(chunk, P - start), N, D, g, **kw)
+        s_parts.append(statistics(prompts.Z))
+        y_parts.append(prompts.y_query)
+    return torch.cat(s_parts), torch.cat(y_parts)
+
+
+def _amp_or_none(glass, solver: Solver, exact: torch.Tensor | None = None, onsager: bool = True) -> tuple[torch.Tensor | None, dict[str, Any]]:
+    """AMP's magnetisations if it converged (else None) and its record; ``onsager=False`` is the paper's update.
+    With ``exact`` [K], the record holds AMP's relative distance to the exact Boltzmann mean."""
+    result = amp(glass, solver.beta, solver.damping, solver.tol, solver.max_iter, onsager=onsager)
+    info = {"converged": result.converged, "iterations": result.iterations, "error": finite_or_none(result.error)}
+    if exact is not None and result.converged:
+        info["gap_to_exact_mean"] = float(torch.linalg.norm(result.m - exact) / torch.linalg.norm(exact).clamp(min=1e-300))
+    return (result.m if result.converged else None), info
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def fig2(f: Fig2, solver: Solver, g: torch.Generator) -> dict[str, Any]:
+    """Magnetisation and variance maps for few vs many tasks; GD against the exact / AMP solution."""
+    test = sample_prompts(f.n_test, f.N, f.D, g)
+    maps = {}
+    for P in f.P:
+        s, y = _prompts_and_stats(P, f.N, f.D, g)
+        glass = spin_glass(s, y, f.lambda0)
+        measure = exact_measure(glass, solver.beta)
+        m_amp, info = _amp_or_none(glass, solver, measure.mean)
+        m_paper, info_paper = _amp_or_none(glass, solver, measure.mean, onsager=False)
+        trained = [train_linear_attention(s, y, 0.0, g, lr=f.gd_lr, steps=f.gd_steps,
+                                          init_std=f.init_std or 1 / math.sqrt(f.D + 1)).W for _ in range(f.inits)]
+        stack = torch.stack(trained)  # [inits, D+1, D+1]
+        exact_W = spins_to_matrix(measure.mean, f.D)
+        maps[str(P)] = {
+            "trained": [W.tolist() for W in trained],
+            # entrywise spread over random starts relative to the size of their mean (0: a unique solution)
+            "init_spread": float(stack[:, :, : f.D].std(0).mean() / stack[:, :, : f.D].mean(0).pow(2).mean().sqrt()),
+            "trained_gap_to_exact": float(((stack - exact_W)[:, :, : f.D].pow(2).sum((1, 2)) / exact_W[:, : f.D].pow(2).sum()).sqrt().mean()),
+            "m_exact": spins_to_matrix(measure.mean, f.D).tolist(),
+            "v_exact": spins_to_matrix(measure.variances, f.D).tolist(),
+            "m_amp": None if m_amp is None else spins_to_matrix(m_amp, f.D).tolist(),
+            "m_amp_paper": None if m_paper is None else spins_to_matrix(m_paper, f.D).tolist(),
+            "amp": info,
+            "amp_paper": info_paper,
+            "contrast_ratio": contrast_ratio(spins_to_matrix(measure.mean, f.D)),
+            "test_error": generalization_error(measure.mean, test),
+        }
+    s, y = _prompts_and_stats(f.P_gd, f.N, f.D, g)
+    glass = spin_glass(s, y, f.lambda0)
+    exact = exact_measure(glass, solver.beta).mean
+    m_amp, info = _amp_or_none(glass, solver, exact)
+    m_paper, info_paper = _amp_or_none(glass, solver, exact, onsager=False)
+    gd = train_linear_attention(s, y, f.lambda0, g, lr=f.gd_lr, steps=f.gd_steps)
+    comparison = {
+        "P": f.P_gd,
+        "exact": generalization_error(exact, test),
+        "amp": None if m_amp is None else generalization_error(m_amp, test),
+        "amp_paper": None if m_paper is None else generalization_error(m_paper, test),
+        "amp_paper_info": info_paper,
+        "gd": generalization_error(gd.spins, test),
+        "amp_info": info,
+        "W_gd": gd.W.tolist(),
+        "gd_losses": gd.losses,
+    }
+    return {"maps": maps, "comparison": comparison}
+
+
+def fig4a(f: Fig4a, solver: Solver, g: torch.Generator) -> dict[str, Any]:
+    """Contrast ratio of the Boltzmann mean over a (P, N) grid, averaged over repeats."""
+    grid = np.zeros((len(f.N), len(f.P)))
+    for i, N in enumerate(f.N):
+        for j, P in enumerate(f.P):
+            values = []
+            for _ in range(f.repeats):
+                s, y = _prompts_and_stats(P, N, f.D, g)
+                mean = exact_measure(spin_glass(s, y, f.lambda0), solver.beta).mean
+                values.append(contrast_ratio(spins_to_matrix(mean, f.D)))
+            grid[i, j] = float(np.mean(values))
+    return {"P": list(f.P), "N": list(f.N), "grid": grid.tolist()}
+
+
+def fig4b(f: Fig4b, solver: Solver, g: torch.Generator) -> dict[str, Any]:
+    """Test error on unseen tasks against N: Boltzmann mean, AMP (if converged), GD-trained model."""
+    rows = {}
+    for N in f.N:
+        s, y = _prompts_and_stats(f.P, N, f.D, g)
+        test = sample_prompts(f.n_test, N, f.D, g)
+        glass = spin_glass(s, y, f.lambda0)
+        exact = exact_measure(glass, solver.beta).mean
+        m_amp, info = _amp_or_none(glass, solver, exact)
+        m_paper, info_paper = _amp_or_none(glass, solver, exact, onsager=False)
+        gd = train_linear_attention(s, y, f.lambda0, g, lr=f.gd_lr, steps=f.gd_steps)
+        rows[str(N)] = {
+            "exact": generalization_error(exact, test),
+            "amp": None if m_amp is None else generalization_error(m_amp, test),
+            "amp_paper": None if m_paper is None else generalization_error(m_paper, test),
+            "amp_paper_info": info_paper,
+            "gd": generalization_error(gd.spins, test),
+            "amp_info": info,
+        }
+    return rows
+
+
+def figS1(f: FigS1, solver: Solver, g: torch.Generator) -> dict[str, Any]:
+    """Test error against alpha = P / D^2 without regularisation (minimum-norm solution)."""
+    test = sample_prompts(f.n_test, f.N, f.D, g)
+    means, stds = [], []
+    for alpha in f.alpha:
+        P = max(1, int(round(alpha * f.D**2)))
+        errors = []
+        for _ in range(f.repeats):
+            s, y = _prompts_and_stats(P, f.N, f.D, g)
+            errors.append(generalization_error(min_norm_solution(s, y), test))
+        means.append(float(np.mean(errors)))
+        stds.append(float(np.std(errors)))
+    return {"alpha": list(f.alpha), "test_error": means, "std": stds, "threshold_alpha": (f.D + 1) / f.D}
+
+
+def figS7(f: FigS7, solver: Solver, g: torch.Generator) -> dict[str, Any]:
+    """Fraction of zero eigenvalues of (1/P) sum s s^T against P, for several D."""
+    out = {}
+    for D in f.D:
+        K = D * (D + 1)
+        Ps = sorted({max(1, int(round(fr * K))) for fr in f.fractions} | {K - 1, K})
+        fractions = [zero_mode_fraction(_prompts_and_stats(P, f.N, D, g)[0]) for P in Ps]
+        out[str(D)] = {"P": Ps, "fraction": fractions, "K": K}
+    return out
+
+
+def figS4(f: FigS4, solver: Solver, g: torch.Generator) -> dict[str, Any]:
+    """Correlated inputs: test error of the Boltzmann mean, AMP and GD against the correlation c."""
+    out: dict[str, Any] = {}
+    for axis in f.axes:
+        rows = []
+        for c in f.correlation:
+            s, y = _prompts_and_stats(f.P, f.N, f.D, g, correlation=c, axis=axis)
+            test = sample_prompts(f.n_test, f.N, f.D, g, correlation=c, axis=axis)
+            glass = spin_glass(s, y, f.lambda0)
+            exact = exact_measure(glass, solver.beta).mean
+            m_amp, info = _amp_or_none(glass, solver)
+            gd = train_linear_attention(s, y, f.lambda0, g, lr=f.gd_lr, steps=f.gd_steps)
+            rows.append(
+                {
+                    "c": c,
+                    "exact": generalization_error(exact, test),
+                    "amp": None if m_amp is None else generalization_error(m_amp, test),
+                    "gd": generalization_error(gd.spins, test),
+                    "contrast_ratio": contrast_ratio(spins_to_matrix(exact, f.D)),
+                }
+            )
+        out[axis] = rows
+    return out
+
+
+def diversity(f: Diversity, solver: Solver, g: torch.Generator) -> dict[str, Any]:
+    """Test error on unseen tasks and contrast ratio against task diversity P (fixed N)."""
+    test = sample_prompts(f.n_test, f.N, f.D, g)
+    errors, crs = [], []
+    for P in f.P:
+        e, c = [], []
+        for _ in range(f.repeats):
+            s, y = _prompts_and_stats(P, f.N, f.D, g)
+            mean = exact_measure(spin_glass(s, y, f.lambda0), solver.beta).mean
+            e.append(generalization_error(mean, test))
+            c.append(contrast_ratio(spins_to_matrix(mean, f.D)))
+        errors.append(float(np.mean(e)))
+        crs.append(float(np.mean(c)))
+    return {"P": list(f.P), "test_error": errors, "contrast_ratio": crs, "label_variance": float(test.y_query.var())}
+

@@ -1,0 +1,112 @@
+"""The one study runner: settings -> folder -> models -> parts -> claims -> figures -> summary.
+
+A study declares itself as a :class:`Study`: its presets, how it gets its
+models, a table of :class:`Part` (name, computation, the settings it depends
+on, the earlier parts it reads), its claims and its figures. :meth:`Study.run`
+does the rest the same way for all of them::
+
+    STUDY = Study("spinglass", PRESETS, parts=lambda s: PARTS, claims=findings, figures=plot_all)
+    summary = STUDY.run("quick", Path("out"), ["fig4a.repeats=1"], torch.device("cpu"))
+
+Each cached part is ``out/parts/<name>.json``, keyed by the settings it reads,
+so a re-run with the same settings reuses it and an interrupted study loses
+nothing that was finished; ``summary.json`` is written last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+import torch
+
+from iclab.claims import Claim
+from iclab.config import config_hash
+from iclab.studies.common import Parts, finish, settings_for, without_thresholds
+
+S = TypeVar("S")
+
+
+@dataclass
+class Context(Generic[S]):
+    """What a part sees: the settings, the study folder, the device, the study's models (whatever its ``models``
+    step returned) and the results of the parts before it, by name."""
+
+    settings: S
+    out: Path
+    device: torch.device
+    log: Callable[[str], None]
+    models: Any = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One analysis of a study. ``compute(ctx)`` returns a JSON-able result, cached as ``parts/<name>.json`` and keyed
+    by ``depends(settings)`` (default: every setting but ``thresholds``) and, when ``depends`` is given, by the keys of
+    the earlier parts in ``needs``. ``cached=False``: a cheap derived result, recomputed every run and not written.
+    ``when(ctx)`` false: the part is skipped (its result is absent), e.g. nothing to localise without the behaviour."""
+
+    name: str
+    compute: Callable[[Context], Any]
+    depends: Callable[[Any], Any] | None = None
+    needs: tuple[str, ...] = ()
+    cached: bool = True
+    when: Callable[[Context], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Study(Generic[S]):
+    """A study as a declaration; :meth:`run` is the same for every study.
+
+    ``parts(settings)``: the part table, in order (it may depend on the settings, e.g. one trajectory per model);
+    ``models(ctx)``: trains or loads what the parts read (``ctx.models``); ``claims(settings, results)``: the typed
+    claims and the summary numbers; ``figures(results, settings, folder)``: figure paths; ``notes(settings)``: how
+    iclab measured, for the summary; ``check(settings)``: refusals before the folder is touched; ``variant(settings)``:
+    another study over the same settings to run instead (a pretrained model instead of trained ones)."""
+
+    name: str
+    presets: dict[str, S]
+    parts: Callable[[S], Sequence[Part]]
+    claims: Callable[[S, dict[str, Any]], tuple[list[Claim], dict[str, Any]]]
+    figures: Callable[[dict[str, Any], S, Path], list[Path]]
+    models: Callable[[Context], Any] | None = None
+    notes: Callable[[S], list[str]] = lambda settings: []
+    check: Callable[[S], None] | None = None
+    variant: Callable[[S], "Study | None"] | None = None
+
+    def settings(self, preset: str, overrides: Sequence[str] = ()) -> S:
+        """The preset's settings with ``--set`` overrides applied and validated."""
+        return settings_for(self.presets, preset, list(overrides), self.name)
+
+    def run(self, preset: str, out: Path | str, overrides: Sequence[str], device: torch.device,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+        """Run the study at ``preset`` with ``--set``-style ``overrides`` into ``out``; returns its summary."""
+        return self.run_settings(self.settings(preset, overrides), Path(out), device, log)
+
+    def run_settings(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
+        other = self.variant(settings) if self.variant is not None else None
+        if other is not None:
+            return other.run_settings(settings, out, device, log)
+        if self.check is not None:
+            self.check(settings)
+        parts = Parts(self.name, out, settings, log)
+        ctx: Context[S] = Context(settings, out, device, log)
+        ctx.models = self.models(ctx) if self.models is not None else None
+        keys: dict[str, str] = {}
+        for part in self.parts(settings):
+            if part.when is not None and not part.when(ctx):
+                continue
+            if not part.cached:
+                ctx.results[part.name] = part.compute(ctx)
+                continue
+            depends = None
+            if part.depends is not None:
+                depends = {"settings": part.depends(settings), "needs": {n: keys.get(n) for n in part.needs}} if part.needs \
+                    else part.depends(settings)
+            keys[part.name] = config_hash(depends if depends is not None else without_thresholds(settings))
+            ctx.results[part.name] = parts.get(part.name, lambda part=part: part.compute(ctx), depends=depends)
+        claims, numbers = self.claims(settings, ctx.results)
+        figures = self.figures(ctx.results, settings, out / "figures")
+        return finish(self.name, getattr(settings, "preset", "custom"), out, numbers, claims, figures, parts, self.notes(settings))

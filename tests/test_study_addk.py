@@ -13,23 +13,6 @@ SMALL = ["mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2
          "task.held_out=[2]", "task.x_max=20"]
 
 
-@pytest.fixture(scope="module")
-def hf_folder(tmp_path_factory):
-    from tokenizers import Tokenizer, models, trainers
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    trainer = trainers.BpeTrainer(vocab_size=48, special_tokens=["<bos>", "<unk>"], initial_alphabet=list("0123456789->#"))
-    tok.train_from_iterator(["1->2#13->14#10->11#7->9"] * 50, trainer)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", unk_token="<unk>")
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                                   num_attention_heads=4, num_key_value_heads=2, bos_token_id=0, eos_token_id=1)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(folder)
-    return folder
-
-
 def test_the_whole_pipeline_runs_on_a_local_hugging_face_model(hf_folder, tmp_path):
     # a random model cannot add: the accuracy floor is lifted so that every localisation step runs
     summary = addk.run("quick", tmp_path, [*SMALL, f"model={hf_folder}", "min_clean_accuracy=0"], torch.device("cpu"), log=lambda s: None)

@@ -45,3 +45,18 @@ def test_mlp_models_are_attention_and_mlp_blocks_and_bad_names_are_refused():
     assert not mlp.attn_only and attn.attn_only and mlp.n_layers == attn.n_layers == 2
     with pytest.raises(IclabError, match="mlp<L>"):
         induction.run("quick", "/nonexistent/never", ["models=[relu2]"], torch.device("cpu"), log=lambda s: None)
+
+
+def test_the_pretrained_branch_runs_on_a_local_hugging_face_model_and_resumes_from_its_parts(hf_folder, tmp_path):
+    small = [f"model={hf_folder}", "pretrained.probe_length=6", "pretrained.probe_batch=2", "pretrained.text_sequences=2",
+             "pretrained.text_length=24", "pretrained.top_k=2", "pretrained.random_draws=2", "pretrained.batch=2"]
+    log: list[str] = []
+    summary = induction.run("quick", tmp_path, small, torch.device("cpu"), log=log.append)
+    assert summary["study"] == "induction" and summary["model"] == str(hf_folder)
+    assert len(summary["induction_heads"]) == 2 and all(0 <= layer < 3 and 0 <= h < 4 for layer, h in summary["induction_heads"])
+    assert set(summary["ablation"]) == {"zero", "mean"} and {"induction", "random0", "random1"} <= set(summary["ablation"]["zero"])
+    assert all((tmp_path / f).is_file() for f in summary["figures"]) and not (tmp_path / "runs").exists()
+    log.clear()
+    again = induction.run("quick", tmp_path, small, torch.device("cpu"), log=log.append)
+    assert [c["verdict"] for c in again["claims"]] == [c["verdict"] for c in summary["claims"]]
+    assert sum("cached" in line for line in log) == 4  # scores, icl, ablations, example

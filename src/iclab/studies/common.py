@@ -19,7 +19,7 @@ from iclab.claims import Claim
 from iclab.config import config_hash, dump_yaml, to_dict, with_overrides
 from iclab.errors import IclabError
 from iclab.tasks.base import derive_seed
-from iclab.io import atomic_write_json, atomic_write_text, finite_or_none, output_dir  # noqa: F401 (finite_or_none: re-exported)
+from iclab.io import atomic_write_json, atomic_write_text, output_dir
 
 S = TypeVar("S")
 T = TypeVar("T")

@@ -1,15 +1,14 @@
-"""Study induction on a pretrained language model (``iclab run induction --model NAME_OR_PATH``).
+"""The induction study on a pretrained language model (``iclab run induction --model NAME_OR_PATH``).
 
-Wires :mod:`iclab.analysis.induction_evidence`: scores every head, measures
-in-context learning on natural text and on repeated random tokens, and ablates
-the top induction heads against heads drawn at random from the same layers
-(zero and mean ablation). No training; every analysis is a cached part.
+Wires :mod:`iclab.analysis.induction_evidence`: scores every head, measures in-context learning on natural text and
+on repeated random tokens, and ablates the top induction heads against heads drawn at random from the same layers
+(zero and mean ablation). No training; every analysis is a cached part. Same settings as the study (``pretrained``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +18,9 @@ from iclab.analysis.induction_scores import score_heads
 from iclab.claims import Claim, Verdict, measured
 from iclab.heads import HeadModel, load_model
 from iclab.pretrained import check_spec
-from iclab.studies.common import Parts, finish, generator
+from iclab.plots.induction_lm import plot_all
+from iclab.studies.common import generator
+from iclab.studies.runner import Context, Part, Study
 
 
 def head_scores(model: HeadModel, cfg) -> dict[str, Any]:
@@ -97,29 +98,49 @@ def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
     return claims, numbers
 
 
-def run(cfg, out: Path, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
-    """The pretrained-model branch of the induction study (``cfg.model`` is set)."""
-    p = cfg.pretrained
-    check_spec(cfg.model)  # a wrong --model is refused before the folder is touched
-    parts = Parts("induction", out, cfg, log)
-    model = load_model(cfg.model, device, log=log)
-    scores = parts.get("lm_head_scores", lambda: head_scores(model, cfg))
-    heads = E.top_heads(torch.tensor(scores["prefix_matching"]), p.top_k)
+@dataclass
+class Loaded:
+    model: HeadModel
+    text: torch.Tensor  # [B, T] token ids of Python reference text
+    probe: E.InductionProbe
+
+
+def load(ctx: Context) -> Loaded:
+    cfg, p = ctx.settings, ctx.settings.pretrained
+    model = load_model(cfg.model, ctx.device, log=ctx.log)
     text = E.natural_text_ids(model, p.text_sequences, p.text_length, generator(cfg.seed, "lm_text"))
     probe = E.InductionProbe.make(model, p.probe_batch, p.probe_length, generator(cfg.seed, "lm_probe"))
-    icl = parts.get("lm_icl", lambda: icl_on_text(model, cfg, text, probe))
-    abl = parts.get("lm_ablations", lambda: ablations(model, cfg, heads, text, probe))
-    example = parts.get("lm_attention_example", lambda: attention_example(model, cfg, heads[0]))
-    res = {"model": str(cfg.model), "scores": scores, "induction_heads": heads, "icl": icl, "ablations": abl, "example": example}
-    claims, numbers = findings(cfg, res)
-    from iclab.plots.induction_lm import plot_all
+    return Loaded(model, text, probe)
 
-    figures = plot_all(res, out / "figures")
-    notes = [
+
+def _heads(ctx: Context) -> list[E.Head]:
+    return E.top_heads(torch.tensor(ctx.results["scores"]["prefix_matching"]), ctx.settings.pretrained.top_k)
+
+
+PARTS = [
+    Part("model", lambda ctx: str(ctx.settings.model), cached=False),
+    Part("scores", lambda ctx: head_scores(ctx.models.model, ctx.settings)),
+    Part("induction_heads", _heads, cached=False),
+    Part("icl", lambda ctx: icl_on_text(ctx.models.model, ctx.settings, ctx.models.text, ctx.models.probe)),
+    Part("ablations", lambda ctx: ablations(ctx.models.model, ctx.settings, ctx.results["induction_heads"], ctx.models.text, ctx.models.probe)),
+    Part("example", lambda ctx: attention_example(ctx.models.model, ctx.settings, ctx.results["induction_heads"][0])),
+]
+
+
+def notes(cfg) -> list[str]:
+    p = cfg.pretrained
+    return [
         f"Head scores on BOS + {p.probe_length} random tokens (from the model's non-special vocabulary) x 4, {p.probe_batch} sequences.",
         f"Ablations: the top {p.top_k} heads by prefix-matching vs {p.random_draws} draws of as many heads from the same layers; zero "
         "ablation scales a head's z by 0, mean ablation writes its mean z over the text positions; at every position.",
         "Second-copy loss: mean loss over the second copy of BOS + random tokens repeated twice (first token of each copy left out).",
         "The model's weights are used as stored (for catalogue models: dequantised from 4-bit GGUF, see its manifest.json).",
     ]
-    return finish("induction", cfg.preset, out, numbers, claims, figures, parts, notes)
+
+
+def _refuse_unknown(cfg) -> None:
+    check_spec(cfg.model)  # a wrong --model is refused before the folder is touched
+
+
+STUDY = Study("induction", {}, parts=lambda cfg: PARTS, claims=findings, figures=lambda res, cfg, folder: plot_all(res, folder),
+              models=load, notes=notes, check=_refuse_unknown)

@@ -57,3 +57,12 @@ def test_a_missing_model_folder_is_a_clear_error(tmp_path):
     assert "no such folder" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists(), "a refused study leaves no folder"
+
+
+@pytest.mark.parametrize("bad,field", [("q=2", "q"), ("lam=0", "lam"), ("main_fraction=0", "main_fraction"), ("eval_per_task=0", "eval_per_task")])
+def test_bad_search_settings_are_refused_before_the_folder_is_touched(tmp_path, bad, field):
+    from iclab.errors import IclabError
+
+    with pytest.raises(IclabError, match=field):
+        addk.run("quick", tmp_path / "out", [bad], torch.device("cpu"), log=lambda s: None)
+    assert not (tmp_path / "out").exists()

@@ -29,7 +29,7 @@ def mask_sorted(res: dict[str, Any], folder: Path) -> Path:
 def accuracies(res: dict[str, Any], folder: Path) -> Path:
     acc = res["localisation"]["accuracy"]
     bars = {
-        "clean ICL\n(5-shot)": res["clean"]["train_tasks"],
+        "clean ICL\n(5-shot)": res["clean_accuracy"]["train_tasks"],
         "zero-shot": acc["zero_shot"],
         "zero-shot +\nselected FV": acc["selected_fv"],
         "zero-shot +\nsignificant FV": acc["significant_fv"] or 0.0,
@@ -147,8 +147,14 @@ def clean_scan_figure(scan: dict[str, Any], folder: Path) -> Path:
 
 
 def plot_all(res: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
-    figs = [mask_sorted(res, folder), accuracies(res, folder)]
-    if res["subspaces"]:
-        figs += [pca_variance(res, folder), task_means_scatter(res, folder), periodic_curves(res, folder), by_position(res, folder)]
-    figs.append(self_correction(res, folder))
+    """Every figure of the results at hand: the localisation's and subspaces' (when the model was localised) and the
+    accuracy scan over prompt formats (pretrained models)."""
+    figs = []
+    if "localisation" in res:
+        figs += [mask_sorted(res, folder), accuracies(res, folder)]
+        if res["subspaces"]:
+            figs += [pca_variance(res, folder), task_means_scatter(res, folder), periodic_curves(res, folder), by_position(res, folder)]
+        figs.append(self_correction(res, folder))
+    if res.get("clean_scan"):
+        figs.append(clean_scan_figure(res["clean_scan"], folder))
     return figs

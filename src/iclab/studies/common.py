@@ -18,7 +18,7 @@ import torch
 from iclab.claims import Claim
 from iclab.config import config_hash, dump_yaml, to_dict, with_overrides
 from iclab.errors import IclabError
-from iclab.tasks.base import derive_seed
+from iclab.tasks.base import part_generator
 from iclab.io import atomic_write_json, atomic_write_text, output_dir
 
 S = TypeVar("S")
@@ -46,8 +46,8 @@ def seeded(task: T, seed: int) -> T:
 
 
 def generator(seed: int, part: str) -> torch.Generator:
-    """An independent generator for one part of a study."""
-    return torch.Generator().manual_seed(derive_seed(seed, part, "train", 0))
+    """An independent generator for one part of a study (:func:`iclab.tasks.base.part_generator`)."""
+    return part_generator(seed, part)
 
 
 # Files a sweep keeps in a run's folder next to the study's own.

@@ -68,3 +68,8 @@ class Task(Protocol):
     def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
         """Evaluation numbers (plain floats) for one batch."""
         ...
+
+
+def part_generator(base_seed: int, part: str) -> torch.Generator:
+    """An independent CPU generator for one named part of an analysis (a study's part, a step of a pipeline)."""
+    return torch.Generator().manual_seed(derive_seed(base_seed, part, "train", 0))

@@ -1,0 +1,195 @@
+"""Study addk: few-shot "add k" localized to a few heads, and their subspaces (Hu et al. 2025).
+
+On iclab's own model trained here on few-shot add-k prompts (quick), or on any Hugging Face causal LM from a local
+folder (``--model PATH``): clean few-shot accuracy (and, for pretrained models, a scan over prompt formats); below
+``min_clean_accuracy`` every localisation claim is NOT APPLICABLE and nothing more runs. Otherwise: task-mean head
+outputs; the head-set search (mask, selected / significant / main heads, necessity); per-head PCA, periodic fits and
+the aggregation / extraction identity; self-correction; the projection causal test. The steps are in
+:mod:`iclab.analysis.addk_pipeline`; claims in :mod:`.claims`; settings in :mod:`.settings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from iclab.analysis import addk as A
+from iclab.analysis import addk_pipeline as P
+from iclab.errors import IclabError
+from iclab.heads import HeadModel, from_run, load_model
+from iclab.models import ModelConfig
+from iclab.plots.addk import plot_all
+from iclab.studies.addk.claims import findings
+from iclab.studies.addk.settings import PRESETS, AddKRecipe, AddKStudySettings, AddKThresholds
+from iclab.studies.common import generator, seeded
+from iclab.studies.runner import Context, Part, Study
+from iclab.tasks.addk import PROMPT_FORMATS
+from iclab.train import RunConfig, TrainConfig, train
+from iclab.train.checkpoint import load_tensors, save_tensors
+
+Ctx = Context[AddKStudySettings]
+
+
+def run_config(cfg: AddKStudySettings) -> RunConfig:
+    r = cfg.recipe
+    model = ModelConfig(n_layers=r.n_layers, d_model=r.d_model, n_heads=r.n_heads, **cfg.task.model_io())
+    train_cfg = TrainConfig(steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=min(r.warmup_steps, r.steps // 5),
+                            checkpoint_every=max(100, r.steps // 5), log_every=max(10, r.steps // 100))
+    return RunConfig(task=seeded(cfg.task, cfg.seed), model=model, train=train_cfg, seed=cfg.seed)
+
+
+@dataclass
+class Subject:
+    model: HeadModel
+    name: str  # the pretrained model's spec, or "iclab:runs/addk"
+
+
+def get_model(ctx: Ctx) -> Subject:
+    cfg = ctx.settings
+    if cfg.model is not None:
+        ctx.log(f"  model: pretrained model {cfg.model}")
+        return Subject(load_model(cfg.model, ctx.device, cfg.dtype, log=ctx.log), str(cfg.model))
+    config = run_config(cfg)
+    ctx.log(f"  model: training iclab decoder ({config.model.n_layers} layers, d_model {config.model.d_model}), {config.train.steps} steps")
+    result = train(config, ctx.out / "runs" / "addk", ctx.device, progress=False, label="addk/model")
+    return Subject(from_run(result.run.path, device=ctx.device), "iclab:runs/addk")
+
+
+def prompts(ctx: Ctx, ks: list[int], per_task: int, shots: int, part: str) -> list[A.Prompt]:
+    cfg = ctx.settings
+    return A.make_prompts(ctx.models.model, cfg.task, ks, per_task, shots, generator(cfg.seed, part), PROMPT_FORMATS[cfg.prompt_format])
+
+
+def few_shot(ctx: Ctx, part: str) -> list[A.Prompt]:
+    """The few-shot prompts of the necessity check, the extraction and self-correction (half of ``eval_per_task``)."""
+    cfg = ctx.settings
+    return prompts(ctx, cfg.task.train_tasks, max(4, cfg.eval_per_task // 2), cfg.task.shots, part)
+
+
+def corrupted(ctx: Ctx, clean: list[A.Prompt], which: int) -> list[A.Prompt]:
+    """The same prompts with demonstration ``which``'s label off by ``corrupt_offset``."""
+    cfg = ctx.settings
+    return A.wrong_label_prompts(ctx.models.model, clean, which, cfg.corrupt_offset, cfg.task.number_range()[1],
+                                 PROMPT_FORMATS[cfg.prompt_format])
+
+
+def fv_layer(ctx: Ctx) -> int:
+    cfg, n_layers = ctx.settings, ctx.models.model.n_layers
+    layer = cfg.fv_layer if cfg.fv_layer is not None else max(1, round(n_layers / 3))
+    if not 0 <= layer < n_layers:
+        raise IclabError(f"fv_layer={layer} is outside [0, {n_layers - 1}] for this model (the FV goes after that layer's attention)")
+    return layer
+
+
+def task_means(ctx: Ctx) -> torch.Tensor:
+    """[K, L, H, E] for k = 1..k_max, computed once in batches and cached in the study folder."""
+    cfg, model = ctx.settings, ctx.models.model
+    path = ctx.out / "parts" / "task_means.safetensors"
+    key = f"{cfg.seed}/{cfg.mean_per_task}/{cfg.task}/{cfg.model}/{model.n_layers}x{model.n_heads}"
+    if path.is_file():
+        tensors, meta = load_tensors(path)
+        if meta.get("key") == key:
+            ctx.log("  task_means: cached")
+            return tensors["z_mean"]
+    ks = list(range(1, cfg.task.k_max + 1))
+    z = A.task_mean_z(model, prompts(ctx, ks, cfg.mean_per_task, cfg.task.shots, "means"), ks)
+    save_tensors(path, {"z_mean": z.contiguous()}, {"key": key})
+    return z
+
+
+def clean_scan(ctx: Ctx) -> dict[str, Any]:
+    """Clean few-shot accuracy per prompt format, number of shots and task k (answers greedy-decoded, several tokens each)."""
+    cfg, model, out = ctx.settings, ctx.models.model, {}
+    for name, fmt in PROMPT_FORMATS.items():
+        for shots in cfg.scan_shots:
+            ps = A.make_prompts(model, cfg.task, cfg.scan_ks, cfg.scan_per_task, shots, generator(cfg.seed, f"scan/{shots}"), fmt)
+            ok = A.correct(model, ps)
+            out[f"{name}/{shots}"] = {"format": name, "shots": shots, "accuracy": float(ok.mean()),
+                                      "per_k": {str(k): float(ok[[p.k == k for p in ps]].mean()) for k in cfg.scan_ks},
+                                      "answer_tokens": float(np.mean([len(p.answer) for p in ps]))}
+    return out
+
+
+def clean_accuracy(ctx: Ctx) -> dict[str, Any]:
+    cfg, model = ctx.settings, ctx.models.model
+    train_p = prompts(ctx, cfg.task.train_tasks, cfg.eval_per_task, cfg.task.shots, "eval_train")
+    held_p = prompts(ctx, list(cfg.task.held_out), cfg.eval_per_task, cfg.task.shots, "eval_held")
+    return {"train_tasks": float(A.correct(model, train_p).mean()), "held_out_tasks": float(A.correct(model, held_p).mean())}
+
+
+def localisation(ctx: Ctx) -> dict[str, Any]:
+    cfg = ctx.settings
+    zero = prompts(ctx, cfg.task.train_tasks, cfg.mask_per_task, 0, "zero_shot")
+    return P.localise(ctx.models.model, ctx.results["task_means"], zero, few_shot(ctx, "main"), fv_layer(ctx), cfg.search, cfg.seed)
+
+
+def subspaces(ctx: Ctx) -> dict[str, Any]:
+    few = few_shot(ctx, "extraction")
+    return P.subspaces(ctx.models.model, ctx.results["task_means"], ctx.results["heads"], few, corrupted(ctx, few, 0), ctx.settings.seed)
+
+
+def self_correction(ctx: Ctx) -> dict[str, Any]:
+    """Accuracy when the first demonstration's label is wrong by ``corrupt_offset``, vs clean, vs the last one wrong."""
+    model, clean = ctx.models.model, few_shot(ctx, "correction")
+    return {"clean": float(A.correct(model, clean).mean()),
+            "first_wrong": float(A.correct(model, corrupted(ctx, clean, 0)).mean()),
+            "last_wrong": float(A.correct(model, corrupted(ctx, clean, ctx.settings.task.shots - 1)).mean())}
+
+
+def projection(ctx: Ctx) -> dict[str, Any]:
+    cfg = ctx.settings
+    zero = prompts(ctx, cfg.task.train_tasks, cfg.eval_per_task, 0, "projection")
+    return P.projection(ctx.models.model, ctx.results["task_means"], ctx.results["localisation"], ctx.results["heads"], zero, fv_layer(ctx))
+
+
+def _behaves(ctx: Ctx) -> bool:
+    """Whether the model does the task well enough for its heads to mean anything."""
+    return ctx.results["clean_accuracy"]["train_tasks"] >= ctx.settings.min_clean_accuracy
+
+
+def _analysed_heads(ctx: Ctx) -> list[list[int]]:
+    loc = ctx.results["localisation"]
+    return (loc["main"] or loc["selected"])[: ctx.settings.max_subspace_heads]
+
+
+PARTS = [
+    Part("model", lambda ctx: ctx.models.name, cached=False),
+    Part("k", lambda ctx: list(range(1, ctx.settings.task.k_max + 1)), cached=False),
+    Part("clean_scan", clean_scan, when=lambda ctx: ctx.settings.model is not None),
+    Part("clean_accuracy", clean_accuracy),
+    Part("task_means", task_means, cached=False, when=_behaves),  # cached by itself as a tensor file
+    Part("localisation", localisation, when=_behaves),
+    Part("heads", _analysed_heads, cached=False, when=_behaves),
+    Part("subspaces", subspaces, when=_behaves),
+    Part("self_correction", self_correction, when=_behaves),
+    Part("projection", projection, when=_behaves),
+]
+
+NOTES = [
+    "Function vectors are added to the residual stream after the injection layer's attention (its mid-residual), at the last "
+    "prompt token only, as the authors' code does; the mask's NLL is summed over answer tokens and averaged over prompts.",
+    "Mean ablation replaces a head's z at the final prompt token (and generated tokens) by its mean over all tasks' task means.",
+    "Significant heads: exact McNemar test per selected head (FV with the selected set vs without that head) on the 20% held-out "
+    "zero-shot prompts, Benjamini-Hochberg at q.",
+    "Main heads: smallest prefix of the selected heads, by mask coefficient, whose few-shot accuracy with all other heads mean-ablated "
+    "recovers main_fraction of the selected set's gain over ablating every head.",
+    "Periodic fits: each PCA coordinate of the task means (k = 1..k_max) against each feature alone; the best R^2 per direction is in summary.json.",
+]
+
+
+def _refuse_unknown(cfg: AddKStudySettings) -> None:
+    if cfg.model is not None:  # a wrong --model is refused before the folder is touched
+        from iclab.pretrained import check_spec
+
+        check_spec(cfg.model)
+
+
+STUDY: Study[AddKStudySettings] = Study(
+    "addk", PRESETS, parts=lambda cfg: PARTS, claims=findings, figures=plot_all, models=get_model,
+    notes=lambda cfg: NOTES, check=_refuse_unknown)
+run = STUDY.run
+
+__all__ = ["PRESETS", "STUDY", "run", "run_config", "AddKStudySettings", "AddKRecipe", "AddKThresholds"]

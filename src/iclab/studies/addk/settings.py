@@ -1,0 +1,114 @@
+"""The addk study's settings: the model trained here (quick) or a pretrained one, its training mix, the head-set
+search, the subspace and self-correction tests, the pretrained models' accuracy scan, the thresholds its claims use,
+and the presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from iclab.analysis.addk_pipeline import HeadSetSearch
+from iclab.config import require, require_positive
+from iclab.tasks.addk import PROMPT_FORMATS, AddKConfig
+
+
+@dataclass(frozen=True)
+class AddKRecipe:
+    """The decoder trained here (quick preset); see docs/addk.md for how it was chosen."""
+
+    n_layers: int = 3
+    d_model: int = 128
+    n_heads: int = 4
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    batch_size: int = 64
+    steps: int = 8000
+
+    def __post_init__(self) -> None:
+        require_positive(self, "n_layers", "d_model", "n_heads", "lr", "batch_size", "steps")
+
+
+@dataclass(frozen=True)
+class AddKThresholds:
+    """The numbers the claims' verdicts use, stated before any run."""
+
+    max_selected_share: float = 0.25  # "sparse": at most this share of all heads selected
+    min_fv_gain: float = 0.2  # the selected heads' function vector must raise zero-shot accuracy by more than this
+    min_necessity_drop: float = 0.2  # ablating only the main heads must cost at least this much few-shot accuracy ...
+    necessity_ratio: float = 2.0  # ... and this many times the drop from random head sets of the same size
+    min_label_share: float = 0.9  # share of a head's extracted signal from label tokens (paper: 0.96-0.99)
+    max_successive_correlation: float = -0.1  # self-correction: successive signal deviations correlate below this
+    correction_tolerance: float = 0.05  # an early wrong demonstration may hurt at most this much more than a late one
+
+
+@dataclass(frozen=True)
+class AddKStudySettings:
+    preset: Literal["quick", "paper"] = "quick"
+    seed: int = 0
+    model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf); None: train iclab's own model
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    recipe: AddKRecipe = field(default_factory=AddKRecipe)
+    # The quick model's training mix (docs/addk.md): 1-5 shots, 0-4 extra "#" before the first demonstration, one
+    # label in ten another task's answer. Without the offset and the noise it reads k off the first demonstration.
+    task: AddKConfig = field(default_factory=lambda: AddKConfig(min_shots=1, max_offset=4, label_noise=0.1))
+    eval_per_task: int = 20  # few-shot prompts per task for accuracies
+    mean_per_task: int = 100  # prompts per task for the task means z_k
+    mask_per_task: int = 40  # zero-shot prompts per training task for the mask optimisation (80/20 split)
+    fv_layer: int | None = None  # injection layer; None: a third of the depth
+    lam: float = 0.05
+    mask_lr: float = 0.01
+    mask_epochs: int = 50
+    mask_batch: int = 128
+    q: float = 0.05  # Benjamini-Hochberg false-discovery rate
+    main_fraction: float = 0.25  # Hu et al.'s unified rule: main heads recover at least this share of the best head's gain
+    c_max: int = 20  # the recovery scan's coefficients c = 0 .. c_max (the authors' grid)
+    random_sets: int = 3  # random head sets of the main set's size ablated in the necessity check
+    max_subspace_heads: int = 3
+    corrupt_offset: int = 7  # added to the first demonstration's label in the self-correction test
+    prompt_format: str = "arrow"  # how prompts are written (PROMPT_FORMATS); iclab's own models know only "arrow"
+    scan_shots: tuple[int, ...] = (1, 3, 5)  # pretrained models: clean accuracy per prompt format x shots x k first
+    scan_tasks: tuple[int, ...] = (1, 3, 7, 10, 25)
+    scan_per_task: int = 8
+    min_clean_accuracy: float = 0.5  # below this few-shot accuracy there is no task behaviour to localise
+    thresholds: AddKThresholds = field(default_factory=AddKThresholds)
+
+    def __post_init__(self) -> None:
+        require(self.prompt_format in PROMPT_FORMATS, "prompt_format", f"must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+        require(self.model is not None or self.prompt_format == "arrow", "prompt_format",
+                "iclab's own add-k model is trained on the arrow format only; other formats need --model")
+        require(0 <= self.min_clean_accuracy <= 1, "min_clean_accuracy", f"must lie in [0, 1], got {self.min_clean_accuracy}")
+        require(all(s >= 1 for s in self.scan_shots), "scan_shots", "every number of shots must be at least 1")
+        require(bool(self.scan_ks), "scan_tasks", f"needs at least one k within [1, task.k_max={self.task.k_max}]")
+
+        require_positive(self, "eval_per_task", "mean_per_task", "mask_per_task")
+        require(self.task.shots >= 2, "task.shots", "the analyses need at least 2 demonstrations")
+        self.search  # the head-set search's own checks (lam, q, main_fraction, ...) before anything is written
+
+    @property
+    def scan_ks(self) -> list[int]:
+        """The scanned tasks that exist at this k_max."""
+        return [k for k in self.scan_tasks if 1 <= k <= self.task.k_max]
+
+    @property
+    def search(self) -> HeadSetSearch:
+        """The head-set search's settings, from the flat fields (``--set lam=...`` etc.)."""
+        return HeadSetSearch(lam=self.lam, lr=self.mask_lr, epochs=self.mask_epochs, batch=self.mask_batch, c_max=self.c_max,
+                             q=self.q, main_fraction=self.main_fraction, random_sets=self.random_sets)
+
+
+PRESETS = {
+    "quick": AddKStudySettings(),
+    "paper": AddKStudySettings(
+        preset="paper",
+        dtype="bfloat16",
+        eval_per_task=100,
+        mean_per_task=100,
+        mask_per_task=100,
+        fv_layer=10,  # middle of layer 10 of Llama-3-8B-Instruct's 32
+        lam=0.05,
+        mask_lr=0.01,
+        mask_epochs=50,
+        mask_batch=128,
+        max_subspace_heads=3,
+    ),
+}

@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import torch
 
-from iclab.studies.linreg import PRESETS, _run_config
+from iclab.studies.linreg import PRESETS, run_config
 from iclab.tasks import Curriculum, make_task
 from iclab.train import build_model, learning_rate
 
@@ -69,8 +69,8 @@ def main() -> None:
     cfg = PRESETS["quick"]
     d = args.d
     n_points, threshold = 2 * d + 1, 0.1
-    ours = _run_config(cfg, 4, args.max_steps, d, n_points)
-    garg = _run_config(cfg, 4, args.max_steps, d, n_points)
+    ours = run_config(cfg, 4, args.max_steps, d, n_points)
+    garg = run_config(cfg, 4, args.max_steps, d, n_points)
     garg = replace(
         garg,
         task=replace(garg.task, encoding="garg", curriculum=Curriculum(d_start=max(1, d - 3), d_increment=1,

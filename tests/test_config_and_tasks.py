@@ -100,7 +100,7 @@ def test_a_studys_seed_moves_the_models_and_the_data_in_every_study():
     from iclab.studies.induction import PRESETS as IND
 
     for seed in (0, 3):
-        lr = linreg._run_config(replace(linreg.PRESETS["quick"], seed=seed), 1, 10, 4, 8)
+        lr = linreg.run_config(replace(linreg.PRESETS["quick"], seed=seed), 1, 10, 4, 8)
         ak = addk.run_config(replace(addk.PRESETS["quick"], seed=seed))
         br = _config(TaskDiversitySettings(), 4, seed)
         ind = IND["quick"].recipe.task(seed)

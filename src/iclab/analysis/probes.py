@@ -100,3 +100,31 @@ def probe_targets(xs: torch.Tensor, ys: torch.Tensor, n: int, lam: float = 0.1) 
     inv = torch.linalg.inv(X.transpose(1, 2) @ X + lam * torch.eye(d, dtype=torch.float64))
     upper = torch.triu_indices(d, d)
     return {"XTy": xty.float(), "w_ols": w_ols.float(), "inv_gram": inv[:, upper[0], upper[1]].float()}
+
+
+@torch.no_grad()
+def hidden_states(learner, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """A trained regressor's residual stream (``learner``: a :class:`iclab.learners.ModelLearner`) on prompts ``xs``
+    [B, n, d], ``ys`` [B, n]: before block 0 and after every block, [L+1, B, 2n, D]."""
+    from iclab.models import run_with_cache
+
+    model = learner.model
+    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
+    _, cache = run_with_cache(model, learner.task.encode(xs, ys), names=names)
+    return torch.stack([cache[n] for n in names])
+
+
+def probe_layers(hidden: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, prefixes: tuple[int, ...], n_train: int,
+                 generator: torch.Generator, *, inverse_lambda: float = 0.1, width: int = 128, steps: int = 200) -> dict[str, list[float]]:
+    """Held-out R^2 per layer of linear and MLP probes for every target of :func:`probe_targets`, at every prefix
+    length n of ``prefixes`` (the probe reads the first 2n positions of ``hidden`` [Lp, B, 2N, D]); the first
+    ``n_train`` prompts train, the rest test. Keys "target/kind/n=N"."""
+    out: dict[str, list[float]] = {}
+    for n in prefixes:
+        h = hidden[:, :, : 2 * n]
+        for target, y in probe_targets(xs, ys, n, inverse_lambda).items():
+            for kind in ("linear", "mlp"):
+                r = train_probes(h[:, :n_train], y[:n_train], h[:, n_train:], y[n_train:], kind, generator, hidden=width, steps=steps)
+                out[f"{target}/{kind}/n={n}"] = r.r2
+    return out
+

@@ -1,7 +1,6 @@
 """`iclab reproduce`: every built study runs, a failing one is reported, finished ones are skipped."""
 
 import json
-import types
 from dataclasses import dataclass
 
 import torch
@@ -19,29 +18,30 @@ class FakeSettings:
 
 
 def fake_studies(monkeypatch, calls, presets=None):
+    """Two real studies on the runner: "good" and "bad" (its models step fails); each run of either is logged in
+    ``calls``."""
+    from iclab.claims import measured
+    from iclab.studies.runner import Part, Study
+
     presets = presets or {"quick": FakeSettings(), "paper": FakeSettings(100)}
 
-    def module(name, fail=False):
-        def run(preset, out, overrides, device):
+    def declared(name, fail=False):
+        def models(ctx):
             calls.append(name)
             if fail:
                 raise RuntimeError("boom")
-            out.mkdir(parents=True, exist_ok=True)
-            summary = {"study": name, "preset": preset, "settings_hash": config_hash(presets[preset]),
-                       "iclab_version": iclab.__version__, "findings": [f"{name} ok"]}
-            (out / "summary.json").write_text(json.dumps(summary))
-            return summary
 
-        return types.SimpleNamespace(run=run, PRESETS=presets)
+        return Study(name, presets, parts=lambda s: [Part("work", lambda ctx: {"steps": ctx.settings.steps})],
+                     claims=lambda s, res: ([measured(f"{name} ok", str(res["work"]["steps"]))], {}),
+                     figures=lambda res, s, folder: [], models=models)
 
     table = {
         "good": StudyInfo("good", "a study that works", "-", built=True),
         "bad": StudyInfo("bad", "a study that fails", "-", built=True),
         "later": StudyInfo("later", "not built", "-", built=False),
     }
-    modules = {"good": module("good"), "bad": module("bad", fail=True)}
     monkeypatch.setattr(studies, "STUDIES", table)
-    monkeypatch.setattr(studies, "study_module", lambda name: modules[name])
+    monkeypatch.setattr(studies, "LOADERS", {"good": lambda: declared("good"), "bad": lambda: declared("bad", fail=True)})
 
 
 def test_failures_are_isolated_and_finished_studies_are_skipped(tmp_path, monkeypatch):
@@ -49,7 +49,7 @@ def test_failures_are_isolated_and_finished_studies_are_skipped(tmp_path, monkey
     fake_studies(monkeypatch, calls)
     record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None)
     assert record["studies"]["good"]["status"] == "complete"
-    assert record["studies"]["good"]["findings"] == ["good ok"]
+    assert record["studies"]["good"]["findings"] == ["MEASURED: good ok (3)."]
     assert record["studies"]["bad"]["status"] == "failed" and "boom" in record["studies"]["bad"]["error"]
     assert record["studies"]["later"]["status"] == "not built yet"
     assert json.loads((tmp_path / "reproduce.json").read_text())["studies"]["bad"]["status"] == "failed"

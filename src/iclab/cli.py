@@ -233,9 +233,9 @@ def studies() -> None:
     console.print(table)
 
 
-def _preset_check(module, preset: str, name: str) -> None:
-    if preset not in module.PRESETS:
-        raise IclabError(f"--preset {preset!r} is not a preset of {name}; presets: {', '.join(module.PRESETS)}")
+def _preset_check(study, preset: str, name: str) -> None:
+    if preset not in study.presets:
+        raise IclabError(f"--preset {preset!r} is not a preset of {name}; presets: {', '.join(study.presets)}")
 
 
 @app.command("run")
@@ -250,17 +250,17 @@ def run_study(
 ) -> None:
     """Run one study and write its figures and summary.json."""
     from iclab.device import resolve_device
-    from iclab.studies import study_module
+    from iclab.studies import study as study_named
 
-    module = study_module(study)
-    _preset_check(module, preset, study)
+    declared = study_named(study)
+    _preset_check(declared, preset, study)
     folder = out or Path("runs") / f"{study}-{preset}"
     overrides = list(set_)
     if model is not None:
         if study not in ("addk", "induction"):
             raise IclabError(f"--model applies to the induction and addk studies, not {study!r}")
         overrides.append(f"model={model}")
-    summary = module.run(preset, folder, overrides, resolve_device(device))
+    summary = declared.run(preset, folder, overrides, resolve_device(device))
     for line in summary.get("findings", []):
         console.print(f"- {line}", markup=False)
     console.print(f"[green]done[/green]: {folder}/summary.json")
@@ -325,10 +325,9 @@ def sweep(
         raise IclabError("nothing to sweep: give at least one --grid key=v1,v2 or --seeds N")
     if device not in ("cpu", "cuda", "mps"):
         raise IclabError(f"--device {device!r} is not one of cpu, cuda, mps")
-    from iclab.studies import study_module
+    from iclab.studies import study as study_named
 
-    module = study_module(study)
-    _preset_check(module, preset, study)
+    _preset_check(study_named(study), preset, study)
     table = run_sweep(study, preset, grid, out, seeds, set_, executor, workers, address, cpus, gpus, device,
                       log=lambda line: console.print(line, markup=False))
     failed = int((table["status"] == "failed").sum())

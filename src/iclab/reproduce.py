@@ -31,20 +31,18 @@ def _complete(summary_file: Path, name: str, preset: str, overrides: list[str] =
     """The finished summary of study ``name`` at ``preset`` (+ ``overrides``), if its settings and iclab version are today's."""
     import iclab
     from iclab.config import config_hash
-    from iclab.studies.common import settings_for
-
     if not summary_file.is_file():
         return None
     try:
         summary = json.loads(summary_file.read_text())
     except json.JSONDecodeError:
         return None
-    module = studies.study_module(name)
-    if preset not in module.PRESETS:
+    declared = studies.study(name)
+    if preset not in declared.presets:
         return None
     same = (summary.get("preset") == preset
             and summary.get("iclab_version") == iclab.__version__
-            and summary.get("settings_hash") == config_hash(settings_for(module.PRESETS, preset, list(overrides), name)))
+            and summary.get("settings_hash") == config_hash(declared.settings(preset, overrides)))
     return summary if same else None
 
 
@@ -135,7 +133,7 @@ def reproduce(
                 log(f"[{name}] running preset {preset} ...")
                 t0 = time.perf_counter()
                 try:
-                    summary = studies.study_module(job.study).run(preset, folder, list(job.overrides), device)
+                    summary = studies.study(job.study).run(preset, folder, list(job.overrides), device)
                     entry.update(status="complete", findings=summary.get("findings", []))
                 except Interrupted:  # Ctrl-C / SIGTERM stops the whole job; finished parts are kept
                     raise

@@ -96,10 +96,9 @@ def expand(grids: list[str], seeds: int, base: list[str] = ()) -> list[SweepPoin
 
 def run_directory(study: str, preset: str, overrides: tuple[str, ...], root: Path) -> Path:
     """Where a run lives: named by the hash of its complete, validated settings."""
-    from iclab.studies import study_module
-    from iclab.studies.common import settings_for
+    from iclab.studies import study as study_named
 
-    settings = settings_for(study_module(study).PRESETS, preset, list(overrides), study)
+    settings = study_named(study).settings(preset, overrides)
     return root / "runs" / f"{study}-{config_hash(settings)}"
 
 
@@ -111,8 +110,8 @@ def run_point(study: str, preset: str, overrides: tuple[str, ...], values: dict[
     """
     import torch
 
-    from iclab.studies import study_module
     from iclab.errors import Interrupted
+    from iclab.studies import study as study_named
 
     if threads:
         torch.set_num_threads(threads)
@@ -124,7 +123,7 @@ def run_point(study: str, preset: str, overrides: tuple[str, ...], values: dict[
     try:
         path.mkdir(parents=True, exist_ok=True)
         (path / "sweep_point.json").write_text(json.dumps({"overrides": list(overrides), "values": values}))
-        study_module(study).run(preset, path, list(overrides), torch.device(device), log=lambda s: None)
+        study_named(study).run(preset, path, list(overrides), torch.device(device), log=lambda s: None)
         (path / "error.txt").unlink(missing_ok=True)
         return {**row, "status": "complete"}
     except Interrupted:  # Ctrl-C / SIGTERM stops the sweep; finished runs are kept

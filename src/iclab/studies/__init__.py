@@ -1,20 +1,19 @@
-"""The four studies. Each built study is a module ``iclab.studies.<name>`` exposing
-
-    PRESETS: dict[str, Settings]   # "quick", "paper" -> a frozen settings dataclass
-    def run(preset: str, out: Path, overrides: list[str], device: torch.device, log=print) -> dict
-
-``run`` writes ``out/config.yaml``, cached parts, figures and, last,
-``out/summary.json`` (numbers and a ``findings`` list), and returns the summary.
+"""The four studies. Each built study is a package ``iclab.studies.<name>`` declaring a
+:class:`~iclab.studies.runner.Study` (``STUDY``: presets, models, parts, claims, figures) whose ``run(preset, out,
+overrides, device, log=print)`` writes ``out/config.yaml``, cached parts, figures and, last, ``out/summary.json``
+(numbers, typed claims and their ``findings`` lines), and returns the summary. ``study(name)`` is the registry.
 A study not built yet is listed with ``built=False``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from iclab.errors import IclabError
+
+if TYPE_CHECKING:
+    from iclab.studies.runner import Study
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,8 @@ STUDIES: dict[str, StudyInfo] = {
 }
 
 
-def study_module(name: str) -> ModuleType:
-    """The module of a built study; a clear error for an unknown or unbuilt one."""
+def study(name: str) -> "Study":
+    """The :class:`~iclab.studies.runner.Study` of a built study; a clear error for an unknown or unbuilt one."""
     if name not in STUDIES:
         raise IclabError(f"study {name!r} is unknown; studies: {', '.join(STUDIES)}")
     if not STUDIES[name].built:
@@ -51,33 +50,33 @@ def study_module(name: str) -> ModuleType:
     return LOADERS[name]()
 
 
-# Each study's module, imported when first asked for (they pull in torch and plotting); explicit imports so that a
-# reader and a type checker can follow reproduce -> study.
-def _linreg() -> ModuleType:
-    from iclab.studies import linreg
+# Each study, imported when first asked for (they pull in torch and plotting); explicit imports so that a reader and
+# a type checker can follow reproduce -> study.
+def _linreg() -> "Study":
+    from iclab.studies.linreg import STUDY
 
-    return linreg
-
-
-def _induction() -> ModuleType:
-    from iclab.studies import induction
-
-    return induction
+    return STUDY
 
 
-def _spinglass() -> ModuleType:
-    from iclab.studies import spinglass
+def _induction() -> "Study":
+    from iclab.studies.induction import STUDY
 
-    return spinglass
-
-
-def _addk() -> ModuleType:
-    from iclab.studies import addk
-
-    return addk
+    return STUDY
 
 
-LOADERS: dict[str, Callable[[], ModuleType]] = {"linreg": _linreg, "induction": _induction, "spinglass": _spinglass, "addk": _addk}
+def _spinglass() -> "Study":
+    from iclab.studies.spinglass import STUDY
+
+    return STUDY
+
+
+def _addk() -> "Study":
+    from iclab.studies.addk import STUDY
+
+    return STUDY
+
+
+LOADERS: dict[str, Callable[[], "Study"]] = {"linreg": _linreg, "induction": _induction, "spinglass": _spinglass, "addk": _addk}
 
 
 def run_study(name: str, preset: str = "quick", out=None, overrides: list[str] | None = None, device: str = "cpu") -> dict:
@@ -88,4 +87,4 @@ def run_study(name: str, preset: str = "quick", out=None, overrides: list[str] |
     import torch
 
     folder = Path(out) if out is not None else Path("runs") / f"{name}-{preset}"
-    return study_module(name).run(preset, folder, list(overrides or []), torch.device(device))
+    return study(name).run(preset, folder, list(overrides or []), torch.device(device))

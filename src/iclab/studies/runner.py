@@ -83,12 +83,14 @@ class Study(Generic[S]):
     def run(self, preset: str, out: Path | str, overrides: Sequence[str], device: torch.device,
             log: Callable[[str], None] = print) -> dict[str, Any]:
         """Run the study at ``preset`` with ``--set``-style ``overrides`` into ``out``; returns its summary."""
-        return self.run_settings(self.settings(preset, overrides), Path(out), device, log)
+        return self.run_settings(self.settings(preset, overrides), Path(out), device, log, preset)
 
-    def run_settings(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
+    def run_settings(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None] = print,
+                     preset: str | None = None) -> dict[str, Any]:
+        """Run the study on validated ``settings`` (``preset``: the preset's name, for the summary)."""
         other = self.variant(settings) if self.variant is not None else None
         if other is not None:
-            return other.run_settings(settings, out, device, log)
+            return other.run_settings(settings, out, device, log, preset)
         if self.check is not None:
             self.check(settings)
         parts = Parts(self.name, out, settings, log)
@@ -109,4 +111,5 @@ class Study(Generic[S]):
             ctx.results[part.name] = parts.get(part.name, lambda part=part: part.compute(ctx), depends=depends)
         claims, numbers = self.claims(settings, ctx.results)
         figures = self.figures(ctx.results, settings, out / "figures")
-        return finish(self.name, getattr(settings, "preset", "custom"), out, numbers, claims, figures, parts, self.notes(settings))
+        preset = preset or getattr(settings, "preset", "custom")
+        return finish(self.name, preset, out, numbers, claims, figures, parts, self.notes(settings))

@@ -7,7 +7,6 @@ import torch
 
 import iclab
 from iclab import reproduce as rep
-from iclab.config import config_hash
 from iclab import studies
 from iclab.studies import StudyInfo
 

@@ -89,3 +89,29 @@ def test_entry_by_entry_runs_build_up_one_record_and_report(tmp_path, monkeypatc
     assert record["studies"]["good"]["status"] == "complete" and record["studies"]["bad"]["status"] == "failed"
     rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None, only=["bad"])
     assert list(json.loads((tmp_path / "reproduce.json").read_text())["studies"]) == ["bad"]  # another preset starts over
+
+
+def test_entries_run_side_by_side_in_worker_processes(tmp_path, monkeypatch):
+    from conftest import TINY_SPINGLASS
+
+    entries = [rep.Job("sg-a", "spinglass", tuple(TINY_SPINGLASS)), rep.Job("sg-b", "spinglass", (*TINY_SPINGLASS, "seed=1"))]
+    monkeypatch.setattr(rep, "jobs", lambda preset: entries)
+    lines: list[str] = []
+    record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lines.append, workers=2)
+    assert any("2 worker processes" in line for line in lines)
+    for name in ("sg-a", "sg-b"):
+        assert record["studies"][name]["status"] == "complete" and record["studies"][name]["findings"]
+        assert json.loads((tmp_path / name / "summary.json").read_text())["study"] == "spinglass"
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("sg-a", "sg-b"))
+    assert a["fig4b"] != b["fig4b"]  # each worker ran its own entry (another seed, other numbers)
+    assert json.loads((tmp_path / "reproduce.json").read_text())["studies"].keys() == {"sg-a", "sg-b"}
+    record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=2)
+    assert all(e.get("skipped") for e in record["studies"].values())
+
+
+def test_lanes_keep_the_pretrained_entries_together_and_start_the_longest_first():
+    todo = rep.jobs("quick")
+    groups = rep.lanes(todo)
+    assert [j.name for j in groups[0]] == ["induction"]
+    assert [[j.name for j in g] for g in groups if len(g) > 1] == [["induction-smollm2", "addk-smollm2"]]
+    assert sorted(j.name for g in groups for j in g) == sorted(j.name for j in todo)

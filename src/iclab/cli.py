@@ -272,6 +272,8 @@ def reproduce(
     out: Path = typer.Option(Path("runs/reproduce"), "--out", help="Output directory; finished studies are skipped on re-run."),
     only: list[str] = typer.Option([], "--only", help="Run only this study or entry, e.g. linreg or induction-smollm2 (repeatable)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    workers: int = typer.Option(1, "--workers", help="Entries run side by side in this many processes, the CPU threads "
+                                "split among them (2 on 2 cores: about 1.5x faster; memory adds up)."),
 ) -> None:
     """Reproduce every built study at a preset and record what each found."""
     from iclab.device import resolve_device
@@ -280,11 +282,14 @@ def reproduce(
 
     if preset not in ("quick", "paper"):
         raise IclabError(f"--preset {preset!r} is not one of quick, paper")
+    if workers < 1:
+        raise IclabError(f"--workers must be at least 1, got {workers}")
     names = [j.name for j in jobs("quick")]
     for name in only:
         if name not in names:
             raise IclabError(f"study {name!r} is unknown; studies and entries: {', '.join(names)}")
-    record = run_all(preset, out, resolve_device(device), log=lambda line: console.print(line, markup=False), only=only or None)
+    record = run_all(preset, out, resolve_device(device), log=lambda line: console.print(line, markup=False), only=only or None,
+                     workers=workers)
     table = Table("study", "status", "time (s)")
     for name, entry in record["studies"].items():
         table.add_row(name, entry["status"], str(entry.get("wall_time_s", "-")))

@@ -8,14 +8,23 @@ study whose ``summary.json`` is already complete for the same preset, the same
 settings and the same iclab version is skipped, so an interrupted reproduce
 loses nothing that was finished; a study done with other settings or another
 version is run again (its cached parts are reused where their settings match).
+
+With ``workers > 1`` the entries run side by side in that many processes, the
+CPU threads split among them (small models are bound by per-operation
+overhead, so two processes of one thread each train faster than one of two);
+the pretrained-model entries share one process (one model in memory, fetched
+once), and the longest entries start first.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import platform
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -68,20 +77,54 @@ class Job:
     study: str
     overrides: tuple[str, ...] = ()
     title_suffix: str = ""
+    minutes: float = 1.0  # its usual quick wall time on 2 CPU cores: with several workers the longest start first
 
 
 # The studies on a real pretrained language model (fetched the first time), at a size that fits the quick budget.
 PRETRAINED_JOBS = (
-    Job("induction-smollm2", "induction", ("model=smollm2-135m",), " (SmolLM2-135M, a pretrained LM)"),
-    Job("addk-smollm2", "addk", ("model=smollm2-135m", "eval_per_task=8", "scan_shots=[1,5]"), " (SmolLM2-135M, a pretrained LM)"),
+    Job("induction-smollm2", "induction", ("model=smollm2-135m",), " (SmolLM2-135M, a pretrained LM)", minutes=2.6),
+    Job("addk-smollm2", "addk", ("model=smollm2-135m", "eval_per_task=8", "scan_shots=[1,5]"), " (SmolLM2-135M, a pretrained LM)",
+        minutes=2.5),
 )
+QUICK_MINUTES = {"linreg": 8.0, "induction": 13.0, "spinglass": 1.0, "addk": 12.0}
 
 
 def jobs(preset: str) -> list[Job]:
     """Every built study at ``preset``, then (quick preset) the pretrained-model runs."""
-    own = [Job(name, name) for name in studies.STUDIES]
+    own = [Job(name, name, minutes=QUICK_MINUTES.get(name, 1.0)) for name in studies.STUDIES]
     pretrained = [j for j in PRETRAINED_JOBS if j.study in studies.STUDIES] if preset == "quick" else []
     return own + pretrained
+
+
+def lanes(todo: list[Job]) -> list[list[Job]]:
+    """The entries grouped into what may run side by side, longest first: each study alone, the pretrained-model
+    entries together (one model in memory, fetched once)."""
+    groups = [[j] for j in todo if j not in PRETRAINED_JOBS] + ([[j for j in todo if j in PRETRAINED_JOBS]] if any(
+        j in PRETRAINED_JOBS for j in todo) else [])
+    return sorted(groups, key=lambda lane: -sum(j.minutes for j in lane))
+
+
+def run_entry(job: Job, preset: str, out: Path, device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run one entry; its status, findings (or error) and wall time. Only an interruption propagates."""
+    log(f"[{job.name}] running preset {preset} ...")
+    entry: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    try:
+        summary = studies.study(job.study).run(preset, out / job.name, list(job.overrides), device)
+        entry.update(status="complete", findings=summary.get("findings", []))
+    except Interrupted:  # Ctrl-C / SIGTERM stops the whole job; finished parts are kept
+        raise
+    except Exception as err:  # a failing study is reported, the others still run
+        entry.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        log(f"[{job.name}] FAILED: {type(err).__name__}: {err}")
+    entry["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    return entry
+
+
+def _run_lane(lane: list[Job], preset: str, out: Path, device: str, threads: int) -> dict[str, dict[str, Any]]:
+    """One worker process's share: its entries in order, with ``threads`` CPU threads."""
+    torch.set_num_threads(threads)
+    return {job.name: run_entry(job, preset, out, torch.device(device)) for job in lane}
 
 
 def _complete_job(folder: Path, job: Job, preset: str) -> dict[str, Any] | None:
@@ -103,8 +146,10 @@ def reproduce(
     device: torch.device,
     log: Callable[[str], None] = print,
     only: list[str] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Run the built studies (or ``only`` these entries) into ``out/<name>``; write ``out/reproduce.json``.
+    """Run the built studies (or ``only`` these entries) into ``out/<name>``, in ``workers`` processes side by side;
+    write ``out/reproduce.json`` after each entry.
 
     With ``only``, the entries of an earlier run of the same preset in ``out`` stay in the record, so the
     report covers every entry the folder holds (entry by entry runs build up one report)."""
@@ -115,35 +160,49 @@ def reproduce(
         if earlier.get("preset") == preset:
             record["studies"] = dict(earlier.get("studies", {}))
     order = [job.name for job in jobs(preset)]
+    titles = {}
+
+    def save(name: str, entry: dict[str, Any]) -> None:
+        record["studies"][name] = {**titles[name], **entry}
+        record["studies"] = {n: record["studies"][n] for n in sorted(record["studies"], key=lambda n: order.index(n) if n in order else len(order))}
+        atomic_write_json(out / "reproduce.json", record)
+
+    todo = []
     for job in jobs(preset):
         name, info = job.name, studies.STUDIES[job.study]
         if only and name not in only:
             continue
-        entry: dict[str, Any] = {"title": info.title + job.title_suffix, "paper": info.paper}
+        titles[name] = {"title": info.title + job.title_suffix, "paper": info.paper}
         if not info.built:
-            entry["status"] = "not built yet"
             log(f"[{name}] not built yet")
+            save(name, {"status": "not built yet"})
+        elif (done := _complete_job(out / name, job, preset)) is not None:
+            log(f"[{name}] already complete, skipped")
+            save(name, {"status": "complete", "skipped": True, "findings": done.get("findings", [])})
         else:
-            folder = out / name
-            done = _complete_job(folder, job, preset)
-            if done is not None:
-                entry.update(status="complete", skipped=True, findings=done.get("findings", []))
-                log(f"[{name}] already complete, skipped")
-            else:
-                log(f"[{name}] running preset {preset} ...")
-                t0 = time.perf_counter()
-                try:
-                    summary = studies.study(job.study).run(preset, folder, list(job.overrides), device)
-                    entry.update(status="complete", findings=summary.get("findings", []))
-                except Interrupted:  # Ctrl-C / SIGTERM stops the whole job; finished parts are kept
-                    raise
-                except Exception as err:  # a failing study is reported, the others still run
-                    entry.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
-                    log(f"[{name}] FAILED: {type(err).__name__}: {err}")
-                entry["wall_time_s"] = round(time.perf_counter() - t0, 1)
-        record["studies"][name] = entry
-        record["studies"] = {n: record["studies"][n] for n in sorted(record["studies"], key=lambda n: order.index(n) if n in order else len(order))}
-        atomic_write_json(out / "reproduce.json", record)
+            todo.append(job)
+    if workers <= 1 or len(todo) <= 1:
+        for job in todo:
+            save(job.name, run_entry(job, preset, out, device, log))
+    else:
+        groups = lanes(todo)
+        n = min(workers, len(groups))
+        threads = max(1, (os.cpu_count() or 1) // n)
+        log(f"{len(todo)} entries in {n} worker processes, {threads} CPU thread(s) each")
+        # spawn, not fork: forking a process whose torch / OpenMP threads are running can deadlock the children
+        pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            running = [pool.submit(_run_lane, lane, preset, out, str(device), threads) for lane in groups]
+            for done in as_completed(running):
+                for name, entry in done.result().items():
+                    log(f"[{name}] {entry['status']} in {entry['wall_time_s']:.0f} s")
+                    save(name, entry)
+        except BaseException:  # an interruption (or a lost worker) stops every worker; what they finished is on disk
+            for child in multiprocessing.active_children():
+                child.terminate()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     from iclab.report import build_report
 
     record["report"] = str(build_report(out))

@@ -5,7 +5,12 @@ Each entry (the four studies, then the pretrained-model runs) runs as its own
 memory the OS reports is that entry's; the last call writes report.html over
 all of them. Targets (2 CPU cores): all of it under 15 minutes and 3 GB.
 
-    python benchmarks/reproduce.py [--out DIR] [--only NAME ...]
+With ``--workers N`` the whole job runs as one ``iclab reproduce --workers N``
+(entries side by side); it prints each entry's wall time, the total, the
+speed-up (sum of the entries' times over the total, measured in this run) and
+the peak resident memory of the whole process tree (sampled every 0.5 s).
+
+    python benchmarks/reproduce.py [--out DIR] [--only NAME ...] [--workers N]
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,14 +40,63 @@ def run_entry(name: str, out: Path) -> tuple[float, float, str]:
     return wall, (peak if peak > before else before) / 2**20, status
 
 
+def tree_rss_gb(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants (Linux /proc), in GB."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total / 2**20
+
+
+def run_parallel(out: Path, workers: int, only: list[str] | None) -> None:
+    """The whole job as one ``iclab reproduce --workers N``: entry times, total, speed-up, peak tree memory."""
+    cmd = [sys.executable, "-m", "iclab", "reproduce", "--preset", "quick", "--out", str(out), "--device", "cpu", "--workers", str(workers)]
+    for name in only or []:
+        cmd += ["--only", name]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = [0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_gb(proc.pid))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    sampler.join()
+    record = json.loads((out / "reproduce.json").read_text()) if (out / "reproduce.json").is_file() else {"studies": {}}
+    entries = record["studies"]
+    for name, e in entries.items():
+        print(f"{name:20s} {e.get('status', '?'):10s} {e.get('wall_time_s', 0):7.0f} s", flush=True)
+    busy = sum(e.get("wall_time_s", 0) for e in entries.values())
+    print(f"{'total':20s} {'exit ' + str(proc.returncode):10s} {wall:7.0f} s   ({wall / 60:.1f} min; target 15 min); "
+          f"entries' own times sum to {busy:.0f} s: speed-up {busy / wall:.2f}x with {workers} workers")
+    print(f"peak resident memory of the process tree: {peak[0]:.2f} GB (target 3 GB)   results in {out}")
+    if proc.returncode:
+        print(err[-2000:])
+
+
 def main() -> None:
     from iclab.reproduce import jobs
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="iclab-reproduce-"))
+    if args.workers > 1:
+        return run_parallel(out, args.workers, args.only)
     names = args.only or [j.name for j in jobs("quick")]
     total, rows = 0.0, []
     for name in names:

@@ -26,6 +26,8 @@ from iclab.spinglass.training import train_linear_attention
 
 @dataclass(frozen=True)
 class Solver:
+    """The Boltzmann measure's inverse temperature ``beta`` and AMP's damping, tolerance and iteration cap."""
+
     beta: float = 100.0
     damping: float = 0.9
     tol: float = 1e-6
@@ -37,6 +39,9 @@ class Solver:
 
 @dataclass(frozen=True)
 class Fig2:
+    """Figure 2: magnetisation maps at few vs many tasks ``P`` (D inputs, N examples), trained maps from ``inits`` random
+    starts, and gradient training vs the exact mean and AMP at ``P_gd`` tasks."""
+
     D: int = 10
     N: int = 100
     P: tuple[int, ...] = (10, 1000)
@@ -55,6 +60,8 @@ class Fig2:
 
 @dataclass(frozen=True)
 class Fig4a:
+    """Figure 4a: the Boltzmann mean's contrast ratio over the (P, N) grid, averaged over ``repeats`` draws."""
+
     D: int = 20
     P: tuple[int, ...] = (20, 50, 100, 200, 400, 600, 800, 1000)
     N: tuple[int, ...] = (2, 5, 10, 20, 40, 60, 80, 100)
@@ -67,6 +74,8 @@ class Fig4a:
 
 @dataclass(frozen=True)
 class Fig4b:
+    """Figure 4b: test error on unseen tasks against N for the exact mean, AMP and gradient training."""
+
     D: int = 20
     P: int = 10000
     N: tuple[int, ...] = (20, 40, 60, 80, 100, 120, 140, 160, 180, 200)
@@ -81,6 +90,8 @@ class Fig4b:
 
 @dataclass(frozen=True)
 class FigS1:
+    """Figure S1: test error against alpha = P / D^2 without regularisation (double descent)."""
+
     D: int = 20
     N: int = 100
     alpha: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.85, 0.95, 1.0, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0)
@@ -93,6 +104,8 @@ class FigS1:
 
 @dataclass(frozen=True)
 class FigS7:
+    """Figure S7: the zero-mode fraction against P / (D (D + 1)) for several D."""
+
     D: tuple[int, ...] = (10, 20, 30)
     N: int = 20
     fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5)
@@ -103,6 +116,8 @@ class FigS7:
 
 @dataclass(frozen=True)
 class FigS4:
+    """Figure S4: correlated inputs (``correlation`` c along each of ``axes``): exact mean, AMP and gradient training."""
+
     D: int = 20
     N: int = 100
     P: int = 3000
@@ -119,6 +134,8 @@ class FigS4:
 
 @dataclass(frozen=True)
 class Diversity:
+    """Test error on unseen tasks and the contrast ratio against task diversity P at fixed N."""
+
     D: int = 20
     N: int = 100
     P: tuple[int, ...] = (20, 50, 100, 200, 420, 1000, 2000, 5000, 10000)

@@ -7,7 +7,7 @@ all of them. Targets (2 CPU cores): all of it under 15 minutes and 3 GB.
 
 With ``--workers N`` the whole job runs as one ``iclab reproduce --workers N``
 (entries side by side); it prints each entry's wall time, the total, the
-speed-up (sum of the entries' times over the total, measured in this run) and
+average concurrency (sum of the entries' times over the total) and
 the peak resident memory of the whole process tree (sampled every 0.5 s).
 
     python benchmarks/reproduce.py [--out DIR] [--only NAME ...] [--workers N]
@@ -80,7 +80,8 @@ def run_parallel(out: Path, workers: int, only: list[str] | None) -> None:
         print(f"{name:20s} {e.get('status', '?'):10s} {e.get('wall_time_s', 0):7.0f} s", flush=True)
     busy = sum(e.get("wall_time_s", 0) for e in entries.values())
     print(f"{'total':20s} {'exit ' + str(proc.returncode):10s} {wall:7.0f} s   ({wall / 60:.1f} min; target 15 min); "
-          f"entries' own times sum to {busy:.0f} s: speed-up {busy / wall:.2f}x with {workers} workers")
+          f"entries' own times sum to {busy:.0f} s: {busy / wall:.2f} entries at a time on average with {workers} workers "
+          "(each entry slows with fewer threads: compare the total with a run without --workers)")
     print(f"peak resident memory of the process tree: {peak[0]:.2f} GB (target 3 GB)   results in {out}")
     if proc.returncode:
         print(err[-2000:])

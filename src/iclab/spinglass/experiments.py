@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,23 +24,31 @@ from iclab.spinglass.hamiltonian import spin_glass, spins_to_matrix
 from iclab.spinglass.order import contrast_ratio, generalization_error, min_norm_solution, zero_mode_fraction
 from iclab.spinglass.training import train_linear_attention
 
+class Checked:
+    """Settings whose fields named in ``positive`` must be positive (checked when made, before anything runs)."""
+
+    positive: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        require_positive(self, *self.positive)
+
+
 @dataclass(frozen=True)
-class Solver:
+class Solver(Checked):
     """The Boltzmann measure's inverse temperature ``beta`` and AMP's damping, tolerance and iteration cap."""
+    positive: ClassVar[tuple[str, ...]] = ('beta', 'max_iter', 'tol')
 
     beta: float = 100.0
     damping: float = 0.9
     tol: float = 1e-6
     max_iter: int = 200
 
-    def __post_init__(self) -> None:
-        require_positive(self, 'beta', 'max_iter', 'tol')
-
 
 @dataclass(frozen=True)
-class Fig2:
+class Fig2(Checked):
     """Figure 2: magnetisation maps at few vs many tasks ``P`` (D inputs, N examples), trained maps from ``inits`` random
     starts, and gradient training vs the exact mean and AMP at ``P_gd`` tasks."""
+    positive: ClassVar[tuple[str, ...]] = ('D', 'N', 'P', 'P_gd', 'gd_lr', 'gd_steps', 'n_test', 'lambda0', 'inits')
 
     D: int = 10
     N: int = 100
@@ -54,13 +62,14 @@ class Fig2:
     init_std: float | None = None  # None: the authors' 1 / sqrt(D + 1) (MergedSimpLinearAttn), trained without weight decay
 
     def __post_init__(self) -> None:
-        require_positive(self, 'D', 'N', 'P', 'P_gd', 'gd_lr', 'gd_steps', 'n_test', 'lambda0', 'inits')
+        super().__post_init__()
         require(self.init_std is None or self.init_std > 0, "init_std", "must be positive, or null for 1 / sqrt(D + 1)")
 
 
 @dataclass(frozen=True)
-class Fig4a:
+class Fig4a(Checked):
     """Figure 4a: the Boltzmann mean's contrast ratio over the (P, N) grid, averaged over ``repeats`` draws."""
+    positive: ClassVar[tuple[str, ...]] = ('D', 'P', 'N', 'lambda0', 'repeats')
 
     D: int = 20
     P: tuple[int, ...] = (20, 50, 100, 200, 400, 600, 800, 1000)
@@ -68,13 +77,11 @@ class Fig4a:
     lambda0: float = 1.0
     repeats: int = 2
 
-    def __post_init__(self) -> None:
-        require_positive(self, 'D', 'P', 'N', 'lambda0', 'repeats')
-
 
 @dataclass(frozen=True)
-class Fig4b:
+class Fig4b(Checked):
     """Figure 4b: test error on unseen tasks against N for the exact mean, AMP and gradient training."""
+    positive: ClassVar[tuple[str, ...]] = ('D', 'P', 'N', 'lambda0', 'gd_lr', 'gd_steps', 'n_test')
 
     D: int = 20
     P: int = 10000
@@ -84,13 +91,11 @@ class Fig4b:
     gd_steps: int = 3000
     n_test: int = 1000
 
-    def __post_init__(self) -> None:
-        require_positive(self, 'D', 'P', 'N', 'lambda0', 'gd_lr', 'gd_steps', 'n_test')
-
 
 @dataclass(frozen=True)
-class FigS1:
+class FigS1(Checked):
     """Figure S1: test error against alpha = P / D^2 without regularisation (double descent)."""
+    positive: ClassVar[tuple[str, ...]] = ('D', 'N', 'alpha', 'repeats', 'n_test')
 
     D: int = 20
     N: int = 100
@@ -98,25 +103,21 @@ class FigS1:
     repeats: int = 3
     n_test: int = 1000
 
-    def __post_init__(self) -> None:
-        require_positive(self, 'D', 'N', 'alpha', 'repeats', 'n_test')
-
 
 @dataclass(frozen=True)
-class FigS7:
+class FigS7(Checked):
     """Figure S7: the zero-mode fraction against P / (D (D + 1)) for several D."""
+    positive: ClassVar[tuple[str, ...]] = ('D', 'N', 'fractions')
 
     D: tuple[int, ...] = (10, 20, 30)
     N: int = 20
     fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5)
 
-    def __post_init__(self) -> None:
-        require_positive(self, 'D', 'N', 'fractions')
-
 
 @dataclass(frozen=True)
-class FigS4:
+class FigS4(Checked):
     """Figure S4: correlated inputs (``correlation`` c along each of ``axes``): exact mean, AMP and gradient training."""
+    positive: ClassVar[tuple[str, ...]] = ('D', 'N', 'P', 'lambda0', 'gd_steps', 'gd_lr', 'n_test')
 
     D: int = 20
     N: int = 100
@@ -128,13 +129,11 @@ class FigS4:
     gd_lr: float = 3e-3
     n_test: int = 1000
 
-    def __post_init__(self) -> None:
-        require_positive(self, 'D', 'N', 'P', 'lambda0', 'gd_steps', 'gd_lr', 'n_test')
-
 
 @dataclass(frozen=True)
-class Diversity:
+class Diversity(Checked):
     """Test error on unseen tasks and the contrast ratio against task diversity P at fixed N."""
+    positive: ClassVar[tuple[str, ...]] = ('D', 'N', 'P', 'lambda0', 'repeats', 'n_test')
 
     D: int = 20
     N: int = 100
@@ -142,9 +141,6 @@ class Diversity:
     lambda0: float = 0.01
     repeats: int = 2
     n_test: int = 1000
-
-    def __post_init__(self) -> None:
-        require_positive(self, 'D', 'N', 'P', 'lambda0', 'repeats', 'n_test')
 
 
 

@@ -28,9 +28,9 @@ class TrainConfig:
     log the metrics as TensorBoard event files in ``DIR/tensorboard/``.
     ``compile``: run the training forward and backward through ``torch.compile``
     (inductor; on CPU it needs a C++ compiler). Off by default: measured on 2 CPU
-    cores for the quick linreg model (4 layers, d_model 64, batch 128) a step was
+    cores for a 4-layer regression model (d_model 64, batch 128) a step was
     1.25x faster but compiling took 35 s, which a run of a few thousand steps does
-    not win back. A compiled run resumes bitwise-identically to its own rerun;
+    not win back (docs/scaling.md, Training speed). A compiled run resumes bitwise-identically to its own rerun;
     compiled and eager runs differ in the last bits, so the setting is part of the run.
     """
 

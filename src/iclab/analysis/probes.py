@@ -50,13 +50,27 @@ class PooledProbe(nn.Module):
 @dataclass
 class ProbeResult:
     r2: list[float]  # held-out R^2 per layer (0 = embeddings, l = after block l)
+    sq_err: torch.Tensor  # [Lp, B_test] squared error per held-out prompt, summed over target coordinates
+    sst: float  # total sum of squares of the held-out targets (R^2 = 1 - sq_err.sum(-1) / sst)
+
+
+def total_sum_of_squares(target: torch.Tensor) -> torch.Tensor:
+    """SST of targets [B, K] over all coordinates."""
+    return (target - target.mean(0, keepdim=True)).pow(2).sum()
 
 
 def r2_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """R^2 over all target coordinates: 1 - SSE / SST, per leading layer. pred, target [Lp, B, K] / [B, K]."""
-    sse = (pred - target).pow(2).sum(dim=(-2, -1))
-    sst = (target - target.mean(0, keepdim=True)).pow(2).sum()
-    return 1 - sse / sst
+    return 1 - (pred - target).pow(2).sum(dim=(-2, -1)) / total_sum_of_squares(target)
+
+
+def r2_difference(a: ProbeResult, b: ProbeResult, layer_a: int, layer_b: int) -> tuple[float, float]:
+    """R^2 of probe ``a`` at ``layer_a`` minus R^2 of probe ``b`` at ``layer_b`` (same held-out prompts), and the
+    standard error of that difference over prompts: both R^2 share SST, so the difference is a mean of paired
+    per-prompt error differences, sum_b (e_b - e_a) / SST, with standard error sqrt(B) std(e_b - e_a) / SST."""
+    diff = (b.sq_err[layer_b] - a.sq_err[layer_a]).double()
+    n = diff.numel()
+    return float(diff.sum() / a.sst), float(n**0.5 * diff.std() / a.sst)
 
 
 def train_probes(
@@ -84,7 +98,8 @@ def train_probes(
         opt.step()
     with torch.no_grad():
         pred = probe(h_te) * std + mean
-    return ProbeResult(r2=r2_score(pred, test_y).tolist())
+    sq_err = (pred - test_y).pow(2).sum(-1)
+    return ProbeResult(r2=r2_score(pred, test_y).tolist(), sq_err=sq_err, sst=float(total_sum_of_squares(test_y)))
 
 
 def probe_targets(xs: torch.Tensor, ys: torch.Tensor, n: int, lam: float = 0.1) -> dict[str, torch.Tensor]:
@@ -118,13 +133,17 @@ def probe_layers(hidden: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, prefi
                  generator: torch.Generator, *, inverse_lambda: float = 0.1, width: int = 128, steps: int = 200) -> dict[str, list[float]]:
     """Held-out R^2 per layer of linear and MLP probes for every target of :func:`probe_targets`, at every prefix
     length n of ``prefixes`` (the probe reads the first 2n positions of ``hidden`` [Lp, B, 2N, D]); the first
-    ``n_train`` prompts train, the rest test. Keys "target/kind/n=N"."""
+    ``n_train`` prompts train, the rest test. Keys "target/kind/n=N"; "target/mlp-linear/n=N" holds [best MLP R^2 -
+    best linear R^2, its standard error over the held-out prompts] (:func:`r2_difference`)."""
     out: dict[str, list[float]] = {}
     for n in prefixes:
         h = hidden[:, :, : 2 * n]
         for target, y in probe_targets(xs, ys, n, inverse_lambda).items():
-            for kind in ("linear", "mlp"):
-                r = train_probes(h[:, :n_train], y[:n_train], h[:, n_train:], y[n_train:], kind, generator, hidden=width, steps=steps)
+            fits = {kind: train_probes(h[:, :n_train], y[:n_train], h[:, n_train:], y[n_train:], kind, generator, hidden=width,
+                                       steps=steps) for kind in ("linear", "mlp")}
+            for kind, r in fits.items():
                 out[f"{target}/{kind}/n={n}"] = r.r2
+            best = {kind: max(range(len(r.r2)), key=r.r2.__getitem__) for kind, r in fits.items()}
+            out[f"{target}/mlp-linear/n={n}"] = list(r2_difference(fits["mlp"], fits["linear"], best["mlp"], best["linear"]))
     return out
 

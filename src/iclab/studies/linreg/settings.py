@@ -73,6 +73,7 @@ class LinRegThresholds:
     share_of_n: float = 0.9  # ... at more than this share of prefix lengths
     construction_tol: float = 1e-7  # a constructed model vs its learner (GD step, ridge): max |difference| / max |prediction|
     ols_spd_at_2d: float = 0.05  # the quick target: SPD/d to OLS at n = 2d (the paper reaches < 0.01 at L16 H512)
+    probe_z: float = 2.0  # "MLP probes beat linear ones": the R^2 difference exceeds this many standard errors
 
 
 # Akyürek et al.'s noise grid: (sigma, tau), i.e. sigma^2 / tau^2 in {0, 1/16, 1/9, 1/4, 4/9}.

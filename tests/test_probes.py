@@ -2,16 +2,10 @@
 
 import torch
 
-from iclab.analysis.probes import ProbeResult, r2_difference, r2_score, total_sum_of_squares
+from iclab.analysis.probes import r2_difference, score
 from iclab.claims import Verdict
 from iclab.studies.linreg.claims import _mlp_beats_linear
 from iclab.studies.linreg.settings import LinRegStudySettings
-
-
-def _result(pred: torch.Tensor, target: torch.Tensor) -> ProbeResult:
-    """pred [Lp, B, K], target [B, K]."""
-    return ProbeResult(r2=r2_score(pred, target).tolist(), sq_err=(pred - target).pow(2).sum(-1),
-                       sst=float(total_sum_of_squares(target)))
 
 
 def _noisy(target: torch.Tensor, scales: list[float], g: torch.Generator) -> torch.Tensor:
@@ -23,7 +17,7 @@ def test_the_r2_difference_is_the_difference_of_the_r2s_and_its_error_shrinks_wi
     errors = []
     for b in (200, 3200):
         target = torch.randn(b, 3, generator=g)
-        a, c = _result(_noisy(target, [1.0, 0.3], g), target), _result(_noisy(target, [0.5, 0.9], g), target)
+        a, c = score(_noisy(target, [1.0, 0.3], g), target), score(_noisy(target, [0.5, 0.9], g), target)
         diff, se = r2_difference(a, c, 1, 0)
         assert abs(diff - (a.r2[1] - c.r2[0])) < 1e-5
         errors.append(se)
@@ -33,7 +27,7 @@ def test_the_r2_difference_is_the_difference_of_the_r2s_and_its_error_shrinks_wi
 def _r2_dict(mlp_scale: float, linear_scale: float, b: int = 512) -> dict:
     g = torch.Generator().manual_seed(1)
     target = torch.randn(b, 4, generator=g)
-    mlp, lin = _result(_noisy(target, [2.0, mlp_scale], g), target), _result(_noisy(target, [2.0, linear_scale], g), target)
+    mlp, lin = score(_noisy(target, [2.0, mlp_scale], g), target), score(_noisy(target, [2.0, linear_scale], g), target)
     return {"w_ols/mlp/n=8": mlp.r2, "w_ols/linear/n=8": lin.r2, "w_ols/mlp-linear/n=8": list(r2_difference(mlp, lin, 1, 1))}
 
 

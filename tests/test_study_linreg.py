@@ -37,6 +37,8 @@ def test_summary_has_the_documented_keys(study):
     assert ridge["max_relative_error"] < 1e-7 and ridge["lam"] in (0.01, 0.1, 1.0) and ridge["n_layers"] == 5 * 7 + 2
     assert any(line.startswith("REPRODUCED") and "Theorem 2" in line for line in summary["findings"])
     assert len(summary["probe_r2"]["model"]["inv_gram"]) == 3
+    mlp_vs_linear = next(line for line in summary["findings"] if "MLP probes beat linear" in line)
+    assert mlp_vs_linear.startswith(("REPRODUCED", "NOT REPRODUCED")) and "standard error over 64 held-out prompts" in mlp_vs_linear
     for rel in summary["figures"]:
         assert (out / rel).stat().st_size > 5000
 

@@ -64,6 +64,12 @@ def r2_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - (pred - target).pow(2).sum(dim=(-2, -1)) / total_sum_of_squares(target)
 
 
+def score(pred: torch.Tensor, target: torch.Tensor) -> ProbeResult:
+    """Held-out scores of predictions ``pred`` [Lp, B, K] of targets ``target`` [B, K]."""
+    return ProbeResult(r2=r2_score(pred, target).tolist(), sq_err=(pred - target).pow(2).sum(-1),
+                       sst=float(total_sum_of_squares(target)))
+
+
 def r2_difference(a: ProbeResult, b: ProbeResult, layer_a: int, layer_b: int) -> tuple[float, float]:
     """R^2 of probe ``a`` at ``layer_a`` minus R^2 of probe ``b`` at ``layer_b`` (same held-out prompts), and the
     standard error of that difference over prompts: both R^2 share SST, so the difference is a mean of paired
@@ -98,8 +104,7 @@ def train_probes(
         opt.step()
     with torch.no_grad():
         pred = probe(h_te) * std + mean
-    sq_err = (pred - test_y).pow(2).sum(-1)
-    return ProbeResult(r2=r2_score(pred, test_y).tolist(), sq_err=sq_err, sst=float(total_sum_of_squares(test_y)))
+    return score(pred, test_y)
 
 
 def probe_targets(xs: torch.Tensor, ys: torch.Tensor, n: int, lam: float = 0.1) -> dict[str, torch.Tensor]:

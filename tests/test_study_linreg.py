@@ -77,3 +77,13 @@ def test_the_control_sees_one_task_only():
 
     batch = LinearRegression(LinRegConfig(d=3, n_points=4, fixed_w=True)).batch(0, 5, "train")
     assert torch.equal(batch.extras["ws"], torch.ones(5, 3))
+
+
+@pytest.mark.parametrize("setting, message", [("thresholds.probe_z=-1", "thresholds.probe_z: must be positive"),
+                                              ("thresholds.share_of_n=1.5", r"thresholds.share_of_n: must be a share in \(0, 1\]")])
+def test_bad_thresholds_are_refused_before_the_folder_is_made(tmp_path, setting, message):
+    from iclab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        linreg.run("quick", tmp_path / "out", [setting], torch.device("cpu"))
+    assert not (tmp_path / "out").exists()

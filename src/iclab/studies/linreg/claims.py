@@ -55,7 +55,7 @@ def _mlp_beats_linear(cfg: LinRegStudySettings, r2: dict[str, Any], n: int) -> C
     return Claim(statement, Verdict.of(diff > z * se),
                  f"best R^2 {max(mlp):.3f} vs {max(lin):.3f}: difference {diff:+.3f} +- {se:.3f} (standard error over "
                  f"{cfg.probing.n_test} held-out prompts), {'above' if diff > z * se else 'not above'} {z:g} standard errors",
-                 f"{AKYUREK}, section 5", thresholds={"probe_z": z})
+                 f"{AKYUREK}, section 5", thresholds={"thresholds.probe_z": z})
 
 
 def _noise_trend(cfg: LinRegStudySettings, noise: dict[str, Any]) -> Claim:

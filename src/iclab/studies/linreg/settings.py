@@ -75,6 +75,10 @@ class LinRegThresholds:
     ols_spd_at_2d: float = 0.05  # the quick target: SPD/d to OLS at n = 2d (the paper reaches < 0.01 at L16 H512)
     probe_z: float = 2.0  # "MLP probes beat linear ones": the R^2 difference exceeds this many standard errors
 
+    def __post_init__(self) -> None:
+        require_positive(self, "ols_margin", "ols_spd", "share_of_n", "construction_tol", "ols_spd_at_2d", "probe_z")
+        require(self.share_of_n <= 1, "share_of_n", f"must be a share in (0, 1], got {self.share_of_n!r}")
+
 
 # Akyürek et al.'s noise grid: (sigma, tau), i.e. sigma^2 / tau^2 in {0, 1/16, 1/9, 1/4, 4/9}.
 PAPER_NOISE_GRID = ((0.0, 1.0), (0.25, 1.0), (0.5, 1.5), (0.5, 1.0), (0.5, 0.75))

@@ -29,9 +29,12 @@ def report_dir(tmp_path_factory):
         "studies": {
             "spinglass": {"title": "spin glass", "paper": "Li et al.", "status": "complete", "wall_time_s": 1.0},
             "linreg": {"title": "regression", "paper": "Akyürek et al.", "status": "failed", "error": "RuntimeError: boom", "traceback": "Traceback ..."},
-            "induction": {"title": "induction heads", "paper": "Olsson et al.", "status": "not built yet"},
+            "induction": {"title": "induction heads", "paper": "Olsson et al.", "status": "complete"},
         },
     }
+    (out / "induction").mkdir()  # a summary of an older iclab: shown with a re-run line, never adapted
+    (out / "induction" / "summary.json").write_text(json.dumps({"study": "induction", "iclab_version": "0.3.0",
+                                                                "findings": ["REPRODUCED: old line"]}))
     (out / "reproduce.json").write_text(json.dumps(record))
     build_report(out)
     return out
@@ -41,7 +44,8 @@ def test_the_page_is_self_contained_and_has_every_section(report_dir):
     page = (report_dir / "report.html").read_text()
     for study in ("spinglass", "linreg", "induction"):
         assert f'id="{study}"' in page
-    assert "RuntimeError: boom" in page and "not built in this version" in page
+    assert "RuntimeError: boom" in page and "written by iclab 0.3.0 in an older format; re-run" in page
+    assert "old line" not in page
     assert 'class="badge good">reproduced' in page
     assert not re.search(r'src="(?!data:)', page), "every image must be embedded"
     assert "http://" not in page and "https://" not in page

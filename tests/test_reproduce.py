@@ -1,4 +1,4 @@
-"""`iclab reproduce`: every built study runs, a failing one is reported, finished ones are skipped."""
+"""`iclab reproduce`: every study runs, a failing one is reported, finished ones are skipped."""
 
 import json
 from dataclasses import dataclass
@@ -8,7 +8,6 @@ import torch
 import iclab
 from iclab import reproduce as rep
 from iclab import studies
-from iclab.studies import StudyInfo
 
 
 @dataclass(frozen=True)
@@ -32,15 +31,11 @@ def fake_studies(monkeypatch, calls, presets=None):
 
         return Study(name, presets, parts=lambda s: [Part("work", lambda ctx: {"steps": ctx.settings.steps})],
                      claims=lambda s, res: ([measured(f"{name} ok", str(res["work"]["steps"]))], {}),
-                     figures=lambda res, s, folder: [], models=models)
+                     figures=lambda res, s, folder: [], models=models, title=f"a study that {'fails' if fail else 'works'}")
 
-    table = {
-        "good": StudyInfo("good", "a study that works", "-", built=True),
-        "bad": StudyInfo("bad", "a study that fails", "-", built=True),
-        "later": StudyInfo("later", "not built", "-", built=False),
-    }
-    monkeypatch.setattr(studies, "STUDIES", table)
-    monkeypatch.setattr(studies, "LOADERS", {"good": lambda: declared("good"), "bad": lambda: declared("bad", fail=True)})
+    table = {"good": declared("good"), "bad": declared("bad", fail=True)}
+    monkeypatch.setattr(studies, "NAMES", tuple(table))
+    monkeypatch.setattr(studies, "study", table.__getitem__)
 
 
 def test_failures_are_isolated_and_finished_studies_are_skipped(tmp_path, monkeypatch):
@@ -50,7 +45,6 @@ def test_failures_are_isolated_and_finished_studies_are_skipped(tmp_path, monkey
     assert record["studies"]["good"]["status"] == "complete"
     assert record["studies"]["good"]["findings"] == ["MEASURED: good ok (3)."]
     assert record["studies"]["bad"]["status"] == "failed" and "boom" in record["studies"]["bad"]["error"]
-    assert record["studies"]["later"]["status"] == "not built yet"
     assert json.loads((tmp_path / "reproduce.json").read_text())["studies"]["bad"]["status"] == "failed"
     assert "torch" in record["versions"]
     calls.clear()
@@ -73,7 +67,7 @@ def test_a_finished_study_with_other_settings_or_version_is_run_again(tmp_path, 
     calls.clear()
     monkeypatch.setattr(iclab, "__version__", "0.0.0-other")
     summary = json.loads((tmp_path / "good" / "summary.json").read_text())
-    summary["iclab_version"] = "0.0.1"
+    summary["identity"]["iclab"] = "0.0.1"
     (tmp_path / "good" / "summary.json").write_text(json.dumps(summary))
     rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["good"])
     assert calls == ["good"], "a result of another iclab version is not reused"
@@ -103,7 +97,7 @@ def test_entries_run_side_by_side_in_worker_processes(tmp_path, monkeypatch):
         assert record["studies"][name]["status"] == "complete" and record["studies"][name]["findings"]
         assert json.loads((tmp_path / name / "summary.json").read_text())["study"] == "spinglass"
     a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("sg-a", "sg-b"))
-    assert a["fig4b"] != b["fig4b"]  # each worker ran its own entry (another seed, other numbers)
+    assert a["numbers"]["fig4b"] != b["numbers"]["fig4b"]  # each worker ran its own entry (another seed, other numbers)
     assert json.loads((tmp_path / "reproduce.json").read_text())["studies"].keys() == {"sg-a", "sg-b"}
     record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=2)
     assert all(e.get("skipped") for e in record["studies"].values())

@@ -1,13 +1,16 @@
 """The one study runner on a toy study: parts keyed by what they depend on, earlier parts' keys, skipped and derived parts,
 typed claims in the summary, refusals before the folder is touched."""
 
+import json
 from dataclasses import dataclass, field
 
 import pytest
 import torch
 
 from iclab.claims import Claim, Verdict
-from iclab.errors import IclabError
+from iclab.errors import IclabError, RunDirError
+from iclab.results import Head, Result, SchemaError, decode, encode
+from iclab.studies.common import Summary
 from iclab.studies.runner import Part, Study
 
 
@@ -52,16 +55,16 @@ def test_parts_recompute_only_when_what_they_read_changes(tmp_path):
     calls: list[str] = []
     study = toy_study(calls)
     summary = study.run("quick", tmp_path, [], torch.device("cpu"), log=lambda s: None)
-    assert summary["double"] == 14 and summary["gated"] and summary["claims"][0]["verdict"] == "REPRODUCED"
+    assert summary.numbers["double"] == 14 and summary.numbers["gated"] and summary.claims[0].verdict is Verdict.REPRODUCED
     assert calls == ["models", "square", "plus_b", "double", "gated"]
     calls.clear()
     summary = study.run("quick", tmp_path, ["b=4"], torch.device("cpu"), log=lambda s: None)
     # square reads only a: kept; plus_b reads b; gated is keyed by every setting but the thresholds
-    assert calls == ["models", "plus_b", "double", "gated"] and summary["double"] == 16
+    assert calls == ["models", "plus_b", "double", "gated"] and summary.numbers["double"] == 16
     calls.clear()
     summary = study.run("quick", tmp_path, ["b=4", "thresholds.least=100"], torch.device("cpu"), log=lambda s: None)
     assert calls == ["models", "double"]  # a threshold re-judges without recomputing
-    assert summary["claims"][0]["verdict"] == "NOT REPRODUCED" and summary["claims"][0]["thresholds"] == {"thresholds.least": 100.0}
+    assert summary.claims[0].verdict is Verdict.NOT_REPRODUCED and summary.claims[0].thresholds == {"thresholds.least": 100.0}
     calls.clear()
     study.run("quick", tmp_path, ["a=3", "b=4"], torch.device("cpu"), log=lambda s: None)
     assert calls == ["models", "square", "plus_b", "double", "gated"]  # plus_b reads square: its key follows square's
@@ -70,7 +73,7 @@ def test_parts_recompute_only_when_what_they_read_changes(tmp_path):
 def test_a_part_whose_condition_fails_is_skipped(tmp_path):
     calls: list[str] = []
     summary = toy_study(calls).run("quick", tmp_path, ["gate=false"], torch.device("cpu"), log=lambda s: None)
-    assert "gated" not in calls and summary["gated"] is False and not (tmp_path / "parts" / "gated.json").exists()
+    assert "gated" not in calls and summary.numbers["gated"] is False and not (tmp_path / "parts" / "gated.json").exists()
     assert not (tmp_path / "parts" / "double.json").exists()  # derived, never written
 
 
@@ -85,3 +88,70 @@ def test_bad_settings_and_a_failed_check_leave_no_folder(tmp_path):
     with pytest.raises(IclabError, match="preset"):
         toy_study([]).run("paper", tmp_path / "c", [], torch.device("cpu"), log=lambda s: None)
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+@dataclass(frozen=True)
+class Fit(Result):
+    """A toy typed result: a head, a float per k, an optional note."""
+
+    SCHEMA = 1
+    head: Head
+    r2: dict[int, float]
+    note: str | None = None
+
+
+def typed_study(calls: list[str], result_type=Fit) -> Study:
+    def compute(ctx):
+        calls.append("fit")
+        return result_type(Head(1, ctx.settings.a), {1: 0.5, 2: 0.25})
+
+    def claims(s, res):
+        fit = res["fit"]
+        assert isinstance(fit, result_type) and fit.head == Head(1, s.a)  # the cached value is the typed one
+        return [Claim(f"head {fit.head} fits", Verdict.of(fit.r2[1] > 0.4), f"R^2 {fit.r2[1]}")], {"head": fit.head}
+
+    return Study("toy", {"quick": Toy()}, parts=lambda s: [Part("fit", compute, result=result_type)], claims=claims,
+                 figures=lambda res, s, folder: [])
+
+
+def test_a_typed_part_is_read_back_as_its_type_and_a_new_schema_recomputes_it(tmp_path):
+    calls: list[str] = []
+    first = typed_study(calls).run("quick", tmp_path, [], torch.device("cpu"), log=lambda s: None)
+    second = typed_study(calls).run("quick", tmp_path, [], torch.device("cpu"), log=lambda s: None)
+    assert calls == ["fit"] and first == second and first.numbers["head"] == "L1H2"
+    saved = json.loads((tmp_path / "parts" / "fit.json").read_text())
+    assert saved["schema"] == Fit.schema() and saved["result"]["head"] == "L1H2"
+
+    @dataclass(frozen=True)
+    class Fit2(Fit):  # the same type with its schema bumped: the cache of schema 1 is recomputed, never adapted
+        SCHEMA = 2
+
+    Fit2.__qualname__ = Fit.__qualname__
+    typed_study(calls, Fit2).run("quick", tmp_path, [], torch.device("cpu"), log=lambda s: None)
+    assert calls == ["fit", "fit"]
+    assert typed_study(calls).identity(Toy()) != typed_study(calls, Fit2).identity(Toy())
+
+
+def test_a_part_returning_another_type_than_declared_is_a_bug(tmp_path):
+    study = Study("toy", {"quick": Toy()}, parts=lambda s: [Part("fit", lambda ctx: {"r2": 1}, result=Fit)],
+                  claims=lambda s, res: ([], {}), figures=lambda res, s, folder: [])
+    with pytest.raises(TypeError, match="returned dict, not its declared Fit"):
+        study.run("quick", tmp_path, [], torch.device("cpu"), log=lambda s: None)
+
+
+def test_a_summary_of_an_older_format_asks_for_a_re_run(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"study": "toy", "iclab_version": "0.5.0", "findings": []}))
+    with pytest.raises(RunDirError, match=r"written by iclab 0.5.0 in an older format; re-run"):
+        Summary.load(tmp_path / "summary.json")
+
+
+def test_heads_have_one_text_form():
+    assert str(Head(3, 1)) == "L3H1" and Head.parse("L3H1") == Head(3, 1) and Head.of([3, 1]) == Head(3, 1)
+    layer, head = Head(2, 0)
+    assert (layer, head) == (2, 0) and sorted([Head(1, 2), Head(0, 3)]) == [Head(0, 3), Head(1, 2)]
+    for bad in ("3:1", "L3", "l3h1"):
+        with pytest.raises(IclabError, match="expected L<layer>H<head>"):
+            Head.parse(bad)
+    assert decode(dict[Head, list[float]], encode({Head(0, 1): [1.0]})) == {Head(0, 1): [1.0]}
+    with pytest.raises(SchemaError):
+        decode(Fit, {"head": "L0H1", "r2": {}, "extra": 1})

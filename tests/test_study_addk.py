@@ -8,6 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from iclab.studies import addk  # noqa: E402
+from iclab.studies.common import Summary
 
 SMALL = ["mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2", "max_subspace_heads=2", "task.k_max=6",
          "task.held_out=[2]", "task.x_max=20"]
@@ -16,33 +17,33 @@ SMALL = ["mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2
 def test_the_whole_pipeline_runs_on_a_local_hugging_face_model(hf_folder, tmp_path):
     # a random model cannot add: the accuracy floor is lifted so that every localisation step runs
     summary = addk.run("quick", tmp_path, [*SMALL, f"model={hf_folder}", "min_clean_accuracy=0"], torch.device("cpu"), log=lambda s: None)
-    saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["study"] == "addk" and saved["model"] == str(hf_folder)
-    for key in ("clean_accuracy", "heads", "accuracy", "pcs_to_95", "periodic_r2", "label_token_signal_share", "findings"):
-        assert key in saved
-    assert set(saved["heads"]) == {"selected", "significant", "main"}
-    assert all(0 <= layer < 3 and 0 <= h < 4 for layer, h in saved["heads"]["selected"])
+    saved = Summary.load(tmp_path / "summary.json")
+    assert saved == summary and saved.study == "addk" and saved.numbers["model"] == str(hf_folder)
+    for key in ("clean_accuracy", "heads", "accuracy", "pcs_to_95", "periodic_r2", "label_token_signal_share"):
+        assert key in saved.numbers
+    assert set(saved.numbers["heads"]) == {"selected", "significant", "main"}
+    assert all(0 <= layer < 3 and 0 <= h < 4 for layer, h in saved.numbers["heads"]["selected"])
     sub = json.loads((tmp_path / "parts" / "subspaces.json").read_text())["result"]
     for head in sub.values():  # the identity is exact algebra on real forward passes (multi-token labels included)
         assert head["identity_relative_error"] < 1e-3
-    assert all((tmp_path / f).is_file() for f in summary["figures"])
+    assert all((tmp_path / f).is_file() for f in summary.figures)
     assert (tmp_path / "parts" / "task_means.safetensors").is_file()
     proj = json.loads((tmp_path / "parts" / "projection.json").read_text())["result"]
     assert set(proj) == set(sub)  # one projection test per analysed head, every arm an accuracy
     for head in proj.values():
         assert set(head["accuracy"]) == {"whole", *(f"{v}_{s}" for v in ("onto", "out") for s in ("parity", "unit", "magnitude"))}
         assert all(0 <= a <= 1 for a in head["accuracy"].values())
-    assert any("projection causal test" in line for line in saved["findings"])
+    assert any("projection causal test" in line for line in saved.findings)
 
 
 def test_a_model_that_cannot_do_the_task_gets_not_applicable_claims_and_its_accuracy_by_format(hf_folder, tmp_path):
     summary = addk.run("quick", tmp_path, [*SMALL, f"model={hf_folder}", "scan_shots=[1,2]", "scan_per_task=2"], torch.device("cpu"),
                        log=lambda s: None)
-    verdicts = [c["verdict"] for c in summary["claims"]]
-    assert summary["localised"] is False and "heads" not in summary
-    assert verdicts.count("NOT APPLICABLE") == 5 and all("min_clean_accuracy" in c["thresholds"] for c in summary["claims"]
-                                                           if c["verdict"] == "NOT APPLICABLE")
-    assert set(summary["clean_scan"]) == {f"{f}/{s}" for f in ("arrow", "qa", "io", "ab", "textlabel", "fx") for s in (1, 2)}
+    verdicts = [c.verdict.value for c in summary.claims]
+    assert summary.numbers["localised"] is False and "heads" not in summary.numbers
+    assert verdicts.count("NOT APPLICABLE") == 5 and all("min_clean_accuracy" in c.thresholds for c in summary.claims
+                                                           if c.verdict.value == "NOT APPLICABLE")
+    assert set(summary.numbers["clean_scan"]) == {f"{f}/{s}" for f in ("arrow", "qa", "io", "ab", "textlabel", "fx") for s in (1, 2)}
     assert not (tmp_path / "parts" / "localisation.json").exists()
     assert (tmp_path / "figures" / "clean_accuracy_by_format.png").is_file()
 

@@ -7,6 +7,7 @@ import torch
 
 from iclab.errors import IclabError
 from iclab.studies import induction
+from iclab.studies.common import Summary
 
 TINY = ["recipe.steps=1200", "recipe.snapshots=12", "models=[attn1,smeared1]", "recipe.natural_share=0", "eval_sequences=64",
         "ablation_sequences=64", "probe_batch=16", "loss_positions=64"]
@@ -14,21 +15,21 @@ TINY = ["recipe.steps=1200", "recipe.snapshots=12", "models=[attn1,smeared1]", "
 
 def test_the_study_runs_and_smeared_keys_give_a_one_layer_model_in_context_learning(tmp_path):
     summary = induction.run("quick", tmp_path, TINY, torch.device("cpu"), log=lambda s: None)
-    saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["study"] == "induction"
-    for key in ("icl_score", "phase_change", "induction_heads", "ablation_icl_drop", "findings"):
-        assert key in saved
-    assert set(saved["icl_score"]) == {"attn1", "smeared1"}
+    saved = Summary.load(tmp_path / "summary.json")
+    assert saved == summary and saved.study == "induction"
+    for key in ("icl_score", "phase_change", "induction_heads", "ablation_icl_drop"):
+        assert key in saved.numbers
+    assert set(saved.numbers["icl_score"]) == {"attn1", "smeared1"}
     # the smeared-key model builds induction heads and uses its context much more than the plain one, which can only
     # learn in-context token frequencies (measured: -3.7 vs -1.3 nats)
-    assert saved["icl_score"]["smeared1"] < saved["icl_score"]["attn1"] - 1.0
-    assert saved["induction_heads"]["smeared1"] and not saved["induction_heads"]["attn1"]
+    assert saved.numbers["icl_score"]["smeared1"] < saved.numbers["icl_score"]["attn1"] - 1.0
+    assert saved.numbers["induction_heads"]["smeared1"] and not saved.numbers["induction_heads"]["attn1"]
     traj = json.loads((tmp_path / "parts" / "trajectory_smeared1.json").read_text())["result"]
     assert len(traj["step"]) >= 10 and traj["step"][0] == 0
     assert torch.tensor(traj["prefix_matching"]).shape == (len(traj["step"]), 1, 4)
-    assert all((tmp_path / f).is_file() for f in summary["figures"])
-    assert any(c["verdict"] in ("REPRODUCED", "NOT REPRODUCED") for c in saved["claims"])
-    assert all(line.startswith(c["verdict"]) for line, c in zip(saved["findings"], saved["claims"]))
+    assert all((tmp_path / f).is_file() for f in summary.figures)
+    assert any(c.verdict.value in ("REPRODUCED", "NOT REPRODUCED") for c in saved.claims)
+    assert all(line.startswith(c.verdict.value) for line, c in zip(saved.findings, saved.claims))
 
 
 def test_a_mixture_over_one_is_refused_before_anything_is_written(tmp_path):
@@ -52,11 +53,11 @@ def test_the_pretrained_branch_runs_on_a_local_hugging_face_model_and_resumes_fr
              "pretrained.text_length=24", "pretrained.top_k=2", "pretrained.random_draws=2", "pretrained.batch=2"]
     log: list[str] = []
     summary = induction.run("quick", tmp_path, small, torch.device("cpu"), log=log.append)
-    assert summary["study"] == "induction" and summary["model"] == str(hf_folder)
-    assert len(summary["induction_heads"]) == 2 and all(0 <= layer < 3 and 0 <= h < 4 for layer, h in summary["induction_heads"])
-    assert set(summary["ablation"]) == {"zero", "mean"} and {"induction", "random0", "random1"} <= set(summary["ablation"]["zero"])
-    assert all((tmp_path / f).is_file() for f in summary["figures"]) and not (tmp_path / "runs").exists()
+    assert summary.study == "induction" and summary.numbers["model"] == str(hf_folder)
+    assert len(summary.numbers["induction_heads"]) == 2 and all(0 <= layer < 3 and 0 <= h < 4 for layer, h in summary.numbers["induction_heads"])
+    assert set(summary.numbers["ablation"]) == {"zero", "mean"} and {"induction", "random0", "random1"} <= set(summary.numbers["ablation"]["zero"])
+    assert all((tmp_path / f).is_file() for f in summary.figures) and not (tmp_path / "runs").exists()
     log.clear()
     again = induction.run("quick", tmp_path, small, torch.device("cpu"), log=log.append)
-    assert [c["verdict"] for c in again["claims"]] == [c["verdict"] for c in summary["claims"]]
+    assert [c.verdict.value for c in again.claims] == [c.verdict.value for c in summary.claims]
     assert sum("cached" in line for line in log) == 4  # scores, icl, ablations, example

@@ -25,21 +25,21 @@ def study(tmp_path_factory):
 def test_summary_has_the_documented_keys(study):
     out, summary, _ = study
     assert json.loads((out / "summary.json").read_text())["study"] == "linreg"
-    assert set(summary["spd"]) == {"1", "2"} and "ols" in summary["spd"]["2"] and "knn_3" in summary["ilwd"]["1"]
-    assert set(summary["closest_learner"]) == {"1", "2"}
-    assert set(summary["mspd_table"]) == {"0.0000", "0.2500"}
-    assert set(summary["best_ridge_lambda"]) == {"0.0000", "0.2500"}
-    assert len(summary["probe_r2"]["model"]["XTy"]) == 3 and len(summary["probe_r2"]["control"]["w_ols"]) == 3
-    assert any("ridge lambda" in line for line in summary["findings"])
-    assert summary["construction"]["max_relative_error"] < 1e-7 and set(summary["construction"]["spd"]) == {"1", "2"}
-    assert any(line.startswith("REPRODUCED") and "Theorem 1" in line for line in summary["findings"])
-    ridge = summary["construction"]["ridge"]
+    assert set(summary.numbers["spd"]) == {"1", "2"} and "ols" in summary.numbers["spd"]["2"] and "knn_3" in summary.numbers["ilwd"]["1"]
+    assert set(summary.numbers["closest_learner"]) == {"1", "2"}
+    assert set(summary.numbers["mspd_table"]) == {"0.0000", "0.2500"}
+    assert set(summary.numbers["best_ridge_lambda"]) == {"0.0000", "0.2500"}
+    assert len(summary.numbers["probe_r2"]["model"]["XTy"]) == 3 and len(summary.numbers["probe_r2"]["control"]["w_ols"]) == 3
+    assert any("ridge lambda" in line for line in summary.findings)
+    assert summary.numbers["construction"]["max_relative_error"] < 1e-7 and set(summary.numbers["construction"]["spd"]) == {"1", "2"}
+    assert any(line.startswith("REPRODUCED") and "Theorem 1" in line for line in summary.findings)
+    ridge = summary.numbers["construction"]["ridge"]
     assert ridge["max_relative_error"] < 1e-7 and ridge["lam"] in (0.01, 0.1, 1.0) and ridge["n_layers"] == 5 * 7 + 2
-    assert any(line.startswith("REPRODUCED") and "Theorem 2" in line for line in summary["findings"])
-    assert len(summary["probe_r2"]["model"]["inv_gram"]) == 3
-    mlp_vs_linear = next(line for line in summary["findings"] if "MLP probes beat linear" in line)
+    assert any(line.startswith("REPRODUCED") and "Theorem 2" in line for line in summary.findings)
+    assert len(summary.numbers["probe_r2"]["model"]["inv_gram"]) == 3
+    mlp_vs_linear = next(line for line in summary.findings if "MLP probes beat linear" in line)
     assert mlp_vs_linear.startswith(("REPRODUCED", "NOT REPRODUCED")) and "standard error over 64 held-out prompts" in mlp_vs_linear
-    for rel in summary["figures"]:
+    for rel in summary.figures:
         assert (out / rel).stat().st_size > 5000
 
 
@@ -56,7 +56,7 @@ def test_models_are_ordinary_resumable_runs_and_a_rerun_reuses_everything(study)
     summary = linreg.run("quick", out, [*TINY, "thresholds.construction_tol=1e-30"], torch.device("cpu"), log=log.append)
     assert all(line.endswith(": cached") for line in log if line.startswith("  ") and line.strip().endswith(("...", "cached")))
     assert "  construction: cached" in log
-    assert any(line.startswith("NOT REPRODUCED") and "Theorem 1" in line for line in summary["findings"])
+    assert any(line.startswith("NOT REPRODUCED") and "Theorem 1" in line for line in summary.findings)
 
 
 def test_a_moved_study_folder_resumes_with_everything_cached(study, tmp_path):

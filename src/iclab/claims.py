@@ -1,15 +1,15 @@
 """Claims: a paper's statement next to what a run measured, with a typed verdict.
 
 A study's findings are a list of :class:`Claim`. The report and
-``summary.json`` read these objects (``summary["claims"]``); ``summary["findings"]``
+``summary.json`` read these objects (:class:`iclab.studies.common.Summary`'s ``claims``, stored by
+:func:`iclab.results.encode`); ``summary["findings"]``
 keeps each claim as one plain line for people and scripts, and nothing parses it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 
 class Verdict(str, Enum):
@@ -41,13 +41,6 @@ class Claim:
         """One plain line: 'VERDICT: statement (measured).'"""
         note = f" {self.scale_note}" if self.scale_note and self.verdict is Verdict.NOT_REPRODUCED else ""
         return f"{self.verdict.value}: {self.statement} ({self.measured}).{note}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "verdict": self.verdict.value}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Claim":
-        return cls(**{**data, "verdict": Verdict(data["verdict"])})
 
 
 def measured(statement: str, numbers: str, source: str = "") -> Claim:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from iclab.errors import IclabError
+from iclab.studies import NAMES as STUDY_NAMES
 
 app = typer.Typer(
     add_completion=True,
@@ -224,12 +225,12 @@ def tasks() -> None:
 
 @app.command()
 def studies() -> None:
-    """List the studies and whether each is built."""
-    from iclab.studies import STUDIES
+    """List the studies: title, paper, presets, whether --model applies."""
+    from iclab.studies import all_studies
 
-    table = Table("study", "title", "paper", "built")
-    for s in STUDIES.values():
-        table.add_row(s.name, s.title, s.paper, "yes" if s.built else "not yet")
+    table = Table("study", "title", "paper", "presets", "--model")
+    for s in all_studies():
+        table.add_row(s.name, s.title, s.paper, ", ".join(s.presets), "yes" if s.takes_model else "no")
     console.print(table)
 
 
@@ -240,12 +241,12 @@ def _preset_check(study, preset: str, name: str) -> None:
 
 @app.command("run")
 def run_study(
-    study: str = typer.Argument(..., help="Study name: linreg, induction, spinglass or addk."),
+    study: str = typer.Argument(..., help=f"Study name: {', '.join(STUDY_NAMES)} (`iclab studies`)."),
     preset: str = typer.Option("quick", "--preset", help="quick (minutes on a laptop CPU) or paper (the authors' scale)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<study>-<preset>)."),
     set_: list[str] = typer.Option([], "--set", help="Override a study setting, e.g. --set steps=500."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    model: Optional[str] = typer.Option(None, "--model", help="induction, addk: a pretrained model to analyse instead of training one "
+    model: Optional[str] = typer.Option(None, "--model", help="Studies that take a model (`iclab studies`): a pretrained model to analyse instead of training one "
                                         "(a name from `iclab models`, a local Hugging Face folder or a .gguf file)."),
 ) -> None:
     """Run one study and write its figures and summary.json."""
@@ -257,11 +258,14 @@ def run_study(
     folder = out or Path("runs") / f"{study}-{preset}"
     overrides = list(set_)
     if model is not None:
-        if study not in ("addk", "induction"):
-            raise IclabError(f"--model applies to the induction and addk studies, not {study!r}")
+        if not declared.takes_model:
+            from iclab.studies import all_studies
+
+            takes = [s.name for s in all_studies() if s.takes_model]
+            raise IclabError(f"--model applies to the {' and '.join(takes)} studies, not {study!r}")
         overrides.append(f"model={model}")
     summary = declared.run(preset, folder, overrides, resolve_device(device))
-    for line in summary.get("findings", []):
+    for line in summary.findings:
         console.print(f"- {line}", markup=False)
     console.print(f"[green]done[/green]: {folder}/summary.json")
 
@@ -301,7 +305,7 @@ def reproduce(
 
 @app.command()
 def sweep(
-    study: str = typer.Argument(..., help="Study to sweep: any of linreg, induction, spinglass, addk (see `iclab studies`)."),
+    study: str = typer.Argument(..., help=f"Study to sweep: {', '.join(STUDY_NAMES)} (`iclab studies`)."),
     grid: list[str] = typer.Option([], "--grid", help="key=v1,v2,... (repeatable; the runs are every combination)."),
     seeds: int = typer.Option(0, "--seeds", help="Also sweep seed = 0..N-1 (0: the preset's seed only)."),
     preset: str = typer.Option("quick", "--preset", help="Preset every run starts from."),

@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page from the results of ``iclab reproduce``.
 
-Reads ``DIR/reproduce.json`` and each ``DIR/<study>/summary.json`` (plus its
-figures and config.yaml) and writes ``DIR/report.html``: per study, the
+Reads ``DIR/reproduce.json`` and each ``DIR/<study>/summary.json`` (the typed
+:class:`~iclab.studies.common.Summary`, plus its figures and config.yaml; one
+written by an older iclab is shown with a "re-run" line) and writes ``DIR/report.html``: per study, the
 paper's claims next to what this run measured, the figures (embedded as
 base64, so the page needs no network and no other file), the summary numbers,
 the settings, run times and software versions. A study that failed shows its
@@ -17,17 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from iclab.errors import RunDirError
 from iclab.claims import Claim, Verdict
+from iclab.errors import RunDirError
 from iclab.io import atomic_write_text
-
-VERDICTS = (  # prefix of a finding line -> (label, css class); longest prefixes first
-    ("NOT REPRODUCED AT THIS SCALE", "not applicable at this scale", "na"),
-    ("NOT APPLICABLE", "not applicable", "na"),
-    ("NOT REPRODUCED", "not reproduced", "bad"),
-    ("REPRODUCED", "reproduced", "good"),
-    ("MEASURED", "measured", "info"),
-)
+from iclab.results import encode
+from iclab.studies.common import Summary
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -49,13 +44,6 @@ window.addEventListener('load', function () {
 """
 
 
-def _verdict(line: str) -> tuple[str, str, str]:
-    for prefix, label, css in VERDICTS:
-        if line.startswith(prefix):
-            return label, css, line[len(prefix) :].lstrip(": ").strip()
-    return "note", "info", line
-
-
 BADGES = {  # verdict -> (label, css class)
     Verdict.REPRODUCED: ("reproduced", "good"),
     Verdict.NOT_REPRODUCED: ("not reproduced", "bad"),
@@ -73,12 +61,6 @@ def _claim_row(claim: Claim) -> str:
     return f'<tr><td><span class="badge {css}">{label}</span></td><td>{html.escape(text)}{source}{limits}</td></tr>'
 
 
-def _legacy_row(line: str) -> str:
-    """A finding line of a summary written before claims were typed (older iclab versions)."""
-    label, css, text = _verdict(line)
-    return f'<tr><td><span class="badge {css}">{label}</span></td><td>{html.escape(text)}</td></tr>'
-
-
 def _figure(path: Path) -> str:
     name = html.escape(path.stem.replace("_", " "))
     if path.suffix == ".html":  # an HTML figure (a fragment the study wrote, e.g. coloured text): embedded as it is
@@ -87,10 +69,8 @@ def _figure(path: Path) -> str:
     return f'<div class="fig"><img alt="{name}" src="data:image/png;base64,{data}"><br>{name}</div>'
 
 
-def _numbers(summary: dict[str, Any]) -> str:
-    skip = {"study", "preset", "findings", "claims", "figures", "notes", "timings_s"}
-    rest = {k: v for k, v in summary.items() if k not in skip}
-    return html.escape(json.dumps(rest, indent=1)[:200_000])
+def _numbers(summary: Summary) -> str:
+    return html.escape(json.dumps({"identity": encode(summary.identity), **summary.numbers}, indent=1)[:200_000])
 
 
 def _study_section(name: str, entry: dict[str, Any], folder: Path) -> str:
@@ -100,24 +80,24 @@ def _study_section(name: str, entry: dict[str, Any], folder: Path) -> str:
         head += f" &middot; run time {entry['wall_time_s']} s"
     head += "</p>"
     status = entry.get("status")
-    if status == "not built yet":
-        return head + "<p>This study is not built in this version of iclab.</p>"
     if status == "failed":
         return head + f'<p><span class="badge bad">failed</span> {html.escape(entry.get("error", ""))}</p><pre>{html.escape(entry.get("traceback", ""))}</pre>'
     summary_file = folder / "summary.json"
     if not summary_file.is_file():
         return head + '<p><span class="badge bad">no results</span> summary.json is missing.</p>'
-    summary = json.loads(summary_file.read_text())
-    rows = [_claim_row(Claim.from_dict(c)) for c in summary["claims"]] if "claims" in summary else \
-        [_legacy_row(line) for line in summary.get("findings", [])]
+    try:
+        summary = Summary.load(summary_file)
+    except RunDirError as err:
+        return head + f'<p><span class="badge bad">re-run</span> {html.escape(str(err))}</p>'
+    rows = [_claim_row(c) for c in summary.claims]
     parts = [head, "<h3>The paper's claims and this run</h3>", f"<table><tr><th>verdict</th><th>claim and measurement</th></tr>{''.join(rows)}</table>"]
-    figures = [folder / f for f in summary.get("figures", []) if (folder / f).is_file()]
+    figures = [folder / f for f in summary.figures if (folder / f).is_file()]
     if figures:
         parts.append("<h3>Figures</h3>" + "".join(_figure(f) for f in figures))
-    if summary.get("notes"):
-        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in summary["notes"]) + "</ul>")
-    if summary.get("timings_s"):
-        parts.append("<h3>Run times (s)</h3><table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in summary["timings_s"].items()) + "</table>")
+    if summary.notes:
+        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in summary.notes) + "</ul>")
+    if summary.timings_s:
+        parts.append("<h3>Run times (s)</h3><table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in summary.timings_s.items()) + "</table>")
     parts.append(f"<details><summary>Summary numbers (summary.json)</summary><pre>{_numbers(summary)}</pre></details>")
     config = folder / "config.yaml"
     if config.is_file():

@@ -1,11 +1,11 @@
-"""``iclab reproduce``: run every built study at a preset, one folder each, then ``report.html``.
+"""``iclab reproduce``: run every study at a preset, one folder each, then ``report.html``.
 
 The quick preset also runs the induction and add-k studies on a real
 pretrained language model (SmolLM2-135M, fetched once into iclab's cache).
 
 A study that fails is recorded with its error and the others still run. A
-study whose ``summary.json`` is already complete for the same preset, the same
-settings and the same iclab version is skipped, so an interrupted reproduce
+study whose ``summary.json`` carries today's run identity (the same preset,
+settings, result schemas and iclab version) is skipped, so an interrupted reproduce
 loses nothing that was finished; a study done with other settings or another
 version is run again (its cached parts are reused where their settings match).
 
@@ -28,31 +28,28 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
 from iclab import studies
+from iclab.errors import Interrupted, RunDirError
 from iclab.io import atomic_write_json, output_dir
-from iclab.errors import Interrupted
+from iclab.studies.common import Summary
 
 
-def _complete(summary_file: Path, name: str, preset: str, overrides: list[str] = ()) -> dict[str, Any] | None:
-    """The finished summary of study ``name`` at ``preset`` (+ ``overrides``), if its settings and iclab version are today's."""
-    import iclab
-    from iclab.config import config_hash
+def _complete(summary_file: Path, name: str, preset: str, overrides: Sequence[str] = ()) -> Summary | None:
+    """The finished summary of study ``name`` at ``preset`` (+ ``overrides``), if it carries today's run identity."""
     if not summary_file.is_file():
         return None
     try:
-        summary = json.loads(summary_file.read_text())
-    except json.JSONDecodeError:
+        summary = Summary.load(summary_file)
+    except RunDirError:
         return None
     declared = studies.study(name)
     if preset not in declared.presets:
         return None
-    same = (summary.get("preset") == preset
-            and summary.get("iclab_version") == iclab.__version__
-            and summary.get("settings_hash") == config_hash(declared.settings(preset, overrides)))
+    same = summary.preset == preset and summary.identity == declared.identity(declared.settings(preset, overrides))
     return summary if same else None
 
 
@@ -72,39 +69,30 @@ def versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Job:
-    """One entry of the main job: a study run into ``out/<name>`` with these overrides."""
+    """One entry of the main job: ``study`` run into ``out/<name>`` with these overrides."""
 
     name: str
     study: str
     overrides: tuple[str, ...] = ()
     title_suffix: str = ""
-    minutes: float = 1.0  # its usual quick wall time on one CPU thread beside another entry: the longest start first
-
-
-# The studies on a real pretrained language model (fetched the first time), at a size that fits the quick budget.
-PRETRAINED_JOBS = (
-    Job("induction-smollm2", "induction", ("model=smollm2-135m",), " (SmolLM2-135M, a pretrained LM)", minutes=3.4),
-    Job("addk-smollm2", "addk", ("model=smollm2-135m", "eval_per_task=8", "scan_shots=[1,5]"), " (SmolLM2-135M, a pretrained LM)",
-        minutes=1.5),
-)
-# Measured with iclab 0.6 (`benchmarks/reproduce.py --workers 2`, 2 cores). With a pool of workers the lanes start in
-# this order, each on the first worker free, so the order decides the total: with linreg, the longest, started third
-# (behind induction and addk, as the 0.5 times had it) the job took 1203 s, the sum of two entries back to back.
-QUICK_MINUTES = {"linreg": 11.7, "induction": 8.3, "spinglass": 0.5, "addk": 8.4}
+    minutes: float = 1.0
+    pretrained: bool = False
 
 
 def jobs(preset: str) -> list[Job]:
-    """Every built study at ``preset``, then (quick preset) the pretrained-model runs."""
-    own = [Job(name, name, minutes=QUICK_MINUTES.get(name, 1.0)) for name in studies.STUDIES]
-    pretrained = [j for j in PRETRAINED_JOBS if j.study in studies.STUDIES] if preset == "quick" else []
-    return own + pretrained
+    """Every study at ``preset``, then (quick preset) the entries the studies add (on a pretrained model), all as the
+    study declarations say."""
+    declared = studies.all_studies()
+    own = [Job(s.name, s.name, minutes=s.minutes) for s in declared]
+    extra = [Job(e.name, s.name, e.overrides, e.title_suffix, e.minutes, e.pretrained) for s in declared for e in s.extra_entries]
+    return own + (extra if preset == "quick" else [])
 
 
 def lanes(todo: list[Job]) -> list[list[Job]]:
     """The entries grouped into what may run side by side, longest first: each study alone, the pretrained-model
     entries together (one model in memory, fetched once)."""
-    groups = [[j] for j in todo if j not in PRETRAINED_JOBS] + ([[j for j in todo if j in PRETRAINED_JOBS]] if any(
-        j in PRETRAINED_JOBS for j in todo) else [])
+    shared = [j for j in todo if j.pretrained]
+    groups = [[j] for j in todo if not j.pretrained] + ([shared] if shared else [])
     return sorted(groups, key=lambda lane: -sum(j.minutes for j in lane))
 
 
@@ -115,7 +103,7 @@ def run_entry(job: Job, preset: str, out: Path, device: torch.device, log: Calla
     t0 = time.perf_counter()
     try:
         summary = studies.study(job.study).run(preset, out / job.name, list(job.overrides), device)
-        entry.update(status="complete", findings=summary.get("findings", []))
+        entry.update(status="complete", findings=summary.findings)
     except Interrupted:  # Ctrl-C / SIGTERM stops the whole job; finished parts are kept
         raise
     except Exception as err:  # a failing study is reported, the others still run
@@ -152,7 +140,7 @@ def reproduce(
     only: list[str] | None = None,
     workers: int = 1,
 ) -> dict[str, Any]:
-    """Run the built studies (or ``only`` these entries) into ``out/<name>``, in ``workers`` processes side by side;
+    """Run the studies (or ``only`` these entries) into ``out/<name>``, in ``workers`` processes side by side;
     write ``out/reproduce.json`` after each entry.
 
     With ``only``, the entries of an earlier run of the same preset in ``out`` stay in the record, so the
@@ -173,16 +161,13 @@ def reproduce(
 
     todo = []
     for job in jobs(preset):
-        name, info = job.name, studies.STUDIES[job.study]
+        name, declared = job.name, studies.study(job.study)
         if only and name not in only:
             continue
-        titles[name] = {"title": info.title + job.title_suffix, "paper": info.paper}
-        if not info.built:
-            log(f"[{name}] not built yet")
-            save(name, {"status": "not built yet"})
-        elif (done := _complete_job(out / name, job, preset)) is not None:
+        titles[name] = {"title": declared.title + job.title_suffix, "paper": declared.paper}
+        if (done := _complete_job(out / name, job, preset)) is not None:
             log(f"[{name}] already complete, skipped")
-            save(name, {"status": "complete", "skipped": True, "findings": done.get("findings", [])})
+            save(name, {"status": "complete", "skipped": True, "findings": done.findings})
         else:
             todo.append(job)
     if workers <= 1 or len(todo) <= 1:

@@ -4,7 +4,7 @@ Each grid point (x seed) is one study run with ``--set`` overrides, in its own
 directory ``DIR/runs/<study>-<hash>``, the hash taken over the run's complete,
 validated settings. Every point's settings are checked before any run starts
 (an unknown key or a bad value is refused). A finished run (its summary.json
-present) is skipped on re-run; a failing run writes ``error.txt`` and the
+carries today's run identity) is skipped on re-run; a failing run writes ``error.txt`` and the
 others go on; the command exits non-zero if any failed. At the end
 every run's scalar results become one table, ``DIR/results.parquet`` and
 ``DIR/results.csv``.
@@ -26,8 +26,9 @@ import pandas as pd
 import yaml
 
 from iclab.config import config_hash
-from iclab.errors import IclabError
+from iclab.errors import IclabError, RunDirError
 from iclab.io import output_dir
+from iclab.studies.common import RunIdentity, Summary
 
 Executor = Literal["local", "ray"]
 
@@ -118,12 +119,13 @@ def run_point(study: str, preset: str, overrides: tuple[str, ...], values: dict[
 
     path = Path(folder)
     row: dict[str, Any] = {"run": path.name, **values}
-    if (path / "summary.json").is_file():
+    declared = study_named(study)
+    if finished(path, declared.identity(declared.settings(preset, overrides))) is not None:
         return {**row, "status": "skipped (finished)"}
     try:
         path.mkdir(parents=True, exist_ok=True)
         (path / "sweep_point.json").write_text(json.dumps({"overrides": list(overrides), "values": values}))
-        study_named(study).run(preset, path, list(overrides), torch.device(device), log=lambda s: None)
+        declared.run(preset, path, list(overrides), torch.device(device), log=lambda s: None)
         (path / "error.txt").unlink(missing_ok=True)
         return {**row, "status": "complete"}
     except Interrupted:  # Ctrl-C / SIGTERM stops the sweep; finished runs are kept
@@ -133,9 +135,19 @@ def run_point(study: str, preset: str, overrides: tuple[str, ...], values: dict[
         return {**row, "status": "failed", "error": f"{type(err).__name__}: {err}"}
 
 
-def _flatten(summary: dict[str, Any]) -> dict[str, Any]:
-    """Scalar entries of a summary as dotted columns (lists and findings left out)."""
-    flat = pd.json_normalize({k: v for k, v in summary.items() if k not in ("findings", "figures", "notes")}, sep=".")
+def finished(folder: Path, identity: RunIdentity) -> Summary | None:
+    """The summary in ``folder`` when it carries ``identity`` (a finished run of the same settings, result schemas and
+    iclab version); None for no summary, an unreadable one or one of another run."""
+    try:
+        summary = Summary.load(folder / "summary.json")
+    except RunDirError:
+        return None
+    return summary if summary.identity == identity else None
+
+
+def _flatten(summary: Summary) -> dict[str, Any]:
+    """Scalar numbers of a summary as dotted columns (lists left out)."""
+    flat = pd.json_normalize({"preset": summary.preset, **summary.numbers}, sep=".")
     row = {}
     for key, value in flat.iloc[0].items():
         if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy scalar
@@ -189,7 +201,7 @@ def sweep(
         if row["run"]:
             summary_file = out / "runs" / row["run"] / "summary.json"
             if summary_file.is_file():
-                row.update({f"result.{k}": v for k, v in _flatten(json.loads(summary_file.read_text())).items()})
+                row.update({f"result.{k}": v for k, v in _flatten(Summary.load(summary_file)).items()})
     table = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "results.csv", index=False)

@@ -1,23 +1,27 @@
-"""What every study shares: its folder, settings from presets + overrides, cached parts, the summary file.
+"""What every study shares: its folder, settings from presets + overrides, cached parts, the run identity and the
+typed summary.
 
 A study computes in *parts* (one per figure or table). Each part's result is
-saved as ``parts/<name>.json`` together with the hash of the settings it was
-computed from; a re-run with the same settings reuses it, so an interrupted
-study loses nothing that was finished.
+saved as ``parts/<name>.json`` with the hash of what it read and the schema of
+its result type; a re-run with the same settings reuses it, so an interrupted
+study loses nothing that was finished, and a cache of another schema is
+recomputed.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 
 from iclab.claims import Claim
 from iclab.config import config_hash, dump_yaml, to_dict, with_overrides
-from iclab.errors import IclabError
+from iclab.errors import IclabError, RunDirError
+from iclab.results import Result, SchemaError, decode, encode
 from iclab.tasks.base import part_generator
 from iclab.io import atomic_write_json, atomic_write_text, output_dir
 
@@ -67,10 +71,10 @@ class StudyDir:
         DIR/
           study.json      {"study": name, "iclab": version}: the folder belongs to this study
           config.yaml     the study's settings
-          parts/*.json    cached analysis parts (settings hash + result)
+          parts/*.json    cached analysis parts (their key, their result type's schema, the result)
           runs/NAME/      the training runs the study made (each a run directory)
           figures/        PNG + SVG
-          summary.json    numbers, findings, figures, timings; written last
+          summary.json    the typed :class:`Summary`; written last
     """
 
     def __init__(self, path: Path | str):
@@ -81,25 +85,24 @@ class StudyDir:
         return self.path / "study.json"
 
     def owner(self) -> str | None:
-        """The study that owns the folder, if any (older folders: from their summary)."""
-        for source in (self.marker, self.path / "summary.json"):
-            if source.is_file():
-                try:
-                    return json.loads(source.read_text()).get("study")
-                except (json.JSONDecodeError, AttributeError):
-                    return None
-        return None
+        """The study that owns the folder, if any."""
+        try:
+            return json.loads(self.marker.read_text()).get("study")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return None
 
     def claim(self, study: str) -> None:
         """Make the folder ``study``'s, or refuse, untouched, one that holds anything else."""
         if self.path.is_dir():
             owner = self.owner()
-            legacy = owner is None and (self.path / "parts").is_dir() and (self.path / "config.yaml").is_file()
             if owner is not None and owner != study:
                 raise IclabError(f"--out {self.path}: holds the {owner!r} study, not {study!r}; choose another --out")
-            if owner is None and not legacy:
+            if owner is None:
                 if is_training_run(self.path):
                     raise IclabError(f"--out {self.path}: holds a training run; a study needs a new or empty folder")
+                if (self.path / "summary.json").is_file():
+                    raise IclabError(f"--out {self.path}: a study folder written by an iclab older than 0.4 (no study.json); "
+                                     "re-run into a new folder")
                 others = sorted(p.name for p in self.path.iterdir() if p.name not in SWEEP_FILES)
                 if others:
                     raise IclabError(f"--out {self.path}: is not empty and holds no {study} study "
@@ -109,6 +112,9 @@ class StudyDir:
             import iclab
 
             atomic_write_json(self.marker, {"study": study, "iclab": iclab.__version__})
+
+
+UNTYPED = "json/1"  # the schema of a part whose result is plain JSON data (no result type declared)
 
 
 class Parts:
@@ -128,29 +134,41 @@ class Parts:
         self.timings: dict[str, float] = {}
         atomic_write_text(self.out / "config.yaml", dump_yaml(to_dict(settings)))
 
-    def get(self, name: str, compute: Callable[[], dict[str, Any]], depends: Any = None) -> dict[str, Any]:
-        """The part's cached result, or ``compute()`` saved. The cache is keyed by ``depends`` (the settings the part
-        reads), by default the whole settings except ``thresholds``: thresholds decide verdicts only, so changing
-        one re-judges the claims without recomputing any part."""
-        key = config_hash(depends if depends is not None else without_thresholds(self.settings))
+    def get(self, name: str, key: str, compute: Callable[[], Any], result: type[Result] | None = None) -> Any:
+        """The part's cached result, or ``compute()`` saved. ``key``: the hash of what the part reads (its
+        :func:`part_key`); ``result``: its result type. A cache with another key, or written with another schema of
+        the result type (an older iclab), is recomputed, never adapted."""
+        schema = result.schema() if result is not None else UNTYPED
         path = self.dir / f"{name}.json"
-        if path.is_file():
-            try:
-                saved = json.loads(path.read_text())
-                if saved.get("settings_hash") == key:
-                    self.log(f"  {name}: cached")
-                    self.timings[name] = saved.get("wall_time_s", 0.0)
-                    return saved["result"]
-            except json.JSONDecodeError:
-                pass
+        cached = self._read(path, key, schema, result)
+        if cached is not None:
+            self.log(f"  {name}: cached")
+            self.timings[name] = cached[1]
+            return cached[0]
         self.log(f"  {name} ...")
         t0 = time.perf_counter()
-        result = compute()
+        value = compute()
+        if result is not None and not isinstance(value, result):
+            raise TypeError(f"part {name!r} returned {type(value).__name__}, not its declared {result.__name__}")
         elapsed = round(time.perf_counter() - t0, 2)
         self.timings[name] = elapsed
-        atomic_write_json(path, {"settings_hash": key, "wall_time_s": elapsed, "result": result})
+        atomic_write_json(path, {"key": key, "schema": schema, "wall_time_s": elapsed, "result": encode(value)})
         self.log(f"  {name}: done in {elapsed:.1f}s")
-        return result
+        return value
+
+    @staticmethod
+    def _read(path: Path, key: str, schema: str, result: type[Result] | None) -> tuple[Any, float] | None:
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if not isinstance(saved, dict) or saved.get("key") != key or saved.get("schema") != schema:
+            return None
+        try:
+            value = decode(result, saved["result"]) if result is not None else saved["result"]
+        except (SchemaError, KeyError):
+            return None
+        return value, saved.get("wall_time_s", 0.0)
 
 
 def without_thresholds(settings: Any) -> dict[str, Any]:
@@ -160,28 +178,68 @@ def without_thresholds(settings: Any) -> dict[str, Any]:
     return out
 
 
-def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    atomic_write_json(Path(out) / "summary.json", summary)
+def part_key(settings: Any, depends: Callable[[Any], Any] | None, needs: dict[str, str]) -> str:
+    """A part's cache key: the hash of what it reads: ``depends(settings)`` (default: every setting but
+    ``thresholds``, which decide verdicts only, so changing one re-judges the claims without recomputing any part)
+    and the keys of the earlier parts it reads (``needs``: name -> key)."""
+    read = depends(settings) if depends is not None else without_thresholds(settings)
+    return config_hash({"settings": read, "needs": needs} if needs else read)
 
 
-def finish(study: str, preset: str, out: Path, numbers: dict[str, Any], claims: list[Claim], figures: list[Path],
-           parts: Parts, notes: list[str]) -> dict[str, Any]:
-    """Assemble a study's summary.json (numbers, typed claims and their plain lines, figures, timings, notes);
-    written last, so a summary on disk means a finished study."""
-    import iclab
+@dataclass(frozen=True)
+class RunIdentity(Result):
+    """What makes two runs of a study the same: the hash of the complete settings, the schema of everything the
+    study writes (its summary and each part's result type) and iclab's version. ``reproduce`` and ``sweep`` skip a
+    folder whose summary carries today's identity and re-run any other."""
 
+    settings_hash: str
+    schemas: str
+    iclab: str
+
+
+@dataclass(frozen=True)
+class Summary(Result):
+    """A finished study: ``numbers`` for scripts and sweeps, the typed ``claims`` (``findings``: each as one plain
+    line), figure paths relative to the folder, part timings and notes on how iclab measured. ``summary.json``
+    holds it and is written last, so a summary on disk means a finished study."""
+
+    SCHEMA: ClassVar[int] = 2
+
+    study: str
+    preset: str
+    identity: RunIdentity
+    numbers: dict[str, Any]
+    claims: list[Claim]
+    findings: list[str]
+    figures: list[str]
+    timings_s: dict[str, float]
+    notes: list[str]
+
+    @classmethod
+    def load(cls, path: Path) -> "Summary":
+        """The summary in ``path``; a one-line error for one that is unreadable or was written by an older iclab."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise RunDirError(f"{path}: cannot be read ({type(err).__name__}); re-run the study") from None
+        if not isinstance(data, dict) or data.get("schema") != cls.schema():
+            version = data.get("iclab_version") or data.get("identity", {}).get("iclab") if isinstance(data, dict) else None
+            raise RunDirError(f"{path}: written by iclab {version or 'of another version'} in an older format; re-run the study "
+                              "(finished parts of the same settings are recomputed only where their format changed)")
+        try:
+            return decode(cls, {k: v for k, v in data.items() if k != "schema"})
+        except SchemaError as err:
+            raise RunDirError(f"{path}: does not hold a study summary ({err}); re-run the study") from None
+
+    def write(self, folder: Path) -> None:
+        atomic_write_json(Path(folder) / "summary.json", {"schema": self.schema(), **encode(self)})
+
+
+def finish(study: str, preset: str, identity: RunIdentity, out: Path, numbers: dict[str, Any], claims: list[Claim],
+           figures: list[Path], parts: Parts, notes: list[str]) -> Summary:
+    """Assemble and write a study's summary.json; written last, so a summary on disk means a finished study."""
     out = Path(out)
-    summary = {
-        "study": study,
-        "preset": preset,
-        "settings_hash": config_hash(parts.settings),
-        "iclab_version": iclab.__version__,
-        **numbers,
-        "claims": [c.to_dict() for c in claims],
-        "findings": [c.line() for c in claims],
-        "figures": [str(Path(p).relative_to(out)) for p in figures],
-        "timings_s": parts.timings,
-        "notes": notes,
-    }
-    write_summary(out, summary)
+    summary = Summary(study, preset, identity, encode(numbers), claims, [c.line() for c in claims],
+                      [str(Path(p).relative_to(out)) for p in figures], parts.timings, notes)
+    summary.write(out)
     return summary

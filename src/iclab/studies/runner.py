@@ -8,9 +8,11 @@ does the rest the same way for all of them::
     STUDY = Study("spinglass", PRESETS, parts=lambda s: PARTS, claims=findings, figures=plot_all)
     summary = STUDY.run("quick", Path("out"), ["fig4a.repeats=1"], torch.device("cpu"))
 
-Each cached part is ``out/parts/<name>.json``, keyed by the settings it reads,
-so a re-run with the same settings reuses it and an interrupted study loses
-nothing that was finished; ``summary.json`` is written last.
+Each part returns a typed result (its ``result`` type, a :class:`~iclab.results.Result`); a cached part is
+``out/parts/<name>.json``, keyed by the settings it reads and its result type's schema, so a re-run with the
+same settings reuses it, an interrupted study loses nothing that was finished, and a cache of an older schema is
+recomputed. ``summary.json`` (a :class:`~iclab.studies.common.Summary` with the run's
+:class:`~iclab.studies.common.RunIdentity`) is written last.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import torch
 
 from iclab.claims import Claim
 from iclab.config import config_hash
-from iclab.studies.common import Parts, finish, settings_for, without_thresholds
+from iclab.results import Result
+from iclab.studies.common import UNTYPED, Parts, RunIdentity, Summary, finish, part_key, settings_for
 
 S = TypeVar("S")
 
@@ -43,17 +46,36 @@ class Context(Generic[S]):
 
 @dataclass(frozen=True)
 class Part:
-    """One analysis of a study. ``compute(ctx)`` returns a JSON-able result, cached as ``parts/<name>.json`` and keyed
-    by ``depends(settings)`` (default: every setting but ``thresholds``) and, when ``depends`` is given, by the keys of
-    the earlier parts in ``needs``. ``cached=False``: a cheap derived result, recomputed every run and not written.
-    ``when(ctx)`` false: the part is skipped (its result is absent), e.g. nothing to localise without the behaviour."""
+    """One analysis of a study. ``compute(ctx)`` returns a value of ``result`` (a :class:`~iclab.results.Result`
+    type; None: plain JSON data), cached as ``parts/<name>.json`` and keyed by ``depends(settings)`` (default: every
+    setting but ``thresholds``), by the keys of the earlier parts in ``needs`` and by the result type's schema.
+    ``cached=False``: a cheap derived result, recomputed every run and not written. ``when(ctx)`` false: the part is
+    skipped (its result is absent), e.g. nothing to localise without the behaviour."""
 
     name: str
     compute: Callable[[Context], Any]
+    result: type[Result] | None = None
     depends: Callable[[Any], Any] | None = None
     needs: tuple[str, ...] = ()
     cached: bool = True
     when: Callable[[Context], bool] | None = None
+
+    @property
+    def schema(self) -> str:
+        return self.result.schema() if self.result is not None else UNTYPED
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An entry a study adds to ``iclab reproduce --preset quick`` besides its own: the study run with ``overrides``
+    (e.g. on a pretrained model) into ``out/<name>``; ``minutes``: its usual wall time on one CPU thread beside another
+    entry (the longest start first). Entries with ``pretrained`` share one worker process (one model in memory)."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+    title_suffix: str = ""
+    minutes: float = 1.0
+    pretrained: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,7 +86,12 @@ class Study(Generic[S]):
     ``models(ctx)``: trains or loads what the parts read (``ctx.models``); ``claims(settings, results)``: the typed
     claims and the summary numbers; ``figures(results, settings, folder)``: figure paths; ``notes(settings)``: how
     iclab measured, for the summary; ``check(settings)``: refusals before the folder is touched; ``variant(settings)``:
-    another study over the same settings to run instead (a pretrained model instead of trained ones)."""
+    another study over the same settings to run instead (a pretrained model instead of trained ones).
+
+    ``title`` and ``paper``: what ``iclab studies`` and the report show; ``minutes``: the quick preset's usual wall time
+    on one CPU thread beside another entry (``reproduce --workers`` starts the longest first); ``extra_entries``:
+    the entries it adds to the quick reproduce (:class:`Entry`). Everything outside the study package (the CLI,
+    reproduce, sweep, the report) reads these fields, so a new study is declared here and nowhere else."""
 
     name: str
     presets: dict[str, S]
@@ -75,18 +102,38 @@ class Study(Generic[S]):
     notes: Callable[[S], list[str]] = lambda settings: []
     check: Callable[[S], None] | None = None
     variant: Callable[[S], "Study | None"] | None = None
+    title: str = ""
+    paper: str = ""
+    minutes: float = 1.0
+    extra_entries: tuple[Entry, ...] = ()
+
+    @property
+    def takes_model(self) -> bool:
+        """Whether the study can analyse a pretrained model instead of training its own (a ``model`` setting)."""
+        return any(hasattr(settings, "model") for settings in self.presets.values())
 
     def settings(self, preset: str, overrides: Sequence[str] = ()) -> S:
         """The preset's settings with ``--set`` overrides applied and validated."""
         return settings_for(self.presets, preset, list(overrides), self.name)
 
+    def identity(self, settings: S) -> RunIdentity:
+        """The run identity of these settings: their hash, the schema of the summary and of every part the study
+        computes on them (those of its ``variant`` where it has one) and iclab's version."""
+        import iclab
+
+        other = self.variant(settings) if self.variant is not None else None
+        if other is not None:
+            return other.identity(settings)
+        schemas = [Summary.schema(), *(f"{p.name}={p.schema}" for p in self.parts(settings))]
+        return RunIdentity(config_hash(settings), config_hash(schemas), iclab.__version__)
+
     def run(self, preset: str, out: Path | str, overrides: Sequence[str], device: torch.device,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+            log: Callable[[str], None] = print) -> Summary:
         """Run the study at ``preset`` with ``--set``-style ``overrides`` into ``out``; returns its summary."""
         return self.run_settings(self.settings(preset, overrides), Path(out), device, log, preset)
 
     def run_settings(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None] = print,
-                     preset: str | None = None) -> dict[str, Any]:
+                     preset: str | None = None) -> Summary:
         """Run the study on validated ``settings`` (``preset``: the preset's name, for the summary)."""
         other = self.variant(settings) if self.variant is not None else None
         if other is not None:
@@ -103,13 +150,9 @@ class Study(Generic[S]):
             if not part.cached:
                 ctx.results[part.name] = part.compute(ctx)
                 continue
-            depends = None
-            if part.depends is not None:
-                depends = {"settings": part.depends(settings), "needs": {n: keys.get(n) for n in part.needs}} if part.needs \
-                    else part.depends(settings)
-            keys[part.name] = config_hash(depends if depends is not None else without_thresholds(settings))
-            ctx.results[part.name] = parts.get(part.name, lambda part=part: part.compute(ctx), depends=depends)
+            keys[part.name] = part_key(settings, part.depends, {n: keys.get(n) for n in part.needs})
+            ctx.results[part.name] = parts.get(part.name, keys[part.name], lambda part=part: part.compute(ctx), part.result)
         claims, numbers = self.claims(settings, ctx.results)
         figures = self.figures(ctx.results, settings, out / "figures")
         preset = preset or getattr(settings, "preset", "custom")
-        return finish(self.name, preset, out, numbers, claims, figures, parts, self.notes(settings))
+        return finish(self.name, preset, self.identity(settings), out, numbers, claims, figures, parts, self.notes(settings))

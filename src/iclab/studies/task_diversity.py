@@ -46,8 +46,7 @@ class TaskDiversitySettings:
 def _config(b: TaskDiversitySettings, M: int, seed: int) -> RunConfig:
     task = LinRegConfig(d=b.d, n_points=b.n_points, sigma=b.sigma, task_pool=M, eval_tasks="gaussian", encoding="akyurek")
     model = ModelConfig(n_layers=b.n_layers, d_model=b.d_model, n_heads=b.n_heads, normalization="none", **task.model_io())
-    train_cfg = TrainConfig(steps=b.steps, batch_size=b.batch_size, lr=b.lr, warmup_steps=min(100, b.steps // 5),
-                            checkpoint_every=max(100, b.steps // 5), log_every=max(10, b.steps // 100))
+    train_cfg = TrainConfig.for_study(b.steps, b.batch_size, b.lr, warmup_steps=100)
     return RunConfig(task=seeded(task, seed), model=model, train=train_cfg, seed=seed)
 
 

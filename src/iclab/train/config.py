@@ -68,6 +68,15 @@ class TrainConfig:
         require(self.eval_every >= 0, "eval_every", f"must be >= 0, got {self.eval_every}")
         require(self.eval_batches >= 1, "eval_batches", f"must be at least 1, got {self.eval_batches}")
 
+    @classmethod
+    def for_study(cls, steps: int, batch_size: int, lr: float, warmup_steps: int, log_rows: int = 100, log_floor: int = 10,
+                  **more) -> "TrainConfig":
+        """The one rule by which a study turns its recipe into a training config: warm-up at most a fifth of the
+        run, a resumable checkpoint every fifth (at least 100 steps apart), about ``log_rows`` metric rows (at
+        least ``log_floor`` steps apart); ``more``: any other field."""
+        return cls(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=min(warmup_steps, steps // 5),
+                   checkpoint_every=max(100, steps // 5), log_every=max(log_floor, steps // log_rows), **more)
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -25,7 +25,7 @@ from iclab.plots.addk import plot_all
 from iclab.studies.addk.claims import findings
 from iclab.studies.addk.settings import PRESETS, AddKRecipe, AddKStudySettings, AddKThresholds
 from iclab.studies.common import generator, seeded
-from iclab.studies.runner import Context, Part, Study
+from iclab.studies.runner import Context, Entry, Part, Study
 from iclab.tasks.addk import PROMPT_FORMATS
 from iclab.train import RunConfig, TrainConfig, train
 from iclab.train.checkpoint import load_tensors, save_tensors
@@ -36,8 +36,7 @@ Ctx = Context[AddKStudySettings]
 def run_config(cfg: AddKStudySettings) -> RunConfig:
     r = cfg.recipe
     model = ModelConfig(n_layers=r.n_layers, d_model=r.d_model, n_heads=r.n_heads, **cfg.task.model_io())
-    train_cfg = TrainConfig(steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=min(r.warmup_steps, r.steps // 5),
-                            checkpoint_every=max(100, r.steps // 5), log_every=max(10, r.steps // 100))
+    train_cfg = TrainConfig.for_study(r.steps, r.batch_size, r.lr, r.warmup_steps)
     return RunConfig(task=seeded(cfg.task, cfg.seed), model=model, train=train_cfg, seed=cfg.seed)
 
 
@@ -189,7 +188,9 @@ def _refuse_unknown(cfg: AddKStudySettings) -> None:
 
 STUDY: Study[AddKStudySettings] = Study(
     "addk", PRESETS, parts=lambda cfg: PARTS, claims=findings, figures=plot_all, models=get_model,
-    notes=lambda cfg: NOTES, check=_refuse_unknown)
+    notes=lambda cfg: NOTES, check=_refuse_unknown, title="Few-shot addition localized to a few heads", paper="Hu et al. 2025",
+    minutes=8.4, extra_entries=(Entry("addk-smollm2", ("model=smollm2-135m", "eval_per_task=8", "scan_shots=[1,5]"),
+                                     " (SmolLM2-135M, a pretrained LM)", minutes=1.5, pretrained=True),))
 run = STUDY.run
 
 __all__ = ["PRESETS", "STUDY", "run", "run_config", "AddKStudySettings", "AddKRecipe", "AddKThresholds"]

@@ -28,7 +28,7 @@ from iclab.studies.common import generator
 from iclab.studies.induction import pretrained
 from iclab.studies.induction.claims import findings
 from iclab.studies.induction.settings import PRESETS, InductionStudySettings, has_mlps, model_shape
-from iclab.studies.runner import Context, Part, Study
+from iclab.studies.runner import Context, Entry, Part, Study
 from iclab.tasks.induction import InductionTask, natural_sequences
 from iclab.train import RunConfig, TrainConfig, train
 
@@ -41,9 +41,8 @@ def run_config(cfg: InductionStudySettings, name: str) -> RunConfig:
     task = r.task(cfg.seed)
     model = ModelConfig(n_layers=n_layers, d_model=r.d_model, n_heads=r.n_heads, attn_only=not has_mlps(name), normalization=r.normalization,
                         positional=r.positional, smeared_keys=smeared, **task.model_io())
-    train_cfg = TrainConfig(steps=r.steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=min(r.warmup_steps, r.steps // 5),
-                            schedule=r.schedule, snapshots=r.snapshots, checkpoint_every=max(100, r.steps // 5),
-                            log_every=max(5, r.steps // 200))
+    train_cfg = TrainConfig.for_study(r.steps, r.batch_size, r.lr, r.warmup_steps, log_rows=200, log_floor=5, schedule=r.schedule,
+                                      snapshots=r.snapshots)
     return RunConfig(task=task, model=model, train=train_cfg, seed=cfg.seed)
 
 
@@ -156,7 +155,9 @@ def notes(cfg: InductionStudySettings) -> list[str]:
 
 STUDY: Study[InductionStudySettings] = Study(
     "induction", PRESETS, parts=parts, claims=findings, figures=plot_all, models=train_models, notes=notes,
-    variant=lambda cfg: pretrained.STUDY if cfg.model is not None else None)
+    variant=lambda cfg: pretrained.STUDY if cfg.model is not None else None,
+    title="Induction heads and the ICL phase change", paper="Olsson et al. 2022", minutes=8.3,
+    extra_entries=(Entry("induction-smollm2", ("model=smollm2-135m",), " (SmolLM2-135M, a pretrained LM)", minutes=3.4, pretrained=True),))
 run = STUDY.run
 
 __all__ = ["PRESETS", "STUDY", "run", "run_config", "probe_sequences_for", "InductionStudySettings"]

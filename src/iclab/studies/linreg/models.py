@@ -28,8 +28,7 @@ def run_config(cfg: LinRegStudySettings, n_layers: int, steps: int, d: int, n_po
                         curriculum=r.curriculum if curriculum else None)
     io = task.model_io()
     model = ModelConfig(n_layers=n_layers, d_model=r.d_model, n_heads=r.n_heads, normalization=r.normalization, init=r.init, **io)
-    train_cfg = TrainConfig(steps=steps, batch_size=r.batch_size, lr=r.lr, warmup_steps=min(r.warmup_steps, steps // 5),
-                            checkpoint_every=max(100, steps // 5), log_every=max(10, steps // 100), init_weights=init_weights)
+    train_cfg = TrainConfig.for_study(steps, r.batch_size, r.lr, r.warmup_steps, init_weights=init_weights)
     if init_weights is not None:  # fine-tuning in rounds: a constant rate, so that raising the steps extends the run
         n = cfg.noise_training
         train_cfg = replace(train_cfg, lr=r.lr * n.lr_factor, schedule="constant", warmup_steps=0,
@@ -62,11 +61,8 @@ def _fit_to_bayes(cfg: LinRegStudySettings, pair: tuple[float, float], runs: dic
     """Fine-tune the deepest model on noise ``pair`` in rounds until it is within the Bayes margin (or out of steps)."""
     n, name = cfg.noise_training, noise_name(pair)
     on_disk = RunDir(out / "runs" / name)
-    # relative to the noise run's folder, so the study folder can be moved; a folder made before iclab 0.4 keeps
-    # the absolute path its runs were started with
+    # relative to the noise run's folder, so the study folder can be moved
     start = os.path.relpath(runs[f"L{max(cfg.depths)}"].final_model, on_disk.path)
-    if on_disk.config_file.is_file() and Path(on_disk.read_config().train.init_weights or "").is_absolute():
-        start = on_disk.read_config().train.init_weights
     steps = max(n.round_steps, on_disk.read_config().train.steps if on_disk.config_file.is_file() else 0)
     while True:
         fit(name, run_config(cfg, max(cfg.depths), steps, cfg.d, cfg.n_points, noise=pair, init_weights=start, curriculum=False))

@@ -47,7 +47,7 @@ NOTES = [
 
 STUDY: Study[SpinGlassSettings] = Study(
     "spinglass", PRESETS, parts=lambda s: [*PARTS.values(), TASK_DIVERSITY], claims=findings, figures=plot_all,
-    notes=lambda s: NOTES)
+    notes=lambda s: NOTES, title="Linear attention as a spin glass; ICL from task diversity", paper="Li, Bai, Huang 2024", minutes=0.5)
 run = STUDY.run
 
 __all__ = ["PRESETS", "PARTS", "STUDY", "run", "SpinGlassSettings", "SpinGlassThresholds", "Solver", "Fig2", "Fig4a", "Fig4b",

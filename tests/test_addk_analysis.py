@@ -8,6 +8,7 @@ from iclab.analysis import addk as A
 from iclab.errors import IclabError
 from iclab.heads import IclabHeadModel
 from iclab.models import ModelConfig, Transformer
+from iclab.results import Head
 from iclab.tasks.addk import AddKConfig, AddKTask, DigitTokenizer, NumberTokenizer, prompt_text
 
 
@@ -137,11 +138,11 @@ def test_signal_routing_tells_attention_that_prefers_aligned_labels_from_random_
     ex, hk = _planted(True)
     basis = np.eye(12)[:6]
     r = A.signal_routing(ex, hk, basis)
-    assert r["routing"]["ci"][0] > r["routing_null"]["ci"][1] and r["routing"]["mean"] > 0.5
-    assert r["weighting_gain"]["mean"] > 0 and r["weighting_gain"]["ci"][0] > r["weighting_gain_null"]["ci"][1]
-    assert abs(r["routing_null"]["mean"]) < 0.05 and 0 < r["ondemo_cosine"]["mean"] < 1
+    assert r.routing.ci[0] > r.routing_null.ci[1] and r.routing.mean > 0.5
+    assert r.weighting_gain.mean > 0 and r.weighting_gain.ci[0] > r.weighting_gain_null.ci[1]
+    assert abs(r.routing_null.mean) < 0.05 and 0 < r.ondemo_cosine.mean < 1
     flat = A.signal_routing(*_planted(False), basis)
-    assert flat["routing"]["ci"][0] < 0.1 < r["routing"]["ci"][0]
+    assert flat.routing.ci[0] < 0.1 < r.routing.ci[0]
 
 
 def test_a_wrong_demonstration_is_read_off_its_signal_and_attention():
@@ -153,20 +154,20 @@ def test_a_wrong_demonstration_is_read_off_its_signal_and_attention():
     wrong = A.Extraction(0.0, 0.9, 0.9, wrong_s[..., :3], np.zeros(1), np.zeros(1), wrong_s, a, 5.0,
                          np.einsum("nd,nde->ne", a, wrong_s))
     w = A.wrong_demonstration(clean, wrong, hk, 0)
-    assert w["signal_cosine_wrong"] == pytest.approx(-1.0) and w["signal_cosine_clean"] > 0.3
-    assert w["attention_share_wrong"] < w["attention_share_clean"]
-    assert 0 < w["output_cosine_wrong"] < w["output_cosine_clean"]
+    assert w.signal_cosine_wrong == pytest.approx(-1.0) and w.signal_cosine_clean > 0.3
+    assert w.attention_share_wrong < w.attention_share_clean
+    assert 0 < w.output_cosine_wrong < w.output_cosine_clean
 
 
 def test_periodic_fit_recovers_planted_features_and_their_phase():
     k = np.arange(1, 31)
     y = 2.0 * np.cos(2 * np.pi * k / 5 + 1.3) + 0.05 * np.random.default_rng(0).normal(size=30)
     fit = A.periodic_fit(k, y)
-    assert fit["cos 5"]["r2"] > 0.98
-    assert fit["cos 5"]["theta"] == pytest.approx(1.3, abs=0.02)
-    assert max(v["r2"] for name, v in fit.items() if name != "cos 5") < 0.3
+    assert fit["cos 5"].r2 > 0.98
+    assert fit["cos 5"].theta == pytest.approx(1.3, abs=0.02)
+    assert max(v.r2 for name, v in fit.items() if name != "cos 5") < 0.3
     fit10 = A.periodic_fit(k, np.sin(2 * np.pi * k / 10))
-    assert fit10["sin 10"]["r2"] > 0.99
+    assert fit10["sin 10"].r2 > 0.99
     e = np.eye(8)
     pca = A.head_pca(np.outer(np.cos(2 * np.pi * k / 10), e[0]) + np.outer(np.sin(2 * np.pi * k / 10), e[3]))
     assert pca.n_95 == 2
@@ -182,8 +183,8 @@ def test_gap_bh_and_mcnemar():
 
 
 def test_single_head_sufficiency_finds_the_head_whose_scaled_mean_recovers_the_task():
-    """Head 0:1's outcomes improve with c on 40 of 60 examples (fixed), head 1:0's only flip at random (half fixed,
-    half broken), head 1:2 never changes: the paired test with Bonferroni and BH keeps 0:1 alone, and the unified
+    """Head L0H1's outcomes improve with c on 40 of 60 examples (fixed), head L1H0's only flip at random (half fixed,
+    half broken), head L1H2 never changes: the paired test with Bonferroni and BH keeps L0H1 alone, and the unified
     rule calls the heads whose peak gain reaches a quarter of the best main."""
     rng = np.random.default_rng(0)
     N, grid = 60, [0, 1, 2, 3]
@@ -192,13 +193,14 @@ def test_single_head_sufficiency_finds_the_head_whose_scaled_mean_recovers_the_t
     flips = rng.random((3, N)) < 0.2
     noisy = np.stack([base | (np.arange(N) >= 50)] + [(base | (np.arange(N) >= 50)) ^ f for f in flips])
     flat = np.stack([base] * 4)
-    sig = A.paired_significance({"0:1": strong, "1:0": noisy, "1:2": flat}, grid, q=0.05)
-    assert sig["0:1"]["significant"] and not sig["1:0"]["significant"] and not sig["1:2"]["significant"]
-    assert sig["0:1"]["c_star"] == 1 and sig["0:1"]["fixed"] == 40 and sig["0:1"]["broken"] == 0
-    curves = {"0:1": {"0": 0.0, "1": 0.67}, "1:0": {"0": 0.1, "1": 0.3}, "1:2": {"0": 0.2, "1": 0.2}}
+    h01, h10, h12 = Head(0, 1), Head(1, 0), Head(1, 2)
+    sig = A.paired_significance({h01: strong, h10: noisy, h12: flat}, grid, q=0.05)
+    assert sig[h01].significant and not sig[h10].significant and not sig[h12].significant
+    assert sig[h01].c_star == 1 and sig[h01].fixed == 40 and sig[h01].broken == 0
+    curves = {h01: {0: 0.0, 1: 0.67}, h10: {0: 0.1, 1: 0.3}, h12: {0: 0.2, 1: 0.2}}
     rule = A.unified_main_heads(curves, clean_accuracy=0.9)
-    assert rule["main"] == [[0, 1], [1, 0]] and rule["best_gain"] == pytest.approx(0.67)
-    assert A.unified_main_heads(curves, clean_accuracy=0.1)["main"] == []  # no task behaviour: no main head
+    assert rule.main == [h01, h10] and rule.best_gain == pytest.approx(0.67)
+    assert A.unified_main_heads(curves, clean_accuracy=0.1).main == []  # no task behaviour: no main head
 
 
 def test_mask_optimisation_recovers_planted_task_carrying_heads():
@@ -239,7 +241,7 @@ def test_the_joint_periodic_fit_finds_a_cos_sin_pair_spread_over_rotated_pcs_tha
     assert joint.mod_vectors.shape == (16, 6)
     pca = A.head_pca(X)
     one_pc = [A.periodic_fit(k, pca.coords[:, i]) for i in range(4)]
-    assert max(f["cos 10"]["r2"] for f in one_pc) < 0.6 and max(f["sin 10"]["r2"] for f in one_pc) < 0.6
+    assert max(f["cos 10"].r2 for f in one_pc) < 0.6 and max(f["sin 10"].r2 for f in one_pc) < 0.6
 
 
 def test_projection_arms_split_the_six_dimensional_span_and_the_fv_follows_the_authors_formula():

@@ -44,6 +44,7 @@ def test_the_coloured_text_is_written_and_embedded_in_the_report(tmp_path):
 
     from iclab.plots.induction import token_loss_attribution
     from iclab.report import build_report
+    from iclab.studies.common import RunIdentity, Summary
 
     text = {"tokens": [[ord(c) for c in "a<b>\nab"]], "delta": [0.1, -0.5, 0.2, -1.0, 0.0, -2.0], "projection": [0.0] * 6,
             "predictable": [False] * 5 + [True]}
@@ -52,8 +53,7 @@ def test_the_coloured_text_is_written_and_embedded_in_the_report(tmp_path):
     path = token_loss_attribution({"attribution": attr}, study / "figures")
     text = path.read_text()
     assert "&gt;</span>" in text and "&lt;</span>" in text and "rgba(0,150,60,1.00)" in text and "underline" in text
-    (study / "summary.json").write_text(json.dumps({"study": "induction", "preset": "quick", "findings": [], "claims": [],
-                                                   "figures": ["figures/token_loss_attribution.html"]}))
+    Summary("induction", "quick", RunIdentity("0", "0", "test"), {}, [], [], ["figures/token_loss_attribution.html"], {}, []).write(study)
     (tmp_path / "reproduce.json").write_text(json.dumps({"preset": "quick", "studies": {"induction": {"status": "done", "out": str(study)}}}))
     report = build_report(tmp_path).read_text()
     assert 'class="attribution"' in report and "&lt;</span>" in report

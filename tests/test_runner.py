@@ -148,7 +148,7 @@ def test_a_summary_of_an_older_format_asks_for_a_re_run(tmp_path):
 def test_heads_have_one_text_form():
     assert str(Head(3, 1)) == "L3H1" and Head.parse("L3H1") == Head(3, 1) and Head.of([3, 1]) == Head(3, 1)
     layer, head = Head(2, 0)
-    assert (layer, head) == (2, 0) and sorted([Head(1, 2), Head(0, 3)]) == [Head(0, 3), Head(1, 2)]
+    assert (layer, head) == (2, 0) and Head(2, 0) == (2, 0) and sorted([Head(1, 2), Head(0, 3)]) == [Head(0, 3), Head(1, 2)]
     for bad in ("3:1", "L3", "l3h1"):
         with pytest.raises(IclabError, match="expected L<layer>H<head>"):
             Head.parse(bad)

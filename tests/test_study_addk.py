@@ -8,6 +8,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from iclab.studies import addk  # noqa: E402
+from iclab.analysis.addk_pipeline import Projection, Subspaces
+from iclab.results import Head
 from iclab.studies.common import Summary
 
 SMALL = ["mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2", "max_subspace_heads=2", "task.k_max=6",
@@ -22,17 +24,17 @@ def test_the_whole_pipeline_runs_on_a_local_hugging_face_model(hf_folder, tmp_pa
     for key in ("clean_accuracy", "heads", "accuracy", "pcs_to_95", "periodic_r2", "label_token_signal_share"):
         assert key in saved.numbers
     assert set(saved.numbers["heads"]) == {"selected", "significant", "main"}
-    assert all(0 <= layer < 3 and 0 <= h < 4 for layer, h in saved.numbers["heads"]["selected"])
-    sub = json.loads((tmp_path / "parts" / "subspaces.json").read_text())["result"]
-    for head in sub.values():  # the identity is exact algebra on real forward passes (multi-token labels included)
-        assert head["identity_relative_error"] < 1e-3
+    assert all(0 <= layer < 3 and 0 <= h < 4 for layer, h in map(Head.parse, saved.numbers["heads"]["selected"]))
+    sub = Subspaces.from_json(json.loads((tmp_path / "parts" / "subspaces.json").read_text())["result"])
+    for head in sub.heads.values():  # the identity is exact algebra on real forward passes (multi-token labels included)
+        assert head.identity_relative_error < 1e-3
     assert all((tmp_path / f).is_file() for f in summary.figures)
     assert (tmp_path / "parts" / "task_means.safetensors").is_file()
-    proj = json.loads((tmp_path / "parts" / "projection.json").read_text())["result"]
-    assert set(proj) == set(sub)  # one projection test per analysed head, every arm an accuracy
-    for head in proj.values():
-        assert set(head["accuracy"]) == {"whole", *(f"{v}_{s}" for v in ("onto", "out") for s in ("parity", "unit", "magnitude"))}
-        assert all(0 <= a <= 1 for a in head["accuracy"].values())
+    proj = Projection.from_json(json.loads((tmp_path / "parts" / "projection.json").read_text())["result"])
+    assert set(proj.heads) == set(sub.heads)  # one projection test per analysed head, every arm an accuracy
+    for head in proj.heads.values():
+        assert set(head.accuracy) == {"whole", *(f"{v}_{s}" for v in ("onto", "out") for s in ("parity", "unit", "magnitude"))}
+        assert all(0 <= a <= 1 for a in head.accuracy.values())
     assert any("projection causal test" in line for line in saved.findings)
 
 

@@ -35,25 +35,25 @@ T = TypeVar("T")
 _HEAD_TEXT = re.compile(r"^L(\d+)H(\d+)$")
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class Head:
-    """One attention head: ``layer`` and ``head`` (the query head under grouped-query attention), both from 0.
-    Unpacks as ``layer, head = h``; its one text form is ``L{layer}H{head}``."""
-
+class _LayerHead(typing.NamedTuple):
     layer: int
     head: int
 
-    def __post_init__(self) -> None:
-        if not (isinstance(self.layer, (int, np.integer)) and isinstance(self.head, (int, np.integer))):
-            raise IclabError(f"a head is two integers (layer, head), got {self.layer!r}, {self.head!r}")
-        object.__setattr__(self, "layer", int(self.layer))
-        object.__setattr__(self, "head", int(self.head))
+
+class Head(_LayerHead):
+    """One attention head: ``layer`` and ``head`` (the query head under grouped-query attention), both from 0.
+    A named pair, so it unpacks (``layer, h = head``), sorts, and indexes a [L, H, ...] tensor as ``t[head]``; its one
+    text form is ``L{layer}H{head}``."""
+
+    __slots__ = ()
+
+    def __new__(cls, layer: int, head: int) -> "Head":
+        if not (isinstance(layer, (int, np.integer)) and isinstance(head, (int, np.integer))) or layer < 0 or head < 0:
+            raise IclabError(f"a head is two integers >= 0 (layer, head), got {layer!r}, {head!r}")
+        return super().__new__(cls, int(layer), int(head))
 
     def __str__(self) -> str:
         return f"L{self.layer}H{self.head}"
-
-    def __iter__(self):
-        return iter((self.layer, self.head))
 
     @classmethod
     def parse(cls, text: str) -> "Head":

@@ -12,7 +12,7 @@ prompts of equal token length are batched together (no padding anywhere).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -22,6 +22,7 @@ from scipy import stats
 
 from iclab.analysis.stats import pca
 from iclab.heads.base import HeadModel, Intervention, greedy_generate
+from iclab.results import Head
 from iclab.tasks.addk import PROMPT_FORMATS, AddKConfig, PromptFormat, prompt_text, sample
 
 ARROW = PROMPT_FORMATS["arrow"]
@@ -203,7 +204,7 @@ def optimise_mask(model: HeadModel, results: torch.Tensor, ks: list[int], prompt
     return MaskFit(M.detach().cpu(), losses)
 
 
-def largest_gap_set(mask: torch.Tensor) -> list[tuple[int, int]]:
+def largest_gap_set(mask: torch.Tensor) -> list[Head]:
     """Heads above the largest gap between consecutive sorted mask coefficients (the "selected" heads)."""
     flat = mask.flatten()
     order = torch.argsort(flat, descending=True)
@@ -211,7 +212,7 @@ def largest_gap_set(mask: torch.Tensor) -> list[tuple[int, int]]:
     gaps = vals[:-1] - vals[1:]
     cut = int(torch.argmax(gaps)) + 1
     H = mask.shape[1]
-    return [(int(i) // H, int(i) % H) for i in order[:cut]]
+    return [Head(int(i) // H, int(i) % H) for i in order[:cut]]
 
 
 def benjamini_hochberg(p: list[float], q: float = 0.05) -> list[bool]:
@@ -230,18 +231,27 @@ def benjamini_hochberg(p: list[float], q: float = 0.05) -> list[bool]:
 # ----------------------------------------------------------------------------- single-head sufficiency (Hu et al.'s step 1)
 
 
-def recovery_scan(model: HeadModel, results: torch.Tensor, selected: list[tuple[int, int]], ks: list[int],
-                  zero_shot: list[Prompt], layer: int, c_grid: list[int]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RecoveryScan:
+    """Per scanned head: ``outcomes`` [len(c_grid), N] bool (each zero-shot prompt right or wrong at each c) and the
+    accuracy ``curves`` {c: accuracy}."""
+
+    outcomes: dict[Head, np.ndarray]
+    curves: dict[Head, dict[int, float]]
+    c_grid: list[int]
+
+
+def recovery_scan(model: HeadModel, results: torch.Tensor, selected: list[Head], ks: list[int],
+                  zero_shot: list[Prompt], layer: int, c_grid: list[int]) -> RecoveryScan:
     """Hu et al.'s per-head recovery scan (their ``recovery.py``): for each selected head (l, h) and coefficient c,
     zero-shot prompts get FV_k(c) = c r_k[l, h] + sum_(selected (l', h') != (l, h)) mean_k r_k[l', h'] injected as
     :func:`fv_injection` does (the scaled head keeps its task mean, every other selected head sits at its mean over
-    tasks; c = 0 is that head's leave-one-out baseline). results [K, L, H, D] task-mean head results.
-    Returns per-example outcomes {"l:h": [len(c_grid), N] bool} and accuracy curves {"l:h": {c: acc}}."""
+    tasks; c = 0 is that head's leave-one-out baseline). results [K, L, H, D] task-mean head results."""
     index = {k: i for i, k in enumerate(ks)}
     mean_r = results.mean(0)  # [L, H, D]
     mean_fv = sum(mean_r[lh] for lh in selected)
-    outcomes: dict[str, np.ndarray] = {}
-    curves: dict[str, dict[str, float]] = {}
+    outcomes: dict[Head, np.ndarray] = {}
+    curves: dict[Head, dict[int, float]] = {}
     for lh in selected:
         rows = []
         for c in c_grid:
@@ -251,10 +261,9 @@ def recovery_scan(model: HeadModel, results: torch.Tensor, selected: list[tuple[
                 return fv_injection(layer, fv[[index[p.k] for p in chunk]], T)
 
             rows.append(correct(model, zero_shot, make))
-        key = f"{lh[0]}:{lh[1]}"
-        outcomes[key] = np.stack(rows)
-        curves[key] = {str(c): float(r.mean()) for c, r in zip(c_grid, rows)}
-    return {"outcomes": outcomes, "curves": curves, "c_grid": list(c_grid)}
+        outcomes[lh] = np.stack(rows)
+        curves[lh] = {int(c): float(r.mean()) for c, r in zip(c_grid, rows)}
+    return RecoveryScan(outcomes, curves, list(c_grid))
 
 
 def mcnemar_one_sided(fixed: int, broken: int) -> float:
@@ -263,13 +272,25 @@ def mcnemar_one_sided(fixed: int, broken: int) -> float:
     return 1.0 if n == 0 else float(stats.binom.sf(fixed - 1, n, 0.5))
 
 
-def paired_significance(outcomes: dict[str, np.ndarray], c_grid: list[int], q: float = 0.05) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class HeadTest:
+    """One head's single-head sufficiency test: Bonferroni-corrected ``p``, its best coefficient ``c_star``, the
+    prompts it ``fixed`` and ``broke`` there against c = 0, and whether Benjamini-Hochberg kept it (``significant``)."""
+
+    p: float
+    c_star: int
+    fixed: int
+    broken: int
+    significant: bool = False
+
+
+def paired_significance(outcomes: dict[Head, np.ndarray], c_grid: list[int], q: float = 0.05) -> dict[Head, HeadTest]:
     """Hu et al.'s ``paired_bh`` selector: per head and positive c, the one-sided McNemar test of c against c = 0 on
     the same examples (b fixed vs d broken); Bonferroni over the positive coefficients (p_head = min(1, m min_c p_c));
     Benjamini-Hochberg at FDR ``q`` across heads; a head is significant when rejected and b > d at its best c."""
     zero = c_grid.index(0)
     positive = [i for i, c in enumerate(c_grid) if c > 0]
-    per_head: dict[str, dict[str, Any]] = {}
+    per_head: dict[Head, HeadTest] = {}
     for key, rows in outcomes.items():
         y0 = rows[zero]
         tests = []
@@ -277,29 +298,38 @@ def paired_significance(outcomes: dict[str, np.ndarray], c_grid: list[int], q: f
             b, d = int(np.sum(rows[i] & ~y0)), int(np.sum(~rows[i] & y0))
             tests.append((mcnemar_one_sided(b, d), -(b - d), c_grid[i], b, d))
         p_min, neg_gain, c_star, b, d = min(tests)  # smallest p, then larger net gain, then smaller c
-        per_head[key] = {"p": min(1.0, len(positive) * p_min), "c_star": c_star, "fixed": b, "broken": d}
+        per_head[key] = HeadTest(min(1.0, len(positive) * p_min), int(c_star), b, d)
     keys = list(per_head)
-    rejected = benjamini_hochberg([per_head[k]["p"] for k in keys], q)
-    for key, r in zip(keys, rejected):
-        per_head[key]["significant"] = bool(r and per_head[key]["fixed"] > per_head[key]["broken"])
-    return per_head
+    rejected = benjamini_hochberg([per_head[k].p for k in keys], q)
+    return {k: replace(per_head[k], significant=bool(r and per_head[k].fixed > per_head[k].broken)) for k, r in zip(keys, rejected)}
 
 
-def unified_main_heads(curves: dict[str, dict[str, float]], clean_accuracy: float, beta: float = 0.25,
-                       clean_min: float = 0.25, floor: float = 0.0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MainHeadRule:
+    """The unified rule's outcome: the ``main`` heads (by gain), each scanned head's peak recovery ``gains``, the best
+    gain and whether the rule ``applies`` (the model does the task and the best gain reaches the floor)."""
+
+    main: list[Head]
+    gains: dict[Head, float]
+    best_gain: float
+    applies: bool
+
+
+def unified_main_heads(curves: dict[Head, dict[int, float]], clean_accuracy: float, beta: float = 0.25,
+                       clean_min: float = 0.25, floor: float = 0.0) -> MainHeadRule:
     """Hu et al.'s ``unified`` v1 main-head rule (their defaults beta 1/4, clean_min 0.25, floor 0): when the model
     does the task (clean few-shot accuracy >= clean_min) and the best head's peak recovery gain (max over c of its
     accuracy minus its c = 0 accuracy) reaches ``floor``, a scanned head is main if its gain is at least ``beta`` of
     the best; ordered by gain. With floor 0 and no head recovering anything, every head with gain >= 0 passes (as
     in the authors' rule); ``best_gain`` says when that happened."""
-    gains = {key: max(curve.values()) - curve["0"] for key, curve in curves.items()}
+    gains = {key: max(curve.values()) - curve[0] for key, curve in curves.items()}
     best = max(gains.values(), default=0.0)
     applies = clean_accuracy >= clean_min and best >= floor
     main = sorted((k for k, g in gains.items() if applies and g >= beta * best), key=lambda k: -gains[k])
-    return {"main": [[int(x) for x in k.split(":")] for k in main], "gains": gains, "best_gain": best, "applies": applies}
+    return MainHeadRule(main, gains, best, applies)
 
 
-def ablate_only(z_mean: torch.Tensor, heads: list[tuple[int, int]], L: int, H: int) -> Callable[[list[Prompt], int], Intervention]:
+def ablate_only(z_mean: torch.Tensor, heads: list[Head], L: int, H: int) -> Callable[[list[Prompt], int], Intervention]:
     """Hu et al.'s five-shot necessity check (their ``icl_ablation.py``): only ``heads`` have their output at the
     final prompt token replaced by their mean over tasks (z_mean [K, L, H, E] averaged over K); every other head
     and position runs as usual."""
@@ -312,14 +342,14 @@ def ablate_only(z_mean: torch.Tensor, heads: list[tuple[int, int]], L: int, H: i
     return make
 
 
-def heads_mask(heads: list[tuple[int, int]], L: int, H: int) -> torch.Tensor:
+def heads_mask(heads: list[Head], L: int, H: int) -> torch.Tensor:
     m = torch.zeros(L, H)
     for layer, h in heads:
         m[layer, h] = 1.0
     return m
 
 
-def mean_ablation(z_mean: torch.Tensor, keep: list[tuple[int, int]], L: int, H: int) -> Callable[[list[Prompt], int], Intervention]:
+def mean_ablation(z_mean: torch.Tensor, keep: list[Head], L: int, H: int) -> Callable[[list[Prompt], int], Intervention]:
     """Every head not in ``keep`` has its z at the final prompt token (and generated tokens) replaced by its
     mean over tasks (z_mean [K, L, H, E] averaged over K)."""
     replace = ~heads_mask(keep, L, H).bool()
@@ -358,7 +388,15 @@ PERIODIC = {  # name -> (period, phase searched)
 }
 
 
-def periodic_fit(k: np.ndarray, y: np.ndarray, step: float = 0.01) -> dict[str, dict[str, float]]:
+@dataclass(frozen=True)
+class FeatureFit:
+    """One coordinate's least-squares fit against one periodic feature: ``r2`` and the phase ``theta``."""
+
+    r2: float
+    theta: float
+
+
+def periodic_fit(k: np.ndarray, y: np.ndarray, step: float = 0.01) -> dict[str, FeatureFit]:
     """Least-squares fit of a centred coordinate y [K] against each periodic feature of k [K]
     (a cos(2 pi k / T + theta), theta by grid search with ``step`` rad where searched). R^2 and phase per feature."""
     y = y - y.mean()
@@ -372,7 +410,7 @@ def periodic_fit(k: np.ndarray, y: np.ndarray, step: float = 0.01) -> dict[str, 
         coef = feats @ y / np.maximum(norms, 1e-12)
         resid = np.sum((y[None, :] - coef[:, None] * feats) ** 2, axis=1)
         best = int(np.argmin(resid))
-        out[name] = {"r2": float(1 - resid[best] / ss) if ss > 0 else 0.0, "theta": float(thetas[best])}
+        out[name] = FeatureFit(float(1 - resid[best] / ss) if ss > 0 else 0.0, float(thetas[best]))
     return out
 
 
@@ -443,14 +481,23 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
 
 
-def _mean_ci(values: np.ndarray, g: np.random.Generator, n_boot: int = 2000) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MeanCI:
+    """A mean over prompts with its 95% bootstrap interval ``ci`` and the number ``n`` of finite values."""
+
+    mean: float
+    ci: tuple[float, float]
+    n: int
+
+
+def _mean_ci(values: np.ndarray, g: np.random.Generator, n_boot: int = 2000) -> MeanCI:
     """Mean over prompts and its 95% bootstrap interval (non-finite values dropped)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
-        return {"mean": float("nan"), "ci": [float("nan"), float("nan")], "n": 0}
+        return MeanCI(float("nan"), (float("nan"), float("nan")), 0)
     boot = g.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
-    return {"mean": float(v.mean()), "ci": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))], "n": int(v.size)}
+    return MeanCI(float(v.mean()), (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))), int(v.size))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -459,7 +506,20 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def signal_routing(ex: Extraction, task_means: np.ndarray, subspace: np.ndarray, seed: int = 0, shuffles: int = 30) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SignalRouting:
+    """:func:`signal_routing`'s readings, each a :class:`MeanCI` over prompts."""
+
+    peaking_ratio: float
+    signal_cosine: MeanCI
+    ondemo_cosine: MeanCI
+    routing: MeanCI
+    routing_null: MeanCI
+    weighting_gain: MeanCI
+    weighting_gain_null: MeanCI
+
+
+def signal_routing(ex: Extraction, task_means: np.ndarray, subspace: np.ndarray, seed: int = 0, shuffles: int = 30) -> SignalRouting:
     """Hu et al.'s section-5 readings of one head's per-demonstration signals (their ``utils/signals.py``).
 
     task_means [N, D]: the head's task-mean result h_k for each prompt's task; subspace [r, D]: the head's top
@@ -484,32 +544,33 @@ def signal_routing(ex: Extraction, task_means: np.ndarray, subspace: np.ndarray,
         perms = [g.permutation(a.shape[1]) for _ in range(shuffles)]
         routing_null.append(np.nanmean([_pearson(a[j][p], cos_i[j]) for p in perms]))
         gain_null.append(np.mean([_cosines((w[j][p][:, None] * s[j]).sum(0), task_means[j]) - uniform[j] for p in perms]))
-    return {
-        "peaking_ratio": ex.peaking_ratio,
-        "signal_cosine": _mean_ci(sub_cos, g),
-        "ondemo_cosine": _mean_ci(cos_i.mean(axis=1), g),
-        "routing": _mean_ci(np.array(routing), g),
-        "routing_null": _mean_ci(np.array(routing_null), g),
-        "weighting_gain": _mean_ci(weighted - uniform, g),
-        "weighting_gain_null": _mean_ci(np.array(gain_null), g),
-    }
+    return SignalRouting(float(ex.peaking_ratio), _mean_ci(sub_cos, g), _mean_ci(cos_i.mean(axis=1), g), _mean_ci(np.array(routing), g),
+                         _mean_ci(np.array(routing_null), g), _mean_ci(weighted - uniform, g), _mean_ci(np.array(gain_null), g))
 
 
-def wrong_demonstration(clean: Extraction, wrong: Extraction, task_means: np.ndarray, which: int = 0) -> dict[str, float]:
+@dataclass(frozen=True)
+class WrongDemonstration:
+    """:func:`wrong_demonstration`'s readings, clean vs with the demonstration wrong."""
+
+    signal_cosine_clean: float
+    signal_cosine_wrong: float
+    attention_share_clean: float
+    attention_share_wrong: float
+    output_cosine_clean: float
+    output_cosine_wrong: float
+
+
+def wrong_demonstration(clean: Extraction, wrong: Extraction, task_means: np.ndarray, which: int = 0) -> WrongDemonstration:
     """How one head handles a wrong demonstration (its label changed), read through the extraction identity on the
     same prompts clean and with demonstration ``which`` wrong: that demonstration's signal alignment cos(s, h_k)
     and its share of the label attention, clean vs wrong, and the alignment of the head's whole output at the
     final token with h_k, clean vs wrong. Later demonstrations suppress the wrong signal when its attention
     share falls and the head's output stays aligned."""
     share = lambda ex: ex.label_attention[:, which] / np.maximum(ex.label_attention.sum(axis=1), 1e-12)  # noqa: E731
-    return {
-        "signal_cosine_clean": float(_cosines(clean.signals_full[:, which], task_means).mean()),
-        "signal_cosine_wrong": float(_cosines(wrong.signals_full[:, which], task_means).mean()),
-        "attention_share_clean": float(share(clean).mean()),
-        "attention_share_wrong": float(share(wrong).mean()),
-        "output_cosine_clean": float(_cosines(clean.output, task_means).mean()),
-        "output_cosine_wrong": float(_cosines(wrong.output, task_means).mean()),
-    }
+    return WrongDemonstration(
+        float(_cosines(clean.signals_full[:, which], task_means).mean()), float(_cosines(wrong.signals_full[:, which], task_means).mean()),
+        float(share(clean).mean()), float(share(wrong).mean()),
+        float(_cosines(clean.output, task_means).mean()), float(_cosines(wrong.output, task_means).mean()))
 
 
 def successive_correlation(signals: np.ndarray, ks: np.ndarray) -> float:
@@ -596,7 +657,7 @@ def projection_basis(mod_vectors: np.ndarray, subspace: str, variant: str) -> np
     return U[:, : int(np.sum(sv > 1e-8 * max(sv.max(), 1e-300)))]
 
 
-def projected_fv(results: torch.Tensor, head: tuple[int, int], others: list[tuple[int, int]], basis: np.ndarray,
+def projected_fv(results: torch.Tensor, head: Head, others: list[Head], basis: np.ndarray,
                  c: float) -> torch.Tensor:
     """[K, D]: FV_k = c ((r_k - mu) B B^T + mu) + sum over the other selected heads of their mean mu', with r_k the
     head's task-mean result, mu its mean over tasks (the authors' projection arm); basis None: no projection."""

@@ -7,56 +7,102 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from iclab.analysis import addk as A
-from iclab.analysis.addk import Prompt
+from iclab.analysis.addk import FeatureFit, HeadTest, MainHeadRule, Prompt, SignalRouting, WrongDemonstration
 from iclab.config import require, require_positive
 from iclab.heads import HeadModel
+from iclab.results import Head, Result
 from iclab.tasks.base import part_generator
 
 
 @dataclass(frozen=True)
 class HeadSetSearch:
-    """The head-set search's settings: the mask's sparsity ``lam``, Adam ``lr``, ``epochs`` and ``batch``; the recovery
-    scan's coefficients 0..``c_max``; Benjamini-Hochberg ``q``; the main heads' share ``main_fraction`` of the best
-    head's gain; ``random_sets`` random head sets of the main set's size for the necessity check."""
+    """The head-set search's settings: the mask's sparsity ``lam``, Adam ``lr``, ``epochs`` and ``batch``, fitted on
+    ``fit_share`` of the zero-shot prompts (the rest test it); the recovery scan's coefficients 0..``c_max``;
+    Benjamini-Hochberg ``q``; the main heads' share ``main_fraction`` of the best head's gain, the rule applying when
+    few-shot accuracy reaches ``main_clean_min`` (Hu et al.'s ``clean_min``; the study's own gate on whether to
+    localise at all is its ``min_clean_accuracy``); ``random_sets`` random head sets of the main set's size for the
+    necessity check."""
 
     lam: float = 0.05
     lr: float = 0.01
     epochs: int = 50
     batch: int = 128
+    fit_share: float = 0.8
     c_max: int = 20
     q: float = 0.05
     main_fraction: float = 0.25
+    main_clean_min: float = 0.25
     random_sets: int = 3
 
     def __post_init__(self) -> None:
         require_positive(self, "lam", "lr", "epochs", "batch")
+        require(0 < self.fit_share < 1, "fit_share", f"must lie in (0, 1), got {self.fit_share}")
         require(0 < self.q < 1, "q", f"must lie in (0, 1), got {self.q}")
         require(0 < self.main_fraction <= 1, "main_fraction", f"must lie in (0, 1], got {self.main_fraction}")
+        require(0 <= self.main_clean_min <= 1, "main_clean_min", f"must lie in [0, 1], got {self.main_clean_min}")
+
+
+@dataclass(frozen=True)
+class HeadSetAccuracy:
+    """Exact-match accuracies of the head sets: zero-shot without and with each set's function vector (None: the set
+    is empty), few-shot clean, with the main heads mean-ablated, and with each random set of that size ablated."""
+
+    zero_shot: float
+    selected_fv: float
+    significant_fv: float | None
+    main_fv: float | None
+    few_shot_clean: float
+    few_shot_main_ablated: float | None
+    few_shot_random_ablated: list[float]
+
+
+@dataclass(frozen=True)
+class Localisation(Result):
+    """Hu et al.'s head-set search on one model: the mask [L][H] and its training losses, the selected (largest gap),
+    significant (single-head sufficiency) and main heads (the unified rule), each scanned head's test and recovery
+    curve {c: accuracy}, and the accuracies; ``layer``: where function vectors are injected."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    layer: int
+    mask: list[list[float]]
+    mask_losses: list[float]
+    selected: list[Head]
+    significant: list[Head]
+    significance: dict[Head, HeadTest]
+    recovery_curves: dict[Head, dict[int, float]]
+    main: list[Head]
+    main_rule: MainHeadRule
+    accuracy: HeadSetAccuracy
+
+    @property
+    def n_heads(self) -> int:
+        return len(self.mask) * len(self.mask[0])
 
 
 def localise(model: HeadModel, z_mean: torch.Tensor, zero: list[Prompt], few: list[Prompt], layer: int, search: HeadSetSearch,
-             seed: int) -> dict[str, Any]:
-    """Hu et al.'s head-set search. ``z_mean`` [K, L, H, E]: task means for k = 1..K; ``zero``: zero-shot prompts (80%
-    fit the mask, 20% test it); ``few``: few-shot prompts for the necessity check; ``layer``: where function vectors
-    are injected. Returns the mask, the selected / significant / main heads and every accuracy."""
+             seed: int) -> Localisation:
+    """Hu et al.'s head-set search. ``z_mean`` [K, L, H, E]: task means for k = 1..K; ``zero``: zero-shot prompts
+    (``search.fit_share`` fit the mask, the rest test it); ``few``: few-shot prompts for the necessity check;
+    ``layer``: where function vectors are injected."""
     ks_all = list(range(1, z_mean.shape[0] + 1))
     L, H = model.n_layers, model.n_heads
     results = A.task_results(model, z_mean)  # [K, L, H, D]
     order = list(range(len(zero)))
     random.Random(seed).shuffle(order)
-    n_fit = int(0.8 * len(zero))
+    n_fit = int(search.fit_share * len(zero))
     fit, test = [zero[i] for i in order[:n_fit]], [zero[i] for i in order[n_fit:]]
     mf = A.optimise_mask(model, results, ks_all, fit, layer, part_generator(seed, "mask"),
                          search.lam, search.lr, search.epochs, search.batch)
     selected = A.largest_gap_set(mf.mask)
 
-    def fv_correct(heads: list[tuple[int, int]], use_mask: bool = False) -> np.ndarray:
+    def fv_correct(heads: list[Head], use_mask: bool = False) -> np.ndarray:
         m = mf.mask * A.heads_mask(heads, L, H) if use_mask else A.heads_mask(heads, L, H)
         return A.correct(model, test, A.fv_intervention(results, m, layer, ks_all))
 
@@ -64,95 +110,137 @@ def localise(model: HeadModel, z_mean: torch.Tensor, zero: list[Prompt], few: li
     # significant heads: Hu et al.'s single-head sufficiency (recovery scan, paired McNemar, Bonferroni over c, BH)
     c_grid = list(range(0, search.c_max + 1))
     scan = A.recovery_scan(model, results, selected, ks_all, test, layer, c_grid)
-    sig = A.paired_significance(scan["outcomes"], c_grid, search.q)
-    significant = [h for h in selected if sig[f"{h[0]}:{h[1]}"]["significant"]]
+    sig = A.paired_significance(scan.outcomes, c_grid, search.q)
+    significant = [h for h in selected if sig[h].significant]
     # main heads: their unified rule on the recovery curves, then necessity by ablating only those heads in few-shot prompts
     clean_few = float(A.correct(model, few).mean())
-    rule = A.unified_main_heads(scan["curves"], clean_few, beta=search.main_fraction)
-    main = [tuple(h) for h in rule["main"]]
+    rule = A.unified_main_heads(scan.curves, clean_few, beta=search.main_fraction, clean_min=search.main_clean_min)
+    main = rule.main
 
-    def ablated_accuracy(heads: list[tuple[int, int]]) -> float:
+    def ablated_accuracy(heads: list[Head]) -> float:
         return float(A.correct(model, few, A.ablate_only(z_mean, heads, L, H)).mean())
 
-    pool = [(layer_, h) for layer_ in range(L) for h in range(H) if (layer_, h) not in main]
+    pool = [Head(layer_, h) for layer_ in range(L) for h in range(H) if (layer_, h) not in main]
     rng = random.Random(seed)
     random_sets = [rng.sample(pool, len(main)) for _ in range(search.random_sets)] if main and len(pool) >= len(main) else []
     no_mask = A.correct(model, test).mean()
-    return {
-        "layer": layer,
-        "mask": mf.mask.tolist(),
-        "mask_losses": mf.losses,
-        "selected": [list(h) for h in selected],
-        "significant": [list(h) for h in significant],
-        "significance": sig,
-        "recovery_curves": scan["curves"],
-        "main": [list(h) for h in main],
-        "main_rule": {k: rule[k] for k in ("gains", "best_gain", "applies")},
-        "accuracy": {
-            "zero_shot": float(no_mask),
-            "selected_fv": float(with_selected.mean()),
-            "significant_fv": float(fv_correct(significant).mean()) if significant else None,
-            "main_fv": float(fv_correct(main).mean()) if main else None,
-            "few_shot_clean": clean_few,
-            "few_shot_main_ablated": ablated_accuracy(main) if main else None,
-            "few_shot_random_ablated": [ablated_accuracy(r) for r in random_sets],
-        },
-    }
+    accuracy = HeadSetAccuracy(
+        zero_shot=float(no_mask), selected_fv=float(with_selected.mean()),
+        significant_fv=float(fv_correct(significant).mean()) if significant else None,
+        main_fv=float(fv_correct(main).mean()) if main else None,
+        few_shot_clean=clean_few, few_shot_main_ablated=ablated_accuracy(main) if main else None,
+        few_shot_random_ablated=[ablated_accuracy(r) for r in random_sets])
+    return Localisation(layer, mf.mask.tolist(), [float(x) for x in mf.losses], selected, significant, sig, scan.curves, main, rule,
+                        accuracy)
 
 
-def subspaces(model: HeadModel, z_mean: torch.Tensor, heads: list[list[int]], few: list[Prompt], first_wrong: list[Prompt],
-              seed: int) -> dict[str, Any]:
-    """Per head (``heads``: [layer, head] pairs): PCA and periodic fits of its task means (``z_mean`` [K, L, H, E], k =
-    1..K), the authors' joint mod-vector fit, and the aggregation / extraction identity on the few-shot prompts ``few``
-    (label shares, per-demonstration signals, their routing) and on the same prompts with the first label wrong."""
+@dataclass(frozen=True)
+class JointFit:
+    """The authors' joint periodic fit of one head's task means: R^2 and phase per mod target."""
+
+    r2: dict[str, float]
+    theta: dict[str, float]
+
+
+@dataclass(frozen=True)
+class HeadSubspace:
+    """One head's task-mean subspace and its extraction readings: PCA ``explained`` variance and ``pcs_to_95``, the
+    first three PCA ``coords`` [K][3] of its task means, the one-PC-one-feature ``periodic`` fits {PC: {feature: fit}},
+    the joint ``mod_fit``, the aggregation / extraction identity's relative error, the label shares of its attention
+    and its extracted signal, both by token position, the successive demonstrations' signal correlation and norms,
+    the section-5 ``signal_routing`` and the readings with the first demonstration's label wrong."""
+
+    explained: list[float]
+    pcs_to_95: int
+    coords: list[list[float]]
+    periodic: dict[str, dict[str, FeatureFit]]
+    mod_fit: JointFit
+    identity_relative_error: float
+    attention_label_share: float
+    signal_label_share: float
+    position_attention: list[float]
+    position_signal: list[float]
+    successive_signal_correlation: float
+    signal_norm_by_demo: list[float]
+    signal_routing: SignalRouting
+    wrong_first_demo: WrongDemonstration
+
+    def best_fits(self) -> dict[str, tuple[str, FeatureFit]]:
+        """Per principal component: its best-fitting periodic feature and the fit."""
+        return {pc: max(fits.items(), key=lambda kv: kv[1].r2) for pc, fits in self.periodic.items()}
+
+
+@dataclass(frozen=True)
+class Subspaces(Result):
+    """:class:`HeadSubspace` of each analysed head."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    heads: dict[Head, HeadSubspace]
+
+
+def subspaces(model: HeadModel, z_mean: torch.Tensor, heads: list[Head], few: list[Prompt], first_wrong: list[Prompt],
+              seed: int) -> Subspaces:
+    """Per head: PCA and periodic fits of its task means (``z_mean`` [K, L, H, E], k = 1..K), the authors' joint
+    mod-vector fit, and the aggregation / extraction identity on the few-shot prompts ``few`` (label shares,
+    per-demonstration signals, their routing) and on the same prompts with the first label wrong."""
     results = A.task_results(model, z_mean).numpy()  # [K, L, H, D]
     k = np.arange(1, z_mean.shape[0] + 1)
     ks = np.array([p.k for p in few])
-    out: dict[str, Any] = {}
-    for layer, h in heads:
+    out: dict[Head, HeadSubspace] = {}
+    for head in heads:
+        layer, h = head
         pca = A.head_pca(results[:, layer, h])
         r = max(2, pca.n_95)
-        fits = {f"PC{i + 1}": A.periodic_fit(k, pca.coords[:, i]) for i in range(min(6, pca.coords.shape[1]))}
         joint = A.mod_vector_fit(results[:, layer, h], k)
         ex = A.extraction(model, layer, h, pca.components[:r], few)
         means = results[ks - 1, layer, h]  # [N, D]: h_k of each prompt's task
         wrong = A.extraction(model, layer, h, pca.components[:r], first_wrong)
-        out[f"{layer}.{h}"] = {
-            "explained": pca.explained.tolist(),
-            "pcs_to_95": pca.n_95,
-            "coords": pca.coords[:, :3].tolist(),
-            "periodic": fits,
-            "mod_fit": {"r2": joint.r2, "theta": joint.theta},
-            "identity_relative_error": ex.identity_error,
-            "attention_label_share": ex.attention_label_share,
-            "signal_label_share": ex.signal_label_share,
-            "position_attention": ex.position_attention.tolist(),
-            "position_signal": ex.position_signal.tolist(),
-            "successive_signal_correlation": A.successive_correlation(ex.signals, ks),
-            "signal_norm_by_demo": np.linalg.norm(ex.signals, axis=-1).mean(0).tolist(),
-            "signal_routing": A.signal_routing(ex, means, pca.components[:6], seed=seed),
-            "wrong_first_demo": A.wrong_demonstration(ex, wrong, means, 0),
-        }
-    return out
+        out[head] = HeadSubspace(
+            explained=pca.explained.tolist(), pcs_to_95=int(pca.n_95), coords=pca.coords[:, :3].tolist(),
+            periodic={f"PC{i + 1}": A.periodic_fit(k, pca.coords[:, i]) for i in range(min(6, pca.coords.shape[1]))},
+            mod_fit=JointFit(joint.r2, joint.theta), identity_relative_error=float(ex.identity_error),
+            attention_label_share=float(ex.attention_label_share), signal_label_share=float(ex.signal_label_share),
+            position_attention=ex.position_attention.tolist(), position_signal=ex.position_signal.tolist(),
+            successive_signal_correlation=float(A.successive_correlation(ex.signals, ks)),
+            signal_norm_by_demo=np.linalg.norm(ex.signals, axis=-1).mean(0).tolist(),
+            signal_routing=A.signal_routing(ex, means, pca.components[:6], seed=seed),
+            wrong_first_demo=A.wrong_demonstration(ex, wrong, means, 0))
+    return Subspaces(out)
 
 
-def projection(model: HeadModel, z_mean: torch.Tensor, loc: dict[str, Any], heads: list[list[int]], zero: list[Prompt],
-               layer: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class HeadProjection:
+    """One head's projection test: its best recovery coefficient ``c_star`` and the zero-shot accuracy of each arm."""
+
+    c_star: float
+    accuracy: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Projection(Result):
+    """:class:`HeadProjection` of each analysed head."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    heads: dict[Head, HeadProjection]
+
+
+def projection(model: HeadModel, z_mean: torch.Tensor, loc: Localisation, heads: list[Head], zero: list[Prompt],
+               layer: int) -> Projection:
     """Hu et al.'s projection causal test: each head's task-mean result at its best recovery coefficient c*, kept
     whole, projected onto its parity / unit-digit / magnitude mod vectors, or onto the rest of its six-dimensional
     periodic span, injected after ``layer`` into the zero-shot prompts ``zero`` with every other selected head
-    at its mean (``loc``: the localisation's result); accuracy of each arm."""
+    at its mean (``loc``: the localisation); accuracy of each arm. A head outside the significance scan keeps c = 1."""
     results = A.task_results(model, z_mean)  # [K, L, H, D]
     ks_all = list(range(1, z_mean.shape[0] + 1))
     index = {k: i for i, k in enumerate(ks_all)}
-    selected = [tuple(h) for h in loc["selected"]]
     k = np.arange(1, z_mean.shape[0] + 1)
-    out: dict[str, Any] = {}
-    for lh in heads:
-        head = tuple(lh)
-        c = float(loc.get("significance", {}).get(f"{head[0]}:{head[1]}", {}).get("c_star", 1))
-        fit = A.mod_vector_fit(results[:, head[0], head[1]].numpy(), k)
-        others = [h for h in selected if h != head]
+    out: dict[Head, HeadProjection] = {}
+    for head in heads:
+        c = float(loc.significance[head].c_star) if head in loc.significance else 1.0
+        fit = A.mod_vector_fit(results[:, head.layer, head.head].numpy(), k)
+        others = [h for h in loc.selected if h != head]
         arms = {"whole": None}
         arms.update({f"{variant}_{sub}": A.projection_basis(fit.mod_vectors, sub, variant)
                      for variant in ("onto", "out") for sub in A.PROJECTION_SUBSPACES})
@@ -164,5 +252,57 @@ def projection(model: HeadModel, z_mean: torch.Tensor, loc: dict[str, Any], head
                 return A.fv_injection(layer, fv[[index[p.k] for p in chunk]], T)
 
             row[name] = float(A.correct(model, zero, make).mean())
-        out[f"{head[0]}.{head[1]}"] = {"c_star": c, "accuracy": row}
-    return out
+        out[head] = HeadProjection(c, row)
+    return Projection(out)
+
+
+@dataclass(frozen=True)
+class CleanAccuracy(Result):
+    """Few-shot exact-match accuracy on the training tasks and on the held-out tasks."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    train_tasks: float
+    held_out_tasks: float
+
+
+@dataclass(frozen=True)
+class FormatAccuracy:
+    """Clean accuracy of one prompt format at one number of shots, overall and per task k, with the answers' mean
+    length in tokens."""
+
+    format: str
+    shots: int
+    accuracy: float
+    per_k: dict[int, float]
+    answer_tokens: float
+
+
+@dataclass(frozen=True)
+class CleanScan(Result):
+    """:class:`FormatAccuracy` per ``"<format>/<shots>"``."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    rows: dict[str, FormatAccuracy]
+
+    def best(self) -> FormatAccuracy:
+        return max(self.rows.values(), key=lambda r: r.accuracy)
+
+
+def format_accuracy(model: HeadModel, name: str, shots: int, prompts: list[Prompt], ks: list[int]) -> FormatAccuracy:
+    """Greedy-decoded exact match of ``prompts`` (one format, ``shots`` demonstrations, tasks ``ks``)."""
+    ok = A.correct(model, prompts)
+    return FormatAccuracy(name, shots, float(ok.mean()), {k: float(ok[[p.k == k for p in prompts]].mean()) for k in ks},
+                          float(np.mean([len(p.answer) for p in prompts])))
+
+
+@dataclass(frozen=True)
+class SelfCorrection(Result):
+    """Few-shot accuracy clean, with the first demonstration's label wrong, and with the last one's wrong."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    clean: float
+    first_wrong: float
+    last_wrong: float

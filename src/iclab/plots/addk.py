@@ -8,37 +8,43 @@ from typing import Any
 import numpy as np
 
 from iclab.analysis.addk import PERIODIC
+from iclab.analysis.addk_pipeline import CleanScan, Localisation
 from iclab.plots import plt, save
 
 
 def mask_sorted(res: dict[str, Any], folder: Path) -> Path:
-    loc = res["localisation"]
-    mask = np.array(loc["mask"])
+    loc: Localisation = res["localisation"]
+    mask = np.array(loc.mask)
     vals = np.sort(mask.ravel())[::-1]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(np.arange(1, len(vals) + 1), vals, marker=".", lw=1)
-    n = len(loc["selected"])
+    n = len(loc.selected)
     ax.axvline(n + 0.5, color="red", ls="--", label=f"largest gap: {n} selected heads")
     ax.set_xlabel("head rank")
     ax.set_ylabel("mask coefficient")
-    ax.set_title(f"Sparse head mask (FV injected at layer {loc['layer']})", fontsize=10)
+    ax.set_title(f"Sparse head mask (FV injected at layer {loc.layer})", fontsize=10)
     ax.legend(fontsize=8)
     return save(fig, folder, "mask_coefficients")
 
 
 def accuracies(res: dict[str, Any], folder: Path) -> Path:
-    acc = res["localisation"]["accuracy"]
-    bars = {
-        "clean ICL\n(5-shot)": res["clean_accuracy"]["train_tasks"],
-        "zero-shot": acc["zero_shot"],
-        "zero-shot +\nselected FV": acc["selected_fv"],
-        "zero-shot +\nsignificant FV": acc["significant_fv"] or 0.0,
-        "zero-shot +\nmain FV": acc["main_fv"] or 0.0,
-        "5-shot, main\nheads ablated": acc["few_shot_main_ablated"] or 0.0,
-        "5-shot, random\nsets ablated": float(np.mean(acc["few_shot_random_ablated"])) if acc["few_shot_random_ablated"] else 0.0,
+    acc = res["localisation"].accuracy
+    random_sets = float(np.mean(acc.few_shot_random_ablated)) if acc.few_shot_random_ablated else None
+    bars = {  # None: that head set is empty (drawn as "none", never as a zero accuracy)
+        "clean ICL\n(5-shot)": res["clean_accuracy"].train_tasks,
+        "zero-shot": acc.zero_shot,
+        "zero-shot +\nselected FV": acc.selected_fv,
+        "zero-shot +\nsignificant FV": acc.significant_fv,
+        "zero-shot +\nmain FV": acc.main_fv,
+        "5-shot, main\nheads ablated": acc.few_shot_main_ablated,
+        "5-shot, random\nsets ablated": random_sets,
     }
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    ax.bar(range(len(bars)), list(bars.values()), color=["C0", "C7", "C1", "C2", "C3", "C4", "C7"])
+    heights = [0.0 if v is None else v for v in bars.values()]
+    ax.bar(range(len(bars)), heights, color=["C0", "C7", "C1", "C2", "C3", "C4", "C7"])
+    for i, v in enumerate(bars.values()):
+        if v is None:
+            ax.text(i, 0.02, "none", ha="center", fontsize=7, color="grey")
     ax.set_xticks(range(len(bars)), list(bars), fontsize=7)
     ax.set_ylabel("exact-match accuracy")
     ax.set_ylim(0, 1)
@@ -47,9 +53,9 @@ def accuracies(res: dict[str, Any], folder: Path) -> Path:
 
 def pca_variance(res: dict[str, Any], folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for head, s in res["subspaces"].items():
-        ev = np.cumsum(s["explained"])
-        ax.plot(np.arange(1, len(ev) + 1), ev, marker=".", label=f"head {head} ({s['pcs_to_95']} PCs to 95%)")
+    for head, s in res["subspaces"].heads.items():
+        ev = np.cumsum(s.explained)
+        ax.plot(np.arange(1, len(ev) + 1), ev, marker=".", label=f"head {head} ({s.pcs_to_95} PCs to 95%)")
     ax.axhline(0.95, color="grey", ls=":")
     ax.set_xlabel("principal components")
     ax.set_ylabel("cumulative variance of task means")
@@ -58,11 +64,11 @@ def pca_variance(res: dict[str, Any], folder: Path) -> Path:
 
 
 def task_means_scatter(res: dict[str, Any], folder: Path) -> Path:
-    heads = list(res["subspaces"])
+    heads = list(res["subspaces"].heads)
     k = np.array(res["k"])
     fig, axes = plt.subplots(len(heads), 2, figsize=(8, 3.6 * len(heads)), squeeze=False)
     for row, head in zip(axes, heads):
-        xy = np.array(res["subspaces"][head]["coords"])
+        xy = np.array(res["subspaces"].heads[head].coords)
         for ax, colour, label in ((row[0], k, "k"), (row[1], k % 10, "unit digit of k")):
             sc = ax.scatter(xy[:, 0], xy[:, 1], c=colour, cmap="viridis" if label == "k" else "tab10", s=30)
             for i, kk in enumerate(k):
@@ -73,26 +79,26 @@ def task_means_scatter(res: dict[str, Any], folder: Path) -> Path:
 
 
 def periodic_curves(res: dict[str, Any], folder: Path) -> Path:
-    heads = list(res["subspaces"])
+    heads = list(res["subspaces"].heads)
     k = np.array(res["k"], dtype=float)
     fig, axes = plt.subplots(len(heads), 3, figsize=(10, 3 * len(heads)), squeeze=False)
     for row, head in zip(axes, heads):
-        s = res["subspaces"][head]
-        coords = np.array(s["coords"])
+        s = res["subspaces"].heads[head]
+        coords = np.array(s.coords)
         for i, ax in enumerate(row):
             if i >= coords.shape[1]:
                 ax.axis("off")
                 continue
             y = coords[:, i] - coords[:, i].mean()
-            name, fit = max(s["periodic"][f"PC{i + 1}"].items(), key=lambda kv: kv[1]["r2"])
+            name, fit = s.best_fits()[f"PC{i + 1}"]
             period = PERIODIC[name][0]
-            f = np.cos(2 * np.pi * k / period + fit["theta"])
+            f = np.cos(2 * np.pi * k / period + fit.theta)
             f = f - f.mean()
             a = f @ y / max(f @ f, 1e-12)
             ax.plot(k, y, "o", ms=3, label="task means")
             kk = np.linspace(k.min(), k.max(), 300)
-            ff = np.cos(2 * np.pi * kk / period + fit["theta"]) - np.cos(2 * np.pi * k / period + fit["theta"]).mean()
-            ax.plot(kk, a * ff, lw=1, label=f"{name}, R^2 {fit['r2']:.2f}")
+            ff = np.cos(2 * np.pi * kk / period + fit.theta) - np.cos(2 * np.pi * k / period + fit.theta).mean()
+            ax.plot(kk, a * ff, lw=1, label=f"{name}, R^2 {fit.r2:.2f}")
             ax.set_title(f"head {head} PC{i + 1}", fontsize=8)
             ax.set_xlabel("k")
             ax.legend(fontsize=6)
@@ -100,16 +106,16 @@ def periodic_curves(res: dict[str, Any], folder: Path) -> Path:
 
 
 def by_position(res: dict[str, Any], folder: Path) -> Path:
-    heads = list(res["subspaces"])
+    heads = list(res["subspaces"].heads)
     fig, axes = plt.subplots(len(heads), 1, figsize=(8, 2.8 * len(heads)), squeeze=False)
     for ax, head in zip(axes[:, 0], heads):
-        s = res["subspaces"][head]
-        att, sig = np.array(s["position_attention"]), np.array(s["position_signal"])
+        s = res["subspaces"].heads[head]
+        att, sig = np.array(s.position_attention), np.array(s.position_signal)
         x = np.arange(len(att))
         ax.bar(x - 0.2, att / max(att.sum(), 1e-12), 0.4, label="attention share")
         ax.bar(x + 0.2, sig / max(sig.sum(), 1e-12), 0.4, label="extracted-signal share")
         ax.set_title(f"head {head}: final token's attention and extracted signal by position "
-                     f"(label tokens: {s['signal_label_share']:.0%} of the signal)", fontsize=8)
+                     f"(label tokens: {s.signal_label_share:.0%} of the signal)", fontsize=8)
         ax.set_xlabel("token position")
         ax.legend(fontsize=7)
     return save(fig, folder, "attention_signal_by_position")
@@ -117,27 +123,28 @@ def by_position(res: dict[str, Any], folder: Path) -> Path:
 
 def self_correction(res: dict[str, Any], folder: Path) -> Path:
     sc = res["self_correction"]
-    heads = list(res["subspaces"])
+    sub = res["subspaces"].heads
+    heads = list(res["subspaces"].heads)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    axes[0].bar(["clean", "first demo wrong", "last demo wrong"], [sc["clean"], sc["first_wrong"], sc["last_wrong"]], color=["C0", "C1", "C3"])
+    axes[0].bar(["clean", "first demo wrong", "last demo wrong"], [sc.clean, sc.first_wrong, sc.last_wrong], color=["C0", "C1", "C3"])
     axes[0].set_ylabel("exact-match accuracy")
     axes[0].set_ylim(0, 1)
     for head in heads:
-        norms = res["subspaces"][head]["signal_norm_by_demo"]
+        norms = sub[head].signal_norm_by_demo
         axes[1].plot(np.arange(1, len(norms) + 1), norms, marker="o",
-                     label=f"head {head}, r(successive) = {res['subspaces'][head]['successive_signal_correlation']:+.2f}")
+                     label=f"head {head}, r(successive) = {sub[head].successive_signal_correlation:+.2f}")
     axes[1].set_xlabel("demonstration")
     axes[1].set_ylabel("extracted signal norm")
     axes[1].legend(fontsize=7)
     return save(fig, folder, "self_correction")
 
 
-def clean_scan_figure(scan: dict[str, Any], folder: Path) -> Path:
+def clean_scan_figure(scan: CleanScan, folder: Path) -> Path:
     """Clean few-shot accuracy of a pretrained model per prompt format (lines) against the number of shots."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in dict.fromkeys(r["format"] for r in scan.values()):
-        rows = sorted((r for r in scan.values() if r["format"] == name), key=lambda r: r["shots"])
-        ax.plot([r["shots"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=name)
+    for name in dict.fromkeys(r.format for r in scan.rows.values()):
+        rows = sorted((r for r in scan.rows.values() if r.format == name), key=lambda r: r.shots)
+        ax.plot([r.shots for r in rows], [r.accuracy for r in rows], marker="o", label=name)
     ax.set_xlabel("demonstrations (shots)")
     ax.set_ylabel("exact-match accuracy")
     ax.set_ylim(-0.02, 1.02)
@@ -152,7 +159,7 @@ def plot_all(res: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
     figs = []
     if "localisation" in res:
         figs += [mask_sorted(res, folder), accuracies(res, folder)]
-        if res["subspaces"]:
+        if res["subspaces"].heads:
             figs += [pca_variance(res, folder), task_means_scatter(res, folder), periodic_curves(res, folder), by_position(res, folder)]
         figs.append(self_correction(res, folder))
     if res.get("clean_scan"):

@@ -11,15 +11,14 @@ the aggregation / extraction identity; self-correction; the projection causal te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 
 from iclab.analysis import addk as A
 from iclab.analysis import addk_pipeline as P
 from iclab.errors import IclabError
 from iclab.heads import HeadModel, from_run, load_model
+from iclab.results import Head
 from iclab.models import ModelConfig
 from iclab.plots.addk import plot_all
 from iclab.studies.addk.claims import findings
@@ -99,46 +98,41 @@ def task_means(ctx: Ctx) -> torch.Tensor:
     return z
 
 
-def clean_scan(ctx: Ctx) -> dict[str, Any]:
+def clean_scan(ctx: Ctx) -> P.CleanScan:
     """Clean few-shot accuracy per prompt format, number of shots and task k (answers greedy-decoded, several tokens each)."""
-    cfg, model, out = ctx.settings, ctx.models.model, {}
-    for name, fmt in PROMPT_FORMATS.items():
-        for shots in cfg.scan_shots:
-            ps = A.make_prompts(model, cfg.task, cfg.scan_ks, cfg.scan_per_task, shots, generator(cfg.seed, f"scan/{shots}"), fmt)
-            ok = A.correct(model, ps)
-            out[f"{name}/{shots}"] = {"format": name, "shots": shots, "accuracy": float(ok.mean()),
-                                      "per_k": {str(k): float(ok[[p.k == k for p in ps]].mean()) for k in cfg.scan_ks},
-                                      "answer_tokens": float(np.mean([len(p.answer) for p in ps]))}
-    return out
+    cfg, model = ctx.settings, ctx.models.model
+    return P.CleanScan({
+        f"{name}/{shots}": P.format_accuracy(model, name, shots, A.make_prompts(
+            model, cfg.task, cfg.scan_ks, cfg.scan_per_task, shots, generator(cfg.seed, f"scan/{shots}"), fmt), cfg.scan_ks)
+        for name, fmt in PROMPT_FORMATS.items() for shots in cfg.scan_shots})
 
 
-def clean_accuracy(ctx: Ctx) -> dict[str, Any]:
+def clean_accuracy(ctx: Ctx) -> P.CleanAccuracy:
     cfg, model = ctx.settings, ctx.models.model
     train_p = prompts(ctx, cfg.task.train_tasks, cfg.eval_per_task, cfg.task.shots, "eval_train")
     held_p = prompts(ctx, list(cfg.task.held_out), cfg.eval_per_task, cfg.task.shots, "eval_held")
-    return {"train_tasks": float(A.correct(model, train_p).mean()), "held_out_tasks": float(A.correct(model, held_p).mean())}
+    return P.CleanAccuracy(float(A.correct(model, train_p).mean()), float(A.correct(model, held_p).mean()))
 
 
-def localisation(ctx: Ctx) -> dict[str, Any]:
+def localisation(ctx: Ctx) -> P.Localisation:
     cfg = ctx.settings
     zero = prompts(ctx, cfg.task.train_tasks, cfg.mask_per_task, 0, "zero_shot")
     return P.localise(ctx.models.model, ctx.results["task_means"], zero, few_shot(ctx, "main"), fv_layer(ctx), cfg.search, cfg.seed)
 
 
-def subspaces(ctx: Ctx) -> dict[str, Any]:
+def subspaces(ctx: Ctx) -> P.Subspaces:
     few = few_shot(ctx, "extraction")
     return P.subspaces(ctx.models.model, ctx.results["task_means"], ctx.results["heads"], few, corrupted(ctx, few, 0), ctx.settings.seed)
 
 
-def self_correction(ctx: Ctx) -> dict[str, Any]:
+def self_correction(ctx: Ctx) -> P.SelfCorrection:
     """Accuracy when the first demonstration's label is wrong by ``corrupt_offset``, vs clean, vs the last one wrong."""
     model, clean = ctx.models.model, few_shot(ctx, "correction")
-    return {"clean": float(A.correct(model, clean).mean()),
-            "first_wrong": float(A.correct(model, corrupted(ctx, clean, 0)).mean()),
-            "last_wrong": float(A.correct(model, corrupted(ctx, clean, ctx.settings.task.shots - 1)).mean())}
+    return P.SelfCorrection(float(A.correct(model, clean).mean()), float(A.correct(model, corrupted(ctx, clean, 0)).mean()),
+                            float(A.correct(model, corrupted(ctx, clean, ctx.settings.task.shots - 1)).mean()))
 
 
-def projection(ctx: Ctx) -> dict[str, Any]:
+def projection(ctx: Ctx) -> P.Projection:
     cfg = ctx.settings
     zero = prompts(ctx, cfg.task.train_tasks, cfg.eval_per_task, 0, "projection")
     return P.projection(ctx.models.model, ctx.results["task_means"], ctx.results["localisation"], ctx.results["heads"], zero, fv_layer(ctx))
@@ -146,25 +140,25 @@ def projection(ctx: Ctx) -> dict[str, Any]:
 
 def _behaves(ctx: Ctx) -> bool:
     """Whether the model does the task well enough for its heads to mean anything."""
-    return ctx.results["clean_accuracy"]["train_tasks"] >= ctx.settings.min_clean_accuracy
+    return ctx.results["clean_accuracy"].train_tasks >= ctx.settings.min_clean_accuracy
 
 
-def _analysed_heads(ctx: Ctx) -> list[list[int]]:
+def _analysed_heads(ctx: Ctx) -> list[Head]:
     loc = ctx.results["localisation"]
-    return (loc["main"] or loc["selected"])[: ctx.settings.max_subspace_heads]
+    return (loc.main or loc.selected)[: ctx.settings.max_subspace_heads]
 
 
 PARTS = [
     Part("model", lambda ctx: ctx.models.name, cached=False),
     Part("k", lambda ctx: list(range(1, ctx.settings.task.k_max + 1)), cached=False),
-    Part("clean_scan", clean_scan, when=lambda ctx: ctx.settings.model is not None),
-    Part("clean_accuracy", clean_accuracy),
+    Part("clean_scan", clean_scan, P.CleanScan, when=lambda ctx: ctx.settings.model is not None),
+    Part("clean_accuracy", clean_accuracy, P.CleanAccuracy),
     Part("task_means", task_means, cached=False, when=_behaves),  # cached by itself as a tensor file
-    Part("localisation", localisation, when=_behaves),
+    Part("localisation", localisation, P.Localisation, when=_behaves),
     Part("heads", _analysed_heads, cached=False, when=_behaves),
-    Part("subspaces", subspaces, when=_behaves),
-    Part("self_correction", self_correction, when=_behaves),
-    Part("projection", projection, when=_behaves),
+    Part("subspaces", subspaces, P.Subspaces, when=_behaves),
+    Part("self_correction", self_correction, P.SelfCorrection, when=_behaves),
+    Part("projection", projection, P.Projection, when=_behaves),
 ]
 
 NOTES = [

@@ -7,124 +7,130 @@ from typing import Any
 
 import numpy as np
 
+from iclab.analysis.addk import MeanCI
+from iclab.analysis.addk_pipeline import CleanAccuracy, CleanScan, Localisation, Projection, SelfCorrection, Subspaces
 from iclab.claims import Claim, Verdict, measured
 from iclab.studies.addk.settings import AddKStudySettings
 
 HU = "Hu et al. 2025"
 
 
-def _ci(m: dict[str, Any], fmt: str = ".2f") -> str:
-    return f"{m['mean']:{fmt}} [{m['ci'][0]:{fmt}}, {m['ci'][1]:{fmt}}]"
+def _ci(m: MeanCI, fmt: str = ".2f") -> str:
+    return f"{m.mean:{fmt}} [{m.ci[0]:{fmt}}, {m.ci[1]:{fmt}}]"
 
 
 def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
-    clean, loc, sub, sc = res["clean_accuracy"], res["localisation"], res["subspaces"], res["self_correction"]
-    acc, t = loc["accuracy"], cfg.thresholds
+    clean: CleanAccuracy = res["clean_accuracy"]
+    loc: Localisation = res["localisation"]
+    sub: Subspaces = res["subspaces"]
+    sc: SelfCorrection = res["self_correction"]
+    acc, t = loc.accuracy, cfg.thresholds
     claims = [measured("clean few-shot exact-match accuracy",
-                       f"{cfg.task.shots}-shot: {clean['train_tasks']:.2f} on training tasks, {clean['held_out_tasks']:.2f} on held-out "
+                       f"{cfg.task.shots}-shot: {clean.train_tasks:.2f} on training tasks, {clean.held_out_tasks:.2f} on held-out "
                        f"tasks k = {list(cfg.task.held_out)}", HU)]
-    n_heads = len(loc["mask"]) * len(loc["mask"][0])
-    sparse = len(loc["selected"]) <= t.max_selected_share * n_heads and acc["selected_fv"] > acc["zero_shot"] + t.min_fv_gain
+    n_heads = loc.n_heads
+    sparse = len(loc.selected) <= t.max_selected_share * n_heads and acc.selected_fv > acc.zero_shot + t.min_fv_gain
     claims.append(Claim(
         "a sparse set of heads carries the task: their function vector restores it zero-shot", Verdict.of(sparse),
-        f"{len(loc['selected'])} of {n_heads} heads selected; their function vector lifts zero-shot accuracy from "
-        f"{acc['zero_shot']:.2f} to {acc['selected_fv']:.2f} (layer {loc['layer']})", f"{HU}, section 3",
+        f"{len(loc.selected)} of {n_heads} heads selected; their function vector lifts zero-shot accuracy from "
+        f"{acc.zero_shot:.2f} to {acc.selected_fv:.2f} (layer {loc.layer})", f"{HU}, section 3",
         {"thresholds.max_selected_share": t.max_selected_share, "thresholds.min_fv_gain": t.min_fv_gain}))
-    best_gain = loc["main_rule"]["best_gain"]
+    best_gain = loc.main_rule.best_gain
     claims.append(measured("nested head sets: selected, significant, main",
-                           f"selected {len(loc['selected'])} (largest gap of the mask), significant {len(loc['significant'])} (single-head "
+                           f"selected {len(loc.selected)} (largest gap of the mask), significant {len(loc.significant)} (single-head "
                            f"sufficiency: recovery scan c = 0..{cfg.c_max}, one-sided McNemar against c = 0, Bonferroni over c, "
-                           f"Benjamini-Hochberg q = {cfg.q}), main {len(loc['main'])} {loc['main']} (peak recovery gain >= "
+                           f"Benjamini-Hochberg q = {cfg.q}), main {len(loc.main)} {loc.main} (peak recovery gain >= "
                            f"{cfg.main_fraction} of the best head's, {best_gain:+.2f}); paper 33 / 13 / 3 on Llama-3-8B", HU))
-    if loc["main"] and acc["few_shot_main_ablated"] is not None:
-        drop = acc["few_shot_clean"] - acc["few_shot_main_ablated"]
-        rand = [acc["few_shot_clean"] - r for r in acc["few_shot_random_ablated"]]
+    if loc.main and acc.few_shot_main_ablated is not None:
+        drop = acc.few_shot_clean - acc.few_shot_main_ablated
+        rand = [acc.few_shot_clean - r for r in acc.few_shot_random_ablated]
         rand_mean = float(np.mean(rand)) if rand else float("nan")
         ok = drop >= t.min_necessity_drop and (not rand or drop >= t.necessity_ratio * max(rand_mean, 0.0))
         claims.append(Claim(
             "the main heads are necessary: mean-ablating only them at the final token breaks few-shot addition", Verdict.of(ok),
-            f"{cfg.task.shots}-shot accuracy {acc['few_shot_clean']:.2f} clean, {acc['few_shot_main_ablated']:.2f} with the "
-            f"{len(loc['main'])} main heads ablated (drop {drop:.2f}); random sets of the same size: drop "
+            f"{cfg.task.shots}-shot accuracy {acc.few_shot_clean:.2f} clean, {acc.few_shot_main_ablated:.2f} with the "
+            f"{len(loc.main)} main heads ablated (drop {drop:.2f}); random sets of the same size: drop "
             + ", ".join(f"{r:.2f}" for r in rand), f"{HU}, section 3.2 (five-shot necessity)",
             {"thresholds.min_necessity_drop": t.min_necessity_drop, "thresholds.necessity_ratio": t.necessity_ratio}))
     else:
         claims.append(Claim("the main heads are necessary: mean-ablating only them at the final token breaks few-shot addition",
                             Verdict.NOT_APPLICABLE, "no main head: no scanned head recovers the task", f"{HU}, section 3.2"))
-    for head, s in sub.items():
-        best = {pc: max(f.items(), key=lambda kv: kv[1]["r2"]) for pc, f in s["periodic"].items()}
-        joint = s.get("mod_fit", {}).get("r2", {})
+    for head, s in sub.heads.items():
+        best = s.best_fits()
+        joint = s.mod_fit.r2
         claims.append(measured(f"head {head}: dimensions and periodic structure of the task means",
-                               f"{s['pcs_to_95']} PCs for 95% of task-mean variance (paper: 6); the authors' joint fit of the six "
+                               f"{s.pcs_to_95} PCs for 95% of task-mean variance (paper: 6); the authors' joint fit of the six "
                                "periodic targets on the top 6 PCs, R^2 " + ", ".join(f"{n} {v:.2f}" for n, v in joint.items())
                                + "; iclab's one-PC-one-feature view, best per PC: "
-                               + ", ".join(f"{pc} {name} {v['r2']:.2f}" for pc, (name, v) in best.items()), f"{HU}, section 4"))
+                               + ", ".join(f"{pc} {name} {v.r2:.2f}" for pc, (name, v) in best.items()), f"{HU}, section 4"))
         claims.append(Claim(
             f"head {head} takes its signal from the demonstrations' label tokens (paper: 96-99%)",
-            Verdict.of(s["signal_label_share"] > t.min_label_share),
-            f"{s['signal_label_share']:.0%} of its extracted signal and {s['attention_label_share']:.0%} of its attention from label "
-            f"tokens; aggregation/extraction identity holds to relative error {s['identity_relative_error']:.1e}",
+            Verdict.of(s.signal_label_share > t.min_label_share),
+            f"{s.signal_label_share:.0%} of its extracted signal and {s.attention_label_share:.0%} of its attention from label "
+            f"tokens; aggregation/extraction identity holds to relative error {s.identity_relative_error:.1e}",
             f"{HU}, section 5", {"thresholds.min_label_share": t.min_label_share}))
-        sr = s.get("signal_routing")
+        sr = s.signal_routing
         if sr:
             claims.append(measured(
                 f"head {head}: the authors' section-5 readings of its per-demonstration signals s_i = O V z at the labels",
-                f"label peaking ratio {sr['peaking_ratio']:.1f}x; signal cosine with h_k in its 6-D subspace "
-                f"{_ci(sr['signal_cosine'])}, in the full stream {_ci(sr['ondemo_cosine'])}; routing Pearson(alpha_i, cos(s_i, h_k)) "
-                f"{_ci(sr['routing'])} vs shuffled {_ci(sr['routing_null'])}; weighting gain {_ci(sr['weighting_gain'], '+.3f')} vs "
-                f"shuffled {_ci(sr['weighting_gain_null'], '+.3f')}", f"{HU}, section 5 (utils/signals.py)"))
-            w = s["wrong_first_demo"]
+                f"label peaking ratio {sr.peaking_ratio:.1f}x; signal cosine with h_k in its 6-D subspace "
+                f"{_ci(sr.signal_cosine)}, in the full stream {_ci(sr.ondemo_cosine)}; routing Pearson(alpha_i, cos(s_i, h_k)) "
+                f"{_ci(sr.routing)} vs shuffled {_ci(sr.routing_null)}; weighting gain {_ci(sr.weighting_gain, '+.3f')} vs "
+                f"shuffled {_ci(sr.weighting_gain_null, '+.3f')}", f"{HU}, section 5 (utils/signals.py)"))
+            w = s.wrong_first_demo
             claims.append(measured(
                 f"head {head}: a wrong first demonstration (label + {cfg.corrupt_offset}) read through the extraction identity",
-                f"its signal's cosine with h_k {w['signal_cosine_clean']:.2f} clean -> {w['signal_cosine_wrong']:.2f} wrong; its share "
-                f"of the label attention {w['attention_share_clean']:.2f} -> {w['attention_share_wrong']:.2f}; the head's output at "
-                f"the final token, cosine with h_k {w['output_cosine_clean']:.2f} -> {w['output_cosine_wrong']:.2f}",
+                f"its signal's cosine with h_k {w.signal_cosine_clean:.2f} clean -> {w.signal_cosine_wrong:.2f} wrong; its share "
+                f"of the label attention {w.attention_share_clean:.2f} -> {w.attention_share_wrong:.2f}; the head's output at "
+                f"the final token, cosine with h_k {w.output_cosine_clean:.2f} -> {w.output_cosine_wrong:.2f}",
                 f"{HU}, section 5 (self-correction)"))
-        corr = s["successive_signal_correlation"]
-        ok = corr < t.max_successive_correlation and sc["first_wrong"] >= sc["last_wrong"] - t.correction_tolerance
+        corr = s.successive_signal_correlation
+        ok = corr < t.max_successive_correlation and sc.first_wrong >= sc.last_wrong - t.correction_tolerance
         claims.append(Claim(
             "self-correction: successive demonstrations' signal deviations are negatively correlated and an early wrong "
             "demonstration hurts no more than a late one", Verdict.of(ok),
-            f"head {head}: r = {corr:+.2f}; accuracy {sc['first_wrong']:.2f} with the first wrong vs {sc['last_wrong']:.2f} with the last",
+            f"head {head}: r = {corr:+.2f}; accuracy {sc.first_wrong:.2f} with the first wrong vs {sc.last_wrong:.2f} with the last",
             f"{HU}, section 5", {"thresholds.max_successive_correlation": t.max_successive_correlation,
                                  "thresholds.correction_tolerance": t.correction_tolerance}))
-    for head, pr in res.get("projection", {}).items():
-        acc_p = pr["accuracy"]
+    projected: Projection | None = res.get("projection")
+    for head, pr in (projected.heads if projected else {}).items():
+        acc_p = pr.accuracy
         claims.append(measured(
-            f"head {head}: projection causal test (zero-shot accuracy of its task-mean result at c* = {pr['c_star']:g}, whole or "
+            f"head {head}: projection causal test (zero-shot accuracy of its task-mean result at c* = {pr.c_star:g}, whole or "
             "projected on its mod-vector subspaces)", ", ".join(f"{arm} {v:.2f}" for arm, v in acc_p.items()),
             f"{HU}, appendix F (run_projection_causal)"))
     claims.append(measured(f"one wrong demonstration (label + {cfg.corrupt_offset}; iclab's own test: self-correction predicts the "
-                           "early error hurts less)", f"accuracy {sc['clean']:.2f} clean, {sc['first_wrong']:.2f} with the first wrong, "
-                           f"{sc['last_wrong']:.2f} with the last wrong", "iclab"))
+                           "early error hurts less)", f"accuracy {sc.clean:.2f} clean, {sc.first_wrong:.2f} with the first wrong, "
+                           f"{sc.last_wrong:.2f} with the last wrong", "iclab"))
     numbers = {
         "model": res["model"],
-        "clean_accuracy": clean["train_tasks"],
-        "clean_accuracy_held_out": clean["held_out_tasks"],
-        "heads": {"selected": loc["selected"], "significant": loc["significant"], "main": loc["main"]},
-        "accuracy": {"selected_fv": acc["selected_fv"], "few_shot_clean": acc["few_shot_clean"],
-                     "few_shot_main_ablated": acc["few_shot_main_ablated"]},
-        "pcs_to_95": {h: s["pcs_to_95"] for h, s in sub.items()},
-        "periodic_r2": {h: {pc: max(v["r2"] for v in f.values()) for pc, f in s["periodic"].items()} for h, s in sub.items()},
-        "label_token_signal_share": {h: s["signal_label_share"] for h, s in sub.items()},
+        "clean_accuracy": clean.train_tasks,
+        "clean_accuracy_held_out": clean.held_out_tasks,
+        "heads": {"selected": loc.selected, "significant": loc.significant, "main": loc.main},
+        "accuracy": {"selected_fv": acc.selected_fv, "few_shot_clean": acc.few_shot_clean,
+                     "few_shot_main_ablated": acc.few_shot_main_ablated},
+        "pcs_to_95": {h: s.pcs_to_95 for h, s in sub.heads.items()},
+        "periodic_r2": {h: {pc: fit.r2 for pc, (_, fit) in s.best_fits().items()} for h, s in sub.heads.items()},
+        "label_token_signal_share": {h: s.signal_label_share for h, s in sub.heads.items()},
     }
     return claims, numbers
 
 
-def scan_findings(cfg: AddKStudySettings, scan: dict[str, Any]) -> list[Claim]:
+def scan_findings(cfg: AddKStudySettings, scan: CleanScan) -> list[Claim]:
     """The clean accuracy scan over prompt formats and shots, as a MEASURED claim."""
-    best = max(scan.values(), key=lambda r: r["accuracy"])
-    table = "; ".join(f"{r['format']} {r['shots']}-shot {r['accuracy']:.2f}" for r in scan.values())
-    main = scan.get(f"{cfg.prompt_format}/{max(cfg.scan_shots)}")
-    per_k = ", ".join(f"k={k}: {a:.2f}" for k, a in main["per_k"].items()) if main else "-"
+    best = scan.best()
+    table = "; ".join(f"{r.format} {r.shots}-shot {r.accuracy:.2f}" for r in scan.rows.values())
+    main = scan.rows.get(f"{cfg.prompt_format}/{max(cfg.scan_shots)}")
+    per_k = ", ".join(f"k={k}: {a:.2f}" for k, a in main.per_k.items()) if main else "-"
     return [measured(f"clean accuracy by prompt format and shots (tasks k = {cfg.scan_ks}, {cfg.scan_per_task} prompts each, "
-                     f"answers of {best['answer_tokens']:.1f} tokens on average, greedy with the key/value cache)",
-                     f"{table}. Best: {best['format']} {best['shots']}-shot {best['accuracy']:.2f}; by k ({cfg.prompt_format}, "
+                     f"answers of {best.answer_tokens:.1f} tokens on average, greedy with the key/value cache)",
+                     f"{table}. Best: {best.format} {best.shots}-shot {best.accuracy:.2f}; by k ({cfg.prompt_format}, "
                      f"{max(cfg.scan_shots)}-shot): {per_k}", f"{HU}; formats from the authors' code (Todd et al.'s prefixes)")]
 
 
-def not_applicable(cfg: AddKStudySettings, clean: dict[str, Any], name: str) -> list[Claim]:
+def not_applicable(cfg: AddKStudySettings, clean: CleanAccuracy, name: str) -> list[Claim]:
     """Every localisation claim marked NOT APPLICABLE: below ``min_clean_accuracy`` there is no behaviour to localise."""
-    why = (f"{name} solves {cfg.task.shots}-shot add-k in the {cfg.prompt_format} format only {clean['train_tasks']:.2f} of the "
+    why = (f"{name} solves {cfg.task.shots}-shot add-k in the {cfg.prompt_format} format only {clean.train_tasks:.2f} of the "
            "time; head sets found on a task the model does not do would mean nothing")
     claims = ("a sparse set of heads carries the task (function vector from a head mask)",
               "with every other head ablated, a few main heads keep few-shot accuracy",
@@ -139,12 +145,12 @@ def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim], 
     clean, scan = res["clean_accuracy"], res.get("clean_scan")
     if "localisation" not in res:
         claims = [measured("clean few-shot exact-match accuracy", f"{cfg.task.shots}-shot, {cfg.prompt_format} format: "
-                           f"{clean['train_tasks']:.2f} on training tasks, {clean['held_out_tasks']:.2f} on held-out tasks", HU)]
+                           f"{clean.train_tasks:.2f} on training tasks, {clean.held_out_tasks:.2f} on held-out tasks", HU)]
         claims += (scan_findings(cfg, scan) if scan else []) + not_applicable(cfg, clean, res["model"])
-        return claims, {"model": res["model"], "clean_accuracy": clean["train_tasks"], "clean_accuracy_held_out": clean["held_out_tasks"],
-                        "clean_scan": scan, "localised": False}
+        return claims, {"model": res["model"], "clean_accuracy": clean.train_tasks, "clean_accuracy_held_out": clean.held_out_tasks,
+                        "clean_scan": scan.rows if scan else None, "localised": False}
     claims, numbers = localised(cfg, res)
     if scan:
         claims += scan_findings(cfg, scan)
-        numbers["clean_scan"] = scan
+        numbers["clean_scan"] = scan.rows
     return claims, numbers

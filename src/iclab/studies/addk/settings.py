@@ -53,14 +53,16 @@ class AddKStudySettings:
     task: AddKConfig = field(default_factory=lambda: AddKConfig(min_shots=1, max_offset=4, label_noise=0.1))
     eval_per_task: int = 20  # few-shot prompts per task for accuracies
     mean_per_task: int = 100  # prompts per task for the task means z_k
-    mask_per_task: int = 40  # zero-shot prompts per training task for the mask optimisation (80/20 split)
+    mask_per_task: int = 40  # zero-shot prompts per training task for the mask optimisation ...
+    mask_fit_share: float = 0.8  # ... of which this share fits the mask and the rest tests the head sets
     fv_layer: int | None = None  # injection layer; None: a third of the depth
     lam: float = 0.05
     mask_lr: float = 0.01
     mask_epochs: int = 50
     mask_batch: int = 128
     q: float = 0.05  # Benjamini-Hochberg false-discovery rate
-    main_fraction: float = 0.25  # Hu et al.'s unified rule: main heads recover at least this share of the best head's gain
+    main_fraction: float = 0.25  # Hu et al.'s unified rule: main heads recover at least this share of the best head's gain,
+    main_clean_min: float = 0.25  # ... when few-shot accuracy reaches this (their clean_min; min_clean_accuracy gates the study)
     c_max: int = 20  # the recovery scan's coefficients c = 0 .. c_max (the authors' grid)
     random_sets: int = 3  # random head sets of the main set's size ablated in the necessity check
     max_subspace_heads: int = 3
@@ -92,8 +94,9 @@ class AddKStudySettings:
     @property
     def search(self) -> HeadSetSearch:
         """The head-set search's settings, from the flat fields (``--set lam=...`` etc.)."""
-        return HeadSetSearch(lam=self.lam, lr=self.mask_lr, epochs=self.mask_epochs, batch=self.mask_batch, c_max=self.c_max,
-                             q=self.q, main_fraction=self.main_fraction, random_sets=self.random_sets)
+        return HeadSetSearch(lam=self.lam, lr=self.mask_lr, epochs=self.mask_epochs, batch=self.mask_batch, fit_share=self.mask_fit_share,
+                             c_max=self.c_max, q=self.q, main_fraction=self.main_fraction, main_clean_min=self.main_clean_min,
+                             random_sets=self.random_sets)
 
 
 PRESETS = {

@@ -22,6 +22,9 @@ class SpinGlassThresholds:
     min_contrast_ratio: float = 0.9  # the contrast ratio at the largest P must exceed this
     monotone_slack: float = 0.02  # fig 4a: averaged rows / columns may dip by at most this
     gd_gap: float = 0.15  # fig 4b: relative test-error gap between gradient training and the Boltzmann mean
+    zero_mode_tol: float = 1e-12  # fig S7: a zero-mode fraction within this of its floor counts as at the floor (float noise)
+    zero_mode_offset: int = 0  # ... and the first P at the floor may differ from D(D+1) by at most this (the paper: exactly there)
+    peak_steps: float = 1.0  # fig S1: the test-error peak lies within this many alpha grid steps of (D+1)/D
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,82 @@
+"""The addk study's claims, table-driven on hand-built typed results: for each claim a case where it holds and one where
+it does not (and NOT APPLICABLE where the model has no behaviour or no main head)."""
+
+from dataclasses import replace
+
+import pytest
+
+from iclab.analysis.addk import FeatureFit, HeadTest, MainHeadRule, MeanCI, SignalRouting, WrongDemonstration
+from iclab.analysis.addk_pipeline import (CleanAccuracy, HeadProjection, HeadSetAccuracy, HeadSubspace, JointFit, Localisation,
+                                          Projection, SelfCorrection, Subspaces)
+from iclab.claims import Verdict
+from iclab.results import Head
+from iclab.studies.addk.claims import findings
+from iclab.studies.addk.settings import PRESETS
+
+CFG = PRESETS["quick"]
+MAIN = Head(1, 2)
+CI = MeanCI(0.5, (0.4, 0.6), 20)
+
+
+def subspace(label_share: float = 0.97, successive: float = -0.3) -> HeadSubspace:
+    return HeadSubspace(
+        explained=[0.5, 0.3, 0.2], pcs_to_95=3, coords=[[0.0, 0.0, 0.0]] * 3,
+        periodic={"PC1": {"cos 10": FeatureFit(0.9, 0.0)}}, mod_fit=JointFit({"mod10c": 0.9}, {"mod10c": 0.0}),
+        identity_relative_error=1e-6, attention_label_share=0.9, signal_label_share=label_share, position_attention=[0.5, 0.5],
+        position_signal=[0.5, 0.5], successive_signal_correlation=successive, signal_norm_by_demo=[1.0, 1.0],
+        signal_routing=SignalRouting(3.0, CI, CI, CI, CI, CI, CI), wrong_first_demo=WrongDemonstration(0.9, -0.5, 0.2, 0.1, 0.9, 0.8))
+
+
+def results(selected_fv=0.9, zero_shot=0.1, selected=(Head(0, 1), MAIN, Head(2, 3)), main=(MAIN,), main_ablated=0.2,
+            random_ablated=(0.85, 0.9, 0.88), label_share=0.97, successive=-0.3, first_wrong=0.8, last_wrong=0.7, clean=0.9):
+    selected, main = list(selected), list(main)
+    accuracy = HeadSetAccuracy(zero_shot, selected_fv, 0.8, 0.7 if main else None, 0.9, main_ablated if main else None,
+                               list(random_ablated) if main else [])
+    loc = Localisation(1, [[0.0] * 4 for _ in range(3)], [1.0], selected, main, {h: HeadTest(0.01, 3, 10, 1, h in main) for h in selected},
+                       {h: {0: 0.1, 3: 0.6} for h in selected}, main, MainHeadRule(main, {h: 0.5 for h in selected}, 0.5, True), accuracy)
+    heads = main or selected
+    return {"model": "hand-built", "clean_accuracy": CleanAccuracy(clean, 0.5), "localisation": loc,
+            "subspaces": Subspaces({h: subspace(label_share, successive) for h in heads}),
+            "self_correction": SelfCorrection(0.9, first_wrong, last_wrong),
+            "projection": Projection({h: HeadProjection(3.0, {"whole": 0.6}) for h in heads})}
+
+
+def verdict(res, starts: str) -> Verdict:
+    claims, _ = findings(CFG, res)
+    return next(c for c in claims if c.statement.startswith(starts)).verdict
+
+
+CASES = [  # (claim, results where it holds, results where it does not)
+    ("a sparse set of heads carries the task", {}, {"selected_fv": 0.2}),
+    ("a sparse set of heads carries the task", {}, {"selected": [Head(0, h) for h in range(4)]}),  # 4 of 12 > a quarter
+    ("the main heads are necessary", {}, {"main_ablated": 0.8}),  # drop 0.1 < 0.2
+    ("the main heads are necessary", {}, {"random_ablated": (0.5, 0.5, 0.5)}),  # random sets cost more than half as much
+    (f"head {MAIN} takes its signal from the demonstrations' label tokens", {}, {"label_share": 0.5}),
+    ("self-correction", {}, {"successive": 0.2}),
+    ("self-correction", {}, {"first_wrong": 0.5, "last_wrong": 0.8}),
+]
+
+
+@pytest.mark.parametrize("claim, holds, fails", CASES)
+def test_each_claim_holds_on_one_case_and_not_on_the_other(claim, holds, fails):
+    assert verdict(results(**holds), claim) is Verdict.REPRODUCED
+    assert verdict(results(**fails), claim) is Verdict.NOT_REPRODUCED
+
+
+def test_no_main_head_makes_necessity_not_applicable():
+    assert verdict(results(main=()), "the main heads are necessary") is Verdict.NOT_APPLICABLE
+
+
+def test_a_model_without_the_behaviour_gets_not_applicable_for_every_localisation_claim():
+    res = {"model": "hand-built", "clean_accuracy": CleanAccuracy(0.1, 0.0)}
+    claims, numbers = findings(CFG, res)
+    localisation = [c for c in claims if c.verdict is Verdict.NOT_APPLICABLE]
+    assert len(localisation) == 5 and all(c.thresholds == {"min_clean_accuracy": CFG.min_clean_accuracy} for c in localisation)
+    assert numbers["localised"] is False
+
+
+def test_the_thresholds_decide_and_are_named():
+    strict = replace(CFG, thresholds=replace(CFG.thresholds, min_label_share=0.99))
+    claims, _ = findings(strict, results())
+    label = next(c for c in claims if "label tokens" in c.statement)
+    assert label.verdict is Verdict.NOT_REPRODUCED and label.thresholds == {"thresholds.min_label_share": 0.99}

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from iclab.plots import plt, save
+from iclab.spinglass import experiments as X
+from iclab.analysis.task_diversity import TaskDiversity
 
 
 def _heat(ax, matrix, title: str, cmap: str = "RdBu_r", symmetric: bool = True) -> None:
@@ -20,47 +22,47 @@ def _heat(ax, matrix, title: str, cmap: str = "RdBu_r", symmetric: bool = True) 
     plt.colorbar(im, ax=ax, fraction=0.046)
 
 
-def fig2_maps(res: dict[str, Any], folder: Path) -> Path:
-    maps = res["maps"]
-    n_trained = min(2, max((len(r.get("trained", [])) for r in maps.values()), default=0))
+def fig2_maps(res: X.Fig2Result, folder: Path) -> Path:
+    maps = res.maps
+    n_trained = min(2, max((len(r.trained) for r in maps.values()), default=0))
     fig, axes = plt.subplots(len(maps), 4 + n_trained, figsize=(3 * (4 + n_trained), 3 * len(maps)))
     axes = np.atleast_2d(axes)
     for row, (P, r) in zip(axes, maps.items()):
-        for i, W in enumerate(r.get("trained", [])[:n_trained]):  # what the paper's figure shows: trained weights
-            _heat(row[4 + i], W, f"P={P}: trained W, start {i + 1} (last column\nunread: its init) spread {r['init_spread']:.2f}")
-        _heat(row[0], r["m_exact"], f"P={P}: mean m (exact)\nCR = {r['contrast_ratio']:.2f}")
-        _heat(row[1], r["v_exact"], f"P={P}: variance v (exact)", cmap="viridis", symmetric=False)
-        for ax, key, info, name in ((row[2], "m_amp", r["amp"], "AMP"), (row[3], "m_amp_paper", r.get("amp_paper"), "AMP (paper)")):
-            if r.get(key) is not None:
-                gap = info.get("gap_to_exact_mean")
-                _heat(ax, r[key], f"P={P}: mean m ({name})\n{info['iterations']} it." + (f", {gap:.1e} from exact" if gap is not None else ""))
+        for i, W in enumerate(r.trained[:n_trained]):  # what the paper's figure shows: trained weights
+            _heat(row[4 + i], W, f"P={P}: trained W, start {i + 1} (last column\nunread: its init) spread {r.init_spread:.2f}")
+        _heat(row[0], r.m_exact, f"P={P}: mean m (exact)\nCR = {r.contrast_ratio:.2f}")
+        _heat(row[1], r.v_exact, f"P={P}: variance v (exact)", cmap="viridis", symmetric=False)
+        for ax, m, info, name in ((row[2], r.m_amp, r.amp, "AMP"), (row[3], r.m_amp_paper, r.amp_paper, "AMP (paper)")):
+            if m is not None:
+                gap = info.gap_to_exact_mean
+                _heat(ax, m, f"P={P}: mean m ({name})\n{info.iterations} it." + (f", {gap:.1e} from exact" if gap is not None else ""))
             else:
                 ax.axis("off")
-                err = None if info is None else info["error"]
+                err = info.error
                 ax.text(0.5, 0.5, f"P={P}: {name} did not converge\n(last change {err:.2g})" if err is not None else f"P={P}: {name} diverged",
                         ha="center", va="center")
     return save(fig, folder, "fig2_magnetization_maps")
 
 
-def diversity(res: dict[str, Any], folder: Path) -> Path:
+def diversity(res: X.DiversityCurve, folder: Path) -> Path:
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    a.loglog(res["P"], res["test_error"], "o-")
-    a.axhline(res["label_variance"], ls=":", c="gray", label="label variance")
+    a.loglog(res.P, res.test_error, "o-")
+    a.axhline(res.label_variance, ls=":", c="gray", label="label variance")
     a.set_xlabel("task diversity P")
     a.set_ylabel("test MSE on unseen tasks")
     a.legend()
-    b.semilogx(res["P"], res["contrast_ratio"], "o-")
+    b.semilogx(res.P, res.contrast_ratio, "o-")
     b.set_xlabel("task diversity P")
     b.set_ylabel("contrast ratio")
     return save(fig, folder, "diversity_test_error_and_contrast")
 
 
-def fig4a(res: dict[str, Any], folder: Path) -> Path:
+def fig4a(res: X.ContrastGrid, folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 4))
-    grid = np.asarray(res["grid"])
+    grid = np.asarray(res.grid)
     im = ax.imshow(grid, origin="lower", aspect="auto", cmap="magma")
-    ax.set_xticks(range(len(res["P"])), [str(p) for p in res["P"]], rotation=60, fontsize=7)
-    ax.set_yticks(range(len(res["N"])), [str(n) for n in res["N"]], fontsize=7)
+    ax.set_xticks(range(len(res.P)), [str(p) for p in res.P], rotation=60, fontsize=7)
+    ax.set_yticks(range(len(res.N)), [str(n) for n in res.N], fontsize=7)
     ax.set_xlabel("P (number of training tasks)")
     ax.set_ylabel("N (examples per prompt)")
     ax.set_title("contrast ratio of the Boltzmann mean")
@@ -68,15 +70,15 @@ def fig4a(res: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "fig4a_contrast_ratio")
 
 
-def fig4b(res: dict[str, Any], folder: Path) -> Path:
-    Ns = [int(n) for n in res]
+def fig4b(res: X.Fig4bResult, folder: Path) -> Path:
+    Ns, rows = list(res.rows), list(res.rows.values())
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot(Ns, [r["exact"] for r in res.values()], "o-", label="Boltzmann mean (exact)")
+    ax.plot(Ns, [r.exact for r in rows], "o-", label="Boltzmann mean (exact)")
     for key, marker, label in (("amp", "x", "AMP (converged points)"), ("amp_paper", "+", "AMP, paper's update (converged points)")):
-        pts = [(n, r[key]) for n, r in zip(Ns, res.values()) if r.get(key) is not None]
+        pts = [(n, getattr(r, key)) for n, r in zip(Ns, rows) if getattr(r, key) is not None]
         if pts:
             ax.plot(*zip(*pts), marker, ms=9, label=label)
-    ax.plot(Ns, [r["gd"] for r in res.values()], "s--", mfc="none", label="gradient-trained model")
+    ax.plot(Ns, [r.gd for r in rows], "s--", mfc="none", label="gradient-trained model")
     ax.set_yscale("log")
     ax.set_xlabel("N (examples per prompt)")
     ax.set_ylabel("test MSE on unseen tasks")
@@ -84,10 +86,10 @@ def fig4b(res: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "fig4b_test_error_vs_N")
 
 
-def figS1(res: dict[str, Any], folder: Path) -> Path:
+def figS1(res: X.DoubleDescent, folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.errorbar(res["alpha"], res["test_error"], yerr=res["std"], fmt="o-", capsize=2)
-    ax.axvline(res["threshold_alpha"], ls=":", c="red", label="P = D(D+1)")
+    ax.errorbar(res.alpha, res.test_error, yerr=res.std, fmt="o-", capsize=2)
+    ax.axvline(res.threshold_alpha, ls=":", c="red", label="P = D(D+1)")
     ax.set_yscale("log")
     ax.set_xlabel("alpha = P / D^2")
     ax.set_ylabel("test MSE (no regularisation)")
@@ -95,10 +97,10 @@ def figS1(res: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "figS1_double_descent")
 
 
-def figS7(res: dict[str, Any], folder: Path) -> Path:
+def figS7(res: X.ZeroModes, folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for D, row in res.items():
-        ax.plot(np.asarray(row["P"]) / row["K"], row["fraction"], "o-", label=f"D={D}")
+    for D, row in res.rows.items():
+        ax.plot(np.asarray(row.P) / row.K, row.fraction, "o-", label=f"D={D}")
     ax.axvline(1.0, ls=":", c="gray")
     ax.set_xlabel("P / D(D+1)")
     ax.set_ylabel("fraction of zero modes")
@@ -106,13 +108,13 @@ def figS7(res: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "figS7_zero_modes")
 
 
-def figS4(res: dict[str, Any], folder: Path) -> Path:
-    fig, axes = plt.subplots(1, len(res), figsize=(4.5 * len(res), 3.6), squeeze=False)
-    for ax, (axis, rows) in zip(axes[0], res.items()):
-        c = [r["c"] for r in rows]
-        ax.plot(c, [r["exact"] for r in rows], "o-", label="Boltzmann mean")
-        ax.plot(c, [r["gd"] for r in rows], "s--", mfc="none", label="gradient-trained")
-        amp = [(r["c"], r["amp"]) for r in rows if r["amp"] is not None]
+def figS4(res: X.CorrelatedInputs, folder: Path) -> Path:
+    fig, axes = plt.subplots(1, len(res.rows), figsize=(4.5 * len(res.rows), 3.6), squeeze=False)
+    for ax, (axis, rows) in zip(axes[0], res.rows.items()):
+        c = [r.c for r in rows]
+        ax.plot(c, [r.exact for r in rows], "o-", label="Boltzmann mean")
+        ax.plot(c, [r.gd for r in rows], "s--", mfc="none", label="gradient-trained")
+        amp = [(r.c, r.amp) for r in rows if r.amp is not None]
         if amp:
             ax.plot(*zip(*amp), "x", ms=9, label="AMP (converged)")
         ax.set_title(f"correlated {axis}")
@@ -122,17 +124,17 @@ def figS4(res: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "figS4_correlated_inputs")
 
 
-def task_diversity_figure(res: dict[str, Any], folder: Path) -> Path:
-    rows = res["rows"]
-    Ms = [r["M"] for r in rows]
+def task_diversity_figure(res: TaskDiversity, folder: Path) -> Path:
+    rows = res.rows
+    Ms = [r.M for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     for key, style in (("model", "o-"), ("ridge", "--"), ("dmmse", ":")):
-        a.semilogx(Ms, [r["error"][key] for r in rows], style, label=key)
+        a.semilogx(Ms, [r.error[key] for r in rows], style, label=key)
     a.set_xlabel("task pool size M")
     a.set_ylabel("error / d on fresh Gaussian tasks")
     a.legend()
     for key in ("ridge", "dmmse"):
-        b.loglog(Ms, [r["spd"][key] for r in rows], "o-", label=f"SPD(model, {key})")
+        b.loglog(Ms, [r.spd[key] for r in rows], "o-", label=f"SPD(model, {key})")
     b.set_xlabel("task pool size M")
     b.legend()
     return save(fig, folder, "task_diversity_transformer")

@@ -16,17 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
-import torch
-
 from iclab.claims import Claim
 from iclab.config import config_hash, dump_yaml, to_dict, with_overrides
 from iclab.errors import IclabError, RunDirError
 from iclab.results import Result, SchemaError, decode, encode
-from iclab.tasks.base import part_generator
+from iclab.tasks.base import part_generator as generator, seeded  # noqa: F401 (the studies' way in)
 from iclab.io import atomic_write_json, atomic_write_text, output_dir
 
 S = TypeVar("S")
-T = TypeVar("T")
 
 
 def settings_for(presets: dict[str, S], preset: str, overrides: list[str], study: str) -> S:
@@ -34,24 +31,6 @@ def settings_for(presets: dict[str, S], preset: str, overrides: list[str], study
     if preset not in presets:
         raise IclabError(f"--preset {preset!r} is not a preset of {study}; presets: {', '.join(presets)}")
     return with_overrides(presets[preset], overrides)
-
-
-SEED_FIELDS = ("data_seed", "task_seed", "noise_seed")
-
-
-def seeded(task: T, seed: int) -> T:
-    """A task config whose data streams follow the study's ``seed``: every ``*_seed`` field it has is offset by
-    ``seed`` (seed 0 keeps the task's defaults). A study's seed means the same in every study: the models'
-    initialisation (``RunConfig.seed``) and the data they see, so ``iclab sweep --seeds N`` varies both."""
-    import dataclasses
-
-    shifts = {f.name: getattr(task, f.name) + seed for f in dataclasses.fields(task) if f.name in SEED_FIELDS}
-    return dataclasses.replace(task, **shifts)
-
-
-def generator(seed: int, part: str) -> torch.Generator:
-    """An independent generator for one part of a study (:func:`iclab.tasks.base.part_generator`)."""
-    return part_generator(seed, part)
 
 
 # Files a sweep keeps in a run's folder next to the study's own.

@@ -11,9 +11,10 @@ place seeds are made.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 
@@ -73,3 +74,15 @@ class Task(Protocol):
 def part_generator(base_seed: int, part: str) -> torch.Generator:
     """An independent CPU generator for one named part of an analysis (a study's part, a step of a pipeline)."""
     return torch.Generator().manual_seed(derive_seed(base_seed, part, "train", 0))
+
+
+T = TypeVar("T")
+SEED_FIELDS = ("data_seed", "task_seed", "noise_seed")
+
+
+def seeded(task: T, seed: int) -> T:
+    """A task config whose data streams follow a study's ``seed``: every ``*_seed`` field it has is offset by
+    ``seed`` (seed 0 keeps the task's defaults). A study's seed means the same in every study: the models'
+    initialisation (``RunConfig.seed``) and the data they see, so ``iclab sweep --seeds N`` varies both."""
+    shifts = {f.name: getattr(task, f.name) + seed for f in dataclasses.fields(task) if f.name in SEED_FIELDS}
+    return dataclasses.replace(task, **shifts)

@@ -7,35 +7,36 @@ softmax transformer; claims in :mod:`.claims`, settings and presets in :mod:`.se
 
 from __future__ import annotations
 
-from typing import Any
-
 from iclab.config import to_dict
 from iclab.plots.spinglass import plot_all
+from iclab.results import Result
 from iclab.spinglass import experiments as X
 from iclab.spinglass.experiments import Diversity, Fig2, Fig4a, Fig4b, FigS1, FigS4, FigS7, Solver
 from iclab.studies.common import generator
 from iclab.studies.runner import Context, Part, Study
 from iclab.studies.spinglass.claims import findings
 from iclab.studies.spinglass.settings import PRESETS, SpinGlassSettings, SpinGlassThresholds
-from iclab.studies.task_diversity import task_diversity
+from iclab.analysis.task_diversity import TaskDiversity, task_diversity
 
 
-def _figure(name: str) -> Part:
+def _figure(name: str, result: type[Result]) -> Part:
     """The experiment ``name`` on its own settings block, the solver's, and its own random stream."""
     experiment = getattr(X, name)
 
-    def compute(ctx: Context[SpinGlassSettings]) -> dict[str, Any]:
+    def compute(ctx: Context[SpinGlassSettings]) -> Result:
         s = ctx.settings
         return experiment(getattr(s, name), s.solver, generator(s.seed, name))
 
-    return Part(name, compute, depends=lambda s: (to_dict(getattr(s, name)), to_dict(s.solver), s.seed))
+    return Part(name, compute, result, depends=lambda s: (to_dict(getattr(s, name)), to_dict(s.solver), s.seed))
 
 
-PARTS = {name: _figure(name) for name in ("fig2", "diversity", "fig4a", "fig4b", "figS1", "figS7", "figS4")}
+PARTS = {name: _figure(name, result) for name, result in (
+    ("fig2", X.Fig2Result), ("diversity", X.DiversityCurve), ("fig4a", X.ContrastGrid), ("fig4b", X.Fig4bResult),
+    ("figS1", X.DoubleDescent), ("figS7", X.ZeroModes), ("figS4", X.CorrelatedInputs))}
 
 TASK_DIVERSITY = Part(
     "task_diversity", lambda ctx: task_diversity(ctx.settings.task_diversity, ctx.out, ctx.settings.seed, ctx.device, ctx.log),
-    depends=lambda s: (to_dict(s.task_diversity), s.seed), when=lambda ctx: ctx.settings.task_diversity is not None)
+    TaskDiversity, depends=lambda s: (to_dict(s.task_diversity), s.seed), when=lambda ctx: ctx.settings.task_diversity is not None)
 
 NOTES = [
     "The Boltzmann mean is computed exactly (the measure is Gaussian); fig 4a uses it instead of AMP.",

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 from iclab.config import require_positive
 from iclab.learners import Bayes, DiscreteMMSE, ModelLearner
 from iclab.models import ModelConfig
+from iclab.results import Result
 from iclab.runs import load_run
 from iclab.tasks import LinearRegression, LinRegConfig
-from iclab.studies.common import seeded
+from iclab.tasks.base import seeded
 from iclab.train import RunConfig, TrainConfig, train
 
 
@@ -50,7 +51,23 @@ def _config(b: TaskDiversitySettings, M: int, seed: int) -> RunConfig:
     return RunConfig(task=seeded(task, seed), model=model, train=train_cfg, seed=seed)
 
 
-def task_diversity(b: TaskDiversitySettings, out: Path, seed: int, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PoolRow:
+    """One pool size M: test error (per dimension) of the model, ridge and dMMSE on fresh Gaussian tasks, the model's
+    SPD to ridge and to dMMSE, and which of the two it is closer to."""
+
+    M: int
+    error: dict[str, float]
+    spd: dict[str, float]
+    closer_to: str
+
+
+@dataclass(frozen=True)
+class TaskDiversity(Result):
+    rows: list[PoolRow]
+
+
+def task_diversity(b: TaskDiversitySettings, out: Path, seed: int, device: torch.device, log: Callable[[str], None]) -> TaskDiversity:
     """Per pool size M: test error on Gaussian tasks of the model, ridge (Bayes) and dMMSE, and the model's SPD to each."""
     rows = []
     for M in b.pool_sizes:
@@ -67,5 +84,5 @@ def task_diversity(b: TaskDiversitySettings, out: Path, seed: int, device: torch
         }
         err = {k: float((p - ys).pow(2).mean() / b.d) for k, p in preds.items()}
         spd = {k: float((preds["model"] - preds[k]).pow(2).mean() / b.d) for k in ("ridge", "dmmse")}
-        rows.append({"M": M, "error": err, "spd": spd, "closer_to": min(spd, key=spd.get)})
-    return {"rows": rows}
+        rows.append(PoolRow(M, err, spd, min(spd, key=spd.get)))
+    return TaskDiversity(rows)

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from iclab.analysis.circuits import circuit_eigenvalues, composition_scores, eigenvalue_positivity, full_ov_circuit
+from iclab.analysis.circuits import composition_scores, eigenvalue_positivity, full_ov_circuit, induction_mechanism
+from iclab.results import Head
 from iclab.models import ModelConfig, Transformer
 
 V, E = 4, 4  # tokens; head width. Residual stream (24): [token (4) | previous token (4) | spare (16)]; 6 heads a layer
@@ -50,6 +51,11 @@ def test_the_wired_pair_k_composes_and_the_others_sit_near_chance():
 def test_the_induction_head_copies_and_prefix_matches_by_its_eigenvalues():
     model = induction_circuit()
     assert torch.allclose(full_ov_circuit(model, 1, 0), torch.eye(V, dtype=torch.float64))
-    ev = circuit_eigenvalues(model, previous=(0, 0), induction=(1, 0))
-    assert ev["ov_copying"] == pytest.approx(1.0) and ev["qk_prefix_matching"] == pytest.approx(1.0)
+    previous_token = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    previous_token[0, 0] = 0.9  # the planted previous-token head
+    mech = induction_mechanism(model, previous_token, [Head(0, 3), Head(1, 0)])  # a layer-0 head is left out
+    [ev] = mech.heads
+    assert ev.head == Head(1, 0) and ev.previous_token_head == Head(0, 0) and ev.k_best_earlier_head == Head(0, 0)
+    assert ev.ov_copying == pytest.approx(1.0) and ev.qk_prefix_matching == pytest.approx(1.0)
+    assert ev.k_from_previous_token_head > 2 * ev.k_mean_other_earlier
     assert float(eigenvalue_positivity(-torch.eye(3))) == pytest.approx(-1.0)

@@ -42,13 +42,14 @@ def test_induction_predictable_marks_tokens_whose_bigram_occurred_before():
 def test_the_coloured_text_is_written_and_embedded_in_the_report(tmp_path):
     import json
 
+    from iclab.analysis.induction_runs import Attribution, TextAttribution
     from iclab.plots.induction import token_loss_attribution
     from iclab.report import build_report
     from iclab.studies.common import RunIdentity, Summary
 
-    text = {"tokens": [[ord(c) for c in "a<b>\nab"]], "delta": [0.1, -0.5, 0.2, -1.0, 0.0, -2.0], "projection": [0.0] * 6,
-            "predictable": [False] * 5 + [True]}
-    attr = {"model": "attn2", "before_step": 10, "after_step": 90, "natural": text}
+    text = TextAttribution([[ord(c) for c in "a<b>\nab"]], [0.1, -0.5, 0.2, -1.0, 0.0, -2.0], [0.0] * 6, 0, 0.5,
+                           [False] * 5 + [True], -2.0, -0.24, 1, None)
+    attr = Attribution("attn2", 10, 90, text, text)
     study = tmp_path / "induction"
     path = token_loss_attribution({"attribution": attr}, study / "figures")
     text = path.read_text()

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from iclab.analysis.phase_change import loss_bump, loss_pca, nonconvex_stretch, phase_change_window
+from iclab.results import Head
 
 
 def test_the_window_brackets_a_sigmoidal_drop_of_the_icl_score():
@@ -44,8 +45,8 @@ def test_pca_finds_the_turn_of_the_trajectory():
     a[:15], b[15:] = 1.0, 1.0
     losses = np.outer(np.minimum(t, 0.5), a) + np.outer(np.maximum(t - 0.5, 0), b)
     traj = loss_pca(losses)
-    assert traj.explained.sum() == pytest.approx(1.0)
-    d = np.diff(traj.coords, axis=0)
+    assert sum(traj.explained) == pytest.approx(1.0)
+    d = np.diff(np.array(traj.coords), axis=0)
     cos = (d[10] @ d[40]) / np.linalg.norm(d[10]) / np.linalg.norm(d[40])
     assert abs(cos) < 0.2, "the two halves move in near-orthogonal directions: a sharp turn"
 
@@ -61,30 +62,29 @@ def test_a_power_law_is_convex_in_log_tokens_and_a_plateau_then_drop_is_not():
     assert stretch[1] / stretch[0] < 30, "the stretch is the onset of the drop, not the whole curve"
 
 
-def _trajectory(drop: float) -> dict:
-    """A scored trajectory over 40 snapshots whose ICL score falls by ``drop`` nats around 1e7 tokens."""
+def _trajectory(drop: float) -> tuple:
+    """A scored trajectory over 40 snapshots whose ICL score falls by ``drop`` nats around 1e7 tokens: steps, tokens,
+    ICL score, held-out loss, position losses."""
     rng = np.random.default_rng(0)
     tokens = np.concatenate([[0.0], np.geomspace(1e5, 1e9, 39)])
     icl = np.concatenate([[0.0], -drop / (1 + np.exp(-8 * (np.log(tokens[1:]) - np.log(1e7))))])
-    return {"step": list(range(40)), "tokens": tokens.tolist(), "icl_score/mixture": icl.tolist(),
-            "loss/mixture": (3.0 - 0.1 * np.log10(tokens + 1)).tolist(), "position_losses": rng.normal(size=(40, 8)).tolist()}
+    return np.arange(40), tokens, icl, 3.0 - 0.1 * np.log10(tokens + 1), rng.normal(size=(40, 8))
 
 
 def test_a_trajectory_has_a_phase_change_only_when_the_icl_score_moves_enough():
     from iclab.analysis.phase_change import trajectory_phase_change
 
-    big = trajectory_phase_change(_trajectory(0.5), min_icl_change=0.2)
-    assert big["window"]["start_tokens"] < 1e7 < big["window"]["end_tokens"] and len(big["pca"]["coords"]) == 40
-    small = trajectory_phase_change(_trajectory(0.1), min_icl_change=0.2)  # the fastest stretch of a 0.1-nat change
-    assert small["window"] is None and small["bump_tokens"] is None and small["rise_tokens"] is None
-    assert trajectory_phase_change(_trajectory(0.1), min_icl_change=0.0)["window"] is not None
+    big = trajectory_phase_change(*_trajectory(0.5), min_icl_change=0.2)
+    assert big.window.start_tokens < 1e7 < big.window.end_tokens and len(big.pca.coords) == 40
+    small = trajectory_phase_change(*_trajectory(0.1), min_icl_change=0.2)  # the fastest stretch of a 0.1-nat change
+    assert small.window is None and small.bump_tokens is None and small.rise_tokens is None
+    assert trajectory_phase_change(*_trajectory(0.1), min_icl_change=0.0).window is not None
 
 
 def test_induction_heads_need_prefix_matching_and_copying():
     from iclab.analysis.induction_scores import induction_heads
 
-    traj = {"prefix_matching": [[[0.0, 0.0], [0.0, 0.0]], [[0.1, 0.5], [0.9, 0.6]]],
-            "copying": [[[0, 0], [0, 0]], [[0.2, 0.3], [0.8, 0.1]]],
-            "copying_top1": [[[0, 0], [0, 0]], [[0.9, 0.9], [0.8, 0.2]]]}
-    heads = induction_heads(traj, threshold=0.4)
-    assert [(h["layer"], h["head"]) for h in heads] == [(1, 0), (0, 1)]  # (1, 1) matches prefixes but does not copy
+    pm, cp, top1 = np.array([[0.1, 0.5], [0.9, 0.6]]), np.array([[0.2, 0.3], [0.8, 0.1]]), np.array([[0.9, 0.9], [0.8, 0.2]])
+    heads = induction_heads(pm, cp, top1, threshold=0.4, min_copying_top1=0.5)
+    assert [h.head for h in heads] == [Head(1, 0), Head(0, 1)]  # L1H1 matches prefixes but does not copy
+    assert [h.head for h in induction_heads(pm, cp, top1, threshold=0.4, min_copying_top1=0.85)] == [Head(0, 1)]

@@ -7,6 +7,8 @@ import torch
 
 from iclab.errors import IclabError
 from iclab.studies import induction
+from iclab.analysis.induction_runs import Trajectory
+from iclab.results import Head
 from iclab.studies.common import Summary
 
 TINY = ["recipe.steps=1200", "recipe.snapshots=12", "models=[attn1,smeared1]", "recipe.natural_share=0", "eval_sequences=64",
@@ -24,9 +26,9 @@ def test_the_study_runs_and_smeared_keys_give_a_one_layer_model_in_context_learn
     # learn in-context token frequencies (measured: -3.7 vs -1.3 nats)
     assert saved.numbers["icl_score"]["smeared1"] < saved.numbers["icl_score"]["attn1"] - 1.0
     assert saved.numbers["induction_heads"]["smeared1"] and not saved.numbers["induction_heads"]["attn1"]
-    traj = json.loads((tmp_path / "parts" / "trajectory_smeared1.json").read_text())["result"]
-    assert len(traj["step"]) >= 10 and traj["step"][0] == 0
-    assert torch.tensor(traj["prefix_matching"]).shape == (len(traj["step"]), 1, 4)
+    traj = Trajectory.from_json(json.loads((tmp_path / "parts" / "trajectory_smeared1.json").read_text())["result"])
+    assert len(traj.step) >= 10 and traj.step[0] == 0
+    assert traj.head_scores("prefix_matching").shape == (len(traj.step), 1, 4)
     assert all((tmp_path / f).is_file() for f in summary.figures)
     assert any(c.verdict.value in ("REPRODUCED", "NOT REPRODUCED") for c in saved.claims)
     assert all(line.startswith(c.verdict.value) for line, c in zip(saved.findings, saved.claims))
@@ -54,7 +56,7 @@ def test_the_pretrained_branch_runs_on_a_local_hugging_face_model_and_resumes_fr
     log: list[str] = []
     summary = induction.run("quick", tmp_path, small, torch.device("cpu"), log=log.append)
     assert summary.study == "induction" and summary.numbers["model"] == str(hf_folder)
-    assert len(summary.numbers["induction_heads"]) == 2 and all(0 <= layer < 3 and 0 <= h < 4 for layer, h in summary.numbers["induction_heads"])
+    assert len(summary.numbers["induction_heads"]) == 2 and all(0 <= layer < 3 and 0 <= h < 4 for layer, h in map(Head.parse, summary.numbers["induction_heads"]))
     assert set(summary.numbers["ablation"]) == {"zero", "mean"} and {"induction", "random0", "random1"} <= set(summary.numbers["ablation"]["zero"])
     assert all((tmp_path / f).is_file() for f in summary.figures) and not (tmp_path / "runs").exists()
     log.clear()

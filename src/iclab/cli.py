@@ -146,6 +146,7 @@ def heads(
     from iclab.analysis.induction_scores import score_heads
     from iclab.device import resolve_device
     from iclab.heads import load_model
+    from iclab.results import Head
 
     if out is not None:
         from iclab.io import check_output_file
@@ -155,12 +156,11 @@ def heads(
     scores = score_heads(m, torch.Generator().manual_seed(seed))
     pm = scores["prefix_matching"]
     order = torch.argsort(pm.flatten(), descending=True)[:top]
-    table = Table("layer", "head", "prefix-matching", "copying (eigenvalues)", "copying (logits)", "copies (top-1)",
+    table = Table("head", "prefix-matching", "copying (eigenvalues)", "copying (logits)", "copies (top-1)",
                   "previous-token", "induction (TL mul)")
-    H = pm.shape[1]
     for i in order.tolist():
-        layer, h = divmod(i, H)
-        table.add_row(str(layer), str(h), *(f"{float(scores[k][layer, h]):.3f}" for k in
+        head = Head(*divmod(i, pm.shape[1]))
+        table.add_row(str(head), *(f"{float(scores[k][head]):.3f}" for k in
                                           ("prefix_matching", "copying_eigenvalues", "copying", "copying_top1", "previous_token",
                                            "induction_detection")))
     _print_table(table)

@@ -15,10 +15,12 @@ circuits from weights. Shapes: L layers, H heads, D d_model, E d_head, V vocabul
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from iclab.models import Transformer
+from iclab.results import Head, Result
 
 
 def _gain(norm: torch.nn.Module, D: int) -> torch.Tensor:
@@ -104,33 +106,53 @@ def k_composed_qk_circuit(model: Transformer, previous: tuple[int, int], inducti
     return W_E @ qk[induction] @ (W_E @ ov[previous]).T
 
 
-def circuit_eigenvalues(model: Transformer, previous: tuple[int, int] | None, induction: tuple[int, int]) -> dict[str, float]:
-    """Olsson et al.'s mechanistic check for one induction head: eigenvalue positivity of its full OV circuit (copying)
-    and of its QK circuit K-composed with the previous-token head (prefix matching)."""
-    out = {"ov_copying": float(eigenvalue_positivity(full_ov_circuit(model, *induction)))}
-    if previous is not None:
-        out["qk_prefix_matching"] = float(eigenvalue_positivity(k_composed_qk_circuit(model, previous, induction)))
-    return out
+@dataclass(frozen=True)
+class HeadMechanism:
+    """Olsson et al.'s mechanistic check of one induction head: the earlier-layer head with the best previous-token
+    score, the K-composition from it and the mean from the other earlier heads, the earlier head it K-composes with
+    most, and the eigenvalue positivity of its full OV circuit (copying) and of its QK circuit K-composed with the
+    previous-token head (prefix matching)."""
+
+    head: Head
+    previous_token_head: Head
+    k_from_previous_token_head: float
+    k_best_earlier_head: Head
+    k_mean_other_earlier: float
+    ov_copying: float
+    qk_prefix_matching: float
 
 
-def induction_mechanism(model: Transformer, previous_token: torch.Tensor, induction: list[tuple[int, int]],
-                        generator: torch.Generator | None = None) -> dict:
-    """For each induction head (layer >= 1): the earlier-layer head with the best previous-token score [L, H], the
-    K-composition of every earlier head into it (is that previous-token head the one it composes with most?), and
-    the eigenvalue positivity of its OV circuit and of its QK circuit composed with the previous-token head.
-    Plain lists (JSON-ready); also the K-composition matrix between consecutive layers' heads for a figure."""
+@dataclass(frozen=True)
+class Mechanism(Result):
+    """:class:`HeadMechanism` of each induction head after layer 0, the chance level of a composition score, and the
+    K-composition matrix [L][H][L][H] (0 where undefined) for a figure."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    chance: float
+    k_composition: list[list[list[list[float]]]]
+    heads: list[HeadMechanism]
+
+
+def induction_mechanism(model: Transformer, previous_token: torch.Tensor, induction: list[Head],
+                        generator: torch.Generator | None = None) -> Mechanism:
+    """For each induction head (layer >= 1): the earlier-layer head with the best previous-token score
+    ``previous_token`` [L, H], the K-composition of every earlier head into it (is that previous-token head the one
+    it composes with most?), and the eigenvalue positivity of its OV circuit and of its QK circuit composed with the
+    previous-token head."""
     comp = composition_scores(model, generator)
-    out = {"chance": comp.chance, "k_composition": comp.k.nan_to_num(0.0).tolist(), "heads": []}
-    for layer, head in induction:
+    heads = []
+    for head in induction:
+        layer = head.layer
         if layer == 0:
             continue
         prev_scores = previous_token[:layer]
-        prev = tuple(int(i) for i in divmod(int(prev_scores.argmax()), prev_scores.shape[1]))
-        k_in = comp.k[:layer, :, layer, head]  # [layer, H]: every earlier head into this one
-        best = tuple(int(i) for i in divmod(int(k_in.argmax()), k_in.shape[1]))
-        out["heads"].append({"head": [layer, head], "previous_token_head": list(prev),
-                             "k_from_previous_token_head": float(comp.k[prev[0], prev[1], layer, head]),
-                             "k_best_earlier_head": list(best), "k_mean_other_earlier": float(
-                                 (k_in.sum() - comp.k[prev[0], prev[1], layer, head]) / max(k_in.numel() - 1, 1)),
-                             **circuit_eigenvalues(model, prev, (layer, head))})
-    return out
+        prev = Head(*divmod(int(prev_scores.argmax()), prev_scores.shape[1]))
+        k_in = comp.k[:layer, :, layer, head.head]  # [layer, H]: every earlier head into this one
+        best = Head(*divmod(int(k_in.argmax()), k_in.shape[1]))
+        k_prev = comp.k[prev.layer, prev.head, layer, head.head]
+        heads.append(HeadMechanism(
+            head, prev, float(k_prev), best, float((k_in.sum() - k_prev) / max(k_in.numel() - 1, 1)),
+            float(eigenvalue_positivity(full_ov_circuit(model, *head))),
+            float(eigenvalue_positivity(k_composed_qk_circuit(model, prev, head)))))
+    return Mechanism(comp.chance, comp.k.nan_to_num(0.0).tolist(), heads)

@@ -7,7 +7,7 @@ curve), and causal evidence by ablating the top induction heads against heads
 drawn at random from the same layers.
 
 Shapes: ids [B, T]; per-token losses [B, T-1] (loss of predicting token t+1);
-head lists are (layer, head) pairs; mean z [L, H, E].
+heads are :class:`~iclab.results.Head` values; mean z [L, H, E].
 Natural text is the Python reference documentation shipped with CPython
 (``pydoc_data.topics``, ~465k characters of English), present on every machine.
 """
@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from iclab.analysis.heads import icl_positions, icl_score, repeated_random_tokens
 from iclab.heads import HeadModel, Intervention
-
-Head = tuple[int, int]
+from iclab.results import Head
 
 
 def pydoc_text() -> str:
@@ -74,7 +73,7 @@ def mean_head_z(model: HeadModel, ids: torch.Tensor, batch: int = 8) -> torch.Te
 def top_heads(scores: torch.Tensor, k: int) -> list[Head]:
     """The ``k`` heads with the largest scores [L, H], best first."""
     order = torch.argsort(scores.flatten(), descending=True)[:k]
-    return [divmod(int(i), scores.shape[1]) for i in order]
+    return [Head(*divmod(int(i), scores.shape[1])) for i in order]
 
 
 def random_heads_like(heads: list[Head], n_heads: int, generator: torch.Generator) -> list[Head]:
@@ -85,8 +84,8 @@ def random_heads_like(heads: list[Head], n_heads: int, generator: torch.Generato
     for layer, _ in heads:
         free = [h for h in range(n_heads) if (layer, h) not in taken]
         pick = free[int(torch.randint(len(free), (1,), generator=generator))]
-        taken.add((layer, pick))
-        out.append((layer, pick))
+        taken.add(Head(layer, pick))
+        out.append(Head(layer, pick))
     return out
 
 
@@ -129,17 +128,22 @@ def text_icl(losses: torch.Tensor) -> tuple[float, list[float]]:
     return icl_score(losses, late, early), losses.mean(0).tolist()
 
 
+@dataclass(frozen=True)
+class AblationEffect:
+    """The second-copy loss on the repeated-token probe and the ICL score on text, under one ablation."""
+
+    second_copy_loss: float
+    icl_score: float
+
+
 def ablation_effects(model: HeadModel, condition_heads: dict[str, list[Head]], modes: tuple[str, ...], z_mean: torch.Tensor,
-                     text: torch.Tensor, probe: InductionProbe, batch: int = 8) -> dict[str, dict[str, dict[str, float]]]:
+                     text: torch.Tensor, probe: InductionProbe, batch: int = 8) -> dict[str, dict[str, AblationEffect]]:
     """For each mode and each named head set: the second-copy loss on ``probe`` and the ICL score on ``text``
     with those heads ablated; ``"clean"`` (no ablation) under every mode for reference."""
-    clean_second = probe.copy_losses(token_losses(model, probe.ids, None, batch))[1]
-    clean_icl = text_icl(token_losses(model, text, None, batch))[0]
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for mode in modes:
-        out[mode] = {"clean": {"second_copy_loss": clean_second, "icl_score": clean_icl}}
-        for name, heads in condition_heads.items():
-            iv = ablation(model, heads, mode, z_mean)
-            out[mode][name] = {"second_copy_loss": probe.copy_losses(token_losses(model, probe.ids, iv, batch))[1],
-                               "icl_score": text_icl(token_losses(model, text, iv, batch))[0]}
-    return out
+
+    def effect(iv: Intervention | None) -> AblationEffect:
+        return AblationEffect(probe.copy_losses(token_losses(model, probe.ids, iv, batch))[1], text_icl(token_losses(model, text, iv, batch))[0])
+
+    clean = effect(None)
+    return {mode: {"clean": clean, **{name: effect(ablation(model, heads, mode, z_mean)) for name, heads in condition_heads.items()}}
+            for mode in modes}

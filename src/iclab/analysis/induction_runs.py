@@ -1,39 +1,73 @@
 """Induction analyses over a training run of iclab's own models: head scores at every weight snapshot (the
 trajectory), head ablations of the final model, one head's attention pattern, and the per-token loss change across
-the phase-change window (Olsson et al. 2022)."""
+the phase-change window (Olsson et al. 2022). Each returns a typed result."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from iclab.analysis.heads import icl_positions, icl_score
-from iclab.analysis.induction_scores import ProbeSequences, score_model, token_losses
+from iclab.analysis.induction_scores import ProbeSequences, SnapshotScores, score_model, token_losses
 from iclab.analysis.loss_attribution import induction_predictable, phase_change_attribution, predictable_gain
+from iclab.analysis.phase_change import PhaseChange, Window, trajectory_phase_change
 from iclab.models import Transformer, ablate_heads, frozen_patterns, mean_z, record_patterns, run_with_cache
+from iclab.results import Head, Result
 from iclab.runs import RunDir, load_model
 
 
-def trajectory(run: RunDir, probes: ProbeSequences, device: torch.device | str = "cpu") -> dict[str, Any]:
+@dataclass(frozen=True)
+class TrainCurve:
+    step: list[int]
+    loss: list[float]
+
+
+@dataclass(frozen=True)
+class Trajectory(Result):
+    """A run scored at every weight snapshot: ``step`` [S], ``tokens`` [S] seen, the :class:`SnapshotScores` of each,
+    and the training-loss curve."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    step: list[int]
+    tokens: list[int]
+    snapshots: list[SnapshotScores]
+    train_curve: TrainCurve
+    tokens_per_step: int
+
+    def icl_score(self, sequences: str) -> np.ndarray:
+        """[S] ICL score on the held-out ``sequences`` ("mixture" or "natural")."""
+        return np.array([s.icl_score[sequences] for s in self.snapshots])
+
+    def loss(self, sequences: str) -> np.ndarray:
+        """[S] mean loss on the held-out ``sequences``."""
+        return np.array([s.loss[sequences] for s in self.snapshots])
+
+    def head_scores(self, score: str) -> np.ndarray:
+        """[S, L, H] one per-head score ("prefix_matching", "previous_token", "copying", "copying_top1") over snapshots."""
+        return np.array([getattr(s, score) for s in self.snapshots])
+
+    def final(self, score: str) -> np.ndarray:
+        """[L, H] a per-head score at the last snapshot."""
+        return np.array(getattr(self.snapshots[-1], score))
+
+    def phase_change(self, level: float, min_icl_change: float) -> PhaseChange:
+        return trajectory_phase_change(np.array(self.step), np.array(self.tokens), self.icl_score("mixture"), self.loss("mixture"),
+                                       np.array([s.position_losses for s in self.snapshots]), level, min_icl_change)
+
+
+def trajectory(run: RunDir, probes: ProbeSequences, device: torch.device | str = "cpu") -> Trajectory:
     """Scores at every snapshot of a run, plus its training-loss curve."""
     config = run.read_config()
     tokens_per_step = config.train.batch_size * config.task.n_ctx
-    rows: dict[str, list] = {}
     steps = run.snapshot_steps()
-    for step in steps:
-        model, _ = load_model(run, config, step, device)
-        for key, value in score_model(model, probes).items():
-            rows.setdefault(key, []).append(value)
+    snapshots = [score_model(load_model(run, config, step, device)[0], probes) for step in steps]
     train_rows = [r for r in run.read_metrics() if r.get("split") == "train"]
-    return {
-        "step": steps,
-        "tokens": [s * tokens_per_step for s in steps],
-        **rows,
-        "train_curve": {"step": [r["step"] for r in train_rows], "loss": [r["loss"] for r in train_rows]},
-        "tokens_per_step": tokens_per_step,
-    }
+    return Trajectory(steps, [s * tokens_per_step for s in steps], snapshots,
+                      TrainCurve([r["step"] for r in train_rows], [float(r["loss"]) for r in train_rows]), tokens_per_step)
 
 
 @torch.no_grad()
@@ -43,8 +77,23 @@ def _icl(model: Transformer, tokens: torch.Tensor) -> tuple[float, torch.Tensor]
     return icl_score(losses, *icl_positions(tokens.shape[1])), losses.mean(0)
 
 
+@dataclass(frozen=True)
+class Ablations(Result):
+    """ICL score of the final model clean, with each head ablated (``per_head``: mode -> [L][H]; zero, mean,
+    pattern-preserving zero), and with all induction heads zero-ablated under frozen patterns (None: there are
+    none): the score, its change per position [T-1], and the share of the (negative) clean score removed."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    clean: float
+    per_head: dict[str, list[list[float]]]
+    induction_heads_ablated: float | None = None
+    induction_heads_loss_change: list[float] | None = None
+    drop: float | None = None
+
+
 @torch.no_grad()
-def ablations(model: Transformer, tokens: torch.Tensor, heads: list[tuple[int, int]]) -> dict[str, Any]:
+def ablations(model: Transformer, tokens: torch.Tensor, heads: list[Head]) -> Ablations:
     """ICL score of ``model`` on ``tokens`` [B, T] with each head ablated (zero, mean, pattern-preserving zero), and
     with all of ``heads`` (the induction heads) zero-ablated, attention patterns frozen."""
     clean, clean_losses = _icl(model, tokens)
@@ -53,7 +102,7 @@ def ablations(model: Transformer, tokens: torch.Tensor, heads: list[tuple[int, i
     L, H = model.cfg.n_layers, model.cfg.n_heads
     per_head: dict[str, list[list[float]]] = {"zero": [], "mean": [], "pattern_preserving": []}
     for layer in range(L):
-        rows = {k: [] for k in per_head}
+        rows: dict[str, list[float]] = {k: [] for k in per_head}
         for h in range(H):
             with ablate_heads(model, [(layer, h)], "zero"):
                 rows["zero"].append(_icl(model, tokens)[0])
@@ -63,45 +112,87 @@ def ablations(model: Transformer, tokens: torch.Tensor, heads: list[tuple[int, i
                 rows["pattern_preserving"].append(_icl(model, tokens)[0])
         for k in per_head:
             per_head[k].append(rows[k])
-    out: dict[str, Any] = {"clean": clean, "per_head": per_head}
-    if heads:
-        with frozen_patterns(model, patterns), ablate_heads(model, list(heads), "zero"):
-            ablated, ablated_losses = _icl(model, tokens)
-        out["induction_heads_ablated"] = ablated
-        out["induction_heads_loss_change"] = (ablated_losses - clean_losses).tolist()  # [T-1] per position
-        out["drop"] = 1 - ablated / clean if clean < 0 else None  # share of the (negative) ICL score removed
-    return out
+    if not heads:
+        return Ablations(clean, per_head)
+    with frozen_patterns(model, patterns), ablate_heads(model, list(heads), "zero"):
+        ablated, ablated_losses = _icl(model, tokens)
+    return Ablations(clean, per_head, ablated, (ablated_losses - clean_losses).tolist(),
+                     1 - ablated / clean if clean < 0 else None)
+
+
+@dataclass(frozen=True)
+class AttentionExample(Result):
+    """One head's attention ``pattern`` [T][T] on one sequence ``tokens`` [T] of ``model``."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    model: str
+    head: Head
+    tokens: list[int]
+    pattern: list[list[float]]
 
 
 @torch.no_grad()
-def attention_example(model: Transformer, tokens: torch.Tensor, head: tuple[int, int]) -> dict[str, Any]:
-    """The head's attention pattern [T, T] on one sequence ``tokens`` [1, T]."""
-    _, cache = run_with_cache(model, tokens, names=[f"blocks.{head[0]}.attn.hook_pattern"])
-    return {"layer": head[0], "head": head[1], "tokens": tokens[0].tolist(),
-            "pattern": cache[f"blocks.{head[0]}.attn.hook_pattern"][0, head[1]].tolist()}
+def attention_example(model: Transformer, tokens: torch.Tensor, head: Head, name: str) -> AttentionExample:
+    """The head's attention pattern [T, T] on one sequence ``tokens`` [1, T] of the model called ``name``."""
+    hook = f"blocks.{head.layer}.attn.hook_pattern"
+    _, cache = run_with_cache(model, tokens, names=[hook])
+    return AttentionExample(name, head, tokens[0].tolist(), cache[hook][0, head.head].tolist())
+
+
+@dataclass(frozen=True)
+class TextAttribution:
+    """Per-token loss change on one set of texts (``tokens`` [B][T]): ``delta`` and ``projection`` [B * (T-1)], the
+    phase-change direction (its principal ``component`` and the variance ``explained``), which tokens an induction
+    head can predict, and the gain of those against the rest (one-sided Welch test)."""
+
+    tokens: list[list[int]]
+    delta: list[float]
+    projection: list[float]
+    component: int
+    explained: float
+    predictable: list[bool]
+    mean_delta_predictable: float | None
+    mean_delta_other: float | None
+    n_predictable: int
+    p_value: float | None
+
+
+@dataclass(frozen=True)
+class Attribution(Result):
+    """The per-token loss change of ``model`` between snapshots ``before_step`` and ``after_step`` (around its
+    phase-change window) on held-out stdlib text and on the held-out training mixture."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    model: str
+    before_step: int
+    after_step: int
+    natural: TextAttribution
+    mixture: TextAttribution
 
 
 @torch.no_grad()
-def attribution(run: RunDir, traj: dict[str, Any], window: dict[str, Any], texts: dict[str, torch.Tensor],
-                device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Per-token loss change across the run's phase-change ``window`` on each of ``texts`` (name -> tokens [B, T]; the
-    study: held-out stdlib text and, for comparison, training-mixture sequences), its projection on the phase-change
-    direction of the per-token-loss PCA, and the gain of induction-predictable tokens against the rest."""
+def attribution(run: RunDir, traj: Trajectory, window: Window, texts: dict[str, torch.Tensor], name: str,
+                device: torch.device | str = "cpu") -> Attribution:
+    """Per-token loss change across the run's phase-change ``window`` on ``texts`` ("natural" and "mixture" ->
+    tokens [B, T]), its projection on the phase-change direction of the per-token-loss PCA, and the gain of
+    induction-predictable tokens against the rest."""
     config = run.read_config()
-    steps = traj["step"]
-    tokens = np.array(traj["tokens"], dtype=np.float64)
-    before = max(int(np.searchsorted(tokens, window["start_tokens"], side="right") - 1), 0)
-    after = int(min(np.searchsorted(tokens, window["end_tokens"], side="left"), len(tokens) - 1))
-    losses: dict[str, list[np.ndarray]] = {name: [] for name in texts}
+    steps = traj.step
+    tokens = np.array(traj.tokens, dtype=np.float64)
+    before = max(int(np.searchsorted(tokens, window.start_tokens, side="right") - 1), 0)
+    after = int(min(np.searchsorted(tokens, window.end_tokens, side="left"), len(tokens) - 1))
+    losses: dict[str, list[np.ndarray]] = {key: [] for key in texts}
     for step in steps:
         model = load_model(run, config, step, device)[0]
-        for name, text in texts.items():
-            losses[name].append(token_losses(model, text).flatten().cpu().numpy())
-    out: dict[str, Any] = {"before_step": steps[before], "after_step": steps[after]}
-    for name, text in texts.items():
-        attr = phase_change_attribution(np.stack(losses[name]), before, after)
-        out[name] = {"tokens": text.cpu().tolist(), "delta": attr.delta.tolist(), "projection": attr.projection.tolist(),
-                     "component": attr.component, "explained": attr.explained,
-                     "predictable": induction_predictable(text.cpu()).flatten().tolist(),
-                     **predictable_gain(attr.delta, induction_predictable(text.cpu()).flatten().numpy())}
-    return out
+        for key, text in texts.items():
+            losses[key].append(token_losses(model, text).flatten().cpu().numpy())
+    out: dict[str, TextAttribution] = {}
+    for key, text in texts.items():
+        attr = phase_change_attribution(np.stack(losses[key]), before, after)
+        predictable = induction_predictable(text.cpu()).flatten()
+        gain = predictable_gain(attr.delta, predictable.numpy())
+        out[key] = TextAttribution(text.cpu().tolist(), attr.delta.tolist(), attr.projection.tolist(), int(attr.component),
+                                   float(attr.explained), predictable.tolist(), **gain)
+    return Attribution(name, steps[before], steps[after], out["natural"], out["mixture"])

@@ -14,8 +14,8 @@ so scores at different snapshots are comparable and cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+import numpy as np
 import torch
 
 from iclab.analysis.heads import (
@@ -30,6 +30,7 @@ from iclab.analysis.heads import (
 )
 from iclab.heads.own import IclabHeadModel
 from iclab.models import Transformer
+from iclab.results import Head
 from iclab.tasks.induction import InductionTask
 
 
@@ -69,22 +70,34 @@ def token_losses(model: Transformer, tokens: torch.Tensor, batch: int = 256) -> 
     return torch.cat(out)
 
 
+@dataclass(frozen=True)
+class SnapshotScores:
+    """One set of weights scored: ICL score and mean loss per held-out set (name -> value), the losses of the fixed
+    positions of the "mixture" set [K], and per-head [L][H] prefix-matching, previous-token and copying scores."""
+
+    icl_score: dict[str, float]
+    loss: dict[str, float]
+    position_losses: list[float]
+    prefix_matching: list[list[float]]
+    previous_token: list[list[float]]
+    copying: list[list[float]]
+    copying_top1: list[list[float]]
+
+
 @torch.no_grad()
-def score_model(model: Transformer, probes: ProbeSequences) -> dict:
-    """Scores of one set of weights (plain lists, JSON-ready): icl_score / loss per held-out set,
-    per-position losses [K], and per-head [L][H] prefix_matching, previous_token, copying."""
-    out: dict = {}
+def score_model(model: Transformer, probes: ProbeSequences) -> SnapshotScores:
+    """Scores of one set of weights on the fixed ``probes``."""
+    icl, loss, positions = {}, {}, []
     for name, seqs in probes.sequences.items():
         losses = token_losses(model, seqs)
         late, early = icl_positions(seqs.shape[1])
-        out[f"icl_score/{name}"] = icl_score(losses, late, early)
-        out[f"loss/{name}"] = float(losses.mean())
+        icl[name] = icl_score(losses, late, early)
+        loss[name] = float(losses.mean())
         if name == "mixture":
-            out["position_losses"] = losses[probes.loss_positions[:, 0], probes.loss_positions[:, 1]].tolist()
+            positions = losses[probes.loss_positions[:, 0], probes.loss_positions[:, 1]].tolist()
     # the head scores go through the one head interface and the one scorer, as for any model
     scores = head_scores(IclabHeadModel(model), probes.repeated, probes.ov_tokens, probes.vocab, detection=False)
-    out.update({name: value.tolist() for name, value in scores.items()})
-    return out
+    return SnapshotScores(icl, loss, positions, **{name: value.tolist() for name, value in scores.items()})
 
 
 @torch.no_grad()
@@ -158,14 +171,22 @@ def score_heads(model, generator: torch.Generator, vocab: torch.Tensor | None = 
     return head_scores(model, seq, ov, vocab)
 
 
-def induction_heads(traj: dict[str, Any], threshold: float) -> list[dict[str, Any]]:
-    """The final snapshot's induction heads: prefix-matching score >= ``threshold`` and a direct OV path that copies
-    (it raises the attended token above every other probe token for most tokens: copying_top1 > 0.5), strongest
-    first. ``traj``: per-snapshot [L][H] lists under "prefix_matching", "copying", "copying_top1"."""
-    import numpy as np
+@dataclass(frozen=True)
+class InductionHead:
+    """A head that matches prefixes and copies, with its scores."""
 
-    pm, cp, top1 = (np.array(traj[k][-1]) for k in ("prefix_matching", "copying", "copying_top1"))
-    heads = [(int(layer), int(h)) for layer, h in zip(*np.nonzero((pm >= threshold) & (top1 > 0.5)))]
+    head: Head
+    prefix_matching: float
+    copying: float
+    copying_top1: float
+
+
+def induction_heads(prefix_matching: np.ndarray, copying: np.ndarray, copying_top1: np.ndarray, threshold: float,
+                    min_copying_top1: float) -> list[InductionHead]:
+    """Induction heads from per-head scores [L, H]: prefix-matching >= ``threshold`` and a direct OV path that copies
+    (it raises the attended token above every other probe token for more than ``min_copying_top1`` of the probe
+    tokens), strongest first."""
+    pm, cp, top1 = (np.asarray(x) for x in (prefix_matching, copying, copying_top1))
+    heads = [Head(layer, h) for layer, h in zip(*np.nonzero((pm >= threshold) & (top1 > min_copying_top1)))]
     heads.sort(key=lambda lh: -pm[lh])
-    return [{"layer": layer, "head": h, "prefix_matching": float(pm[layer, h]), "copying": float(cp[layer, h]),
-             "copying_top1": float(top1[layer, h])} for layer, h in heads]
+    return [InductionHead(h, float(pm[h]), float(cp[h]), float(top1[h])) for h in heads]

@@ -8,27 +8,28 @@ losses [S]. All functions are pure.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from iclab.analysis.stats import moving_average, pca
-from iclab.config import to_dict
 
 
-@dataclass
-class Trajectory:
-    coords: np.ndarray  # [S, 2] snapshots in the first two principal components
-    explained: np.ndarray  # [2] share of variance explained by each component
+@dataclass(frozen=True)
+class LossPCA:
+    """The training trajectory in the per-token-loss PCA: ``coords`` [S][2], the snapshots in the first two principal
+    components, and the share of variance each ``explained`` [2]."""
+
+    coords: list[list[float]]
+    explained: list[float]
 
 
-def loss_pca(token_losses: np.ndarray) -> Trajectory:
+def loss_pca(token_losses: np.ndarray) -> LossPCA:
     """PCA of the snapshots x positions loss matrix [S, K]: the training trajectory in 2-D."""
     p = pca(token_losses)
-    return Trajectory(coords=p.coords[:, :2], explained=p.explained[:2])
+    return LossPCA(coords=p.coords[:, :2].tolist(), explained=p.explained[:2].tolist())
 
 
-@dataclass
+@dataclass(frozen=True)
 class Window:
     start_tokens: float
     end_tokens: float
@@ -131,19 +132,30 @@ def smooth(y: np.ndarray, width: int = 5) -> np.ndarray:
     return moving_average(y, width, edges="shrink")
 
 
-def trajectory_phase_change(traj: dict[str, Any], level: float = WINDOW_LEVEL, min_icl_change: float = 0.0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PhaseChange:
+    """A trajectory's phase-change ``window`` (None: no phase change), the held-out loss's bump (a non-convex stretch
+    against log tokens) and outright rise near it, as (start, end) tokens, and the per-token-loss PCA trajectory."""
+
+    window: Window | None
+    bump_tokens: tuple[float, float] | None
+    rise_tokens: tuple[float, float] | None
+    pca: LossPCA
+
+
+def trajectory_phase_change(steps: np.ndarray, tokens: np.ndarray, icl: np.ndarray, held_out_loss: np.ndarray,
+                            position_losses: np.ndarray, level: float = WINDOW_LEVEL, min_icl_change: float = 0.0) -> PhaseChange:
     """Phase-change window of a scored trajectory's (smoothed) ICL score, the loss bump near it, and the
-    per-token-loss PCA trajectory. ``traj``: lists over snapshots under "step", "tokens", "icl_score/mixture",
-    "loss/mixture" and "position_losses" [S, K] (as the induction study's ``trajectory`` part writes them).
+    per-token-loss PCA trajectory. Over S snapshots: ``steps`` [S], ``tokens`` [S] seen, the ICL score ``icl`` [S] and
+    the loss ``held_out_loss`` [S] on fixed held-out sequences, and ``position_losses`` [S, K] of K fixed positions.
     A fastest-change window counts as a phase change only if the ICL score improves by ``min_icl_change`` nats
     inside it (a model that improves gradually, or not at all, still has a fastest stretch); otherwise the window,
     bump and rise are None."""
-    steps = np.array(traj["step"])
+    steps, icl_all = np.asarray(steps), np.asarray(icl, dtype=np.float64)
     keep = steps > 0  # log-token axis: the initial weights have seen no tokens
-    tokens = np.array(traj["tokens"])[keep]
-    icl = smooth(np.array(traj["icl_score/mixture"])[keep])
-    window = phase_change_window(tokens, icl, level)
-    total = traj["icl_score/mixture"][-1] - traj["icl_score/mixture"][0]  # negative when the model learns in context
+    tokens = np.asarray(tokens)[keep]
+    window = phase_change_window(tokens, smooth(icl_all[keep]), level)
+    total = icl_all[-1] - icl_all[0]  # negative when the model learns in context
     if window is not None and -total * window.share_of_final < min_icl_change:
         window = None
     # the bump is looked for in the held-out loss at the snapshots (the same fixed sequences every time, so any
@@ -153,13 +165,7 @@ def trajectory_phase_change(traj: dict[str, Any], level: float = WINDOW_LEVEL, m
     bump = rise = None
     if window is not None:
         near = tokens >= window.start_tokens / 10
-        held_out = np.array(traj["loss/mixture"])[keep][near]
+        held_out = np.asarray(held_out_loss)[keep][near]
         bump = nonconvex_stretch(tokens[near], held_out)
         rise = loss_bump(tokens[near], held_out, smooth=3, min_rise=0.01)
-    pca = loss_pca(np.array(traj["position_losses"]))
-    return {
-        "window": None if window is None else to_dict(window),
-        "bump_tokens": bump,
-        "rise_tokens": rise,
-        "pca": {"coords": pca.coords.tolist(), "explained": pca.explained.tolist()},
-    }
+    return PhaseChange(window, bump, rise, loss_pca(np.asarray(position_losses)))

@@ -1,4 +1,4 @@
-"""Figures of the induction study on a pretrained model (from :mod:`iclab.studies.induction_lm`'s results)."""
+"""Figures of the induction study on a pretrained model (from :mod:`iclab.studies.induction.pretrained`'s results)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def head_heatmaps(res: dict[str, Any], folder: Path) -> Path:
             ("previous_token", "previous-token", "Greens", 0, 1)]
     fig, axes = plt.subplots(1, 3, figsize=(12, 5))
     for ax, (key, title, cmap, lo, hi) in zip(axes, keys):
-        im = ax.imshow(np.array(res["scores"][key]), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
+        im = ax.imshow(res["scores"].of(key), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
@@ -27,16 +27,16 @@ def head_heatmaps(res: dict[str, Any], folder: Path) -> Path:
 def attention_example(res: dict[str, Any], folder: Path) -> Path:
     ex = res["example"]
     fig, ax = plt.subplots(figsize=(5, 4.5))
-    im = ax.imshow(np.array(ex["pattern"]), cmap="Blues", vmin=0, vmax=1)
+    im = ax.imshow(np.array(ex.pattern), cmap="Blues", vmin=0, vmax=1)
     ax.set_xlabel("key position")
     ax.set_ylabel("query position")
-    ax.set_title(f"L{ex['layer']}H{ex['head']} on random tokens repeated twice", fontsize=9)
+    ax.set_title(f"{ex.head} on random tokens repeated twice", fontsize=9)
     plt.colorbar(im, ax=ax)
     return save(fig, folder, "top_induction_head_attention")
 
 
 def loss_by_position(res: dict[str, Any], folder: Path) -> Path:
-    curve = np.array(res["icl"]["loss_by_position"])
+    curve = np.array(res["icl"].loss_by_position)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(np.arange(1, len(curve) + 1), curve)
     ax.set_xscale("log")
@@ -47,13 +47,13 @@ def loss_by_position(res: dict[str, Any], folder: Path) -> Path:
 
 
 def ablation_bars(res: dict[str, Any], folder: Path) -> Path:
-    effects = res["ablations"]["effects"]
+    effects = res["ablations"].effects
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric, label in zip(axes, ("second_copy_loss", "icl_score"), ("second-copy loss (nats)", "ICL score on text (nats)")):
         for i, mode in enumerate(("zero", "mean")):
             eff = effects[mode]
-            rand = [eff[k][metric] for k in eff if k.startswith("random")]
-            values = [eff["clean"][metric], eff["induction"][metric], float(np.mean(rand))]
+            rand = [getattr(eff[k], metric) for k in eff if k.startswith("random")]
+            values = [getattr(eff["clean"], metric), getattr(eff["induction"], metric), float(np.mean(rand))]
             ax.bar(np.arange(3) + 0.38 * i, values, width=0.36, yerr=[0, 0, float(np.std(rand))], capsize=3, label=f"{mode} ablation")
         ax.set_xticks(np.arange(3) + 0.19, ["clean", "induction heads\nablated", "random heads\nablated"])
         ax.set_ylabel(label)

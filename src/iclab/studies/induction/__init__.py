@@ -11,18 +11,17 @@ across the window. With ``model`` set, the pretrained-model branch (:mod:`.pretr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from iclab.analysis import induction_runs as R
-from iclab.analysis.circuits import induction_mechanism
+from iclab.analysis.circuits import Mechanism, induction_mechanism
 from iclab.analysis.heads import icl_positions
-from iclab.analysis.induction_scores import ProbeSequences, induction_heads, make_probe_sequences
-from iclab.analysis.phase_change import trajectory_phase_change
+from iclab.analysis.induction_scores import InductionHead, ProbeSequences, induction_heads, make_probe_sequences
 from iclab.models import ModelConfig
 from iclab.plots.induction import plot_all
+from iclab.results import Head
 from iclab.runs import RunDir, load_model
 from iclab.studies.common import generator
 from iclab.studies.induction import pretrained
@@ -80,61 +79,69 @@ def _final(ctx: Ctx, m: str):
     return load_model(run, run.read_config(), None, ctx.device)[0]
 
 
-def _ablations(ctx: Ctx, m: str) -> dict[str, Any]:
+def _heads(ctx: Ctx, m: str) -> list[Head]:
+    return [h.head for h in ctx.results["heads"][m]]
+
+
+def _ablations(ctx: Ctx, m: str) -> R.Ablations:
     config = ctx.models.runs[m].read_config()
     tokens = InductionTask(config.task).batch(1, ctx.settings.ablation_sequences, "eval").inputs.to(ctx.device)
-    return R.ablations(_final(ctx, m), tokens, [(h["layer"], h["head"]) for h in ctx.results["heads"][m]])
+    return R.ablations(_final(ctx, m), tokens, _heads(ctx, m))
 
 
-def _mechanism(ctx: Ctx, m: str) -> dict[str, Any]:
-    previous = torch.tensor(ctx.results["trajectories"][m]["previous_token"][-1])
-    return induction_mechanism(_final(ctx, m).cpu(), previous, [(h["layer"], h["head"]) for h in ctx.results["heads"][m]])
+def _mechanism(ctx: Ctx, m: str) -> Mechanism:
+    previous = torch.tensor(ctx.results["trajectories"][m].final("previous_token"))
+    return induction_mechanism(_final(ctx, m).cpu(), previous, _heads(ctx, m))
 
 
-def _example(ctx: Ctx) -> dict[str, Any]:
+def _example(ctx: Ctx) -> R.AttentionExample:
     """The strongest induction head's pattern (none anywhere: the deepest model's best prefix-matching head)."""
     cfg, res = ctx.settings, ctx.results
-    top = max(((m, h) for m in cfg.models for h in res["heads"][m]), key=lambda mh: mh[1]["prefix_matching"], default=None)
-    if top is None:
+    top = max(((m, h) for m in cfg.models for h in res["heads"][m]), key=lambda mh: mh[1].prefix_matching, default=None)
+    if top is not None:
+        m, head = top[0], top[1].head
+    else:
         m = max(cfg.models, key=lambda m: model_shape(m)[0])
-        pm = np.array(res["trajectories"][m]["prefix_matching"][-1])
-        layer, h = np.unravel_index(int(pm.argmax()), pm.shape)
-        top = (m, {"layer": int(layer), "head": int(h), "prefix_matching": float(pm.max())})
-    return {"model": top[0], **R.attention_example(_final(ctx, top[0]), ctx.models.probes.repeated[:1], (top[1]["layer"], top[1]["head"]))}
+        pm = res["trajectories"][m].final("prefix_matching")
+        head = Head(*np.unravel_index(int(pm.argmax()), pm.shape))
+    return R.attention_example(_final(ctx, m), ctx.models.probes.repeated[:1], head, m)
 
 
 def _subject(ctx: Ctx) -> str | None:
     """The model whose phase change is attributed: a 2-layer attention-only one with a window if any."""
     cfg, pc = ctx.settings, ctx.results["phase_change"]
     return next((m for m in sorted(cfg.models, key=lambda m: (m.startswith("smeared"), model_shape(m)[0] != 2))
-                 if model_shape(m)[0] >= 2 and pc[m]["window"] is not None), None)
+                 if model_shape(m)[0] >= 2 and pc[m].window is not None), None)
 
 
-def _attribution(ctx: Ctx) -> dict[str, Any] | None:
+def _attribution(ctx: Ctx) -> R.Attribution:
     m = _subject(ctx)
-    if m is None:
-        return None
     texts = {name: ctx.models.probes.sequences[name][: ctx.settings.attribution_sequences] for name in ("natural", "mixture")}
-    return {"model": m, **R.attribution(ctx.models.runs[m], ctx.results["trajectories"][m], ctx.results["phase_change"][m]["window"],
-                                        texts, ctx.device)}
+    return R.attribution(ctx.models.runs[m], ctx.results["trajectories"][m], ctx.results["phase_change"][m].window, texts, m, ctx.device)
 
 
 def parts(cfg: InductionStudySettings) -> list[Part]:
     circuits = [m for m in cfg.models if model_shape(m)[0] >= 2 and not has_mlps(m)]  # attention-only models' circuits
     return [
-        *(Part(f"trajectory_{m}", lambda ctx, m=m: R.trajectory(ctx.models.runs[m], ctx.models.probes, ctx.device)) for m in cfg.models),
+        *(Part(f"trajectory_{m}", lambda ctx, m=m: R.trajectory(ctx.models.runs[m], ctx.models.probes, ctx.device), R.Trajectory)
+          for m in cfg.models),
         Part("trajectories", lambda ctx: {m: ctx.results[f"trajectory_{m}"] for m in cfg.models}, cached=False),
-        Part("phase_change", lambda ctx: {m: trajectory_phase_change(ctx.results["trajectories"][m], cfg.window_level, cfg.min_icl_change)
+        Part("phase_change", lambda ctx: {m: ctx.results["trajectories"][m].phase_change(cfg.window_level, cfg.min_icl_change)
                                           for m in cfg.models}, cached=False),
-        Part("heads", lambda ctx: {m: induction_heads(ctx.results["trajectories"][m], cfg.induction_threshold) for m in cfg.models},
-             cached=False),
-        *(Part(f"ablation_{m}", lambda ctx, m=m: _ablations(ctx, m)) for m in cfg.models),
+        Part("heads", lambda ctx: {m: final_induction_heads(ctx.results["trajectories"][m], cfg) for m in cfg.models}, cached=False),
+        *(Part(f"ablation_{m}", lambda ctx, m=m: _ablations(ctx, m), R.Ablations) for m in cfg.models),
         Part("ablations", lambda ctx: {m: ctx.results[f"ablation_{m}"] for m in cfg.models}, cached=False),
-        *(Part(f"mechanism_{m}", lambda ctx, m=m: _mechanism(ctx, m)) for m in circuits),
+        *(Part(f"mechanism_{m}", lambda ctx, m=m: _mechanism(ctx, m), Mechanism) for m in circuits),
         Part("mechanism", lambda ctx: {m: ctx.results[f"mechanism_{m}"] for m in circuits}, cached=False),
-        Part("example", _example),
-        Part("attribution", _attribution),
+        Part("example", _example, R.AttentionExample),
+        Part("attribution", _attribution, R.Attribution, when=lambda ctx: _subject(ctx) is not None),
     ]
+
+
+def final_induction_heads(traj: R.Trajectory, cfg: InductionStudySettings) -> list[InductionHead]:
+    """The induction heads of a trajectory's final snapshot, by the study's two settings."""
+    return induction_heads(traj.final("prefix_matching"), traj.final("copying"), traj.final("copying_top1"), cfg.induction_threshold,
+                           cfg.induction_copying_top1)
 
 
 def notes(cfg: InductionStudySettings) -> list[str]:
@@ -143,7 +150,8 @@ def notes(cfg: InductionStudySettings) -> list[str]:
         f"ICL score: loss at token {early} minus loss at token {late} (Olsson et al.'s 500 and 50 of 512, rescaled to "
         f"n_ctx={cfg.recipe.n_ctx}), on held-out sequences.",
         f"Induction heads: prefix-matching >= {cfg.induction_threshold} on BOS + {cfg.probe_length} random tokens x {cfg.probe_repeats}, "
-        "and a direct OV path that ranks the attended token first for most probe tokens (copying_top1 > 0.5). The copying score "
+        f"and a direct OV path that ranks the attended token first for more than {cfg.induction_copying_top1:.0%} of the probe "
+        "tokens (copying_top1). The copying score "
         "itself (the attended token's raise over the total absolute logit change, rescaled to [-1, 1]) is reported as specified; "
         "it stays far below 1 even for heads that copy every token, because the raise is spread over the other tokens too.",
         f"Phase-change window: where the ICL score (5-snapshot moving average) improves per log token at >= {cfg.window_level} of its "

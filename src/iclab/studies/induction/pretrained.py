@@ -8,47 +8,82 @@ on repeated random tokens, and ablates the top induction heads against heads dra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from iclab.analysis import induction_evidence as E
+from iclab.analysis.induction_runs import AttentionExample
 from iclab.analysis.induction_scores import score_heads
 from iclab.claims import Claim, Verdict, measured
 from iclab.heads import HeadModel, load_model
 from iclab.pretrained import check_spec
+from iclab.results import Head, Result
 from iclab.plots.induction_lm import plot_all
 from iclab.studies.common import generator
 from iclab.studies.runner import Context, Part, Study
 
 
-def head_scores(model: HeadModel, cfg) -> dict[str, Any]:
+@dataclass(frozen=True)
+class HeadScores(Result):
+    """Every head's scores, name -> [L][H] (:func:`iclab.analysis.induction_scores.score_heads`)."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    scores: dict[str, list[list[float]]]
+
+    def of(self, name: str) -> np.ndarray:
+        return np.array(self.scores[name])
+
+
+@dataclass(frozen=True)
+class TextICL(Result):
+    """The ICL score on text and its mean loss per position, and the losses on the two copies of repeated random tokens."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    icl_score: float
+    loss_by_position: list[float]
+    first_copy_loss: float
+    second_copy_loss: float
+
+
+@dataclass(frozen=True)
+class HeadAblations(Result):
+    """The ablated head sets (the induction heads and the random controls) and each set's effect per mode."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    heads: dict[str, list[Head]]
+    effects: dict[str, dict[str, E.AblationEffect]]
+
+
+def head_scores(model: HeadModel, cfg) -> HeadScores:
     p = cfg.pretrained
-    scores = score_heads(model, generator(cfg.seed, "lm_head_scores"), length=p.probe_length, repeats=4, batch=p.probe_batch)
-    return {k: v.tolist() for k, v in scores.items()}
+    scores = score_heads(model, generator(cfg.seed, "lm_head_scores"), length=p.probe_length, repeats=p.probe_repeats, batch=p.probe_batch)
+    return HeadScores({k: v.tolist() for k, v in scores.items()})
 
 
-def attention_example(model: HeadModel, cfg, head: E.Head) -> dict[str, Any]:
+def attention_example(model: HeadModel, cfg, head: Head) -> AttentionExample:
     probe = E.InductionProbe.make(model, 1, cfg.pretrained.probe_length, generator(cfg.seed, "lm_example"))
-    pattern = model.patterns(probe.ids)[head[0], 0, head[1]]
-    return {"layer": head[0], "head": head[1], "pattern": pattern.tolist()}
+    pattern = model.patterns(probe.ids)[head.layer, 0, head.head]
+    return AttentionExample(str(cfg.model), head, probe.ids[0].tolist(), pattern.tolist())
 
 
-def icl_on_text(model: HeadModel, cfg, text: torch.Tensor, probe: E.InductionProbe) -> dict[str, Any]:
+def icl_on_text(model: HeadModel, cfg, text: torch.Tensor, probe: E.InductionProbe) -> TextICL:
     losses = E.token_losses(model, text, batch=cfg.pretrained.batch)
     score, curve = E.text_icl(losses)
     first, second = probe.copy_losses(E.token_losses(model, probe.ids, batch=cfg.pretrained.batch))
-    return {"icl_score": score, "loss_by_position": curve, "first_copy_loss": first, "second_copy_loss": second}
+    return TextICL(score, curve, first, second)
 
 
-def ablations(model: HeadModel, cfg, heads: list[E.Head], text: torch.Tensor, probe: E.InductionProbe) -> dict[str, Any]:
+def ablations(model: HeadModel, cfg, heads: list[Head], text: torch.Tensor, probe: E.InductionProbe) -> HeadAblations:
     p = cfg.pretrained
     g = generator(cfg.seed, "lm_random_heads")
     sets = {"induction": heads, **{f"random{i}": E.random_heads_like(heads, model.n_heads, g) for i in range(p.random_draws)}}
     z_mean = E.mean_head_z(model, text, p.batch)
-    effects = E.ablation_effects(model, sets, ("zero", "mean"), z_mean, text, probe, p.batch)
-    return {"heads": {k: [list(h) for h in v] for k, v in sets.items()}, "effects": effects}
+    return HeadAblations(sets, E.ablation_effects(model, sets, ("zero", "mean"), z_mean, text, probe, p.batch))
 
 
 OLSSON = "Olsson et al. 2022"
@@ -56,45 +91,46 @@ OLSSON = "Olsson et al. 2022"
 
 def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
     p, name = cfg.pretrained, res["model"]
-    scores, icl, abl = res["scores"], res["icl"], res["ablations"]
-    pm = np.array(scores["prefix_matching"])
-    eig = np.array(scores["copying_eigenvalues"])
-    heads = [tuple(h) for h in res["induction_heads"]]
+    scores: HeadScores = res["scores"]
+    icl: TextICL = res["icl"]
+    abl: HeadAblations = res["ablations"]
+    pm, eig = scores.of("prefix_matching"), scores.of("copying_eigenvalues")
+    heads: list[Head] = res["induction_heads"]
     n_ind = int((pm >= cfg.induction_threshold).sum())
     claims = [Claim(
         f"{name} has induction heads (large trained language models do)", Verdict.of(n_ind > 0),
         f"{n_ind} heads with prefix-matching >= {cfg.induction_threshold}; best "
-        + ", ".join(f"L{layer}H{h} {pm[layer, h]:.2f}" for layer, h in heads),
+        + ", ".join(f"{h} {pm[h]:.2f}" for h in heads),
         f"{OLSSON}, argument 1 and the prefix-matching score", {"induction_threshold": cfg.induction_threshold})]
     claims.append(measured(
         "eigenvalue copying score of those heads (sum of the OV circuit's eigenvalues over their absolute sum, read off the "
         "weights from the token embeddings; in a deep model a head reads the residual stream, so this is a rough guide)",
-        ", ".join(f"{eig[layer, h]:+.2f}" for layer, h in heads) + f"; all heads: mean {eig.mean():+.2f}", OLSSON))
-    drop = icl["first_copy_loss"] - icl["second_copy_loss"]
+        ", ".join(f"{eig[h]:+.2f}" for h in heads) + f"; all heads: mean {eig.mean():+.2f}", OLSSON))
+    drop = icl.first_copy_loss - icl.second_copy_loss
     claims.append(Claim(
         f"{name} learns repeated random tokens in context", Verdict.of(drop > p.min_copy_gain),
-        f"loss {icl['first_copy_loss']:.2f} nats on the first copy, {icl['second_copy_loss']:.2f} on the second; gain {drop:.2f}",
+        f"loss {icl.first_copy_loss:.2f} nats on the first copy, {icl.second_copy_loss:.2f} on the second; gain {drop:.2f}",
         OLSSON, {"pretrained.min_copy_gain": p.min_copy_gain}))
     claims.append(measured(f"ICL score on Python reference text (pydoc_data.topics, {p.text_sequences} x {p.text_length} tokens)",
-                           f"{icl['icl_score']:.2f} nats, loss at a late token minus an early one; negative: the context helps", OLSSON))
+                           f"{icl.icl_score:.2f} nats, loss at a late token minus an early one; negative: the context helps", OLSSON))
     for mode in ("zero", "mean"):
-        eff = abl["effects"][mode]
+        eff = abl.effects[mode]
         clean = eff["clean"]
-        rise = eff["induction"]["second_copy_loss"] - clean["second_copy_loss"]
-        rand = [eff[k]["second_copy_loss"] - clean["second_copy_loss"] for k in eff if k.startswith("random")]
+        rise = eff["induction"].second_copy_loss - clean.second_copy_loss
+        rand = [eff[k].second_copy_loss - clean.second_copy_loss for k in eff if k.startswith("random")]
         ok = rise > 0 and rise > p.ablation_ratio * max(np.mean(rand), 0.0)
         claims.append(Claim(
             f"{mode}-ablating the top {len(heads)} induction heads raises the second-copy loss far more than ablating as many random "
             "heads of the same layers", Verdict.of(ok),
             f"+{rise:.2f} nats vs {np.mean(rand):+.2f} +- {np.std(rand):.2f} over {len(rand)} draws",
             f"{OLSSON}, argument 3 (ablations), here on a model with MLPs", {"pretrained.ablation_ratio": p.ablation_ratio}))
-        d_icl = eff["induction"]["icl_score"] - clean["icl_score"]
-        r_icl = [eff[k]["icl_score"] - clean["icl_score"] for k in eff if k.startswith("random")]
+        d_icl = eff["induction"].icl_score - clean.icl_score
+        r_icl = [eff[k].icl_score - clean.icl_score for k in eff if k.startswith("random")]
         claims.append(measured(f"{mode}-ablating them changes the ICL score on text (positive: less in-context learning)",
                                f"{d_icl:+.3f} nats; random heads {np.mean(r_icl):+.3f} +- {np.std(r_icl):.3f}", OLSSON))
-    numbers = {"model": name, "induction_heads": [list(h) for h in heads], "n_induction_heads": n_ind,
-               "icl_score_text": icl["icl_score"], "first_copy_loss": icl["first_copy_loss"], "second_copy_loss": icl["second_copy_loss"],
-               "ablation": abl["effects"]}
+    numbers = {"model": name, "induction_heads": heads, "n_induction_heads": n_ind,
+               "icl_score_text": icl.icl_score, "first_copy_loss": icl.first_copy_loss, "second_copy_loss": icl.second_copy_loss,
+               "ablation": abl.effects}
     return claims, numbers
 
 
@@ -113,24 +149,26 @@ def load(ctx: Context) -> Loaded:
     return Loaded(model, text, probe)
 
 
-def _heads(ctx: Context) -> list[E.Head]:
-    return E.top_heads(torch.tensor(ctx.results["scores"]["prefix_matching"]), ctx.settings.pretrained.top_k)
+def _heads(ctx: Context) -> list[Head]:
+    return E.top_heads(torch.tensor(ctx.results["scores"].of("prefix_matching")), ctx.settings.pretrained.top_k)
 
 
 PARTS = [
     Part("model", lambda ctx: str(ctx.settings.model), cached=False),
-    Part("scores", lambda ctx: head_scores(ctx.models.model, ctx.settings)),
+    Part("scores", lambda ctx: head_scores(ctx.models.model, ctx.settings), HeadScores),
     Part("induction_heads", _heads, cached=False),
-    Part("icl", lambda ctx: icl_on_text(ctx.models.model, ctx.settings, ctx.models.text, ctx.models.probe)),
-    Part("ablations", lambda ctx: ablations(ctx.models.model, ctx.settings, ctx.results["induction_heads"], ctx.models.text, ctx.models.probe)),
-    Part("example", lambda ctx: attention_example(ctx.models.model, ctx.settings, ctx.results["induction_heads"][0])),
+    Part("icl", lambda ctx: icl_on_text(ctx.models.model, ctx.settings, ctx.models.text, ctx.models.probe), TextICL),
+    Part("ablations", lambda ctx: ablations(ctx.models.model, ctx.settings, ctx.results["induction_heads"], ctx.models.text,
+                                            ctx.models.probe), HeadAblations),
+    Part("example", lambda ctx: attention_example(ctx.models.model, ctx.settings, ctx.results["induction_heads"][0]), AttentionExample),
 ]
 
 
 def notes(cfg) -> list[str]:
     p = cfg.pretrained
     return [
-        f"Head scores on BOS + {p.probe_length} random tokens (from the model's non-special vocabulary) x 4, {p.probe_batch} sequences.",
+        f"Head scores on BOS + {p.probe_length} random tokens (from the model's non-special vocabulary) x {p.probe_repeats}, "
+        f"{p.probe_batch} sequences.",
         f"Ablations: the top {p.top_k} heads by prefix-matching vs {p.random_draws} draws of as many heads from the same layers; zero "
         "ablation scales a head's z by 0, mean ablation writes its mean z over the text positions; at every position.",
         "Second-copy loss: mean loss over the second copy of BOS + random tokens repeated twice (first token of each copy left out).",

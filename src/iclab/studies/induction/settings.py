@@ -72,9 +72,11 @@ class PretrainedProbe:
     batch: int = 4  # sequences per forward pass
     min_copy_gain: float = 1.0  # nats the second copy must be easier than the first for "learns repeated tokens in context"
     ablation_ratio: float = 2.0  # induction-head ablation must raise the second-copy loss this many times more than random heads
+    probe_repeats: int = 4  # copies of the random tokens in the head-score probe (Olsson et al.: 4)
 
     def __post_init__(self) -> None:
-        require_positive(self, "probe_length", "probe_batch", "text_sequences", "text_length", "top_k", "random_draws", "batch")
+        require_positive(self, "probe_length", "probe_batch", "text_sequences", "text_length", "top_k", "random_draws", "batch",
+                         "probe_repeats")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class InductionStudySettings:
     probe_repeats: int = 2
     probe_batch: int = 32
     loss_positions: int = 256
-    induction_threshold: float = 0.3  # prefix-matching score above which a head counts as an induction head
+    induction_threshold: float = 0.3  # prefix-matching score above which a head counts as an induction head ...
+    induction_copying_top1: float = 0.5  # ... if its direct OV path ranks the attended token first for more than this share
     min_icl_change: float = 0.2  # nats of ICL score a model must gain inside its fastest-change window for it to be a phase change
     window_level: float = WINDOW_LEVEL  # the window: rate of ICL change >= this x its peak (0.19: 90% of an ideal logistic inside)
     ablation_sequences: int = 256
@@ -104,6 +107,7 @@ class InductionStudySettings:
         require_positive(self, "eval_sequences", "probe_length", "probe_repeats", "probe_batch", "loss_positions", "ablation_sequences",
                          "attribution_sequences")
         require(0 < self.induction_threshold < 1, "induction_threshold", f"must lie in (0, 1), got {self.induction_threshold}")
+        require(0 <= self.induction_copying_top1 < 1, "induction_copying_top1", f"must lie in [0, 1), got {self.induction_copying_top1}")
         need = 1 + self.probe_length * self.probe_repeats
         require(need <= self.recipe.n_ctx, "probe_length", f"1 + probe_length * probe_repeats = {need} must fit in recipe.n_ctx={self.recipe.n_ctx}")
 

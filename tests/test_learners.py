@@ -149,6 +149,6 @@ def test_knn_implicit_weights_settle_with_more_probes_and_linear_ones_never_move
 
     xs, ys, _ = Task(LinRegConfig(d=4, n_points=9)).sample(0, 32, "eval")
     knn = implicit_weight_stability(KNN(3, "uniform"), xs, ys, torch.Generator().manual_seed(0), intercept=True)
-    assert knn["32"] < knn["8"] < knn["2"]
+    assert knn[32] < knn[8] < knn[2]
     ols = implicit_weight_stability(OLS(), xs, ys, torch.Generator().manual_seed(0))
     assert max(ols.values()) < 1e-10

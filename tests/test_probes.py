@@ -2,7 +2,7 @@
 
 import torch
 
-from iclab.analysis.probes import r2_difference, score
+from iclab.analysis.probes import ProbeFit, ProbeTable, r2_difference, score
 from iclab.claims import Verdict
 from iclab.studies.linreg.claims import _mlp_beats_linear
 from iclab.studies.linreg.settings import LinRegStudySettings
@@ -24,11 +24,11 @@ def test_the_r2_difference_is_the_difference_of_the_r2s_and_its_error_shrinks_wi
     assert errors[1] < errors[0] / 3  # 16x the prompts: about a quarter of the standard error
 
 
-def _r2_dict(mlp_scale: float, linear_scale: float, b: int = 512) -> dict:
+def _r2_dict(mlp_scale: float, linear_scale: float, b: int = 512) -> ProbeTable:
     g = torch.Generator().manual_seed(1)
     target = torch.randn(b, 4, generator=g)
     mlp, lin = score(_noisy(target, [2.0, mlp_scale], g), target), score(_noisy(target, [2.0, linear_scale], g), target)
-    return {"w_ols/mlp/n=8": mlp.r2, "w_ols/linear/n=8": lin.r2, "w_ols/mlp-linear/n=8": list(r2_difference(mlp, lin, 1, 1))}
+    return ProbeTable({"w_ols": {8: ProbeFit({"mlp": mlp.r2, "linear": lin.r2}, r2_difference(mlp, lin, 1, 1))}})
 
 
 def test_mlp_beats_linear_needs_more_than_noise():
@@ -37,5 +37,3 @@ def test_mlp_beats_linear_needs_more_than_noise():
     tie = _mlp_beats_linear(cfg, _r2_dict(0.6, 0.6), 8)
     assert tie.verdict is Verdict.NOT_REPRODUCED and "not above 2 standard errors" in tie.measured
     assert _mlp_beats_linear(cfg, _r2_dict(0.8, 0.3), 8).verdict is Verdict.NOT_REPRODUCED
-    cached = {k: v for k, v in _r2_dict(0.3, 0.8).items() if "mlp-linear" not in k}
-    assert _mlp_beats_linear(cfg, cached, 8).verdict is Verdict.MEASURED

@@ -34,7 +34,7 @@ class Claim:
     verdict: Verdict
     measured: str
     source: str = ""
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float | str] = field(default_factory=dict)
     scale_note: str = ""
 
     def line(self) -> str:

@@ -16,13 +16,7 @@ from iclab.analysis.loss_attribution import induction_predictable, phase_change_
 from iclab.analysis.phase_change import PhaseChange, Window, trajectory_phase_change
 from iclab.models import Transformer, ablate_heads, frozen_patterns, mean_z, record_patterns, run_with_cache
 from iclab.results import Head, Result
-from iclab.runs import RunDir, load_model
-
-
-@dataclass(frozen=True)
-class TrainCurve:
-    step: list[int]
-    loss: list[float]
+from iclab.runs import RunDir, TrainCurve, load_model, train_curve
 
 
 @dataclass(frozen=True)
@@ -65,9 +59,7 @@ def trajectory(run: RunDir, probes: ProbeSequences, device: torch.device | str =
     tokens_per_step = config.train.batch_size * config.task.n_ctx
     steps = run.snapshot_steps()
     snapshots = [score_model(load_model(run, config, step, device)[0], probes) for step in steps]
-    train_rows = [r for r in run.read_metrics() if r.get("split") == "train"]
-    return Trajectory(steps, [s * tokens_per_step for s in steps], snapshots,
-                      TrainCurve([r["step"] for r in train_rows], [float(r["loss"]) for r in train_rows]), tokens_per_step)
+    return Trajectory(steps, [s * tokens_per_step for s in steps], snapshots, train_curve(run), tokens_per_step)
 
 
 @torch.no_grad()

@@ -12,16 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
-@dataclass
+@dataclass(frozen=True)
 class CurveCI:
     """A metric as a function of the number of in-context examples i, with a 95% bootstrap interval."""
 
     mean: list[float]  # [n]
     low: list[float]
     high: list[float]
+
+    def average(self, start: int = 1) -> float:
+        """The curve's mean over i >= ``start`` (the study's summary: n >= 1)."""
+        return float(np.mean(self.mean[start:]))
 
 
 def _bootstrap(per_prompt: torch.Tensor, generator: torch.Generator, n_boot: int = 200) -> CurveCI:
@@ -58,7 +63,7 @@ def implicit_weights(query_preds: torch.Tensor, queries: torch.Tensor, intercept
 
 def implicit_weight_stability(learner, xs: torch.Tensor, ys: torch.Tensor, generator: torch.Generator,
                               multiples: tuple[int, ...] = (1, 2, 4, 8, 16, 32), reference: int = 64,
-                              intercept: bool = False) -> dict[str, float]:
+                              intercept: bool = False) -> dict[int, float]:
     """How much a learner's implicit weights move with the number of probe inputs: for each Q = m d,
     E ||w_hat(Q) - w_hat(reference d)||^2 / E ||w_hat(reference d)||^2 over prompts and prefixes n >= 1.
     Linear learners give 0 at every Q >= d; a non-linear one (kNN) needs enough probes to settle."""
@@ -70,7 +75,7 @@ def implicit_weight_stability(learner, xs: torch.Tensor, ys: torch.Tensor, gener
     for m in multiples:
         q = pool[:, : m * d]
         w = implicit_weights(learner.predict_queries(xs, ys, q), q, intercept)[:, 1:]
-        out[str(m)] = float((w - ref).pow(2).sum(-1).mean()) / scale
+        out[m] = float((w - ref).pow(2).sum(-1).mean()) / scale
     return out
 
 

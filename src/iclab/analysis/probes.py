@@ -10,11 +10,13 @@ full-batch Adam, and scored by R^2 on held-out prompts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from iclab.results import Result
 
 ProbeKind = Literal["linear", "mlp"]
 
@@ -134,21 +136,47 @@ def hidden_states(learner, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     return torch.stack([cache[n] for n in names])
 
 
+@dataclass(frozen=True)
+class ProbeFit:
+    """Probes of one target at one prefix length: held-out R^2 per layer of each probe kind ("linear", "mlp"), and
+    [best MLP R^2 - best linear R^2, its standard error over the held-out prompts] (:func:`r2_difference`)."""
+
+    r2: dict[str, list[float]]
+    mlp_minus_linear: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class ProbeTable:
+    """:class:`ProbeFit` per target ("XTy", "w_ols", "inv_gram") and prefix length n."""
+
+    fits: dict[str, dict[int, ProbeFit]]
+
+    def r2(self, target: str, kind: str, n: int) -> list[float]:
+        return self.fits[target][n].r2[kind]
+
+
+@dataclass(frozen=True)
+class ProbeComparison(Result):
+    """Probe tables of the probed model and of the control (trained on one fixed task)."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    model: ProbeTable
+    control: ProbeTable
+
+
 def probe_layers(hidden: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, prefixes: tuple[int, ...], n_train: int,
-                 generator: torch.Generator, *, inverse_lambda: float = 0.1, width: int = 128, steps: int = 200) -> dict[str, list[float]]:
+                 generator: torch.Generator, *, inverse_lambda: float = 0.1, width: int = 128, steps: int = 200) -> ProbeTable:
     """Held-out R^2 per layer of linear and MLP probes for every target of :func:`probe_targets`, at every prefix
     length n of ``prefixes`` (the probe reads the first 2n positions of ``hidden`` [Lp, B, 2N, D]); the first
-    ``n_train`` prompts train, the rest test. Keys "target/kind/n=N"; "target/mlp-linear/n=N" holds [best MLP R^2 -
-    best linear R^2, its standard error over the held-out prompts] (:func:`r2_difference`)."""
-    out: dict[str, list[float]] = {}
+    ``n_train`` prompts train, the rest test."""
+    out: dict[str, dict[int, ProbeFit]] = {}
     for n in prefixes:
         h = hidden[:, :, : 2 * n]
         for target, y in probe_targets(xs, ys, n, inverse_lambda).items():
             fits = {kind: train_probes(h[:, :n_train], y[:n_train], h[:, n_train:], y[n_train:], kind, generator, hidden=width,
                                        steps=steps) for kind in ("linear", "mlp")}
-            for kind, r in fits.items():
-                out[f"{target}/{kind}/n={n}"] = r.r2
             best = {kind: max(range(len(r.r2)), key=r.r2.__getitem__) for kind, r in fits.items()}
-            out[f"{target}/mlp-linear/n={n}"] = list(r2_difference(fits["mlp"], fits["linear"], best["mlp"], best["linear"]))
-    return out
-
+            out.setdefault(target, {})[n] = ProbeFit({kind: r.r2 for kind, r in fits.items()},
+                                                     r2_difference(fits["mlp"], fits["linear"], best["mlp"], best["linear"]))
+    return ProbeTable(out)

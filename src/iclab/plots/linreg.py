@@ -7,18 +7,21 @@ from typing import Any
 
 import numpy as np
 
+from iclab.analysis.learner_comparison import Behaviour, NoiseTable
+from iclab.analysis.probes import ProbeComparison
 from iclab.plots import plt, save
+from iclab.runs import TrainCurve
 
 
-def spd_ilwd(beh: dict[str, Any], folder: Path) -> Path:
-    depths = list(beh["depths"])
+def spd_ilwd(beh: Behaviour, folder: Path) -> Path:
+    depths = list(beh.depths)
     fig, axes = plt.subplots(len(depths), 2, figsize=(10, 3.2 * len(depths)), squeeze=False)
     for row, depth in zip(axes, depths):
         for ax, metric in zip(row, ("spd", "ilwd")):
-            for name, curve in beh["depths"][depth][metric].items():
-                n = np.arange(len(curve["mean"]))
-                ax.plot(n[1:], curve["mean"][1:], label=name)
-                ax.fill_between(n[1:], curve["low"][1:], curve["high"][1:], alpha=0.15)
+            for name, curve in getattr(beh.depths[depth], metric).items():
+                n = np.arange(len(curve.mean))
+                ax.plot(n[1:], curve.mean[1:], label=name)
+                ax.fill_between(n[1:], curve.low[1:], curve.high[1:], alpha=0.15)
             ax.set_yscale("log")
             ax.set_xlabel("number of in-context examples")
             ax.set_ylabel(f"{metric.upper()} / d")
@@ -27,12 +30,12 @@ def spd_ilwd(beh: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "spd_ilwd_by_depth")
 
 
-def errors(beh: dict[str, Any], folder: Path) -> Path:
+def errors(beh: Behaviour, folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, err in beh["learner_error"].items():
+    for name, err in beh.learner_error.items():
         ax.plot(range(1, len(err)), err[1:], ls=":", lw=1, label=name)
-    for depth, v in beh["depths"].items():
-        ax.plot(range(1, len(v["error"])), v["error"][1:], lw=2.5, label=f"model, {depth} layers")
+    for depth, v in beh.depths.items():
+        ax.plot(range(1, len(v.error)), v.error[1:], lw=2.5, label=f"model, {depth} layers")
     ax.set_yscale("log")
     ax.set_xlabel("number of in-context examples")
     ax.set_ylabel("squared error / d")
@@ -40,8 +43,8 @@ def errors(beh: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "error_vs_examples")
 
 
-def mspd_heatmap(noise: dict[str, Any], folder: Path) -> Path:
-    table = noise["mspd_table"]
+def mspd_heatmap(noise: NoiseTable, folder: Path) -> Path:
+    table = noise.mspd_table
     cols = sorted(table, key=float)
     rows = sorted(table[cols[0]], key=float)
     grid = np.array([[table[c][r] for c in cols] for r in rows])
@@ -60,14 +63,13 @@ def mspd_heatmap(noise: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "mspd_noise_table")
 
 
-def probes(pr: dict[str, Any], folder: Path) -> Path:
-    keys = pr["model"].keys()
-    prefix = max(int(k.split("n=")[1]) for k in keys)
+def probes(pr: ProbeComparison, folder: Path) -> Path:
+    prefix = max(pr.model.fits["w_ols"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, target in zip(axes, ("XTy", "w_ols")):
         for who, style in (("model", "-"), ("control", "--")):
             for kind, marker in (("linear", "o"), ("mlp", "s")):
-                r2 = pr[who][f"{target}/{kind}/n={prefix}"]
+                r2 = getattr(pr, who).r2(target, kind, prefix)
                 ax.plot(range(len(r2)), r2, style, marker=marker, label=f"{who}, {kind} probe")
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylabel("held-out R^2")
@@ -77,10 +79,10 @@ def probes(pr: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "probes_by_layer")
 
 
-def loss_curves(curves: dict[str, Any], folder: Path) -> Path:
+def loss_curves(curves: dict[str, TrainCurve], folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, c in curves.items():
-        ax.plot(c["step"], c["loss"], label=name, lw=1)
+        ax.plot(c.step, c.loss, label=name, lw=1)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (MSE)")

@@ -29,6 +29,19 @@ class Run:
     status: str
 
 
+@dataclass(frozen=True)
+class TrainCurve:
+    """A run's training loss at the logged steps."""
+
+    step: list[int]
+    loss: list[float]
+
+
+def train_curve(run: RunDir) -> TrainCurve:
+    rows = [r for r in run.read_metrics() if r.get("split") == "train"]
+    return TrainCurve([r["step"] for r in rows], [float(r["loss"]) for r in rows])
+
+
 def load_model(run: RunDir, config: RunConfig, step: int | None = None, device: torch.device | str = "cpu") -> tuple[Transformer, int]:
     """The model's weights at ``step`` (a snapshot), or the latest available: final, else resume checkpoint."""
     model = Transformer(config.model).to(device)

@@ -10,16 +10,14 @@ weights. Models in :mod:`.models`; analyses in :mod:`iclab.analysis.learner_comp
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
 from iclab.analysis import learner_comparison as C
-from iclab.analysis.probes import hidden_states, probe_layers
+from iclab.analysis.probes import ProbeComparison, hidden_states, probe_layers
 from iclab.learners import RIDGES
 from iclab.plots.linreg import plot_all
-from iclab.runs import RunDir
+from iclab.runs import RunDir, TrainCurve, train_curve
 from iclab.studies.linreg.claims import findings
 from iclab.studies.linreg.models import eval_data, model_learner, noise_name, run_config, train_models
 from iclab.studies.linreg.settings import PRESETS, LinRegStudySettings, noise_ratio
@@ -28,64 +26,57 @@ from iclab.studies.runner import Context, Part, Study
 Ctx = Context[LinRegStudySettings]
 
 
-def behaviour(ctx: Ctx) -> dict[str, Any]:
+def behaviour(ctx: Ctx) -> C.Behaviour:
     cfg = ctx.settings
     xs, ys, _, g = eval_data(cfg, cfg.d, cfg.n_points, cfg.eval_prompts, "behaviour")
     queries = torch.randn(cfg.ilwd_prompts, cfg.ilwd_queries * cfg.d, cfg.d, generator=g)
     steps = [float(x) / cfg.d for x in np.geomspace(0.01, 2.0, cfg.step_grid)]  # GD / SGD steps in [0.01, 2] / d
-    models = {str(depth): model_learner(ctx.models[f"L{depth}"]) for depth in cfg.depths}
+    models = {depth: model_learner(ctx.models[f"L{depth}"]) for depth in cfg.depths}
     return C.behaviour(models, xs, ys, queries, steps, g)
 
 
-def noise(ctx: Ctx) -> dict[str, Any]:
+def noise(ctx: Ctx) -> C.NoiseTable:
     """The deepest model trained at each (sigma, tau) of the grid against ridge at every lambda = sigma^2 / tau^2 of
     the grid (lambda 0: OLS); rows and columns keyed by the ratio."""
     cfg = ctx.settings
     deepest = f"L{max(cfg.depths)}"
     runs: dict[str, RunDir] = {f"{noise_ratio(p):.4f}": ctx.models[deepest if p[0] == 0 else noise_name(p)] for p in cfg.noise_grid}
     data = {f"{noise_ratio(p):.4f}": eval_data(cfg, cfg.d, cfg.n_points, cfg.eval_prompts, "noise", noise=p)[:2] for p in cfg.noise_grid}
-    table = C.noise_table({key: model_learner(run) for key, run in runs.items()}, data, cfg.noise_ratios)
-    return {**table, "pairs": {f"{noise_ratio(p):.4f}": list(p) for p in cfg.noise_grid}}
+    return C.noise_table({key: model_learner(run) for key, run in runs.items()}, data, cfg.noise_ratios,
+                         {f"{noise_ratio(p):.4f}": tuple(p) for p in cfg.noise_grid})
 
 
-def probes(ctx: Ctx) -> dict[str, Any]:
+def probes(ctx: Ctx) -> ProbeComparison:
     """R^2 of linear and MLP probes per layer and prefix, for the probed model and the control."""
     p = ctx.settings.probing
     xs, ys, _, g = eval_data(ctx.settings, p.d, p.n_points, p.n_train + p.n_test, "probes")
-    out: dict[str, Any] = {}
-    for which, name in (("probe", "model"), ("control", "control")):
-        hidden = hidden_states(model_learner(ctx.models[which]), xs, ys)
-        out[name] = probe_layers(hidden, xs, ys, p.prefixes, p.n_train, g, inverse_lambda=p.inverse_lambda, width=p.hidden,
-                                 steps=p.probe_steps)
-    return out
+    tables = [probe_layers(hidden_states(model_learner(ctx.models[which]), xs, ys), xs, ys, p.prefixes, p.n_train, g,
+                           inverse_lambda=p.inverse_lambda, width=p.hidden, steps=p.probe_steps) for which in ("probe", "control")]
+    return ProbeComparison(*tables)
 
 
-def construction(ctx: Ctx) -> dict[str, Any]:
+def construction(ctx: Ctx) -> C.Constructions:
     """Theorem 1 at the GD step closest to the shallowest model; Theorem 2 at the reference ridge closest to the
     deepest model."""
-    cfg, depths = ctx.settings, ctx.results["behaviour"]["depths"]
-    lr = depths[str(min(cfg.depths))]["step_sizes"]["gd_1step"]
-    deepest = depths[str(max(cfg.depths))]["spd"]
-    lam = RIDGES[min(RIDGES, key=lambda name: float(np.mean(deepest[name]["mean"][1:])))]
+    cfg, depths = ctx.settings, ctx.results["behaviour"].depths
+    lr = depths[min(cfg.depths)].step_sizes["gd_1step"]
+    deepest = depths[max(cfg.depths)].spd
+    lam = RIDGES[min(RIDGES, key=lambda name: deepest[name].average())]
     xs, ys, _, g = eval_data(cfg, cfg.d, cfg.n_points, min(cfg.eval_prompts, 512), "construction")
-    models = {str(depth): model_learner(ctx.models[f"L{depth}"]) for depth in cfg.depths}
+    models = {depth: model_learner(ctx.models[f"L{depth}"]) for depth in cfg.depths}
     return C.constructions(models, xs, ys, lr, lam, g)
 
 
-def training_curves(ctx: Ctx) -> dict[str, Any]:
-    return {
-        name: {"step": [r["step"] for r in rows], "loss": [r["loss"] for r in rows]}
-        for name, run in ctx.models.items()
-        for rows in [[r for r in run.read_metrics() if r.get("split") == "train"]]
-    }
+def training_curves(ctx: Ctx) -> dict[str, TrainCurve]:
+    return {name: train_curve(run) for name, run in ctx.models.items()}
 
 
 PARTS = [
-    Part("behaviour", behaviour),
-    Part("noise", noise),
-    Part("probes", probes),
+    Part("behaviour", behaviour, C.Behaviour),
+    Part("noise", noise, C.NoiseTable),
+    Part("probes", probes, ProbeComparison),
     Part("curves", training_curves, cached=False),
-    Part("construction", construction, needs=("behaviour",)),
+    Part("construction", construction, C.Constructions, needs=("behaviour",)),
 ]
 
 NOTES = [

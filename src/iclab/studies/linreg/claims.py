@@ -7,67 +7,62 @@ from typing import Any
 
 import numpy as np
 
+from iclab.analysis.learner_comparison import Behaviour, Constructions, ModelComparison, NoiseTable
+from iclab.analysis.probes import ProbeComparison, ProbeTable
 from iclab.claims import Claim, Verdict, measured
 from iclab.studies.linreg.settings import OLS_LIKE, LinRegStudySettings
-
-
-def _mean(curve: dict[str, list[float]], start: int = 1) -> float:
-    return float(np.mean(curve["mean"][start:]))
 
 
 AKYUREK = "Akyürek et al. 2023"
 
 
-_TREND_RANK = {"gd_1step": 0, "gd_1step_best": 0, "ridge_1": 1, "ridge_0.1": 2, "ridge_0.01": 3, "ols": 3}
-
-
-def _depth_trend(cfg: LinRegStudySettings, spd_sum: dict[str, dict[str, float]], beh: dict[str, Any],
+def _depth_trend(cfg: LinRegStudySettings, spd_sum: dict[int, dict[str, float]], beh: dict[int, ModelComparison],
                  own_steps: dict[str, float]) -> Claim:
     """1 layer ~ one GD step, intermediate depths ridge-like, the deepest OLS-like (closest learner moving monotonically
-    along GD -> ridge with decreasing lambda -> OLS)."""
-    depths = sorted(cfg.depths)
+    along ``thresholds.depth_trend``: GD -> ridge with decreasing lambda -> OLS)."""
+    depths, trend = sorted(cfg.depths), cfg.thresholds.depth_trend
+    rank = {name: i for i, group in enumerate(trend) for name in group}
     closest = {dep: min(v, key=v.get) for dep, v in spd_sum.items()}
-    ranks = [_TREND_RANK.get(closest[str(dep)]) for dep in depths]
+    ranks = [rank.get(closest[dep]) for dep in depths]
     middle = ranks[1:-1]
-    ok = (len(depths) >= 2 and None not in ranks and ranks[0] == 0 and ranks[-1] == 3
-          and all(b >= a for a, b in zip(ranks, ranks[1:])) and (not middle or any(r in (1, 2) for r in middle)))
+    ok = (len(depths) >= 2 and None not in ranks and ranks[0] == 0 and ranks[-1] == len(trend) - 1
+          and all(b >= a for a, b in zip(ranks, ranks[1:])) and (not middle or any(0 < r < len(trend) - 1 for r in middle)))
     return Claim(
         "the closest learner moves with depth: 1 layer ~ one GD step, intermediate depths ridge-like, the deepest OLS-like",
         Verdict.of(ok),
-        ", ".join(f"{d} layers -> {closest[str(d)]} (SPD {spd_sum[str(d)][closest[str(d)]]:.3f}; one GD step "
-                  f"{spd_sum[str(d)]['gd_1step']:.3f} at {beh[str(d)]['step_sizes']['gd_1step'] * cfg.d:.3g}/d, SGD "
-                  f"{spd_sum[str(d)]['sgd']:.3f} at {beh[str(d)]['step_sizes']['sgd'] * cfg.d:.3g}/d)" for d in depths)
+        ", ".join(f"{d} layers -> {closest[d]} (SPD {spd_sum[d][closest[d]]:.3f}; one GD step "
+                  f"{spd_sum[d]['gd_1step']:.3f} at {beh[d].step_sizes['gd_1step'] * cfg.d:.3g}/d, SGD "
+                  f"{spd_sum[d]['sgd']:.3f} at {beh[d].step_sizes['sgd'] * cfg.d:.3g}/d)" for d in depths)
         + f"; GD and SGD take, per model, the step of a grid that brings each closest to it; steps with the learners' own "
         f"lowest error: GD {own_steps['gd_1step_best'] * cfg.d:.3g}/d, SGD {own_steps['sgd_best'] * cfg.d:.3g}/d",
-        f"{AKYUREK}, figure 3")
+        f"{AKYUREK}, figure 3", {"thresholds.depth_trend": " < ".join("/".join(g) for g in trend)})
 
 
-def _mlp_beats_linear(cfg: LinRegStudySettings, r2: dict[str, Any], n: int) -> Claim:
+def _mlp_beats_linear(cfg: LinRegStudySettings, table: ProbeTable, n: int) -> Claim:
     """The best MLP probe's held-out R^2 for w_OLS exceeds the best linear probe's by more than ``probe_z`` standard
     errors (paired over the held-out prompts); a smaller difference is a tie, not a win."""
-    lin, mlp = r2[f"w_ols/linear/n={n}"], r2[f"w_ols/mlp/n={n}"]
+    fit = table.fits["w_ols"][n]
+    lin, mlp = fit.r2["linear"], fit.r2["mlp"]
     z = cfg.thresholds.probe_z
     statement = "MLP probes beat linear ones for w_OLS (it is encoded non-linearly)"
-    if f"w_ols/mlp-linear/n={n}" not in r2:  # probes cached by iclab < 0.6, without per-prompt errors
-        return Claim(statement, Verdict.MEASURED, f"best R^2 {max(mlp):.3f} vs {max(lin):.3f}; no standard error in these "
-                     "cached results, so no verdict (delete the run's probes part to measure it)", f"{AKYUREK}, section 5")
-    diff, se = r2[f"w_ols/mlp-linear/n={n}"]
+    diff, se = fit.mlp_minus_linear
     return Claim(statement, Verdict.of(diff > z * se),
                  f"best R^2 {max(mlp):.3f} vs {max(lin):.3f}: difference {diff:+.3f} +- {se:.3f} (standard error over "
                  f"{cfg.probing.n_test} held-out prompts), {'above' if diff > z * se else 'not above'} {z:g} standard errors",
                  f"{AKYUREK}, section 5", thresholds={"thresholds.probe_z": z})
 
 
-def _noise_trend(cfg: LinRegStudySettings, noise: dict[str, Any]) -> Claim:
-    """The best-matching ridge lambda grows with sigma^2 / tau^2 and each model's minimum is on or next to the diagonal."""
-    best = noise["best_ridge_lambda"]
+def _noise_trend(cfg: LinRegStudySettings, noise: NoiseTable) -> Claim:
+    """The best-matching ridge lambda grows with sigma^2 / tau^2 and each model's minimum is on or within
+    ``thresholds.noise_offset`` grid steps of the diagonal."""
+    best = noise.best_ridge_lambda
     ratios = sorted(best, key=float)
     lams = sorted(float(r) for r in ratios)
     vals = [best[r] for r in ratios]
-    mono = all(b >= a - 1e-12 for a, b in zip(vals, vals[1:])) and vals[-1] > vals[0]
+    mono = all(b >= a for a, b in zip(vals, vals[1:])) and vals[-1] > vals[0]  # lambdas of one grid: compared exactly
     offsets = [abs(lams.index(best[r]) - lams.index(float(r))) for r in ratios]
-    near = all(o <= 1 for o in offsets)
-    excess = noise.get("bayes_excess", {})
+    near = all(o <= cfg.thresholds.noise_offset for o in offsets)
+    excess = noise.bayes_excess
     return Claim(
         "the best-matching ridge lambda grows with the noise ratio sigma^2 / tau^2, on or next to the diagonal of the MSPD table",
         Verdict.of(mono and near),
@@ -75,31 +70,31 @@ def _noise_trend(cfg: LinRegStudySettings, noise: dict[str, Any]) -> Claim:
         f"{offsets.count(0)}/{len(ratios)} models, next to it for {offsets.count(1)}; noisy models' error vs the Bayes ridge "
         f"(training stops within {cfg.noise_training.bayes_margin:.0%} or at {cfg.noise_training.max_steps} steps): "
         + ", ".join(f"{float(r):.3f}: {e:+.1%}" for r, e in sorted(excess.items(), key=lambda kv: float(kv[0]))),
-        f"{AKYUREK}, figure 4")
+        f"{AKYUREK}, figure 4", {"thresholds.noise_offset": cfg.thresholds.noise_offset})
 
 
-def _construction_claims(cfg: LinRegStudySettings, c: dict[str, Any], probe_r2: dict[str, dict[str, list[float]]]) -> list[Claim]:
+def _construction_claims(cfg: LinRegStudySettings, c: Constructions, probe_r2: dict[str, dict[str, list[float]]]) -> list[Claim]:
     t = cfg.thresholds
     built = Claim(
         "a transformer implements one step of gradient descent on its prompt with O(1) layers and O(d) width (Theorem 1)",
-        Verdict.of(c["max_relative_error"] <= t.construction_tol),
-        f"constructed model: {c['n_layers']} blocks, width {c['d_model']} = 5d + 5, MLP {c['d_mlp']}, one head; max |prediction - "
-        f"GD(lr {c['lr'] * cfg.d:.3g}/d)| / max |prediction| = {c['max_relative_error']:.1e} over {c.get('prompts', cfg.eval_prompts)} prompts (float64)",
+        Verdict.of(c.max_relative_error <= t.construction_tol),
+        f"constructed model: {c.n_layers} blocks, width {c.d_model} = 5d + 5, MLP {c.d_mlp}, one head; max |prediction - "
+        f"GD(lr {c.lr * cfg.d:.3g}/d)| / max |prediction| = {c.max_relative_error:.1e} over {c.prompts} prompts (float64)",
         f"{AKYUREK}, section 3, Theorem 1", {"thresholds.construction_tol": t.construction_tol})
-    r = c["ridge"]
+    r = c.ridge
     ridge = Claim(
         "a transformer implements ridge regression by Sherman-Morrison updates, with O(n) layers and O(d^2) width (Theorem 2)",
-        Verdict.of(r["max_relative_error"] <= t.construction_tol),
-        f"constructed model at lambda {r['lam']:g} (the reference ridge closest to the deepest model): {r['n_layers']} blocks = "
-        f"5 (n - 1) + 2, width {r['d_model']} = d^2 + 6d + 13, MLP {r['d_mlp']}, {r['n_heads']} heads; division through the "
-        f"LayerNorm; max |prediction - ridge| / max |ridge| = {r['max_relative_error']:.1e} (float64)",
+        Verdict.of(r.max_relative_error <= t.construction_tol),
+        f"constructed model at lambda {r.lam:g} (the reference ridge closest to the deepest model): {r.n_layers} blocks = "
+        f"5 (n - 1) + 2, width {r.d_model} = d^2 + 6d + 13, MLP {r.d_mlp}, {r.n_heads} heads; division through the "
+        f"LayerNorm; max |prediction - ridge| / max |ridge| = {r.max_relative_error:.1e} (float64)",
         f"{AKYUREK}, section 3, Theorem 2", {"thresholds.construction_tol": t.construction_tol})
     model, control = probe_r2["model"], probe_r2["control"]
     compare = measured(
         "trained models against the constructed ones (SPD/d, mean over n >= 1), and probes for the constructions' "
         "intermediate quantities: X^T y (one GD step) and the Sherman-Morrison state (X^T X + lambda I)^-1",
-        "SPD to one GD step: " + ", ".join(f"{dep} layers {v:.3f}" for dep, v in c["spd"].items())
-        + "; to Sherman-Morrison ridge: " + ", ".join(f"{dep} layers {v:.3f}" for dep, v in r["spd"].items())
+        "SPD to one GD step: " + ", ".join(f"{dep} layers {v:.3f}" for dep, v in c.spd.items())
+        + "; to Sherman-Morrison ridge: " + ", ".join(f"{dep} layers {v:.3f}" for dep, v in r.spd.items())
         + "; best MLP-probe R^2 in the probed model (control): "
         + ", ".join(f"{name} {max(model[name]):.2f} ({max(control[name]):.2f})" for name in ("XTy", "inv_gram")),
         f"{AKYUREK}, sections 3 and 5")
@@ -107,14 +102,18 @@ def _construction_claims(cfg: LinRegStudySettings, c: dict[str, Any], probe_r2: 
 
 
 def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
-    beh = res["behaviour"]["depths"]
-    spd_sum = {dep: {n: _mean(c) for n, c in v["spd"].items()} for dep, v in beh.items()}
-    ilwd_sum = {dep: {n: _mean(c) for n, c in v["ilwd"].items()} for dep, v in beh.items()}
-    ilwd_icpt = {dep: {n: _mean(c) for n, c in v["ilwd_intercept"].items()} for dep, v in beh.items()}
+    behaviour: Behaviour = res["behaviour"]
+    noise: NoiseTable = res["noise"]
+    pr: ProbeComparison = res["probes"]
+    beh = behaviour.depths
+    spd_sum = {dep: {n: c.average() for n, c in v.spd.items()} for dep, v in beh.items()}
+    ilwd_sum = {dep: {n: c.average() for n, c in v.ilwd.items()} for dep, v in beh.items()}
+    ilwd_icpt = {dep: {n: c.average() for n, c in v.ilwd_intercept.items()} for dep, v in beh.items()}
     closest = {dep: min(v, key=v.get) for dep, v in spd_sum.items()}
-    deepest = str(max(cfg.depths))
+    deepest = max(cfg.depths)
     s, t = spd_sum[deepest], cfg.thresholds
-    at_2d = beh[deepest]["spd"]["ols"]["mean"][2 * cfg.d] if 2 * cfg.d < cfg.n_points else beh[deepest]["spd"]["ols"]["mean"][-1]
+    ols_curve = beh[deepest].spd["ols"].mean
+    at_2d = ols_curve[2 * cfg.d] if 2 * cfg.d < cfg.n_points else ols_curve[-1]
     ok = (closest[deepest] in OLS_LIKE and s["ols"] < t.ols_margin * min(s["knn_3"], s["averaging"])
           and at_2d <= t.ols_spd_at_2d)
     claims = [Claim(
@@ -125,46 +124,42 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
         f"{AKYUREK}, section 4 (SPD)", {"thresholds.ols_margin": t.ols_margin, "thresholds.ols_spd_at_2d": t.ols_spd_at_2d},
         scale_note=f"d = {cfg.d}; the paper's behaviour figures use d = 8 and 16 (d = 4 is its probing setting)."
         if cfg.d != 8 else "")]
-    frac = float(np.mean(np.array(beh[deepest]["spd"]["ols"]["mean"][1:]) < t.ols_spd))
+    frac = float(np.mean(np.array(ols_curve[1:]) < t.ols_spd))
     claims.append(Claim(
         "normalised SPD to OLS is tiny at almost every number of examples", Verdict.of(frac > t.share_of_n),
         f"below {t.ols_spd} at {frac:.0%} of n", f"{AKYUREK}, figure 2", {"thresholds.ols_spd": t.ols_spd, "thresholds.share_of_n": t.share_of_n},
         scale_note="The paper's models are L16 H512 trained 500k steps; this preset's are far smaller and shorter."))
-    claims.append(_depth_trend(cfg, spd_sum, beh, res["behaviour"]["step_sizes"]))
-    stab = res["behaviour"]["knn_weight_stability"]
+    claims.append(_depth_trend(cfg, spd_sum, beh, behaviour.step_sizes))
+    stab = behaviour.knn_weight_stability
     claims.append(measured(
         "ILWD: kNN's implicit weights against the number of probe inputs (relative squared change vs a fit on 64 d probes); "
-        f"ILWD here uses {res['behaviour']['ilwd_queries']} probes per prompt",
+        f"ILWD here uses {behaviour.ilwd_queries} probes per prompt",
         "; ".join(f"{kind}: " + ", ".join(f"{m}d {v:.3f}" for m, v in stab[kind].items()) for kind in ("origin", "intercept"))
         + f"; closest learner by ILWD at {deepest} layers: through the origin {min(ilwd_sum[deepest], key=ilwd_sum[deepest].get)}, "
         f"with an intercept {min(ilwd_icpt[deepest], key=ilwd_icpt[deepest].get)}",
         f"{AKYUREK}, section 4 (ILWD); the authors' plotting code fits with an intercept"))
-    claims.append(_noise_trend(cfg, res["noise"]))
-    best = res["noise"]["best_ridge_lambda"]
-    pr = res["probes"]
+    claims.append(_noise_trend(cfg, noise))
     n_max = max(cfg.probing.prefixes)
-    summary_r2: dict[str, dict[str, list[float]]] = {"model": {}, "control": {}}
-    for who in ("model", "control"):
-        for target in ("XTy", "w_ols", "inv_gram"):
-            summary_r2[who][target] = pr[who].get(f"{target}/mlp/n={n_max}", [float("nan")])
+    summary_r2 = {who: {target: table.r2(target, "mlp", n_max) for target in ("XTy", "w_ols", "inv_gram")}
+                  for who, table in (("model", pr.model), ("control", pr.control))}
     parts = []
     ok = True
     for target in ("XTy", "w_ols"):
         m, c = summary_r2["model"][target], summary_r2["control"][target]
-        ok &= max(m[1:]) > m[0] and max(m) > max(c)
+        ok &= max(m[1:]) > m[0] + t.probe_gain and max(m) > max(c) + t.probe_gain
         parts.append(f"{target}: model R^2 {m[0]:.2f} (embeddings) -> best {max(m):.2f}, control best {max(c):.2f}")
     claims.append(Claim("probes find X^T y and w_OLS better with depth, and better than in the control model", Verdict.of(ok),
-                        f"MLP probes, n={n_max}; " + "; ".join(parts), f"{AKYUREK}, section 5"))
+                        f"MLP probes, n={n_max}; " + "; ".join(parts), f"{AKYUREK}, section 5", {"thresholds.probe_gain": t.probe_gain}))
     claims += _construction_claims(cfg, res["construction"], summary_r2)
-    claims.append(_mlp_beats_linear(cfg, pr["model"], n_max))
+    claims.append(_mlp_beats_linear(cfg, pr.model, n_max))
     numbers = {
         "spd": spd_sum,
         "ilwd": ilwd_sum,
         "ilwd_intercept": ilwd_icpt,
         "closest_learner": closest,
-        "mspd_table": res["noise"]["mspd_table"],
-        "best_ridge_lambda": best,
-        "noise_bayes_excess": res["noise"]["bayes_excess"],
+        "mspd_table": noise.mspd_table,
+        "best_ridge_lambda": noise.best_ridge_lambda,
+        "noise_bayes_excess": noise.bayes_excess,
         "probe_r2": summary_r2,
         "construction": res["construction"],
     }

@@ -74,10 +74,17 @@ class LinRegThresholds:
     construction_tol: float = 1e-7  # a constructed model vs its learner (GD step, ridge): max |difference| / max |prediction|
     ols_spd_at_2d: float = 0.05  # the quick target: SPD/d to OLS at n = 2d (the paper reaches < 0.01 at L16 H512)
     probe_z: float = 2.0  # "MLP probes beat linear ones": the R^2 difference exceeds this many standard errors
+    probe_gain: float = 0.0  # "probes find X^T y and w_OLS better with depth": best R^2 above the embeddings' and the control's by more
+    noise_offset: int = 1  # each noisy model's best ridge lambda at most this many grid steps from its own noise ratio
+    # the depth trend's order of learners: one GD step, then ridge with decreasing lambda, then OLS-like (a model's closest
+    # learner must not move back along it with depth; the shallowest in the first group, the deepest in the last)
+    depth_trend: tuple[tuple[str, ...], ...] = (("gd_1step", "gd_1step_best"), ("ridge_1",), ("ridge_0.1",), ("ridge_0.01", "ols"))
 
     def __post_init__(self) -> None:
         require_positive(self, "ols_margin", "ols_spd", "share_of_n", "construction_tol", "ols_spd_at_2d", "probe_z")
         require(self.share_of_n <= 1, "share_of_n", f"must be a share in (0, 1], got {self.share_of_n!r}")
+        require(self.probe_gain >= 0 and self.noise_offset >= 0, "noise_offset", "probe_gain and noise_offset must be >= 0")
+        require(len(self.depth_trend) >= 2, "depth_trend", "needs at least two groups of learners")
 
 
 # Akyürek et al.'s noise grid: (sigma, tau), i.e. sigma^2 / tau^2 in {0, 1/16, 1/9, 1/4, 4/9}.

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from iclab.models import ModelConfig, Transformer
+from iclab.tasks.induction import icl_score
 from iclab.analysis.heads import (
     copying_score,
     copying_top1,
     detection_score,
     duplicate_token_detection,
-    icl_score,
     induction_detection,
     prefix_matching_score,
     previous_token_detection,

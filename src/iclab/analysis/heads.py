@@ -81,20 +81,6 @@ def repeated_random_tokens(
     return torch.cat([torch.full((batch, 1), bos, dtype=seq.dtype), seq], dim=1)
 
 
-def icl_positions(n_ctx: int) -> tuple[int, int]:
-    """Olsson et al.'s tokens 500 and 50 (of 512), rescaled to a context of ``n_ctx`` tokens, as indices into the
-    [T-1] per-token losses (loss t predicts token t+1). The one definition every ICL score uses."""
-    return min(n_ctx - 2, round(n_ctx * 500 / 512)), round(n_ctx * 50 / 512)
-
-
-def icl_score(token_loss: torch.Tensor, late: int, early: int) -> float:
-    """Loss at a late token minus loss at an early token, averaged over sequences (negative: context helps).
-
-    token_loss [B, T] per-token loss (nats); Olsson et al. use tokens 500 and 50 of 512.
-    """
-    return float(token_loss[:, late].mean() - token_loss[:, early].mean())
-
-
 def copying_score(ov_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Olsson et al.'s copying score from a head's direct OV path, rescaled to [-1, 1].
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from iclab.analysis.heads import icl_positions, icl_score, repeated_random_tokens
+from iclab.analysis.heads import repeated_random_tokens
+from iclab.tasks.induction import icl_positions, icl_score
 from iclab.heads import HeadModel, Intervention
 from iclab.results import Head
 

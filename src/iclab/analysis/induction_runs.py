@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from iclab.analysis.heads import icl_positions, icl_score
+from iclab.tasks.induction import icl_positions, icl_score
 from iclab.analysis.induction_scores import ProbeSequences, SnapshotScores, score_model, token_losses
 from iclab.analysis.loss_attribution import induction_predictable, phase_change_attribution, predictable_gain
 from iclab.analysis.phase_change import PhaseChange, Window, trajectory_phase_change

@@ -20,10 +20,8 @@ import torch
 
 from iclab.analysis.heads import (
     copying_score,
-    icl_positions,
-    ov_eigenvalue_copying,
     copying_top1,
-    icl_score,
+    ov_eigenvalue_copying,
     prefix_matching_score,
     previous_token_score,
     repeated_random_tokens,
@@ -31,7 +29,7 @@ from iclab.analysis.heads import (
 from iclab.heads.own import IclabHeadModel
 from iclab.models import Transformer
 from iclab.results import Head
-from iclab.tasks.induction import InductionTask
+from iclab.tasks.induction import InductionTask, icl_positions, icl_score
 
 
 @dataclass

@@ -9,65 +9,15 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 
 from iclab.errors import IclabError
+from iclab.models.intervention import Intervention, edit_z  # noqa: F401 (re-exported: the heads' way to edit z)
 
 ZFn = Callable[[torch.Tensor], torch.Tensor]  # z [B, T, H, E] -> z
 ResidFn = Callable[[torch.Tensor], torch.Tensor]  # residual [B, T, D] -> residual
-
-
-@dataclass
-class Intervention:
-    """Changes to a forward pass at absolute positions ``start <= t < stop`` (None: unbounded on that side).
-
-    ``head_scale`` [L, H]: multiplies each head's z (1 keeps it, 0 zero-ablates it).
-    ``replace_mask`` [L, H] bool with ``replace_z`` [L, H, E] (one value for every position) or
-    [L, T, H, E] (one per absolute position; later positions take the last): those heads' z are
-    replaced (mean ablation). ``add_layer`` and ``add_vector`` [D]: added to the residual
-    stream of that layer (a function vector; [B, D] for one per sequence): at its input
-    (``add_site="pre"``; ``add_layer = L`` is the final residual) or after its attention, before its
-    MLP (``"mid"``, TransformerLens' ``blocks.l.hook_resid_mid``).
-    """
-
-    head_scale: torch.Tensor | None = None
-    replace_mask: torch.Tensor | None = None
-    replace_z: torch.Tensor | None = None
-    add_layer: int | None = None
-    add_vector: torch.Tensor | None = None
-    start: int | None = None
-    stop: int | None = None
-    add_site: str = "pre"
-
-    def layers_touched(self) -> set[int]:
-        out: set[int] = set()
-        if self.head_scale is not None:
-            out |= set(range(self.head_scale.shape[0]))
-        if self.replace_mask is not None:
-            out |= {int(i) for i in torch.nonzero(self.replace_mask.any(-1)).flatten()}
-        return out
-
-
-def edit_z(iv: Intervention, layer: int, z: torch.Tensor, positions: slice, offset: int = 0) -> torch.Tensor:
-    """``iv``'s head edits of one layer applied to z [B, T, H, E] at ``positions`` of this call, whose first token
-    is absolute position ``offset``: the one implementation of zeroing, scaling and replacing a head's z, for
-    :class:`HeadModel` and for :func:`iclab.models.ablate_heads` alike. Returns a new tensor."""
-    z = z.clone()
-    if iv.replace_mask is not None and bool(iv.replace_mask[layer].any()):
-        m = iv.replace_mask[layer].to(z.device)
-        ref = iv.replace_z[layer]
-        if ref.dim() == 3:  # [T_ref, H, E]: by absolute position, the last one beyond
-            at = torch.arange(positions.start, positions.stop) + offset
-            ref = ref[at.clamp(max=ref.shape[0] - 1)][:, m]  # [t, |m|, E]
-        else:
-            ref = ref[m]  # [|m|, E]
-        z[:, positions, m] = ref.to(z)
-    if iv.head_scale is not None:
-        z[:, positions] = z[:, positions] * iv.head_scale[layer].to(z).view(1, 1, -1, 1)
-    return z
 
 
 class ZCache:

@@ -58,7 +58,7 @@ def ablate_heads(
     ``z_mean`` [L, T, H, E] (from :func:`mean_z`) is required for ``mode="mean"``;
     positions beyond its T use its last position's mean.
     """
-    from iclab.heads.base import Intervention, edit_z  # the one implementation of head edits
+    from iclab.models.intervention import Intervention, edit_z  # the one implementation of head edits
 
     heads = check_heads(model, heads)
     if mode not in ("zero", "mean"):

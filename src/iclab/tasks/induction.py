@@ -184,11 +184,23 @@ class InductionTask:
 
     def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
         """Loss, loss on the copied tokens of repeated spans, and the ICL score (late minus early token loss)."""
-        from iclab.analysis.heads import icl_positions, icl_score  # the one definition of the ICL score
-
         losses = self.token_losses(outputs, batch.targets)
         out = {"loss": float(losses.mean()), "icl_score": icl_score(losses, *icl_positions(losses.shape[1] + 1))}
         rep = batch.extras["repeated"][:, 1:]
         if bool(rep.any()):
             out["repeated_token_loss"] = float(losses[rep].mean())
         return out
+
+
+def icl_positions(n_ctx: int) -> tuple[int, int]:
+    """Olsson et al.'s tokens 500 and 50 (of 512), rescaled to a context of ``n_ctx`` tokens, as indices into the
+    [T-1] per-token losses (loss t predicts token t+1). The one definition every ICL score uses."""
+    return min(n_ctx - 2, round(n_ctx * 500 / 512)), round(n_ctx * 50 / 512)
+
+
+def icl_score(token_loss: torch.Tensor, late: int, early: int) -> float:
+    """Loss at a late token minus loss at an early token, averaged over sequences (negative: context helps).
+
+    token_loss [B, T] per-token loss (nats); Olsson et al. use tokens 500 and 50 of 512.
+    """
+    return float(token_loss[:, late].mean() - token_loss[:, early].mean())

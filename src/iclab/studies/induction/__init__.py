@@ -17,7 +17,7 @@ import torch
 
 from iclab.analysis import induction_runs as R
 from iclab.analysis.circuits import Mechanism, induction_mechanism
-from iclab.analysis.heads import icl_positions
+from iclab.tasks.induction import icl_positions
 from iclab.analysis.induction_scores import InductionHead, ProbeSequences, induction_heads, make_probe_sequences
 from iclab.models import ModelConfig
 from iclab.plots.induction import plot_all

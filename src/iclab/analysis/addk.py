@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from iclab.analysis.stats import pca
+from iclab.analysis.stats import bootstrap_mean, pca
 from iclab.heads.base import HeadModel, Intervention, greedy_generate
 from iclab.results import Head
 from iclab.tasks.addk import PROMPT_FORMATS, AddKConfig, PromptFormat, prompt_text, sample
@@ -490,14 +490,14 @@ class MeanCI:
     n: int
 
 
-def _mean_ci(values: np.ndarray, g: np.random.Generator, n_boot: int = 2000) -> MeanCI:
+def _mean_ci(values: np.ndarray, g: torch.Generator) -> MeanCI:
     """Mean over prompts and its 95% bootstrap interval (non-finite values dropped)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
         return MeanCI(float("nan"), (float("nan"), float("nan")), 0)
-    boot = g.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
-    return MeanCI(float(v.mean()), (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))), int(v.size))
+    mean, low, high = bootstrap_mean(v, g)
+    return MeanCI(float(mean), (float(low), float(high)), int(v.size))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -530,7 +530,7 @@ def signal_routing(ex: Extraction, task_means: np.ndarray, subspace: np.ndarray,
     cos(sum_i alpha~_i s_i, h_k) - cos(mean_i s_i, h_k), alpha~ renormalised over the labels, with the same null.
     Means over prompts with 95% bootstrap intervals; ``peaking_ratio`` as measured in :func:`extraction`.
     """
-    g = np.random.default_rng(seed)
+    g, perm = torch.Generator().manual_seed(seed), np.random.default_rng(seed)  # bootstrap / permutation streams
     s, a = ex.signals_full, ex.label_attention  # [N, n, D], [N, n]
     hk = task_means[:, None, :]
     sub_cos = _cosines(s @ subspace.T, (task_means @ subspace.T)[:, None, :]).mean(axis=1)
@@ -541,7 +541,7 @@ def signal_routing(ex: Extraction, task_means: np.ndarray, subspace: np.ndarray,
     routing, routing_null, gain_null = [], [], []
     for j in range(len(s)):
         routing.append(_pearson(a[j], cos_i[j]))
-        perms = [g.permutation(a.shape[1]) for _ in range(shuffles)]
+        perms = [perm.permutation(a.shape[1]) for _ in range(shuffles)]
         routing_null.append(np.nanmean([_pearson(a[j][p], cos_i[j]) for p in perms]))
         gain_null.append(np.mean([_cosines((w[j][p][:, None] * s[j]).sum(0), task_means[j]) - uniform[j] for p in perms]))
     return SignalRouting(float(ex.peaking_ratio), _mean_ci(sub_cos, g), _mean_ci(cos_i.mean(axis=1), g), _mean_ci(np.array(routing), g),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from iclab.analysis.stats import bootstrap_mean
+
 
 @dataclass(frozen=True)
 class CurveCI:
@@ -29,13 +31,10 @@ class CurveCI:
         return float(np.mean(self.mean[start:]))
 
 
-def _bootstrap(per_prompt: torch.Tensor, generator: torch.Generator, n_boot: int = 200) -> CurveCI:
-    """per_prompt [B, n] -> mean over prompts and the 2.5 / 97.5 percentiles of bootstrap means."""
-    B = per_prompt.shape[0]
-    idx = torch.randint(B, (n_boot, B), generator=generator)
-    boots = per_prompt[idx].mean(1)  # [n_boot, n]
-    q = torch.quantile(boots.to(torch.float64), torch.tensor([0.025, 0.975], dtype=torch.float64), dim=0)
-    return CurveCI(per_prompt.mean(0).tolist(), q[0].tolist(), q[1].tolist())
+def _bootstrap(per_prompt: torch.Tensor, generator: torch.Generator) -> CurveCI:
+    """per_prompt [B, n] -> mean over prompts and its 95% bootstrap interval (:func:`iclab.analysis.stats.bootstrap_mean`)."""
+    mean, low, high = bootstrap_mean(per_prompt, generator)
+    return CurveCI(per_prompt.mean(0).tolist(), low.tolist(), high.tolist())
 
 
 def spd_per_prompt(preds1: torch.Tensor, preds2: torch.Tensor, d: int) -> torch.Tensor:
@@ -43,9 +42,9 @@ def spd_per_prompt(preds1: torch.Tensor, preds2: torch.Tensor, d: int) -> torch.
     return (preds1.to(torch.float64) - preds2.to(torch.float64)).pow(2) / d
 
 
-def spd(preds1: torch.Tensor, preds2: torch.Tensor, d: int, generator: torch.Generator, n_boot: int = 200) -> CurveCI:
+def spd(preds1: torch.Tensor, preds2: torch.Tensor, d: int, generator: torch.Generator) -> CurveCI:
     """SPD against the number of in-context examples; preds [B, n]."""
-    return _bootstrap(spd_per_prompt(preds1, preds2, d), generator, n_boot)
+    return _bootstrap(spd_per_prompt(preds1, preds2, d), generator)
 
 
 def implicit_weights(query_preds: torch.Tensor, queries: torch.Tensor, intercept: bool = False) -> torch.Tensor:
@@ -79,11 +78,11 @@ def implicit_weight_stability(learner, xs: torch.Tensor, ys: torch.Tensor, gener
     return out
 
 
-def ilwd(weights1: torch.Tensor, weights2: torch.Tensor, generator: torch.Generator, n_boot: int = 200) -> CurveCI:
+def ilwd(weights1: torch.Tensor, weights2: torch.Tensor, generator: torch.Generator) -> CurveCI:
     """ILWD against the number of in-context examples; implicit weights [B, n, d]."""
     d = weights1.shape[-1]
     per = (weights1.to(torch.float64) - weights2.to(torch.float64)).pow(2).sum(-1) / d
-    return _bootstrap(per, generator, n_boot)
+    return _bootstrap(per, generator)
 
 
 def mspd(preds1: torch.Tensor, preds2: torch.Tensor, d: int) -> float:

@@ -17,10 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from iclab.analysis.heads import repeated_random_tokens
-from iclab.tasks.induction import icl_positions, icl_score
+from iclab.tasks.induction import InductionTask, icl_positions, icl_score
 from iclab.heads import HeadModel, Intervention
 from iclab.results import Head
 
@@ -48,12 +47,12 @@ def natural_text_ids(model: HeadModel, n_seq: int, length: int, generator: torch
 
 @torch.no_grad()
 def token_losses(model: HeadModel, ids: torch.Tensor, intervention: Intervention | None = None, batch: int = 8) -> torch.Tensor:
-    """[B, T-1] next-token losses (nats) under ``intervention``, computed ``batch`` sequences at a time."""
+    """[B, T-1] next-token losses (nats) under ``intervention``, computed ``batch`` sequences at a time: the one
+    per-token loss of every analysis (the induction task's own definition, :meth:`InductionTask.token_losses`)."""
     out = []
     for i in range(0, len(ids), batch):
         x = ids[i : i + batch].to(model.device)
-        logits = model.logits(x, intervention)  # [b, T, V]
-        out.append(F.cross_entropy(logits[:, :-1].transpose(1, 2), x[:, 1:], reduction="none").cpu())
+        out.append(InductionTask.token_losses(model.logits(x, intervention), x).cpu())  # logits [b, T, V]
     return torch.cat(out)
 
 

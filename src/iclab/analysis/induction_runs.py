@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from iclab.tasks.induction import icl_positions, icl_score
-from iclab.analysis.induction_scores import ProbeSequences, SnapshotScores, score_model, token_losses
+from iclab.analysis.induction_evidence import token_losses
+from iclab.analysis.induction_scores import LOSS_BATCH, ProbeSequences, SnapshotScores, score_model
+from iclab.heads.own import IclabHeadModel
 from iclab.analysis.loss_attribution import induction_predictable, phase_change_attribution, predictable_gain
 from iclab.analysis.phase_change import PhaseChange, Window, trajectory_phase_change
 from iclab.models import Transformer, ablate_heads, frozen_patterns, mean_z, record_patterns, run_with_cache
@@ -65,7 +67,7 @@ def trajectory(run: RunDir, probes: ProbeSequences, device: torch.device | str =
 @torch.no_grad()
 def _icl(model: Transformer, tokens: torch.Tensor) -> tuple[float, torch.Tensor]:
     """(ICL score, mean loss per position [T-1]) of ``model`` on ``tokens`` [B, T]."""
-    losses = token_losses(model, tokens)
+    losses = token_losses(IclabHeadModel(model), tokens, batch=LOSS_BATCH)
     return icl_score(losses, *icl_positions(tokens.shape[1])), losses.mean(0)
 
 
@@ -179,7 +181,7 @@ def attribution(run: RunDir, traj: Trajectory, window: Window, texts: dict[str, 
     for step in steps:
         model = load_model(run, config, step, device)[0]
         for key, text in texts.items():
-            losses[key].append(token_losses(model, text).flatten().cpu().numpy())
+            losses[key].append(token_losses(IclabHeadModel(model), text, batch=LOSS_BATCH).flatten().numpy())
     out: dict[str, TextAttribution] = {}
     for key, text in texts.items():
         attr = phase_change_attribution(np.stack(losses[key]), before, after)

@@ -29,7 +29,8 @@ from iclab.analysis.heads import (
 from iclab.heads.own import IclabHeadModel
 from iclab.models import Transformer
 from iclab.results import Head
-from iclab.tasks.induction import InductionTask, icl_positions, icl_score
+from iclab.analysis.induction_evidence import token_losses
+from iclab.tasks.induction import icl_positions, icl_score
 
 
 @dataclass
@@ -61,11 +62,7 @@ def restricted_ov(ov_logits: torch.Tensor, tokens: torch.Tensor, vocab: torch.Te
     return ov_logits[..., vocab.to(ov_logits.device)], index
 
 
-@torch.no_grad()
-def token_losses(model: Transformer, tokens: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Per-token loss [B, T-1] in batches."""
-    out = [InductionTask.token_losses(model(tokens[i : i + batch]), tokens[i : i + batch]) for i in range(0, len(tokens), batch)]
-    return torch.cat(out)
+LOSS_BATCH = 256  # sequences per forward pass when scoring iclab's small models
 
 
 @dataclass(frozen=True)
@@ -86,15 +83,16 @@ class SnapshotScores:
 def score_model(model: Transformer, probes: ProbeSequences) -> SnapshotScores:
     """Scores of one set of weights on the fixed ``probes``."""
     icl, loss, positions = {}, {}, []
+    heads = IclabHeadModel(model)
     for name, seqs in probes.sequences.items():
-        losses = token_losses(model, seqs)
+        losses = token_losses(heads, seqs, batch=LOSS_BATCH)
         late, early = icl_positions(seqs.shape[1])
         icl[name] = icl_score(losses, late, early)
         loss[name] = float(losses.mean())
         if name == "mixture":
             positions = losses[probes.loss_positions[:, 0], probes.loss_positions[:, 1]].tolist()
     # the head scores go through the one head interface and the one scorer, as for any model
-    scores = head_scores(IclabHeadModel(model), probes.repeated, probes.ov_tokens, probes.vocab, detection=False)
+    scores = head_scores(heads, probes.repeated, probes.ov_tokens, probes.vocab, detection=False)
     return SnapshotScores(icl, loss, positions, **{name: value.tolist() for name, value in scores.items()})
 
 

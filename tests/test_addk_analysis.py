@@ -163,11 +163,11 @@ def test_periodic_fit_recovers_planted_features_and_their_phase():
     k = np.arange(1, 31)
     y = 2.0 * np.cos(2 * np.pi * k / 5 + 1.3) + 0.05 * np.random.default_rng(0).normal(size=30)
     fit = A.periodic_fit(k, y)
-    assert fit["cos 5"].r2 > 0.98
-    assert fit["cos 5"].theta == pytest.approx(1.3, abs=0.02)
-    assert max(v.r2 for name, v in fit.items() if name != "cos 5") < 0.3
+    assert fit["mod5"].r2 > 0.98
+    assert fit["mod5"].theta == pytest.approx(1.3, abs=0.02)
+    assert max(v.r2 for name, v in fit.items() if name != "mod5") < 0.3
     fit10 = A.periodic_fit(k, np.sin(2 * np.pi * k / 10))
-    assert fit10["sin 10"].r2 > 0.99
+    assert fit10["mod10s"].r2 > 0.99
     e = np.eye(8)
     pca = A.head_pca(np.outer(np.cos(2 * np.pi * k / 10), e[0]) + np.outer(np.sin(2 * np.pi * k / 10), e[3]))
     assert pca.n_95 == 2
@@ -241,7 +241,7 @@ def test_the_joint_periodic_fit_finds_a_cos_sin_pair_spread_over_rotated_pcs_tha
     assert joint.mod_vectors.shape == (16, 6)
     pca = A.head_pca(X)
     one_pc = [A.periodic_fit(k, pca.coords[:, i]) for i in range(4)]
-    assert max(f["cos 10"].r2 for f in one_pc) < 0.6 and max(f["sin 10"].r2 for f in one_pc) < 0.6
+    assert max(f["mod10c"].r2 for f in one_pc) < 0.6 and max(f["mod10s"].r2 for f in one_pc) < 0.6
 
 
 def test_projection_arms_split_the_six_dimensional_span_and_the_fv_follows_the_authors_formula():

@@ -378,14 +378,25 @@ def head_pca(X: np.ndarray) -> HeadPCA:
     return HeadPCA(p.components, p.coords, p.explained, p.n_for(0.95))
 
 
-PERIODIC = {  # name -> (period, phase searched)
-    "cos 2": (2, False),
-    "cos 5": (5, True),
-    "cos 10": (10, False),
-    "sin 10": (10, False),
-    "cos 25": (25, True),
-    "cos 50": (50, True),
-}
+@dataclass(frozen=True)
+class PeriodicFeature:
+    """One of Hu et al.'s six periodic features of the task k: cos(2 pi k / ``period`` + theta), the sine where ``sine``;
+    the phase theta is fitted where ``searched``, else 0."""
+
+    period: int
+    searched: bool
+    sine: bool = False
+
+    def wave(self, k: np.ndarray, theta: np.ndarray | float = 0.0) -> np.ndarray:
+        """The feature at tasks k [K] (theta [P, 1] gives [P, K])."""
+        return np.cos(2 * np.pi * np.asarray(k, dtype=np.float64) / self.period + theta - (np.pi / 2 if self.sine else 0.0))
+
+
+# The one table of the periodic features, in the authors' order and with their names (utils/mod_vectors): magnitude
+# (periods 50, 25) and the unit digit (periods 2, 5, 10 as cosine and sine).
+PERIODIC = {"mod50": PeriodicFeature(50, True), "mod2": PeriodicFeature(2, False), "mod5": PeriodicFeature(5, True),
+            "mod10c": PeriodicFeature(10, False), "mod10s": PeriodicFeature(10, False, sine=True), "mod25": PeriodicFeature(25, True)}
+UNIT_TARGETS, MAGNITUDE_TARGETS = ("mod2", "mod5", "mod10c", "mod10s"), ("mod50", "mod25")
 
 
 @dataclass(frozen=True)
@@ -402,9 +413,9 @@ def periodic_fit(k: np.ndarray, y: np.ndarray, step: float = 0.01) -> dict[str, 
     y = y - y.mean()
     ss = float(np.sum(y**2))
     out = {}
-    for name, (period, search) in PERIODIC.items():
-        thetas = np.arange(0, 2 * np.pi, step) if search else np.array([-np.pi / 2 if name.startswith("sin") else 0.0])
-        feats = np.cos(2 * np.pi * k[None, :] / period + thetas[:, None])  # [P, K]
+    for name, feature in PERIODIC.items():
+        thetas = np.arange(0, 2 * np.pi, step) if feature.searched else np.array([0.0])
+        feats = feature.wave(k[None, :], thetas[:, None])  # [P, K]
         feats = feats - feats.mean(1, keepdims=True)
         norms = np.sum(feats**2, axis=1)
         coef = feats @ y / np.maximum(norms, 1e-12)
@@ -588,11 +599,6 @@ def successive_correlation(signals: np.ndarray, ks: np.ndarray) -> float:
 
 # Hu et al.'s six periodic targets (their step2/periodic.py, fit_mod_vectors): name -> (period, phase searched).
 # Columns 1-4 (periods 2, 5, 10) span the unit-digit subspace; 0 and 5 (periods 50, 25) the magnitude subspace.
-MOD_TARGETS = {"mod50": (50, True), "mod2": (2, False), "mod5": (5, True), "mod10c": (10, False), "mod10s": (10, False),
-               "mod25": (25, True)}
-UNIT_TARGETS, MAGNITUDE_TARGETS = ("mod2", "mod5", "mod10c", "mod10s"), ("mod50", "mod25")
-
-
 @dataclass
 class ModFit:
     r2: dict[str, float]  # per target: R^2 of its least-squares reconstruction from the top PCs jointly
@@ -611,20 +617,20 @@ def mod_vector_fit(X: np.ndarray, k: np.ndarray, n_pcs: int = 6, step: float = 0
     coords = coords - coords.mean(0)
     k = np.asarray(k, dtype=np.float64)
     targets, thetas = [], {}
-    for name, (period, search) in MOD_TARGETS.items():
-        if not search:
-            t = np.sin(2 * np.pi * k / period) if name == "mod10s" else np.cos(2 * np.pi * k / period)
+    for name, feature in PERIODIC.items():
+        if not feature.searched:
+            t = feature.wave(k)
             thetas[name] = 0.0
         else:
             best, best_theta = np.inf, 0.0
             for theta in np.arange(0, 2 * np.pi, step):
-                f = np.cos(2 * np.pi * k / period + theta)
+                f = feature.wave(k, theta)
                 f = f - f.mean()
                 resid = f - coords @ np.linalg.lstsq(coords, f, rcond=None)[0]
                 r = float(resid @ resid / max(f @ f, 1e-300))
                 if r < best:
                     best, best_theta = r, theta
-            t = np.cos(2 * np.pi * k / period + best_theta)
+            t = feature.wave(k, best_theta)
             thetas[name] = float(best_theta)
         targets.append(t)
     T = np.stack(targets, axis=1)  # [K, 6]
@@ -632,7 +638,7 @@ def mod_vector_fit(X: np.ndarray, k: np.ndarray, n_pcs: int = 6, step: float = 0
     ss_res = ((T - coords @ W) ** 2).sum(0)
     ss_tot = ((T - T.mean(0)) ** 2).sum(0)
     r2 = 1 - ss_res / np.where(ss_tot == 0, 1.0, ss_tot)
-    return ModFit({n: float(v) for n, v in zip(MOD_TARGETS, r2)}, thetas, basis @ W)
+    return ModFit({n: float(v) for n, v in zip(PERIODIC, r2)}, thetas, basis @ W)
 
 
 # ----------------------------------------------------------------------------- the projection causal test
@@ -642,10 +648,10 @@ PROJECTION_SUBSPACES = {"parity": ("mod2",), "unit": UNIT_TARGETS, "magnitude": 
 
 
 def projection_basis(mod_vectors: np.ndarray, subspace: str, variant: str) -> np.ndarray:
-    """Orthonormal basis [D, r] of one arm. mod_vectors [D, 6] in MOD_TARGETS order. ``onto``: the span of the
+    """Orthonormal basis [D, r] of one arm. mod_vectors [D, 6] in PERIODIC order. ``onto``: the span of the
     subspace's columns; ``out``: the rest of the six-dimensional span (its complement inside the span)."""
     M = np.asarray(mod_vectors, dtype=np.float64)
-    cols = [list(MOD_TARGETS).index(name) for name in PROJECTION_SUBSPACES[subspace]]
+    cols = [list(PERIODIC).index(name) for name in PROJECTION_SUBSPACES[subspace]]
     onto, _ = np.linalg.qr(M[:, cols])
     if variant == "onto":
         return onto

@@ -91,13 +91,13 @@ def periodic_curves(res: dict[str, Any], folder: Path) -> Path:
                 continue
             y = coords[:, i] - coords[:, i].mean()
             name, fit = s.best_fits()[f"PC{i + 1}"]
-            period = PERIODIC[name][0]
-            f = np.cos(2 * np.pi * k / period + fit.theta)
+            feature = PERIODIC[name]
+            f = feature.wave(k, fit.theta)
             f = f - f.mean()
             a = f @ y / max(f @ f, 1e-12)
             ax.plot(k, y, "o", ms=3, label="task means")
             kk = np.linspace(k.min(), k.max(), 300)
-            ff = np.cos(2 * np.pi * kk / period + fit.theta) - np.cos(2 * np.pi * k / period + fit.theta).mean()
+            ff = feature.wave(kk, fit.theta) - feature.wave(k, fit.theta).mean()
             ax.plot(kk, a * ff, lw=1, label=f"{name}, R^2 {fit.r2:.2f}")
             ax.set_title(f"head {head} PC{i + 1}", fontsize=8)
             ax.set_xlabel("k")

@@ -4,6 +4,7 @@ it does not (and NOT APPLICABLE where the model has no behaviour or no main head
 from dataclasses import replace
 
 import pytest
+from claim_cases import holds_and_fails, verdict as claim_verdict
 
 from iclab.analysis.addk import FeatureFit, HeadTest, MainHeadRule, MeanCI, SignalRouting, WrongDemonstration
 from iclab.analysis.addk_pipeline import (CleanAccuracy, HeadProjection, HeadSetAccuracy, HeadSubspace, JointFit, Localisation,
@@ -42,8 +43,7 @@ def results(selected_fv=0.9, zero_shot=0.1, selected=(Head(0, 1), MAIN, Head(2, 
 
 
 def verdict(res, starts: str) -> Verdict:
-    claims, _ = findings(CFG, res)
-    return next(c for c in claims if c.statement.startswith(starts)).verdict
+    return claim_verdict(findings, CFG, res, starts)
 
 
 CASES = [  # (claim, results where it holds, results where it does not)
@@ -59,8 +59,7 @@ CASES = [  # (claim, results where it holds, results where it does not)
 
 @pytest.mark.parametrize("claim, holds, fails", CASES)
 def test_each_claim_holds_on_one_case_and_not_on_the_other(claim, holds, fails):
-    assert verdict(results(**holds), claim) is Verdict.REPRODUCED
-    assert verdict(results(**fails), claim) is Verdict.NOT_REPRODUCED
+    holds_and_fails(findings, CFG, results, claim, holds, fails)
 
 
 def test_no_main_head_makes_necessity_not_applicable():

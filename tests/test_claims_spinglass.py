@@ -2,8 +2,8 @@
 it holds and one where it does not."""
 
 import pytest
+from claim_cases import holds_and_fails
 
-from iclab.claims import Verdict
 from iclab.spinglass import experiments as X
 from iclab.studies.spinglass.claims import findings
 from iclab.studies.spinglass.settings import PRESETS
@@ -26,11 +26,6 @@ def results(error=(1.0, 0.5, 0.1), contrast=(0.5, 0.8, 0.95), grid=((0.3, 0.5), 
             "figS4": s4, "fig2": fig2}
 
 
-def verdict(res, starts: str) -> Verdict:
-    claims, _ = findings(CFG, res)
-    return next(c for c in claims if c.statement.startswith(starts)).verdict
-
-
 CASES = [  # (claim, results where it holds, results where it does not)
     ("test error on unseen tasks falls with task diversity", {}, {"error": (1.0, 0.9, 0.8)}),
     ("the contrast ratio rises toward", {}, {"contrast": (0.5, 0.8, 0.85)}),
@@ -43,8 +38,7 @@ CASES = [  # (claim, results where it holds, results where it does not)
 
 @pytest.mark.parametrize("claim, holds, fails", CASES)
 def test_each_claim_holds_on_one_case_and_not_on_the_other(claim, holds, fails):
-    assert verdict(results(**holds), claim) is Verdict.REPRODUCED
-    assert verdict(results(**fails), claim) is Verdict.NOT_REPRODUCED
+    holds_and_fails(findings, CFG, results, claim, holds, fails)
 
 
 def test_numbers_are_keyed_as_the_summary_documents():

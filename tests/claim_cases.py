@@ -1,0 +1,15 @@
+"""Table-driven claim tests: a claim's verdict on hand-built typed results, one case where it holds and one where not."""
+
+from iclab.claims import Verdict
+
+
+def verdict(findings, settings, results, starts: str) -> Verdict:
+    """The verdict of the claim whose statement starts with ``starts``."""
+    claims, _ = findings(settings, results)
+    return next(c for c in claims if c.statement.startswith(starts)).verdict
+
+
+def holds_and_fails(findings, settings, make, claim: str, holds: dict, fails: dict) -> None:
+    """``make(**holds)`` gives results where ``claim`` is REPRODUCED; ``make(**fails)`` where it is NOT REPRODUCED."""
+    assert verdict(findings, settings, make(**holds), claim) is Verdict.REPRODUCED
+    assert verdict(findings, settings, make(**fails), claim) is Verdict.NOT_REPRODUCED

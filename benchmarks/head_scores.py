@@ -23,7 +23,7 @@ import time
 
 CHILD = r"""
 import json, sys, time, torch
-from iclab.analysis.induction_scores import score_heads
+from iclab.analysis.induction.scores import score_heads
 spec = sys.argv[1]
 t0 = time.perf_counter()
 if spec == "qwen2-0.5b-shape":

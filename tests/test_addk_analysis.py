@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from iclab.analysis import addk as A
+from iclab.analysis.addk import subspaces
 from iclab.errors import IclabError
 from iclab.heads import IclabHeadModel
 from iclab.models import ModelConfig, Transformer
@@ -127,7 +128,7 @@ def _planted(aligned_attention: bool, n: int = 200, demos: int = 5, D: int = 12,
     hk = g.normal(size=(n, D))
     noise = g.normal(size=(n, demos, D)) * g.uniform(0.2, 3.0, size=(n, demos, 1))
     s = hk[:, None, :] + noise
-    cos = A._cosines(s, hk[:, None, :])
+    cos = subspaces._cosines(s, hk[:, None, :])
     a = np.exp(4 * cos) if aligned_attention else g.uniform(size=(n, demos))
     a = 0.9 * a / a.sum(1, keepdims=True)
     ex = A.Extraction(0.0, 0.9, 0.9, s[..., :3], np.zeros(1), np.zeros(1), s, a, 5.0, np.einsum("nd,nde->ne", a, s))

@@ -7,7 +7,7 @@ import pytest
 from claim_cases import holds_and_fails, verdict as claim_verdict
 
 from iclab.analysis.addk import FeatureFit, HeadTest, MainHeadRule, MeanCI, SignalRouting, WrongDemonstration
-from iclab.analysis.addk_pipeline import (CleanAccuracy, HeadProjection, HeadSetAccuracy, HeadSubspace, JointFit, Localisation,
+from iclab.analysis.addk.pipeline import (CleanAccuracy, HeadProjection, HeadSetAccuracy, HeadSubspace, JointFit, Localisation,
                                           Projection, SelfCorrection, Subspaces)
 from iclab.claims import Verdict
 from iclab.results import Head

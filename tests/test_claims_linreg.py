@@ -4,9 +4,9 @@ holds and one where it does not."""
 import pytest
 from claim_cases import holds_and_fails
 
-from iclab.analysis.learner_comparison import Behaviour, Constructions, ModelComparison, NoiseTable, RidgeConstruction
-from iclab.analysis.learner_metrics import CurveCI
-from iclab.analysis.probes import ProbeComparison, ProbeFit, ProbeTable
+from iclab.analysis.linreg.comparison import Behaviour, Constructions, ModelComparison, NoiseTable, RidgeConstruction
+from iclab.analysis.linreg.metrics import CurveCI
+from iclab.analysis.linreg.probes import ProbeComparison, ProbeFit, ProbeTable
 from iclab.studies.linreg.claims import findings
 from iclab.studies.linreg.settings import PRESETS
 

@@ -95,7 +95,7 @@ def test_curriculum_grows_dimension_and_length():
 
 def test_a_studys_seed_moves_the_models_and_the_data_in_every_study():
     from iclab.studies import addk, linreg
-    from iclab.analysis.task_diversity import TaskDiversitySettings, _config
+    from iclab.analysis.linreg.task_diversity import TaskDiversitySettings, _config
     from iclab.tasks.base import seeded
     from iclab.studies.induction import PRESETS as IND
 

@@ -124,7 +124,7 @@ def test_a_model_whose_ov_circuit_is_the_identity_copies():
 
 
 def test_copying_scores_layer_by_layer_in_chunks_equal_the_full_tensor():
-    from iclab.analysis.induction_scores import copying_scores, restricted_ov
+    from iclab.analysis.induction.scores import copying_scores, restricted_ov
     from iclab.heads import IclabHeadModel
 
     cfg = ModelConfig(n_layers=2, d_model=16, n_heads=2, attn_only=True, d_vocab=40, n_ctx=8)

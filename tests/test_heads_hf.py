@@ -250,7 +250,7 @@ def test_wrapping_and_analysing_leave_the_callers_model_as_it_was():
 
 
 def test_induction_head_scores_are_one_call_on_an_iclab_run_and_on_a_hugging_face_model(tmp_path):
-    from iclab.analysis.induction_scores import score_heads
+    from iclab.analysis.induction.scores import score_heads
     from iclab.heads import from_run
     from iclab.train import apply_overrides, default_config, train
 

@@ -118,7 +118,7 @@ def test_discrete_mmse_is_the_pool_posterior_mean():
 
 
 def test_the_tuned_step_size_recovers_the_step_that_made_the_target():
-    from iclab.analysis.learner_metrics import best_step_size
+    from iclab.analysis.linreg.metrics import best_step_size
     from iclab.learners import GD
 
     g = torch.Generator().manual_seed(0)
@@ -133,7 +133,7 @@ def test_the_tuned_step_size_recovers_the_step_that_made_the_target():
 
 
 def test_implicit_weights_with_an_intercept_recover_an_affine_map():
-    from iclab.analysis.learner_metrics import implicit_weights
+    from iclab.analysis.linreg.metrics import implicit_weights
 
     g = torch.Generator().manual_seed(0)
     queries = torch.randn(3, 40, 4, generator=g, dtype=torch.float64)
@@ -144,7 +144,7 @@ def test_implicit_weights_with_an_intercept_recover_an_affine_map():
 
 
 def test_knn_implicit_weights_settle_with_more_probes_and_linear_ones_never_move():
-    from iclab.analysis.learner_metrics import implicit_weight_stability
+    from iclab.analysis.linreg.metrics import implicit_weight_stability
     from iclab.tasks import LinearRegression as Task, LinRegConfig
 
     xs, ys, _ = Task(LinRegConfig(d=4, n_points=9)).sample(0, 32, "eval")

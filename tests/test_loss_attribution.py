@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from iclab.analysis.loss_attribution import induction_predictable, phase_change_attribution
+from iclab.analysis.induction.loss_attribution import induction_predictable, phase_change_attribution
 
 
 def test_the_phase_change_direction_singles_out_the_tokens_that_gain():
@@ -21,7 +21,7 @@ def test_the_phase_change_direction_singles_out_the_tokens_that_gain():
 
 
 def test_predictable_gain_tests_whether_predictable_tokens_gain_more():
-    from iclab.analysis.loss_attribution import predictable_gain
+    from iclab.analysis.induction.loss_attribution import predictable_gain
 
     rng = np.random.default_rng(1)
     predictable = np.arange(200) % 4 == 0
@@ -42,7 +42,7 @@ def test_induction_predictable_marks_tokens_whose_bigram_occurred_before():
 def test_the_coloured_text_is_written_and_embedded_in_the_report(tmp_path):
     import json
 
-    from iclab.analysis.induction_runs import Attribution, TextAttribution
+    from iclab.analysis.induction.runs import Attribution, TextAttribution
     from iclab.plots.induction import token_loss_attribution
     from iclab.report import build_report
     from iclab.studies.common import RunIdentity, Summary

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from iclab.analysis.phase_change import loss_bump, loss_pca, nonconvex_stretch, phase_change_window
+from iclab.analysis.induction.phase_change import loss_bump, loss_pca, nonconvex_stretch, phase_change_window
 from iclab.results import Head
 
 
@@ -72,7 +72,7 @@ def _trajectory(drop: float) -> tuple:
 
 
 def test_a_trajectory_has_a_phase_change_only_when_the_icl_score_moves_enough():
-    from iclab.analysis.phase_change import trajectory_phase_change
+    from iclab.analysis.induction.phase_change import trajectory_phase_change
 
     big = trajectory_phase_change(*_trajectory(0.5), min_icl_change=0.2)
     assert big.window.start_tokens < 1e7 < big.window.end_tokens and len(big.pca.coords) == 40
@@ -82,7 +82,7 @@ def test_a_trajectory_has_a_phase_change_only_when_the_icl_score_moves_enough():
 
 
 def test_induction_heads_need_prefix_matching_and_copying():
-    from iclab.analysis.induction_scores import induction_heads
+    from iclab.analysis.induction.scores import induction_heads
 
     pm, cp, top1 = np.array([[0.1, 0.5], [0.9, 0.6]]), np.array([[0.2, 0.3], [0.8, 0.1]]), np.array([[0.9, 0.9], [0.8, 0.2]])
     heads = induction_heads(pm, cp, top1, threshold=0.4, min_copying_top1=0.5)

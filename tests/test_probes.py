@@ -2,7 +2,7 @@
 
 import torch
 
-from iclab.analysis.probes import ProbeFit, ProbeTable, r2_difference, score
+from iclab.analysis.linreg.probes import ProbeFit, ProbeTable, r2_difference, score
 from iclab.claims import Verdict
 from iclab.studies.linreg.claims import _mlp_beats_linear
 from iclab.studies.linreg.settings import LinRegStudySettings

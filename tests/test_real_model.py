@@ -29,7 +29,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def probe(model):
-    from iclab.analysis.induction_evidence import InductionProbe
+    from iclab.analysis.induction.evidence import InductionProbe
 
     return InductionProbe.make(model, 8, 25, torch.Generator().manual_seed(0))
 
@@ -50,7 +50,7 @@ def test_greedy_completion_is_sensible(model):
 
 def test_the_known_induction_heads_have_the_highest_prefix_matching(model, probe):
     from iclab.analysis.heads import prefix_matching_score
-    from iclab.analysis.induction_evidence import top_heads
+    from iclab.analysis.induction.evidence import top_heads
 
     pm = prefix_matching_score(model.patterns(probe.ids), probe.ids)  # [L, H]
     top = top_heads(pm, 4)
@@ -60,14 +60,14 @@ def test_the_known_induction_heads_have_the_highest_prefix_matching(model, probe
 
 
 def test_the_second_copy_of_random_tokens_is_learned_in_context(model, probe):
-    from iclab.analysis.induction_evidence import token_losses
+    from iclab.analysis.induction.evidence import token_losses
 
     first, second = probe.copy_losses(token_losses(model, probe.ids))
     assert first > 10 and second < first - 6, (first, second)
 
 
 def test_ablating_induction_heads_hurts_copying_far_more_than_random_heads(model, probe):
-    from iclab.analysis.induction_evidence import ablation, random_heads_like, token_losses
+    from iclab.analysis.induction.evidence import ablation, random_heads_like, token_losses
 
     heads = sorted(KNOWN_INDUCTION_HEADS)
     clean = probe.copy_losses(token_losses(model, probe.ids))[1]

@@ -8,7 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from iclab.studies import addk  # noqa: E402
-from iclab.analysis.addk_pipeline import Projection, Subspaces
+from iclab.analysis.addk.pipeline import Projection, Subspaces
 from iclab.results import Head
 from iclab.studies.common import Summary
 

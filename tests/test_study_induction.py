@@ -7,7 +7,7 @@ import torch
 
 from iclab.errors import IclabError
 from iclab.studies import induction
-from iclab.analysis.induction_runs import Trajectory
+from iclab.analysis.induction.runs import Trajectory
 from iclab.results import Head
 from iclab.studies.common import Summary
 

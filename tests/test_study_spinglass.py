@@ -1,6 +1,5 @@
 """The spinglass study end to end at a tiny size: summary, figures, findings, resumable parts."""
 
-import json
 
 import pytest
 import torch

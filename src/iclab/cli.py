@@ -143,7 +143,7 @@ def heads(
     """Score every head for induction: prefix-matching, copying, previous-token and detection scores."""
     import torch
 
-    from iclab.analysis.induction_scores import score_heads
+    from iclab.analysis.induction.scores import score_heads
     from iclab.device import resolve_device
     from iclab.heads import load_model
     from iclab.results import Head

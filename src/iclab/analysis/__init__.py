@@ -1,7 +1,18 @@
-"""Pure analysis functions: (predictions / caches / patterns, options) -> numbers.
+"""Pure analysis functions: (model or cache, batch, options) -> a typed result; no plotting, no file I/O.
 
-- :mod:`learner_metrics`: SPD, ILWD, MSPD with bootstrap intervals (linreg).
-- :mod:`probes`: attention-pooled linear / MLP probes of hidden states (linreg).
-- :mod:`heads`: prefix-matching, previous-token and TransformerLens-style detection scores (induction).
-- :mod:`phase_change`: per-token-loss PCA, the phase-change window, the loss bump (induction).
+Generic, for any study and any :class:`~iclab.heads.HeadModel`:
+
+- :mod:`.stats`: one PCA, one moving average, one bootstrap.
+- :mod:`.heads`: per-head scores from attention patterns and OV paths: prefix-matching, previous-token, copying (logit
+  score, top-1 share, eigenvalues), TransformerLens-style detection scores.
+- :mod:`.circuits`: QK / OV circuits and their composition read off the weights (iclab's attention models).
+
+By study:
+
+- :mod:`.linreg`: SPD / ILWD / MSPD, trained models against reference learners, probes, task diversity.
+- :mod:`.induction`: head scores over training, the phase change, ablations, per-token loss attribution, evidence on
+  real models.
+- :mod:`.addk`: prompts and task means, the head-set search, subspaces and the extraction identity, the pipeline.
+
+The spin-glass study's experiments live with their library, :mod:`iclab.spinglass.experiments`.
 """

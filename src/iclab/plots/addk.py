@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from iclab.analysis.addk import PERIODIC
-from iclab.analysis.addk_pipeline import CleanScan, Localisation
+from iclab.analysis.addk.pipeline import CleanScan, Localisation
 from iclab.plots import plt, save
 
 

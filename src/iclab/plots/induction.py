@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from iclab.analysis.circuits import Mechanism
-from iclab.analysis.induction_runs import Attribution, AttentionExample, Trajectory
+from iclab.analysis.induction.runs import Attribution, AttentionExample, Trajectory
 from iclab.io import atomic_write_text
 from iclab.plots import plt, save
 from iclab.results import Head

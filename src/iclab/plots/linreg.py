@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from iclab.analysis.learner_comparison import Behaviour, NoiseTable
-from iclab.analysis.probes import ProbeComparison
+from iclab.analysis.linreg.comparison import Behaviour, NoiseTable
+from iclab.analysis.linreg.probes import ProbeComparison
 from iclab.plots import plt, save
 from iclab.runs import TrainCurve
 

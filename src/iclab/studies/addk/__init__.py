@@ -5,7 +5,7 @@ folder (``--model PATH``): clean few-shot accuracy (and, for pretrained models, 
 ``min_clean_accuracy`` every localisation claim is NOT APPLICABLE and nothing more runs. Otherwise: task-mean head
 outputs; the head-set search (mask, selected / significant / main heads, necessity); per-head PCA, periodic fits and
 the aggregation / extraction identity; self-correction; the projection causal test. The steps are in
-:mod:`iclab.analysis.addk_pipeline`; claims in :mod:`.claims`; settings in :mod:`.settings`.
+:mod:`iclab.analysis.addk.pipeline`; claims in :mod:`.claims`; settings in :mod:`.settings`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from iclab.analysis import addk as A
-from iclab.analysis import addk_pipeline as P
+from iclab.analysis.addk import pipeline as P
 from iclab.errors import IclabError
 from iclab.heads import HeadModel, from_run, load_model
 from iclab.results import Head

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from iclab.analysis.addk import MeanCI
-from iclab.analysis.addk_pipeline import CleanAccuracy, CleanScan, Localisation, Projection, SelfCorrection, Subspaces
+from iclab.analysis.addk.pipeline import CleanAccuracy, CleanScan, Localisation, Projection, SelfCorrection, Subspaces
 from iclab.claims import Claim, Verdict, measured
 from iclab.studies.addk.settings import AddKStudySettings
 

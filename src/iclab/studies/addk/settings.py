@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from iclab.analysis.addk_pipeline import HeadSetSearch
+from iclab.analysis.addk.pipeline import HeadSetSearch
 from iclab.config import require, require_positive
 from iclab.tasks.addk import PROMPT_FORMATS, AddKConfig
 

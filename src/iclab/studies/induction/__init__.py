@@ -5,7 +5,7 @@ mixture with log-spaced weight snapshots, scores every snapshot (ICL score, per-
 prefix-matching, previous-token and copying scores), finds the phase-change window and the loss bump, ablates the
 final models' heads (zero, mean, pattern-preserving), reads their circuits and attributes the per-token loss change
 across the window. With ``model`` set, the pretrained-model branch (:mod:`.pretrained`) runs instead. Analyses in
-:mod:`iclab.analysis.induction_runs`; claims in :mod:`.claims`; settings in :mod:`.settings`.
+:mod:`iclab.analysis.induction.runs`; claims in :mod:`.claims`; settings in :mod:`.settings`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from iclab.analysis import induction_runs as R
+from iclab.analysis.induction import runs as R
 from iclab.analysis.circuits import Mechanism, induction_mechanism
 from iclab.tasks.induction import icl_positions
-from iclab.analysis.induction_scores import InductionHead, ProbeSequences, induction_heads, make_probe_sequences
+from iclab.analysis.induction.scores import InductionHead, ProbeSequences, induction_heads, make_probe_sequences
 from iclab.models import ModelConfig
 from iclab.plots.induction import plot_all
 from iclab.results import Head

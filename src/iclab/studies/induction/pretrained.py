@@ -1,6 +1,6 @@
 """The induction study on a pretrained language model (``iclab run induction --model NAME_OR_PATH``).
 
-Wires :mod:`iclab.analysis.induction_evidence`: scores every head, measures in-context learning on natural text and
+Wires :mod:`iclab.analysis.induction.evidence`: scores every head, measures in-context learning on natural text and
 on repeated random tokens, and ablates the top induction heads against heads drawn at random from the same layers
 (zero and mean ablation). No training; every analysis is a cached part. Same settings as the study (``pretrained``).
 """
@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from iclab.analysis import induction_evidence as E
-from iclab.analysis.induction_runs import AttentionExample
-from iclab.analysis.induction_scores import score_heads
+from iclab.analysis.induction import evidence as E
+from iclab.analysis.induction.runs import AttentionExample
+from iclab.analysis.induction.scores import score_heads
 from iclab.claims import Claim, Verdict, measured
 from iclab.heads import HeadModel, load_model
 from iclab.pretrained import check_spec
@@ -27,7 +27,7 @@ from iclab.studies.runner import Context, Part, Study
 
 @dataclass(frozen=True)
 class HeadScores(Result):
-    """Every head's scores, name -> [L][H] (:func:`iclab.analysis.induction_scores.score_heads`)."""
+    """Every head's scores, name -> [L][H] (:func:`iclab.analysis.induction.scores.score_heads`)."""
 
     SCHEMA: ClassVar[int] = 1
 

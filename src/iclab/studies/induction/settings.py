@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from iclab.analysis.phase_change import WINDOW_LEVEL
+from iclab.analysis.induction.phase_change import WINDOW_LEVEL
 from iclab.config import require, require_positive
 from iclab.tasks.induction import InductionConfig
 

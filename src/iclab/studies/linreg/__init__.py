@@ -4,8 +4,8 @@ Akyürek et al. (ICLR 2023), with Garg et al. (2022)'s training set-up. Trains t
 noiseless in-context regression, compares their predictions with reference learners by SPD and ILWD, repeats the
 comparison across label-noise levels for the deepest model (MSPD table), probes hidden states for X^T y, w_OLS and
 the Sherman-Morrison state against a control model trained on one fixed task, and builds Theorems 1 and 2 as
-weights. Models in :mod:`.models`; analyses in :mod:`iclab.analysis.learner_comparison` and
-:mod:`iclab.analysis.probes`; claims in :mod:`.claims`; settings in :mod:`.settings`.
+weights. Models in :mod:`.models`; analyses in :mod:`iclab.analysis.linreg.comparison` and
+:mod:`iclab.analysis.linreg.probes`; claims in :mod:`.claims`; settings in :mod:`.settings`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from iclab.analysis import learner_comparison as C
-from iclab.analysis.probes import ProbeComparison, hidden_states, probe_layers
+from iclab.analysis.linreg import comparison as C
+from iclab.analysis.linreg.probes import ProbeComparison, hidden_states, probe_layers
 from iclab.learners import RIDGES
 from iclab.plots.linreg import plot_all
 from iclab.runs import RunDir, TrainCurve, train_curve

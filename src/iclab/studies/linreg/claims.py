@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from iclab.analysis.learner_comparison import Behaviour, Constructions, ModelComparison, NoiseTable
-from iclab.analysis.probes import ProbeComparison, ProbeTable
+from iclab.analysis.linreg.comparison import Behaviour, Constructions, ModelComparison, NoiseTable
+from iclab.analysis.linreg.probes import ProbeComparison, ProbeTable
 from iclab.claims import Claim, Verdict, measured
 from iclab.studies.linreg.settings import OLS_LIKE, LinRegStudySettings
 

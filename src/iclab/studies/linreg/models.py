@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from iclab.analysis.learner_comparison import bayes_excess
+from iclab.analysis.linreg.comparison import bayes_excess
 from iclab.learners.model import ModelLearner
 from iclab.models import ModelConfig
 from iclab.runs import RunDir

@@ -16,7 +16,7 @@ from iclab.studies.common import generator
 from iclab.studies.runner import Context, Part, Study
 from iclab.studies.spinglass.claims import findings
 from iclab.studies.spinglass.settings import PRESETS, SpinGlassSettings, SpinGlassThresholds
-from iclab.analysis.task_diversity import TaskDiversity, task_diversity
+from iclab.analysis.linreg.task_diversity import TaskDiversity, task_diversity
 
 
 def _figure(name: str, result: type[Result]) -> Part:

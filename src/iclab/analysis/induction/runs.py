@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from iclab.tasks.induction import icl_positions, icl_score
-from iclab.analysis.induction_evidence import token_losses
-from iclab.analysis.induction_scores import LOSS_BATCH, ProbeSequences, SnapshotScores, score_model
+from iclab.analysis.induction.evidence import token_losses
+from iclab.analysis.induction.scores import LOSS_BATCH, ProbeSequences, SnapshotScores, score_model
 from iclab.heads.own import IclabHeadModel
-from iclab.analysis.loss_attribution import induction_predictable, phase_change_attribution, predictable_gain
-from iclab.analysis.phase_change import PhaseChange, Window, trajectory_phase_change
+from iclab.analysis.induction.loss_attribution import induction_predictable, phase_change_attribution, predictable_gain
+from iclab.analysis.induction.phase_change import PhaseChange, Window, trajectory_phase_change
 from iclab.models import Transformer, ablate_heads, frozen_patterns, mean_z, record_patterns, run_with_cache
 from iclab.results import Head, Result
 from iclab.runs import RunDir, TrainCurve, load_model, train_curve

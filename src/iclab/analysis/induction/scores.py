@@ -29,7 +29,7 @@ from iclab.analysis.heads import (
 from iclab.heads.own import IclabHeadModel
 from iclab.models import Transformer
 from iclab.results import Head
-from iclab.analysis.induction_evidence import token_losses
+from iclab.analysis.induction.evidence import token_losses
 from iclab.tasks.induction import icl_positions, icl_score
 
 

@@ -277,7 +277,7 @@ def reproduce(
     only: list[str] = typer.Option([], "--only", help="Run only this study or entry, e.g. linreg or induction-smollm2 (repeatable)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     workers: int = typer.Option(1, "--workers", help="Entries run side by side in this many processes, the CPU threads "
-                                "split among them; memory adds up (2 CPU cores, 2 workers: about 21 min, 3 GB; docs/scaling.md)."),
+                                "split among them; memory adds up (measured times and memory: docs/scaling.md)."),
 ) -> None:
     """Reproduce every built study at a preset and record what each found."""
     from iclab.device import resolve_device

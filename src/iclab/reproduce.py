@@ -12,7 +12,7 @@ version is run again (its cached parts are reused where their settings match).
 With ``workers > 1`` the entries run side by side in that many processes, the
 CPU threads split among them (small models are bound by per-operation
 overhead, so two processes of one thread each train more steps per second than
-one of two: measured 1.7x for the linreg model, 1.25x for the add-k model);
+one of two; docs/scaling.md has the measurements);
 the pretrained-model entries share one process (one model in memory, fetched
 once), and the longest entries start first.
 """

@@ -27,10 +27,9 @@ class TrainConfig:
     path given on the command line absolute first. ``tensorboard``: also
     log the metrics as TensorBoard event files in ``DIR/tensorboard/``.
     ``compile``: run the training forward and backward through ``torch.compile``
-    (inductor; on CPU it needs a C++ compiler). Off by default: measured on 2 CPU
-    cores for a 4-layer regression model (d_model 64, batch 128) a step was
-    1.25x faster but compiling took 35 s, which a run of a few thousand steps does
-    not win back (docs/scaling.md, Training speed). A compiled run resumes bitwise-identically to its own rerun;
+    (inductor; on CPU it needs a C++ compiler). Off by default: a quick run's few thousand
+    steps do not win the compile time back (docs/scaling.md, Training speed, has the
+    measurement). A compiled run resumes bitwise-identically to its own rerun;
     compiled and eager runs differ in the last bits, so the setting is part of the run.
     """
 

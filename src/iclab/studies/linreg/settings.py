@@ -98,9 +98,8 @@ class NoiseTraining:
     """How the models of the noise grid are trained: fine-tuned from the noiseless deepest model
     in rounds of ``round_steps`` (constant lr ``lr_factor`` x the recipe's) until their error,
     averaged over prefixes, is within ``bayes_margin`` (relative) of the Bayes-optimal ridge's,
-    or ``max_steps`` are spent; the margin reached is reported either way. Measured at quick scale
-    (d = 4, 4 layers): with batch 128 the models stayed 11-13% above the Bayes error even after
-    1,500 fine-tuning steps; with the batch-512 recipe they are within 2-5% after the first 300."""
+    or ``max_steps`` are spent; the margin reached is reported either way (docs/linreg.md has the
+    margins measured at quick scale)."""
 
     round_steps: int = 300
     max_steps: int = 900

@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from iclab.analysis.circuits import composition_scores, eigenvalue_positivity, full_ov_circuit, induction_mechanism
-from iclab.results import Head
+from iclab.errors import IclabError
+from iclab.heads import IclabHeadModel, load_hf
 from iclab.models import ModelConfig, Transformer
+from iclab.results import Head
 
 V, E = 4, 4  # tokens; head width. Residual stream (24): [token (4) | previous token (4) | spare (16)]; 6 heads a layer
 
 
-def induction_circuit() -> Transformer:
+def induction_circuit() -> IclabHeadModel:
     """Head (0, 0) copies the current token into the 'previous token' subspace (its OV); head (1, 0) queries with the
     token and keys on that subspace (K-composition), and copies the attended token to the output. Other heads random."""
     cfg = ModelConfig(n_layers=2, d_model=24, n_heads=6, attn_only=True, normalization="none", d_vocab=V, n_ctx=16)
@@ -33,7 +35,7 @@ def induction_circuit() -> Transformer:
         a1.W_K[0][prev, :] = eye  # the key is the previous token
         a1.W_V[0][tok, :] = eye  # copies the attended token
         a1.W_O[0][:, tok] = eye
-    return model
+    return IclabHeadModel(model)
 
 
 def test_the_wired_pair_k_composes_and_the_others_sit_near_chance():
@@ -51,7 +53,7 @@ def test_the_wired_pair_k_composes_and_the_others_sit_near_chance():
 def test_the_induction_head_copies_and_prefix_matches_by_its_eigenvalues():
     model = induction_circuit()
     assert torch.allclose(full_ov_circuit(model, 1, 0), torch.eye(V, dtype=torch.float64))
-    previous_token = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    previous_token = torch.zeros(model.n_layers, model.n_heads)
     previous_token[0, 0] = 0.9  # the planted previous-token head
     mech = induction_mechanism(model, previous_token, [Head(0, 3), Head(1, 0)])  # a layer-0 head is left out
     [ev] = mech.heads
@@ -59,3 +61,8 @@ def test_the_induction_head_copies_and_prefix_matches_by_its_eigenvalues():
     assert ev.ov_copying == pytest.approx(1.0) and ev.qk_prefix_matching == pytest.approx(1.0)
     assert ev.k_from_previous_token_head > 2 * ev.k_mean_other_earlier
     assert float(eigenvalue_positivity(-torch.eye(3))) == pytest.approx(-1.0)
+
+
+def test_a_model_that_gives_no_circuit_weights_is_refused_in_one_line(hf_folder):
+    with pytest.raises(IclabError, match="per-head query and key weights"):
+        composition_scores(load_hf(hf_folder))

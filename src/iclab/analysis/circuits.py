@@ -1,4 +1,6 @@
-"""Circuits read off the weights of iclab's attention models (Elhage et al. 2021; Olsson et al. 2022, argument 4).
+"""Circuits read off the weights of a :class:`~iclab.heads.HeadModel` (Elhage et al. 2021; Olsson et al. 2022,
+argument 4): every head's W_Q, W_K, W_V, W_O from ``HeadModel.circuit_weights`` (iclab's own models give them; a
+family that does not says so in one line).
 
 For head h of layer l, in the residual-stream (row-vector) convention:
   OV circuit  W_OV = W_V W_O                 [D, D]   (what the head writes, given what it reads)
@@ -8,8 +10,8 @@ Token-to-token forms use the embedding W_E [V, D] and unembedding W_U [D, V]:
 Composition of an earlier head A (layer l1) into a later head B (layer l2 > l1), the Frobenius-norm ratio
 ||X Y||_F / (||X||_F ||Y||_F):
   Q-composition: X = W_OV^A, Y = W_QK^B;  K-composition: X = W_OV^A, Y = (W_QK^B)^T;  V-composition: X = W_OV^A, Y = W_OV^B.
-Norms enter through their gains (folded into W_Q, W_K, W_V and W_U); biases are left out: the usual reading of
-circuits from weights. Shapes: L layers, H heads, D d_model, E d_head, V vocabulary.
+Norms enter through their gains (folded into W_Q, W_K, W_V and W_U; :func:`iclab.models.norms.norm_gain`); biases are
+left out: the usual reading of circuits from weights. Shapes: L layers, H heads, D d_model, E d_head, V vocabulary.
 """
 
 from __future__ import annotations
@@ -19,22 +21,17 @@ from typing import ClassVar
 
 import torch
 
-from iclab.models import Transformer
+from iclab.heads.base import HeadModel
 from iclab.results import Head, Result
 
 
-def _gain(norm: torch.nn.Module, D: int) -> torch.Tensor:
-    return norm.weight.detach().double() if isinstance(norm, torch.nn.LayerNorm) else torch.ones(D, dtype=torch.float64)
-
-
 @torch.no_grad()
-def head_matrices(model: Transformer) -> tuple[torch.Tensor, torch.Tensor]:
+def head_matrices(model: HeadModel) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_OV, W_QK), each [L, H, D, D] float64, the input norm's gain folded in."""
     ov, qk = [], []
-    for block in model.blocks:
-        a, g = block.attn, _gain(block.ln1, model.cfg.d_model).view(1, -1, 1)
-        W_Q, W_K, W_V = g * a.W_Q.double(), g * a.W_K.double(), g * a.W_V.double()
-        ov.append(W_V @ a.W_O.double())
+    for layer in range(model.n_layers):
+        W_Q, W_K, W_V, W_O = model.circuit_weights(layer)
+        ov.append(W_V @ W_O)
         qk.append(W_Q @ W_K.transpose(1, 2))
     return torch.stack(ov), torch.stack(qk)
 
@@ -55,7 +52,7 @@ class Composition:
 
 
 @torch.no_grad()
-def composition_scores(model: Transformer, generator: torch.Generator | None = None, draws: int = 64) -> Composition:
+def composition_scores(model: HeadModel, generator: torch.Generator | None = None, draws: int = 64) -> Composition:
     """Q-, K- and V-composition between every head and every head of a later layer, and the chance level."""
     ov, qk = head_matrices(model)
     L, H, D, _ = ov.shape
@@ -65,7 +62,7 @@ def composition_scores(model: Transformer, generator: torch.Generator | None = N
     later = torch.triu(torch.ones(L, L, dtype=torch.bool), diagonal=1).view(L, 1, L, 1).expand(L, H, L, H)
     for s in scores.values():
         s[~later] = float("nan")
-    E = model.cfg.head_dim
+    E = model.d_head
     g = generator or torch.Generator().manual_seed(0)
 
     def low_rank() -> torch.Tensor:  # a random rank-E map D -> D, as a head's circuit is
@@ -82,27 +79,26 @@ def eigenvalue_positivity(M: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def full_ov_circuit(model: Transformer, layer: int, head: int) -> torch.Tensor:
+def full_ov_circuit(model: HeadModel, layer: int, head: int) -> torch.Tensor:
     """[V, V]: W_E W_OV W_U (the final norm's gain folded into W_U): the logits head (layer, head) adds for each token it attends to."""
     ov, _ = head_matrices(model)
-    W_U = _gain(model.ln_final, model.cfg.d_model).view(-1, 1) * model.W_U.double()
-    return model.W_E.double() @ ov[layer, head] @ W_U
+    return model.embedding() @ ov[layer, head] @ model.unembedding()
 
 
 @torch.no_grad()
-def full_qk_circuit(model: Transformer, layer: int, head: int) -> torch.Tensor:
+def full_qk_circuit(model: HeadModel, layer: int, head: int) -> torch.Tensor:
     """[V, V]: W_E W_QK W_E^T: the attention score from a query token to a key token (direct path)."""
     _, qk = head_matrices(model)
-    W_E = model.W_E.double()
+    W_E = model.embedding()
     return W_E @ qk[layer, head] @ W_E.T
 
 
 @torch.no_grad()
-def k_composed_qk_circuit(model: Transformer, previous: tuple[int, int], induction: tuple[int, int]) -> torch.Tensor:
+def k_composed_qk_circuit(model: HeadModel, previous: Head, induction: Head) -> torch.Tensor:
     """[V, V]: W_E W_QK^ind (W_E W_OV^prev)^T: the induction head's score from a query token to a key position whose
     previous-token head wrote the token before it. Positive eigenvalues: it attends where that token matches (prefix matching)."""
     ov, qk = head_matrices(model)
-    W_E = model.W_E.double()
+    W_E = model.embedding()
     return W_E @ qk[induction] @ (W_E @ ov[previous]).T
 
 
@@ -134,7 +130,7 @@ class Mechanism(Result):
     heads: list[HeadMechanism]
 
 
-def induction_mechanism(model: Transformer, previous_token: torch.Tensor, induction: list[Head],
+def induction_mechanism(model: HeadModel, previous_token: torch.Tensor, induction: list[Head],
                         generator: torch.Generator | None = None) -> Mechanism:
     """For each induction head (layer >= 1): the earlier-layer head with the best previous-token score
     ``previous_token`` [L, H], the K-composition of every earlier head into it (is that previous-token head the one

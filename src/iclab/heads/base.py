@@ -117,6 +117,21 @@ class HeadModel(ABC):
         W_O [H, E, D], and the unembedding with the final norm's gain folded in U [D, V].
         Head h's token-to-token OV circuit is E_n W_V[h] W_O[h] U  ([V, V], rank <= E)."""
 
+    def circuit_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every head's W_Q, W_K, W_V [H, D, E] (the layer's input-norm gain folded in; biases, and rotary embeddings where
+        a family has them, left out) and W_O [H, E, D], float64: what QK / OV circuits and their composition are read
+        off (:mod:`iclab.analysis.circuits`). A family that does not give them says so in one line."""
+        raise IclabError(f"QK / OV circuits are read off the weights of iclab's own models; {type(self).__name__} does not "
+                         "give per-head query and key weights yet")
+
+    def embedding(self) -> torch.Tensor:
+        """[V, D] float64: the token embedding, as the first layer reads it (circuits' W_E)."""
+        raise IclabError(f"{type(self).__name__} does not give its token embedding for circuits yet")
+
+    def unembedding(self) -> torch.Tensor:
+        """[D, V] float64: the unembedding with the final norm's gain folded in (circuits' W_U; ``ov_factors``' U)."""
+        return self.ov_factors(0)[3].double()
+
     @abstractmethod
     def probe_vocab(self) -> torch.Tensor:
         """[V'] token ids random probes may draw from (no special tokens, no BOS)."""

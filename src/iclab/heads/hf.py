@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from iclab.errors import IclabError
 from iclab.heads.base import HeadModel, ResidFn, ZFn
+from iclab.models.norms import norm_gain
 
 
 @dataclass(frozen=True)
@@ -89,17 +90,6 @@ FAMILIES: dict[str, Family] = {
 
 ADAPTER_HELP = ("an adapter (iclab.heads.hf.FAMILIES) names the decoder layers, each layer's attention module and its output "
                 "projection, how to read value vectors, the norms before and after attention and the final norm")
-
-
-def _norm_gain(norm: nn.Module, D: int) -> torch.Tensor:
-    """[D]: the elementwise gain of a LayerNorm / RMSNorm (Gemma's 1 + w included), to fold into the unembedding."""
-    if isinstance(norm, nn.LayerNorm) or getattr(norm, "bias", None) is not None:
-        return norm.weight.detach().float()
-    weight = next((p for p in norm.parameters()), None)
-    if weight is None:  # a norm without parameters (OLMo's)
-        return torch.ones(D)
-    ones = torch.ones(1, D, device=weight.device, dtype=weight.dtype)
-    return norm(ones)[0].detach().float()  # RMSNorm(1) = its gain
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -262,7 +252,7 @@ class HFHeadModel(HeadModel):
         W_V = self.family.values(attn, eye, kv, E)[0] - self.family.values(attn, torch.zeros_like(eye[:, :1]), kv, E)[0]
         W_V = W_V.permute(1, 0, 2).repeat_interleave(self.n_heads // kv, dim=0).float()  # [D, kv, E] -> [H, D, E]
         U = self.model.get_output_embeddings().weight.T.float()  # [D, V]
-        return E_n, W_V, self.W_O(layer).float(), _norm_gain(_get(self.model, self.family.final_norm), D).unsqueeze(1) * U
+        return E_n, W_V, self.W_O(layer).float(), norm_gain(_get(self.model, self.family.final_norm), D).unsqueeze(1) * U
 
     def probe_vocab(self) -> torch.Tensor:
         V = self.model.config.vocab_size

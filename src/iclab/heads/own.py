@@ -16,6 +16,7 @@ import torch
 from iclab.errors import IclabError
 from iclab.heads.base import HeadModel, ResidFn, ZFn
 from iclab.models import Transformer, run_with_cache
+from iclab.models.norms import norm_gain
 
 
 class Tokenizer(Protocol):
@@ -109,8 +110,17 @@ class IclabHeadModel(HeadModel):
     def ov_factors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
         block = m.blocks[layer]
-        gain = m.ln_final.weight if isinstance(m.ln_final, torch.nn.LayerNorm) else torch.ones(m.cfg.d_model, device=self.device)
+        gain = norm_gain(m.ln_final, m.cfg.d_model).to(self.device)
         return (block.ln1(m.W_E).float(), block.attn.W_V.float(), block.attn.W_O.float(), (gain.unsqueeze(1) * m.W_U).float())
+
+    @torch.no_grad()
+    def circuit_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        a = self.model.blocks[layer].attn
+        g = norm_gain(self.model.blocks[layer].ln1, self.d_model).to(a.W_Q.device).double().view(1, -1, 1)
+        return g * a.W_Q.double(), g * a.W_K.double(), g * a.W_V.double(), a.W_O.double()
+
+    def embedding(self) -> torch.Tensor:
+        return self.model.W_E.detach().double()
 
     def probe_vocab(self) -> torch.Tensor:
         """Every token but the task's special ones (ids below 2, and 2 when there is a BOS)."""

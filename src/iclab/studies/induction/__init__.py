@@ -19,6 +19,7 @@ from iclab.analysis.induction import runs as R
 from iclab.analysis.circuits import Mechanism, induction_mechanism
 from iclab.tasks.induction import icl_positions
 from iclab.analysis.induction.scores import InductionHead, ProbeSequences, induction_heads, make_probe_sequences
+from iclab.heads import IclabHeadModel
 from iclab.models import ModelConfig
 from iclab.plots.induction import plot_all
 from iclab.results import Head
@@ -91,7 +92,7 @@ def _ablations(ctx: Ctx, m: str) -> R.Ablations:
 
 def _mechanism(ctx: Ctx, m: str) -> Mechanism:
     previous = torch.tensor(ctx.results["trajectories"][m].final("previous_token"))
-    return induction_mechanism(_final(ctx, m).cpu(), previous, _heads(ctx, m))
+    return induction_mechanism(IclabHeadModel(_final(ctx, m).cpu()), previous, _heads(ctx, m))
 
 
 def _example(ctx: Ctx) -> R.AttentionExample:

@@ -124,6 +124,14 @@ class HeadModel(ABC):
         raise IclabError(f"QK / OV circuits are read off the weights of iclab's own models; {type(self).__name__} does not "
                          "give per-head query and key weights yet")
 
+    @contextlib.contextmanager
+    def frozen_patterns(self, patterns: torch.Tensor) -> Iterator["HeadModel"]:
+        """Within the block, every layer attends with the recorded ``patterns`` [L, B, H, T, S] (from
+        :meth:`patterns` on the same ids) whatever its queries and keys are: Olsson et al.'s pattern-preserving
+        ablation, combined with an :class:`Intervention`. A family that cannot pin its patterns says so in one line."""
+        raise IclabError(f"{type(self).__name__} cannot freeze its attention patterns yet (pattern-preserving ablation)")
+        yield self  # pragma: no cover
+
     def embedding(self) -> torch.Tensor:
         """[V, D] float64: the token embedding, as the first layer reads it (circuits' W_E)."""
         raise IclabError(f"{type(self).__name__} does not give its token embedding for circuits yet")

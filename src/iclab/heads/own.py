@@ -8,14 +8,15 @@ their prompts short); Hugging Face models decode with a key / value cache.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import torch
 
 from iclab.errors import IclabError
 from iclab.heads.base import HeadModel, ResidFn, ZFn
-from iclab.models import Transformer, run_with_cache
+from iclab.models import Transformer, frozen_patterns, run_with_cache
 from iclab.models.norms import norm_gain
 
 
@@ -118,6 +119,11 @@ class IclabHeadModel(HeadModel):
         a = self.model.blocks[layer].attn
         g = norm_gain(self.model.blocks[layer].ln1, self.d_model).to(a.W_Q.device).double().view(1, -1, 1)
         return g * a.W_Q.double(), g * a.W_K.double(), g * a.W_V.double(), a.W_O.double()
+
+    @contextlib.contextmanager
+    def frozen_patterns(self, patterns: torch.Tensor) -> Iterator["IclabHeadModel"]:
+        with frozen_patterns(self.model, patterns.to(self.device)):
+            yield self
 
     def embedding(self) -> torch.Tensor:
         return self.model.W_E.detach().double()

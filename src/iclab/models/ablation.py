@@ -15,8 +15,8 @@ import torch
 from iclab.errors import IclabError
 from iclab.models.hooks import HookPoint, hooks, run_with_cache
 from iclab.models.transformer import Transformer
+from iclab.results import Head
 
-Head = tuple[int, int]
 AblationMode = Literal["zero", "mean"]
 
 
@@ -27,7 +27,7 @@ def check_heads(model: Transformer, heads: Iterable[Head]) -> list[Head]:
     for layer, head in heads:
         if not (0 <= layer < L and 0 <= head < H):
             raise IclabError(f"head ({layer}, {head}) does not exist: layers 0..{L - 1}, heads 0..{H - 1}")
-        out.append((int(layer), int(head)))
+        out.append(Head(layer, head))
     return out
 
 

@@ -16,7 +16,8 @@ from iclab.analysis.induction.scores import LOSS_BATCH, ProbeSequences, Snapshot
 from iclab.heads.own import IclabHeadModel
 from iclab.analysis.induction.loss_attribution import induction_predictable, phase_change_attribution, predictable_gain
 from iclab.analysis.induction.phase_change import PhaseChange, Window, trajectory_phase_change
-from iclab.models import Transformer, ablate_heads, frozen_patterns, mean_z, record_patterns, run_with_cache
+from iclab.heads.base import HeadModel
+from iclab.models.intervention import Intervention
 from iclab.results import Head, Result
 from iclab.runs import RunDir, TrainCurve, load_model, train_curve
 
@@ -60,14 +61,15 @@ def trajectory(run: RunDir, probes: ProbeSequences, device: torch.device | str =
     config = run.read_config()
     tokens_per_step = config.train.batch_size * config.task.n_ctx
     steps = run.snapshot_steps()
-    snapshots = [score_model(load_model(run, config, step, device)[0], probes) for step in steps]
+    snapshots = [score_model(IclabHeadModel(load_model(run, config, step, device)[0]), probes) for step in steps]
     return Trajectory(steps, [s * tokens_per_step for s in steps], snapshots, train_curve(run), tokens_per_step)
 
 
 @torch.no_grad()
-def _icl(model: Transformer, tokens: torch.Tensor) -> tuple[float, torch.Tensor]:
-    """(ICL score, mean loss per position [T-1]) of ``model`` on ``tokens`` [B, T]."""
-    losses = token_losses(IclabHeadModel(model), tokens, batch=LOSS_BATCH)
+def _icl(model: HeadModel, tokens: torch.Tensor, iv: Intervention | None = None) -> tuple[float, torch.Tensor]:
+    """(ICL score, mean loss per position [T-1]) of ``model`` on ``tokens`` [B, T] under ``iv``, in one batch (frozen
+    patterns are recorded for the whole batch)."""
+    losses = token_losses(model, tokens, iv, batch=len(tokens))
     return icl_score(losses, *icl_positions(tokens.shape[1])), losses.mean(0)
 
 
@@ -86,30 +88,38 @@ class Ablations(Result):
     drop: float | None = None
 
 
+def _head_ablation(model: HeadModel, heads: list[Head], z_mean: torch.Tensor | None = None) -> Intervention:
+    """Zero ablation of ``heads`` at every position, or with ``z_mean`` [L, T, H, E] their mean ablation."""
+    chosen = torch.zeros(model.n_layers, model.n_heads, dtype=torch.bool)
+    for head in heads:
+        chosen[head] = True
+    return Intervention(head_scale=(~chosen).float()) if z_mean is None else Intervention(replace_mask=chosen, replace_z=z_mean)
+
+
 @torch.no_grad()
-def ablations(model: Transformer, tokens: torch.Tensor, heads: list[Head]) -> Ablations:
-    """ICL score of ``model`` on ``tokens`` [B, T] with each head ablated (zero, mean, pattern-preserving zero), and
-    with all of ``heads`` (the induction heads) zero-ablated, attention patterns frozen."""
+def ablations(model: HeadModel, tokens: torch.Tensor, heads: list[Head]) -> Ablations:
+    """ICL score of ``model`` on ``tokens`` [B, T] with each head ablated (zero, mean per position over the batch,
+    pattern-preserving zero), and with all of ``heads`` (the induction heads) zero-ablated, attention patterns frozen."""
     clean, clean_losses = _icl(model, tokens)
-    z_mean = mean_z(model, tokens)
-    patterns = record_patterns(model, tokens)
-    L, H = model.cfg.n_layers, model.cfg.n_heads
+    with model.capture_z() as cache:
+        model.logits(tokens)
+    z_mean = cache.z.mean(dim=1)  # [L, T, H, E]: every head's z averaged over the batch, per position
+    patterns = model.patterns(tokens)  # [L, B, H, T, S]
     per_head: dict[str, list[list[float]]] = {"zero": [], "mean": [], "pattern_preserving": []}
-    for layer in range(L):
+    for layer in range(model.n_layers):
         rows: dict[str, list[float]] = {k: [] for k in per_head}
-        for h in range(H):
-            with ablate_heads(model, [(layer, h)], "zero"):
-                rows["zero"].append(_icl(model, tokens)[0])
-            with ablate_heads(model, [(layer, h)], "mean", z_mean):
-                rows["mean"].append(_icl(model, tokens)[0])
-            with frozen_patterns(model, patterns), ablate_heads(model, [(layer, h)], "zero"):
-                rows["pattern_preserving"].append(_icl(model, tokens)[0])
+        for h in range(model.n_heads):
+            head = [Head(layer, h)]
+            rows["zero"].append(_icl(model, tokens, _head_ablation(model, head))[0])
+            rows["mean"].append(_icl(model, tokens, _head_ablation(model, head, z_mean))[0])
+            with model.frozen_patterns(patterns):
+                rows["pattern_preserving"].append(_icl(model, tokens, _head_ablation(model, head))[0])
         for k in per_head:
             per_head[k].append(rows[k])
     if not heads:
         return Ablations(clean, per_head)
-    with frozen_patterns(model, patterns), ablate_heads(model, list(heads), "zero"):
-        ablated, ablated_losses = _icl(model, tokens)
+    with model.frozen_patterns(patterns):
+        ablated, ablated_losses = _icl(model, tokens, _head_ablation(model, list(heads)))
     return Ablations(clean, per_head, ablated, (ablated_losses - clean_losses).tolist(),
                      1 - ablated / clean if clean < 0 else None)
 
@@ -127,11 +137,9 @@ class AttentionExample(Result):
 
 
 @torch.no_grad()
-def attention_example(model: Transformer, tokens: torch.Tensor, head: Head, name: str) -> AttentionExample:
+def attention_example(model: HeadModel, tokens: torch.Tensor, head: Head, name: str) -> AttentionExample:
     """The head's attention pattern [T, T] on one sequence ``tokens`` [1, T] of the model called ``name``."""
-    hook = f"blocks.{head.layer}.attn.hook_pattern"
-    _, cache = run_with_cache(model, tokens, names=[hook])
-    return AttentionExample(name, head, tokens[0].tolist(), cache[hook][0, head.head].tolist())
+    return AttentionExample(name, head, tokens[0].tolist(), model.patterns(tokens)[head.layer, 0, head.head].tolist())
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Scoring a token model for induction: everything the induction study measures on one set of weights.
 
 :func:`head_scores` is the one per-head scorer, for any :class:`~iclab.heads.HeadModel` on given probes;
-:func:`score_heads` draws the probes for a model and calls it. One call of :func:`score_model` gives, for an
-iclab model at one snapshot,
+:func:`score_heads` draws the probes for a model and calls it. One call of :func:`score_model` gives, for a model at
+one snapshot,
   - the ICL score and per-token losses on fixed held-out sequences,
   - per-head prefix-matching and previous-token scores (from one cached forward
     pass on repeated random tokens, patterns only) and copying scores (from the
@@ -26,10 +26,9 @@ from iclab.analysis.heads import (
     previous_token_score,
     repeated_random_tokens,
 )
-from iclab.heads.own import IclabHeadModel
-from iclab.models import Transformer
-from iclab.results import Head
 from iclab.analysis.induction.evidence import token_losses
+from iclab.heads.base import HeadModel
+from iclab.results import Head
 from iclab.tasks.induction import icl_positions, icl_score
 
 
@@ -80,19 +79,18 @@ class SnapshotScores:
 
 
 @torch.no_grad()
-def score_model(model: Transformer, probes: ProbeSequences) -> SnapshotScores:
+def score_model(model: HeadModel, probes: ProbeSequences) -> SnapshotScores:
     """Scores of one set of weights on the fixed ``probes``."""
     icl, loss, positions = {}, {}, []
-    heads = IclabHeadModel(model)
     for name, seqs in probes.sequences.items():
-        losses = token_losses(heads, seqs, batch=LOSS_BATCH)
+        losses = token_losses(model, seqs, batch=LOSS_BATCH)
         late, early = icl_positions(seqs.shape[1])
         icl[name] = icl_score(losses, late, early)
         loss[name] = float(losses.mean())
         if name == "mixture":
             positions = losses[probes.loss_positions[:, 0], probes.loss_positions[:, 1]].tolist()
     # the head scores go through the one head interface and the one scorer, as for any model
-    scores = head_scores(heads, probes.repeated, probes.ov_tokens, probes.vocab, detection=False)
+    scores = head_scores(model, probes.repeated, probes.ov_tokens, probes.vocab, detection=False)
     return SnapshotScores(icl, loss, positions, **{name: value.tolist() for name, value in scores.items()})
 
 

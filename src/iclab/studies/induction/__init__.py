@@ -75,9 +75,10 @@ def train_models(ctx: Ctx) -> Trained:
     return Trained(runs, probe_sequences_for(ctx.settings, ctx.device))
 
 
-def _final(ctx: Ctx, m: str):
+def _final(ctx: Ctx, m: str) -> IclabHeadModel:
+    """Model ``m``'s final weights, seen head by head."""
     run = ctx.models.runs[m]
-    return load_model(run, run.read_config(), None, ctx.device)[0]
+    return IclabHeadModel(load_model(run, run.read_config(), None, ctx.device)[0])
 
 
 def _heads(ctx: Ctx, m: str) -> list[Head]:
@@ -92,7 +93,7 @@ def _ablations(ctx: Ctx, m: str) -> R.Ablations:
 
 def _mechanism(ctx: Ctx, m: str) -> Mechanism:
     previous = torch.tensor(ctx.results["trajectories"][m].final("previous_token"))
-    return induction_mechanism(IclabHeadModel(_final(ctx, m).cpu()), previous, _heads(ctx, m))
+    return induction_mechanism(_final(ctx, m), previous, _heads(ctx, m))
 
 
 def _example(ctx: Ctx) -> R.AttentionExample:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 # name -> (module, attribute); attribute None: the module itself
 _EXPORTS: dict[str, tuple[str, str | None]] = {
@@ -30,6 +30,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "from_run": ("iclab.heads", "from_run"),
     "HeadModel": ("iclab.heads", "HeadModel"),
     "Intervention": ("iclab.heads", "Intervention"),
+    "Head": ("iclab.results", "Head"),
     "greedy_generate": ("iclab.heads", "greedy_generate"),
     "run_study": ("iclab.studies", "run_study"),
     "train": ("iclab.train", "train"),

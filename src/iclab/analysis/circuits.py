@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import torch
 
+from iclab.analysis.heads import ov_eigenvalue_copying
 from iclab.heads.base import HeadModel
 from iclab.results import Head, Result
 
@@ -80,9 +81,10 @@ def eigenvalue_positivity(M: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def full_ov_circuit(model: HeadModel, layer: int, head: int) -> torch.Tensor:
-    """[V, V]: W_E W_OV W_U (the final norm's gain folded into W_U): the logits head (layer, head) adds for each token it attends to."""
-    ov, _ = head_matrices(model)
-    return model.embedding() @ ov[layer, head] @ model.unembedding()
+    """[V, V]: E_n W_V W_O U, the logits head (layer, head) adds for each token it attends to, from the model's one OV
+    path (``HeadModel.ov_factors``: embeddings through the layer's input norm, the final norm's gain folded into U)."""
+    E_n, W_V, W_O, U = (t.double() for t in model.ov_factors(layer))
+    return E_n @ W_V[head] @ W_O[head] @ U
 
 
 @torch.no_grad()
@@ -137,6 +139,7 @@ def induction_mechanism(model: HeadModel, previous_token: torch.Tensor, inductio
     it composes with most?), and the eigenvalue positivity of its OV circuit and of its QK circuit composed with the
     previous-token head."""
     comp = composition_scores(model, generator)
+    copying = ov_eigenvalue_copying(model)  # [L, H]: the one OV eigenvalue measure, as in the head scores
     heads = []
     for head in induction:
         layer = head.layer
@@ -149,6 +152,6 @@ def induction_mechanism(model: HeadModel, previous_token: torch.Tensor, inductio
         k_prev = comp.k[prev.layer, prev.head, layer, head.head]
         heads.append(HeadMechanism(
             head, prev, float(k_prev), best, float((k_in.sum() - k_prev) / max(k_in.numel() - 1, 1)),
-            float(eigenvalue_positivity(full_ov_circuit(model, *head))),
+            float(copying[head]),
             float(eigenvalue_positivity(k_composed_qk_circuit(model, prev, head)))))
     return Mechanism(comp.chance, comp.k.nan_to_num(0.0).tolist(), heads)

@@ -4,11 +4,21 @@ it does not (and NOT APPLICABLE where the model has no behaviour or no main head
 from dataclasses import replace
 
 import pytest
-from claim_cases import holds_and_fails, verdict as claim_verdict
+from claim_cases import holds_and_fails
+from claim_cases import verdict as claim_verdict
 
 from iclab.analysis.addk import FeatureFit, HeadTest, MainHeadRule, MeanCI, SignalRouting, WrongDemonstration
-from iclab.analysis.addk.pipeline import (CleanAccuracy, HeadProjection, HeadSetAccuracy, HeadSubspace, JointFit, Localisation,
-                                          Projection, SelfCorrection, Subspaces)
+from iclab.analysis.addk.pipeline import (
+    CleanAccuracy,
+    HeadProjection,
+    HeadSetAccuracy,
+    HeadSubspace,
+    JointFit,
+    Localisation,
+    Projection,
+    SelfCorrection,
+    Subspaces,
+)
 from iclab.claims import Verdict
 from iclab.results import Head
 from iclab.studies.addk.claims import findings

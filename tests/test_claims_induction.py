@@ -4,12 +4,13 @@ where it does not (NOT APPLICABLE where nothing can be tested)."""
 from dataclasses import replace
 
 import pytest
-from claim_cases import holds_and_fails, verdict as claim_verdict
+from claim_cases import holds_and_fails
+from claim_cases import verdict as claim_verdict
 
 from iclab.analysis.circuits import HeadMechanism, Mechanism
+from iclab.analysis.induction.phase_change import LossPCA, PhaseChange, Window
 from iclab.analysis.induction.runs import Ablations, Attribution, TextAttribution, Trajectory
 from iclab.analysis.induction.scores import InductionHead, SnapshotScores
-from iclab.analysis.induction.phase_change import LossPCA, PhaseChange, Window
 from iclab.claims import Verdict
 from iclab.results import Head
 from iclab.runs import TrainCurve

@@ -83,11 +83,10 @@ def test_an_attention_only_model_trains_on_the_task(tmp_path):
 
 def test_the_training_metric_and_the_studys_icl_score_are_one_definition():
     """The ICL score logged during training equals the study's score on the same batch (same token positions)."""
-    from iclab.tasks.induction import icl_positions, icl_score
     from iclab.analysis.induction.evidence import token_losses
     from iclab.heads import IclabHeadModel
     from iclab.models import ModelConfig, Transformer
-    from iclab.tasks.induction import InductionConfig, InductionTask
+    from iclab.tasks.induction import InductionConfig, InductionTask, icl_positions, icl_score
 
     task = InductionTask(InductionConfig(n_ctx=64, natural_share=0.0))
     model = Transformer(ModelConfig(n_layers=1, d_model=16, n_heads=2, attn_only=True, **task.config.model_io()),

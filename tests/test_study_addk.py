@@ -7,9 +7,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from iclab.studies import addk  # noqa: E402
 from iclab.analysis.addk.pipeline import Projection, Subspaces
 from iclab.results import Head
+from iclab.studies import addk  # noqa: E402
 from iclab.studies.common import Summary
 
 SMALL = ["mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2", "max_subspace_heads=2", "task.k_max=6",

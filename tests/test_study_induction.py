@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from iclab.errors import IclabError
-from iclab.studies import induction
 from iclab.analysis.induction.runs import Trajectory
+from iclab.errors import IclabError
 from iclab.results import Head
+from iclab.studies import induction
 from iclab.studies.common import Summary
 
 TINY = ["recipe.steps=1200", "recipe.snapshots=12", "models=[attn1,smeared1]", "recipe.natural_share=0", "eval_sequences=64",

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from iclab.analysis.linreg.task_diversity import TaskDiversity
 from iclab.plots import plt, save
 from iclab.spinglass import experiments as X
-from iclab.analysis.linreg.task_diversity import TaskDiversity
 
 
 def _heat(ax, matrix, title: str, cmap: str = "RdBu_r", symmetric: bool = True) -> None:

@@ -9,16 +9,59 @@
 The building blocks are re-exported here (``from iclab.analysis import addk as A; A.correct(...)``).
 """
 
-from iclab.analysis.addk.heads import (HeadTest, MainHeadRule, MaskFit, RecoveryScan, ablate_only, benjamini_hochberg,
-                                       function_vectors, fv_injection, fv_intervention, heads_mask, largest_gap_set,
-                                       mcnemar_one_sided, mean_ablation, optimise_mask, paired_significance, recovery_scan,
-                                       task_results, unified_main_heads)
-from iclab.analysis.addk.prompts import (ARROW, Prompt, correct, encode_prompt, groups, make_prompts, task_mean_z,
-                                         wrong_label_prompts)
-from iclab.analysis.addk.subspaces import (MAGNITUDE_TARGETS, PERIODIC, PROJECTION_SUBSPACES, UNIT_TARGETS, Extraction,
-                                           FeatureFit, HeadPCA, MeanCI, ModFit, PeriodicFeature, SignalRouting,
-                                           WrongDemonstration, extraction, head_pca, mod_vector_fit, periodic_fit, projected_fv,
-                                           projection_basis, signal_routing, successive_correlation, wrong_demonstration)
+from iclab.analysis.addk.heads import (
+                                       HeadTest,
+                                       MainHeadRule,
+                                       MaskFit,
+                                       RecoveryScan,
+                                       ablate_only,
+                                       benjamini_hochberg,
+                                       function_vectors,
+                                       fv_injection,
+                                       fv_intervention,
+                                       heads_mask,
+                                       largest_gap_set,
+                                       mcnemar_one_sided,
+                                       mean_ablation,
+                                       optimise_mask,
+                                       paired_significance,
+                                       recovery_scan,
+                                       task_results,
+                                       unified_main_heads,
+)
+from iclab.analysis.addk.prompts import (
+                                       ARROW,
+                                       Prompt,
+                                       correct,
+                                       encode_prompt,
+                                       groups,
+                                       make_prompts,
+                                       task_mean_z,
+                                       wrong_label_prompts,
+)
+from iclab.analysis.addk.subspaces import (
+                                       MAGNITUDE_TARGETS,
+                                       PERIODIC,
+                                       PROJECTION_SUBSPACES,
+                                       UNIT_TARGETS,
+                                       Extraction,
+                                       FeatureFit,
+                                       HeadPCA,
+                                       MeanCI,
+                                       ModFit,
+                                       PeriodicFeature,
+                                       SignalRouting,
+                                       WrongDemonstration,
+                                       extraction,
+                                       head_pca,
+                                       mod_vector_fit,
+                                       periodic_fit,
+                                       projected_fv,
+                                       projection_basis,
+                                       signal_routing,
+                                       successive_correlation,
+                                       wrong_demonstration,
+)
 
 __all__ = ["ARROW", "MAGNITUDE_TARGETS", "PERIODIC", "PROJECTION_SUBSPACES", "UNIT_TARGETS", "Extraction", "FeatureFit", "HeadPCA",
            "HeadTest", "MainHeadRule", "MaskFit", "MeanCI", "ModFit", "PeriodicFeature", "Prompt", "RecoveryScan", "SignalRouting",
@@ -26,4 +69,4 @@ __all__ = ["ARROW", "MAGNITUDE_TARGETS", "PERIODIC", "PROJECTION_SUBSPACES", "UN
            "fv_injection", "fv_intervention", "groups", "head_pca", "heads_mask", "largest_gap_set", "make_prompts", "mcnemar_one_sided",
            "mean_ablation", "mod_vector_fit", "optimise_mask", "paired_significance", "periodic_fit", "projected_fv",
            "projection_basis", "recovery_scan", "signal_routing", "successive_correlation", "task_mean_z", "task_results",
-           "unified_main_heads", "wrong_demonstration"]
+           "unified_main_heads", "wrong_demonstration", "wrong_label_prompts"]

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from iclab.analysis.heads import repeated_random_tokens
-from iclab.tasks.induction import InductionTask, icl_positions, icl_score
 from iclab.heads import HeadModel, Intervention
 from iclab.results import Head
+from iclab.tasks.induction import InductionTask, icl_positions, icl_score
 
 
 def pydoc_text() -> str:

@@ -10,16 +10,16 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from iclab.tasks.induction import icl_positions, icl_score
 from iclab.analysis.induction.evidence import token_losses
-from iclab.analysis.induction.scores import LOSS_BATCH, ProbeSequences, SnapshotScores, score_model
-from iclab.heads.own import IclabHeadModel
 from iclab.analysis.induction.loss_attribution import induction_predictable, phase_change_attribution, predictable_gain
 from iclab.analysis.induction.phase_change import PhaseChange, Window, trajectory_phase_change
+from iclab.analysis.induction.scores import LOSS_BATCH, ProbeSequences, SnapshotScores, score_model
 from iclab.heads.base import HeadModel
+from iclab.heads.own import IclabHeadModel
 from iclab.models.intervention import Intervention
 from iclab.results import Head, Result
 from iclab.runs import RunDir, TrainCurve, load_model, train_curve
+from iclab.tasks.induction import icl_positions, icl_score
 
 
 @dataclass(frozen=True)

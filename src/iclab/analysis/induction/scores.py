@@ -107,7 +107,12 @@ def head_scores(model, repeated: torch.Tensor, ov_tokens: torch.Tensor, vocab: t
     out = {"prefix_matching": prefix_matching_score(patterns, repeated.cpu()), "previous_token": previous_token_score(patterns),
            "copying": copying, "copying_top1": top1}
     if detection:
-        from iclab.analysis.heads import detection_score, duplicate_token_detection, induction_detection, previous_token_detection
+        from iclab.analysis.heads import (
+            detection_score,
+            duplicate_token_detection,
+            induction_detection,
+            previous_token_detection,
+        )
 
         bos = model.bos_id is not None
         seq = repeated.cpu()

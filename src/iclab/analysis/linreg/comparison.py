@@ -11,8 +11,16 @@ from typing import ClassVar, Protocol
 import numpy as np
 import torch
 
-from iclab.analysis.linreg.metrics import (CurveCI, best_step_size, ilwd, implicit_weight_stability, implicit_weights, mspd,
-                                            normalized_error, spd)
+from iclab.analysis.linreg.metrics import (
+    CurveCI,
+    best_step_size,
+    ilwd,
+    implicit_weight_stability,
+    implicit_weights,
+    mspd,
+    normalized_error,
+    spd,
+)
 from iclab.constructions import gd_step_model, ridge_model
 from iclab.learners import GD, OLS, SGD, Ridge, reference_learners
 from iclab.results import Result

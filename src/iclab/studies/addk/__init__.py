@@ -18,9 +18,9 @@ from iclab.analysis import addk as A
 from iclab.analysis.addk import pipeline as P
 from iclab.errors import IclabError
 from iclab.heads import HeadModel, from_run, load_model
-from iclab.results import Head
 from iclab.models import ModelConfig
 from iclab.plots.addk import plot_all
+from iclab.results import Head
 from iclab.studies.addk.claims import findings
 from iclab.studies.addk.settings import PRESETS, AddKRecipe, AddKStudySettings, AddKThresholds
 from iclab.studies.common import generator, seeded

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from iclab.analysis.induction import runs as R
 from iclab.analysis.circuits import Mechanism, induction_mechanism
-from iclab.tasks.induction import icl_positions
+from iclab.analysis.induction import runs as R
 from iclab.analysis.induction.scores import InductionHead, ProbeSequences, induction_heads, make_probe_sequences
 from iclab.heads import IclabHeadModel
 from iclab.models import ModelConfig
@@ -29,7 +28,7 @@ from iclab.studies.induction import pretrained
 from iclab.studies.induction.claims import findings
 from iclab.studies.induction.settings import PRESETS, InductionStudySettings, has_mlps, model_shape
 from iclab.studies.runner import Context, Entry, Part, Study
-from iclab.tasks.induction import InductionTask, natural_sequences
+from iclab.tasks.induction import InductionTask, icl_positions, natural_sequences
 from iclab.train import RunConfig, TrainConfig, train
 
 Ctx = Context[InductionStudySettings]

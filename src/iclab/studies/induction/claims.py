@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from iclab.analysis.circuits import Mechanism
+from iclab.analysis.induction.phase_change import PhaseChange, Window
 from iclab.analysis.induction.runs import Ablations, Attribution, TextAttribution, Trajectory
 from iclab.analysis.induction.scores import InductionHead
-from iclab.analysis.induction.phase_change import PhaseChange, Window
 from iclab.claims import Claim, Verdict, measured
 from iclab.studies.induction.settings import InductionStudySettings, model_shape
 

@@ -12,7 +12,6 @@ from iclab.analysis.linreg.probes import ProbeComparison, ProbeTable
 from iclab.claims import Claim, Verdict, measured
 from iclab.studies.linreg.settings import OLS_LIKE, LinRegStudySettings
 
-
 AKYUREK = "Akyürek et al. 2023"
 
 

@@ -7,6 +7,7 @@ softmax transformer; claims in :mod:`.claims`, settings and presets in :mod:`.se
 
 from __future__ import annotations
 
+from iclab.analysis.linreg.task_diversity import TaskDiversity, task_diversity
 from iclab.config import to_dict
 from iclab.plots.spinglass import plot_all
 from iclab.results import Result
@@ -16,7 +17,6 @@ from iclab.studies.common import generator
 from iclab.studies.runner import Context, Part, Study
 from iclab.studies.spinglass.claims import findings
 from iclab.studies.spinglass.settings import PRESETS, SpinGlassSettings, SpinGlassThresholds
-from iclab.analysis.linreg.task_diversity import TaskDiversity, task_diversity
 
 
 def _figure(name: str, result: type[Result]) -> Part:

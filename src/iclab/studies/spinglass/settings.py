@@ -8,9 +8,9 @@ from typing import Literal
 
 import numpy as np
 
+from iclab.analysis.linreg.task_diversity import TaskDiversitySettings
 from iclab.config import require
 from iclab.spinglass.experiments import Diversity, Fig2, Fig4a, Fig4b, FigS1, FigS4, FigS7, Solver
-from iclab.analysis.linreg.task_diversity import TaskDiversitySettings
 
 
 @dataclass(frozen=True)

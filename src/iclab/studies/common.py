@@ -204,7 +204,7 @@ class Summary(Result):
         if not isinstance(data, dict) or data.get("schema") != cls.schema():
             version = data.get("iclab_version") or data.get("identity", {}).get("iclab") if isinstance(data, dict) else None
             raise RunDirError(f"{path}: written by iclab {version or 'of another version'} in an older format; re-run the study "
-                              "(finished parts of the same settings are recomputed only where their format changed)")
+                              "into the same folder to bring it up to date")
         try:
             return decode(cls, {k: v for k, v in data.items() if k != "schema"})
         except SchemaError as err:

@@ -89,3 +89,10 @@ def test_the_thresholds_decide_and_are_named():
     claims, _ = findings(strict, results())
     label = next(c for c in claims if "label tokens" in c.statement)
     assert label.verdict is Verdict.NOT_REPRODUCED and label.thresholds == {"thresholds.min_label_share": 0.99}
+
+
+def test_heads_appear_in_their_one_text_form():
+    claims, numbers = findings(CFG, results())
+    text = " ".join(c.statement + " " + c.measured for c in claims)
+    assert f"main 1 ({MAIN})" in text and f"head {MAIN} takes its signal" in text and "Head(" not in text
+    assert numbers["heads"]["main"] == [MAIN]

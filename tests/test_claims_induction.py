@@ -97,3 +97,4 @@ def test_heads_are_written_in_their_one_text_form():
     claims, numbers = findings(CFG, results())
     assert numbers["induction_heads"]["attn2"][0].head == Head(1, 0)
     assert any("L1H0" in c.measured for c in claims if c.statement.startswith("attn2 shows"))
+    assert not any("Head(" in c.statement + c.measured for c in claims)

@@ -39,7 +39,7 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
     claims.append(measured("nested head sets: selected, significant, main",
                            f"selected {len(loc.selected)} (largest gap of the mask), significant {len(loc.significant)} (single-head "
                            f"sufficiency: recovery scan c = 0..{cfg.c_max}, one-sided McNemar against c = 0, Bonferroni over c, "
-                           f"Benjamini-Hochberg q = {cfg.q}), main {len(loc.main)} {loc.main} (peak recovery gain >= "
+                           f"Benjamini-Hochberg q = {cfg.q}), main {len(loc.main)} ({', '.join(map(str, loc.main)) or 'none'}) (peak recovery gain >= "
                            f"{cfg.main_fraction} of the best head's, {best_gain:+.2f}); paper 33 / 13 / 3 on Llama-3-8B", HU))
     if loc.main and acc.few_shot_main_ablated is not None:
         drop = acc.few_shot_clean - acc.few_shot_main_ablated

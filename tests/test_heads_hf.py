@@ -8,6 +8,7 @@ transformers = pytest.importorskip("transformers")
 from iclab.errors import IclabError  # noqa: E402
 from iclab.heads import HFHeadModel, IclabHeadModel, Intervention, greedy_generate, load_hf  # noqa: E402
 from iclab.models import ModelConfig, Transformer  # noqa: E402
+from iclab.models.norms import norm_gain  # noqa: E402
 
 V = 64
 
@@ -315,3 +316,47 @@ def test_iclab_mid_residual_addition_equals_a_hand_hook_on_resid_mid():
     finally:
         handle.remove()
     assert torch.allclose(via, expected, atol=1e-5)
+
+
+def _module_queries_keys(attn, x: torch.Tensor, H: int, kv: int, E: int, D: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries [T, H*E] and keys [T, kv*E] from the attention module's own forward projections (biases removed), in the
+    layout each family's attention splits them by (GPT-NeoX: per head [q | k | v])."""
+    zero = torch.zeros_like(x)
+    if hasattr(attn, "q_proj"):
+        return attn.q_proj(x) - attn.q_proj(zero), attn.k_proj(x) - attn.k_proj(zero)
+    if hasattr(attn, "c_attn"):
+        y = attn.c_attn(x) - attn.c_attn(zero)
+        return y[:, :D], y[:, D : 2 * D]
+    if hasattr(attn, "query_key_value"):
+        y = (attn.query_key_value(x) - attn.query_key_value(zero)).view(len(x), H, 3 * E)
+        return y[..., :E].reshape(len(x), H * E), y[..., E : 2 * E].reshape(len(x), H * E)
+    y = attn.qkv_proj(x) - attn.qkv_proj(zero)
+    return y[:, : H * E], y[:, H * E : (H + kv) * E]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_circuit_weights_give_the_query_and_key_projections_of_every_family(family):
+    """W_Q, W_K (the input norm's gain folded in) reproduce the family's own queries and keys before rotary embeddings,
+    per query head, biases and the norm's offset aside; families that normalise queries and keys are refused in one line."""
+    model = HFHeadModel(tiny(family))
+    if family in ("qwen3", "olmo2", "gemma3_text"):
+        with pytest.raises(IclabError, match="queries and keys are normalised"):
+            model.circuit_weights(0)
+        return
+    W_Q, W_K, W_V, W_O = model.circuit_weights(0)
+    H, kv, E, D = 4, model.n_kv_heads, 8, 32
+    assert W_Q.shape == W_K.shape == W_V.shape == (H, D, E) and W_O.shape == (H, E, D)
+    attn, norm = model._attn(0), getattr(model.layers[0], model.family.input_norm)
+    xhat = torch.randn(5, D, generator=torch.Generator().manual_seed(0))  # a normalised input, before the norm's gain
+    with torch.no_grad():
+        q, k = _module_queries_keys(attn, norm_gain(norm, D) * xhat, H, kv, E, D)
+    assert torch.allclose(torch.einsum("td,hde->the", xhat.double(), W_Q).float(), q.view(5, H, E), atol=1e-5)
+    k = k.view(5, kv, E).repeat_interleave(H // kv, dim=1)
+    assert torch.allclose(torch.einsum("td,hde->the", xhat.double(), W_K).float(), k, atol=1e-5)
+
+
+def test_composition_scores_run_on_a_hugging_face_model():
+    from iclab.analysis.circuits import composition_scores
+
+    comp = composition_scores(HFHeadModel(tiny("llama")))
+    assert comp.k.shape == (2, 4, 2, 4) and torch.isfinite(comp.k[0, :, 1, :]).all() and torch.isnan(comp.k[1, :, 0, :]).all()

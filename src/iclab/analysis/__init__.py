@@ -5,8 +5,8 @@ Generic, for any study and any :class:`~iclab.heads.HeadModel`:
 - :mod:`.stats`: one PCA, one moving average, one bootstrap.
 - :mod:`.heads`: per-head scores from attention patterns and OV paths: prefix-matching, previous-token, copying (logit
   score, top-1 share, eigenvalues), TransformerLens-style detection scores.
-- :mod:`.circuits`: QK / OV circuits and their composition read off the weights (``HeadModel.circuit_weights``: iclab's own
-  models give them; a Hugging Face family says in one line that it does not yet).
+- :mod:`.circuits`: QK / OV circuits and their composition read off the weights (``HeadModel.circuit_weights``: iclab's
+  models and every Hugging Face family whose queries and keys are linear; q/k-normalised families are refused).
 
 By study:
 

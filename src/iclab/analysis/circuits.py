@@ -1,6 +1,6 @@
 """Circuits read off the weights of a :class:`~iclab.heads.HeadModel` (Elhage et al. 2021; Olsson et al. 2022,
-argument 4): every head's W_Q, W_K, W_V, W_O from ``HeadModel.circuit_weights`` (iclab's own models give them; a
-family that does not says so in one line).
+argument 4): every head's W_Q, W_K, W_V, W_O from ``HeadModel.circuit_weights`` (iclab's models and the Hugging Face
+families with linear queries and keys give them; a family that cannot says so in one line).
 
 For head h of layer l, in the residual-stream (row-vector) convention:
   OV circuit  W_OV = W_V W_O                 [D, D]   (what the head writes, given what it reads)

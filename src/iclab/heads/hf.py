@@ -92,6 +92,24 @@ ADAPTER_HELP = ("an adapter (iclab.heads.hf.FAMILIES) names the decoder layers, 
                 "projection, how to read value vectors, the norms before and after attention and the final norm")
 
 
+def _query_key_weights(attn: nn.Module, H: int, kv: int, E: int, D: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The query [H*E, D] and key [kv*E, D] projections (Linear layout: out, in) of an attention module: separate
+    q_proj / k_proj, GPT-2's Conv1D c_attn [D, 3D], GPT-NeoX's per-head [q | k | v] rows, Phi-3's fused qkv_proj."""
+    if hasattr(attn, "q_proj") and hasattr(attn, "k_proj"):
+        return attn.q_proj.weight.detach(), attn.k_proj.weight.detach()
+    if hasattr(attn, "c_attn"):
+        W = attn.c_attn.weight.detach()  # [D, 3D], y = x W
+        return W[:, :D].T, W[:, D : 2 * D].T
+    if hasattr(attn, "query_key_value"):
+        W = attn.query_key_value.weight.detach().view(H, 3 * E, D)
+        return W[:, :E].reshape(H * E, D), W[:, E : 2 * E].reshape(H * E, D)
+    if hasattr(attn, "qkv_proj"):
+        W = attn.qkv_proj.weight.detach()  # [(H + 2 kv) E, D]
+        return W[: H * E], W[H * E : (H + kv) * E]
+    raise IclabError(f"{type(attn).__name__}: no query / key projection iclab knows (q_proj and k_proj, c_attn, "
+                     "query_key_value or qkv_proj)")
+
+
 def _get(obj: Any, path: str) -> Any:
     for part in path.split("."):
         obj = getattr(obj, part)
@@ -241,18 +259,44 @@ class HFHeadModel(HeadModel):
 
     @torch.no_grad()
     def ov_factors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        D, E, kv = self.d_model, self.d_head, self.n_kv_heads
+        D = self.d_model
         embed = self.model.get_input_embeddings()
         ids = torch.arange(self.model.config.vocab_size, device=self.device)
         block = self.layers[layer]
         norm = (lambda x: x) if self.family.input_norm is None else getattr(block, self.family.input_norm)
         E_n = torch.cat([norm(embed(ids[i : i + 8192]).unsqueeze(0))[0] for i in range(0, len(ids), 8192)]).float()
-        attn = self._attn(layer)
-        eye = torch.eye(D, device=self.device, dtype=embed.weight.dtype).unsqueeze(0)
-        W_V = self.family.values(attn, eye, kv, E)[0] - self.family.values(attn, torch.zeros_like(eye[:, :1]), kv, E)[0]
-        W_V = W_V.permute(1, 0, 2).repeat_interleave(self.n_heads // kv, dim=0).float()  # [D, kv, E] -> [H, D, E]
         U = self.model.get_output_embeddings().weight.T.float()  # [D, V]
-        return E_n, W_V, self.W_O(layer).float(), norm_gain(_get(self.model, self.family.final_norm), D).unsqueeze(1) * U
+        return E_n, self._value_weights(layer).float(), self.W_O(layer).float(), norm_gain(_get(self.model, self.family.final_norm), D).unsqueeze(1) * U
+
+    @torch.no_grad()
+    def _value_weights(self, layer: int) -> torch.Tensor:
+        """[H, D, E]: the value projection of each query head (biases left out), read through the family's own values."""
+        D, E, kv, attn = self.d_model, self.d_head, self.n_kv_heads, self._attn(layer)
+        eye = torch.eye(D, device=self.device, dtype=self.model.get_input_embeddings().weight.dtype).unsqueeze(0)
+        W_V = self.family.values(attn, eye, kv, E)[0] - self.family.values(attn, torch.zeros_like(eye[:, :1]), kv, E)[0]
+        return W_V.permute(1, 0, 2).repeat_interleave(self.n_heads // kv, dim=0)  # [D, kv, E] -> [H, D, E]
+
+    @torch.no_grad()
+    def circuit_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head W_Q, W_K, W_V [H, D, E] with the input norm's gain folded in, and W_O [H, E, D] (float64); rotary
+        embeddings are left out (the direct QK circuit at relative distance 0). Families that normalise queries and keys
+        (q_norm / k_norm) have no linear QK circuit and are refused."""
+        attn, cfg = self._attn(layer), self.model.config
+        if any(getattr(attn, name, None) is not None for name in ("q_norm", "k_norm", "q_layernorm", "k_layernorm")):
+            raise IclabError(f"{cfg.model_type}: its queries and keys are normalised (q_norm / k_norm), so no linear QK circuit "
+                             "can be read off its weights")
+        H, kv, E, D = self.n_heads, self.n_kv_heads, self.d_head, self.d_model
+        Wq, Wk = _query_key_weights(attn, H, kv, E, D)  # [H*E, D], [kv*E, D] as Linear weights (out, in)
+        norm = None if self.family.input_norm is None else getattr(self.layers[layer], self.family.input_norm)
+        g = (torch.ones(D) if norm is None else norm_gain(norm, D)).to(self.device).double().view(1, D, 1)
+        W_Q = g * Wq.double().view(H, E, D).transpose(1, 2)
+        W_K = g * Wk.double().view(kv, E, D).transpose(1, 2).repeat_interleave(H // kv, dim=0)
+        return W_Q, W_K, g * self._value_weights(layer).double(), self.W_O(layer).double()
+
+    def embedding(self) -> torch.Tensor:
+        """The token embedding matrix (a family's constant embedding scale, Gemma's sqrt(D), left out: circuits' ratios
+        and eigenvalue signs do not depend on it)."""
+        return self.model.get_input_embeddings().weight.detach().double()
 
     def probe_vocab(self) -> torch.Tensor:
         V = self.model.config.vocab_size

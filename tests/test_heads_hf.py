@@ -360,3 +360,23 @@ def test_composition_scores_run_on_a_hugging_face_model():
 
     comp = composition_scores(HFHeadModel(tiny("llama")))
     assert comp.k.shape == (2, 4, 2, 4) and torch.isfinite(comp.k[0, :, 1, :]).all() and torch.isnan(comp.k[1, :, 0, :]).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frozen_patterns_of_the_same_ids_change_nothing_and_others_take_over(family):
+    """Known answer: pinning the patterns the model itself computes reproduces its logits; control: pinning every head
+    to the previous token changes them (the pins act); the model attends as before afterwards."""
+    model = HFHeadModel(tiny(family))
+    a = ids(seed=1)
+    clean = model.logits(a)
+    recorded = model.patterns(a)  # [L, B, H, T, T]
+    with model.frozen_patterns(recorded):
+        same = model.logits(a)
+    T = a.shape[1]
+    previous = torch.zeros(T, T)
+    previous[torch.arange(T), (torch.arange(T) - 1).clamp(min=0)] = 1.0
+    with model.frozen_patterns(previous.expand_as(recorded).contiguous()):
+        other = model.logits(a)
+    assert torch.allclose(same, clean, atol=1e-4)
+    assert (other - clean).abs().max() > 1e-2
+    assert torch.allclose(model.logits(a), clean, atol=1e-6)

@@ -28,3 +28,13 @@ def test_ablations_through_the_head_model_equal_the_hooked_transformer():
         assert abs(result.induction_heads_ablated - icl()) < 1e-6
     assert result.per_head["zero"][0][1] != result.per_head["pattern_preserving"][0][1]  # freezing changes layer 1's view
     assert abs(result.clean - icl()) < 1e-6
+
+
+def test_the_same_ablations_run_on_a_hugging_face_model(hf_folder):
+    from iclab.heads import load_hf
+
+    model = load_hf(hf_folder)
+    tokens = torch.randint(3, model.model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(2))
+    result = ablations(model, tokens, [Head(2, 1)])
+    assert len(result.per_head["pattern_preserving"]) == 3 and len(result.per_head["zero"][0]) == 4
+    assert all(abs(v) < 50 for row in result.per_head["mean"] for v in row) and result.induction_heads_ablated is not None

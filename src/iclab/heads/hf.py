@@ -22,11 +22,12 @@ Nothing is ever downloaded: only ``local_files_only`` loading.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -108,6 +109,31 @@ def _query_key_weights(attn: nn.Module, H: int, kv: int, E: int, D: int) -> tupl
         return W[: H * E], W[H * E : (H + kv) * E]
     raise IclabError(f"{type(attn).__name__}: no query / key projection iclab knows (q_proj and k_proj, c_attn, "
                      "query_key_value or qkv_proj)")
+
+
+FROZEN_ATTENTION = "iclab_frozen_patterns"
+_FROZEN: dict[int, torch.Tensor] = {}  # id(attention module) -> its pinned pattern [B, H, T, S], inside frozen_patterns()
+
+
+def _frozen_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+                      scaling: float | None = None, dropout: float = 0.0, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """An attention function with the pattern pinned: query [B, H, T, E], value [B, H_kv, S, E] -> ([B, T, H, E], pattern)."""
+    pattern = _FROZEN.get(id(module))
+    if pattern is None:
+        raise IclabError("frozen attention ran outside HFHeadModel.frozen_patterns()")
+    if pattern.shape[0] != query.shape[0] or pattern.shape[-2:] != (query.shape[-2], value.shape[-2]):
+        raise IclabError(f"recorded patterns have shape {tuple(pattern.shape)}, this input gives queries {tuple(query.shape)} and "
+                         f"values {tuple(value.shape)}; freeze patterns recorded on the same ids")
+    v = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)  # grouped-query heads read their group's values
+    return torch.matmul(pattern.to(v.dtype), v).transpose(1, 2).contiguous(), pattern
+
+
+def _register_frozen_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(FROZEN_ATTENTION, _frozen_attention)
+    AttentionMaskInterface.register(FROZEN_ATTENTION, eager_mask)  # the mask is built but unused: the pattern decides
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -225,20 +251,44 @@ class HFHeadModel(HeadModel):
         out = self.model(input_ids=ids, use_cache=use_cache, **{name: past})
         return out.logits.float(), (out[name] if use_cache else None)
 
-    @torch.no_grad()
-    def patterns(self, ids: torch.Tensor) -> torch.Tensor:
-        # only eager attention returns its weights: switch the model's config and every attention module's, restore all
+    @contextlib.contextmanager
+    def _attention(self, implementation: str) -> Iterator[None]:
+        """Within the block, the model's config and every attention module's run ``implementation``; restored after."""
         configs = list({id(c): c for c in [self.model.config, *(self._attn(i).config for i in range(self.n_layers))]}.values())
         saved = [c._attn_implementation for c in configs]
         try:
             for c in configs:
-                c._attn_implementation = "eager"
-            with self.inference():
-                out = self.model(input_ids=ids.to(self.device), output_attentions=True)
+                c._attn_implementation = implementation
+            yield
         finally:
             for c, impl in zip(configs, saved):
                 c._attn_implementation = impl
+
+    @torch.no_grad()
+    def patterns(self, ids: torch.Tensor) -> torch.Tensor:
+        # only eager attention returns its weights
+        with self._attention("eager"), self.inference():
+            out = self.model(input_ids=ids.to(self.device), output_attentions=True)
         return torch.stack([a.float() for a in out.attentions])
+
+    @contextlib.contextmanager
+    def frozen_patterns(self, patterns: torch.Tensor) -> Iterator["HFHeadModel"]:
+        """Every layer attends with ``patterns`` [L, B, H, T, S] (from :meth:`patterns`): the family's attention runs an
+        attention function that multiplies the recorded pattern into the values (registered with ``transformers``'
+        AttentionInterface), so queries and keys no longer decide where a head looks."""
+        if patterns.shape[0] != self.n_layers:
+            raise IclabError(f"patterns must have one entry per layer ({self.n_layers}), got {patterns.shape[0]}")
+        _register_frozen_attention()
+        pinned = {id(self._attn(i)): patterns[i].to(self.device) for i in range(self.n_layers)}
+        saved = dict(_FROZEN)
+        _FROZEN.clear()
+        _FROZEN.update(pinned)
+        try:
+            with self._attention(FROZEN_ATTENTION):
+                yield self
+        finally:
+            _FROZEN.clear()
+            _FROZEN.update(saved)
 
     @torch.no_grad()
     def ov_logits(self, layer: int, tokens: torch.Tensor) -> torch.Tensor:

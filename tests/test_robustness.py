@@ -66,6 +66,40 @@ def test_a_study_folder_belongs_to_its_study(tmp_path):
         StudyDir(tmp_path / "s").claim("linreg")
 
 
+def _files(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_study_folder_holds_one_preset_and_one_model_and_refuses_another_untouched(tmp_path):
+    from iclab.studies import spinglass
+
+    out = tmp_path / "sg"
+    spinglass.run("quick", out, TINY_SPINGLASS, torch.device("cpu"), log=lambda s: None)
+    record = json.loads((out / "study.json").read_text())
+    assert record["preset"] == "quick" and record["model"] is None and record["identity"]["iclab"]
+    before = _files(out)
+    one_line_error(iclab("run", "spinglass", "--preset", "paper", "--out", str(out)),
+                   "holds spinglass at preset quick on iclab's own models, not preset paper on iclab's own models")
+    assert _files(out) == before
+    sets = sum((["--set", s] for s in [*TINY_SPINGLASS, "seed=1"]), [])  # other settings at the same preset: allowed
+    assert iclab("run", "spinglass", "--out", str(out), *sets).returncode == 0
+    assert json.loads((out / "study.json").read_text())["identity"] != record["identity"]
+
+
+def test_a_pretrained_model_gets_its_own_default_folder_and_a_trained_run_is_refused_there(hf_folder, tmp_path):
+    small = ["pretrained.probe_length=6", "pretrained.probe_batch=2", "pretrained.text_sequences=2", "pretrained.text_length=24",
+             "pretrained.top_k=2", "pretrained.random_draws=2", "pretrained.batch=2"]
+    result = iclab("run", "induction", "--model", str(hf_folder), *sum((["--set", s] for s in small), []), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "runs" / f"induction-{hf_folder.name}-quick"
+    record = json.loads((folder / "study.json").read_text())
+    assert record["model"] == str(hf_folder) and record["preset"] == "quick"
+    before = _files(folder)
+    one_line_error(iclab("run", "induction", "--out", str(folder), cwd=tmp_path),
+                   f"holds induction at preset quick on model {hf_folder}, not preset quick on iclab's own models")
+    assert _files(folder) == before and not (tmp_path / "runs" / "induction-quick").exists()
+
+
 @pytest.mark.parametrize("command", [["train", "--task", "linreg"], ["run", "spinglass"], ["reproduce", "--only", "spinglass"]])
 def test_an_out_that_is_a_file_or_cannot_be_created_is_one_line(tmp_path, command):
     (tmp_path / "file").write_text("x")

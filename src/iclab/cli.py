@@ -243,7 +243,8 @@ def _preset_check(study, preset: str, name: str) -> None:
 def run_study(
     study: str = typer.Argument(..., help=f"Study name: {', '.join(STUDY_NAMES)} (`iclab studies`)."),
     preset: str = typer.Option("quick", "--preset", help="quick (minutes on a laptop CPU) or paper (the authors' scale)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<study>-<preset>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<study>-<preset>, or "
+                                       "runs/<study>-<model>-<preset> with --model)."),
     set_: list[str] = typer.Option([], "--set", help="Override a study setting, e.g. --set steps=500."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     model: Optional[str] = typer.Option(None, "--model", help="Studies that take a model (`iclab studies`): a pretrained model to analyse instead of training one "
@@ -255,7 +256,8 @@ def run_study(
 
     declared = study_named(study)
     _preset_check(declared, preset, study)
-    folder = out or Path("runs") / f"{study}-{preset}"
+    from iclab.studies.common import default_folder
+
     overrides = list(set_)
     if model is not None:
         if not declared.takes_model:
@@ -264,7 +266,9 @@ def run_study(
             takes = [s.name for s in all_studies() if s.takes_model]
             raise IclabError(f"--model applies to the {' and '.join(takes)} studies, not {study!r}")
         overrides.append(f"model={model}")
-    summary = declared.run(preset, folder, overrides, resolve_device(device))
+    settings = declared.settings(preset, overrides)  # validated before any folder is named or touched
+    folder = out or default_folder(study, preset, getattr(settings, "model", None))
+    summary = declared.run_settings(settings, folder, resolve_device(device), preset=preset)
     for line in summary.findings:
         console.print(f"- {line}", markup=False)
     console.print(f"[green]done[/green]: {folder}/summary.json")

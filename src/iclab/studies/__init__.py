@@ -32,11 +32,16 @@ def all_studies() -> list["Study"]:
 
 
 def run_study(name: str, preset: str = "quick", out=None, overrides: list[str] | None = None, device: str = "cpu") -> "Summary":
-    """Run study ``name`` at ``preset`` into ``out`` (default runs/<name>-<preset>) with ``--set``-style overrides;
+    """Run study ``name`` at ``preset`` into ``out`` (default :func:`~iclab.studies.common.default_folder`) with
+    ``--set``-style overrides;
     returns its summary, as ``iclab run`` does."""
     from pathlib import Path
 
     import torch
 
-    folder = Path(out) if out is not None else Path("runs") / f"{name}-{preset}"
-    return study(name).run(preset, folder, list(overrides or []), torch.device(device))
+    from iclab.studies.common import default_folder
+
+    declared = study(name)
+    model = getattr(declared.settings(preset, list(overrides or [])), "model", None)
+    folder = Path(out) if out is not None else default_folder(name, preset, model)
+    return declared.run(preset, folder, list(overrides or []), torch.device(device))

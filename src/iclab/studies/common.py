@@ -11,6 +11,7 @@ recomputed.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,8 @@ class StudyDir:
     Layout::
 
         DIR/
-          study.json      {"study": name, "iclab": version}: the folder belongs to this study
+          study.json      {"study", "preset", "model", "identity", "iclab"}: the folder holds this study at this preset on
+                          this model (None: iclab's own), last run with these settings (its run identity)
           config.yaml     the study's settings
           parts/*.json    cached analysis parts (their key, their result type's schema, the result)
           runs/NAME/      the training runs the study made (each a run directory)
@@ -63,19 +65,33 @@ class StudyDir:
     def marker(self) -> Path:
         return self.path / "study.json"
 
+    def record(self) -> dict[str, Any]:
+        """What ``study.json`` says ({} when there is none or it cannot be read)."""
+        try:
+            data = json.loads(self.marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def owner(self) -> str | None:
         """The study that owns the folder, if any."""
-        try:
-            return json.loads(self.marker.read_text()).get("study")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            return None
+        return self.record().get("study")
 
-    def claim(self, study: str) -> None:
-        """Make the folder ``study``'s, or refuse, untouched, one that holds anything else."""
+    def claim(self, study: str, preset: str | None = None, model: str | None = None,
+              identity: "RunIdentity | None" = None) -> None:
+        """Make the folder ``study``'s at ``preset`` on ``model`` (None: iclab's own models), or refuse, untouched, one
+        that holds anything else: another study, or this study at another preset or on another model (their results
+        would mix). Other settings may change: the parts they touch are recomputed."""
         if self.path.is_dir():
-            owner = self.owner()
+            record = self.record()
+            owner = record.get("study")
             if owner is not None and owner != study:
                 raise IclabError(f"--out {self.path}: holds the {owner!r} study, not {study!r}; choose another --out")
+            if owner is not None and preset is not None:
+                held = (record.get("preset", preset), record.get("model", model))
+                if held != (preset, model):
+                    raise IclabError(f"--out {self.path}: holds {study} at preset {held[0]} on {_subject(held[1])}, not preset "
+                                     f"{preset} on {_subject(model)}; choose another --out")
             if owner is None:
                 if is_training_run(self.path):
                     raise IclabError(f"--out {self.path}: holds a training run; a study needs a new or empty folder")
@@ -87,10 +103,27 @@ class StudyDir:
                     raise IclabError(f"--out {self.path}: is not empty and holds no {study} study "
                                      f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); choose a new or empty folder")
         output_dir(self.path)
-        if not self.marker.is_file():
-            import iclab
+        import iclab
 
-            atomic_write_json(self.marker, {"study": study, "iclab": iclab.__version__})
+        record = {"study": study, "iclab": iclab.__version__}
+        if preset is not None:
+            record.update(preset=preset, model=model, identity=encode(identity) if identity is not None else None)
+        if record != self.record():
+            atomic_write_json(self.marker, record)
+
+
+def _subject(model: str | None) -> str:
+    return "iclab's own models" if model is None else f"model {model}"
+
+
+def default_folder(study: str, preset: str, model: str | None = None) -> Path:
+    """Where a study runs without ``--out``: ``runs/<study>-<preset>``, or ``runs/<study>-<model>-<preset>`` on a
+    pretrained model (its catalogue name, or the folder's / file's name), so runs on different models never share
+    a folder."""
+    if model is None:
+        return Path("runs") / f"{study}-{preset}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model).rstrip("/")).name).strip("-") or "model"
+    return Path("runs") / f"{study}-{name}-{preset}"
 
 
 UNTYPED = "json/1"  # the schema of a part whose result is plain JSON data (no result type declared)
@@ -99,11 +132,12 @@ UNTYPED = "json/1"  # the schema of a part whose result is plain JSON data (no r
 class Parts:
     """Cached study parts under ``out/parts``; ``log`` reports progress.
 
-    Creating it claims ``out`` for ``study`` (see :class:`StudyDir`) and writes the settings.
+    Creating it claims ``out`` for ``study`` at ``preset`` (see :class:`StudyDir`) and writes the settings.
     """
 
-    def __init__(self, study: str, out: Path, settings: Any, log: Callable[[str], None] = print):
-        StudyDir(out).claim(study)
+    def __init__(self, study: str, out: Path, settings: Any, log: Callable[[str], None] = print, preset: str | None = None,
+                 identity: "RunIdentity | None" = None):
+        StudyDir(out).claim(study, preset, getattr(settings, "model", None), identity)
         self.study = study
         self.out = Path(out)
         self.dir = self.out / "parts"

@@ -140,7 +140,8 @@ class Study(Generic[S]):
             return other.run_settings(settings, out, device, log, preset)
         if self.check is not None:
             self.check(settings)
-        parts = Parts(self.name, out, settings, log)
+        preset = preset or getattr(settings, "preset", "custom")
+        parts = Parts(self.name, out, settings, log, preset, self.identity(settings))
         ctx: Context[S] = Context(settings, out, device, log)
         ctx.models = self.models(ctx) if self.models is not None else None
         keys: dict[str, str] = {}
@@ -154,5 +155,4 @@ class Study(Generic[S]):
             ctx.results[part.name] = parts.get(part.name, keys[part.name], lambda part=part: part.compute(ctx), part.result)
         claims, numbers = self.claims(settings, ctx.results)
         figures = self.figures(ctx.results, settings, out / "figures")
-        preset = preset or getattr(settings, "preset", "custom")
         return finish(self.name, preset, self.identity(settings), out, numbers, claims, figures, parts, self.notes(settings))

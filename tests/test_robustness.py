@@ -275,3 +275,14 @@ def test_tensorboard_logging_writes_event_files(tmp_path):
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     shutil.rmtree(tmp_path / "run" / "tensorboard")
     small_run(tmp_path / "run", extra=["train.tensorboard=false"])  # logging is not part of the run's identity
+
+
+def test_report_on_a_corrupt_record_or_summary_is_one_line_or_a_re_run_row(tmp_path):
+    (tmp_path / "reproduce.json").write_text("{not json")
+    one_line_error(iclab("report", str(tmp_path)), "reproduce.json: cannot be read (JSONDecodeError)")
+    (tmp_path / "reproduce.json").write_text(json.dumps({"preset": "quick", "studies": {"spinglass": {"status": "complete"}}}))
+    (tmp_path / "spinglass").mkdir()
+    (tmp_path / "spinglass" / "summary.json").write_text("{truncated")
+    result = iclab("report", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "summary.json: cannot be read (JSONDecodeError); re-run the study" in (tmp_path / "report.html").read_text()

@@ -111,8 +111,13 @@ def build_report(out: Path) -> Path:
     record_file = out / "reproduce.json"
     if not record_file.is_file():
         raise RunDirError(f"{out}: no reproduce.json here; run `iclab reproduce --out {out}` first")
-    record = json.loads(record_file.read_text())
-    studies = record.get("studies", {})
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{record_file}: cannot be read ({type(err).__name__}); re-run `iclab reproduce --out {out}`") from None
+    if not isinstance(record, dict) or not isinstance(record.get("studies"), dict):
+        raise RunDirError(f"{record_file}: is not a reproduce record (no studies); re-run `iclab reproduce --out {out}`")
+    studies = record["studies"]
     toc = " &middot; ".join(f'<a href="#{n}">{html.escape(n)}</a> ({html.escape(e.get("status", "?"))})' for n, e in studies.items())
     versions = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in record.get("versions", {}).items())
     body = [

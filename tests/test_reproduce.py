@@ -3,11 +3,13 @@
 import json
 from dataclasses import dataclass
 
+import pytest
 import torch
 
 import iclab
 from iclab import reproduce as rep
 from iclab import studies
+from iclab.errors import IclabError
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,10 @@ def test_failures_are_isolated_and_finished_studies_are_skipped(tmp_path, monkey
     assert calls == ["bad"], "the finished study must be skipped, the failed one retried"
     assert record["studies"]["good"]["skipped"]
     calls.clear()
-    rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None)
-    assert "good" in calls, "a result of another preset is not reused"
+    before = (tmp_path / "reproduce.json").read_bytes()
+    with pytest.raises(IclabError, match="holds a reproduction at preset quick, not paper"):  # results of two presets never mix
+        rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None)
+    assert calls == [] and (tmp_path / "reproduce.json").read_bytes() == before
 
 
 def test_a_finished_study_with_other_settings_or_version_is_run_again(tmp_path, monkeypatch):
@@ -81,8 +85,8 @@ def test_entry_by_entry_runs_build_up_one_record_and_report(tmp_path, monkeypatc
     record = json.loads((tmp_path / "reproduce.json").read_text())
     assert list(record["studies"]) == ["good", "bad"]  # the first entry is kept, in the jobs' order
     assert record["studies"]["good"]["status"] == "complete" and record["studies"]["bad"]["status"] == "failed"
-    rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None, only=["bad"])
-    assert list(json.loads((tmp_path / "reproduce.json").read_text())["studies"]) == ["bad"]  # another preset starts over
+    with pytest.raises(IclabError, match="holds a reproduction at preset quick"):  # another preset needs another folder
+        rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None, only=["bad"])
 
 
 def test_entries_run_side_by_side_in_worker_processes(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from iclab import studies
-from iclab.errors import Interrupted, RunDirError
+from iclab.errors import IclabError, Interrupted, RunDirError
 from iclab.io import atomic_write_json, output_dir
 from iclab.studies.common import Summary
 
@@ -143,14 +143,16 @@ def reproduce(
     """Run the studies (or ``only`` these entries) into ``out/<name>``, in ``workers`` processes side by side;
     write ``out/reproduce.json`` after each entry.
 
-    With ``only``, the entries of an earlier run of the same preset in ``out`` stay in the record, so the
-    report covers every entry the folder holds (entry by entry runs build up one report)."""
+    With ``only``, the entries of an earlier run in ``out`` stay in the record, so the report covers every entry
+    the folder holds (entry by entry runs build up one report). A folder holding a reproduction at another preset is
+    refused untouched: its studies' results would mix with this preset's."""
+    earlier = _read_record(Path(out))
+    if earlier.get("preset") not in (None, preset):
+        raise IclabError(f"--out {out}: holds a reproduction at preset {earlier['preset']}, not {preset}; choose another --out")
     output_dir(out)
     record: dict[str, Any] = {"preset": preset, "device": str(device), "versions": versions(), "studies": {}}
     if only:
-        earlier = _read_record(out)
-        if earlier.get("preset") == preset:
-            record["studies"] = dict(earlier.get("studies", {}))
+        record["studies"] = dict(earlier.get("studies", {}))
     order = [job.name for job in jobs(preset)]
     titles = {}
 

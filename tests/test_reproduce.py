@@ -10,11 +10,17 @@ import iclab
 from iclab import reproduce as rep
 from iclab import studies
 from iclab.errors import IclabError
+from iclab.results import Result
 
 
 @dataclass(frozen=True)
 class FakeSettings:
     steps: int = 3
+
+
+@dataclass(frozen=True)
+class Work(Result):
+    steps: int
 
 
 def fake_studies(monkeypatch, calls, presets=None):
@@ -31,8 +37,8 @@ def fake_studies(monkeypatch, calls, presets=None):
             if fail:
                 raise RuntimeError("boom")
 
-        return Study(name, presets, parts=lambda s: [Part("work", lambda ctx: {"steps": ctx.settings.steps})],
-                     claims=lambda s, res: ([measured(f"{name} ok", str(res["work"]["steps"]))], {}),
+        return Study(name, presets, parts=lambda s: [Part("work", lambda ctx: Work(ctx.settings.steps), Work)],
+                     claims=lambda s, res: ([measured(f"{name} ok", str(res["work"].steps))], {}),
                      figures=lambda res, s, folder: [], models=models, title=f"a study that {'fails' if fail else 'works'}")
 
     table = {"good": declared("good"), "bad": declared("bad", fail=True)}

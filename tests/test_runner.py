@@ -28,6 +28,11 @@ class Toy:
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
+@dataclass(frozen=True)
+class Number(Result):
+    value: int
+
+
 def toy_study(calls: list[str], check=None) -> Study:
     def part(name, value):
         def compute(ctx):
@@ -36,10 +41,11 @@ def toy_study(calls: list[str], check=None) -> Study:
         return compute
 
     parts = [
-        Part("square", part("square", lambda ctx: ctx.settings.a ** 2), depends=lambda s: s.a),
-        Part("plus_b", part("plus_b", lambda ctx: ctx.results["square"] + ctx.settings.b), depends=lambda s: s.b, needs=("square",)),
-        Part("double", part("double", lambda ctx: 2 * ctx.results["plus_b"]), cached=False),
-        Part("gated", part("gated", lambda ctx: 1), when=lambda ctx: ctx.settings.gate),
+        Part("square", part("square", lambda ctx: Number(ctx.settings.a ** 2)), Number, depends=lambda s: s.a),
+        Part("plus_b", part("plus_b", lambda ctx: Number(ctx.results["square"].value + ctx.settings.b)), Number,
+             depends=lambda s: s.b, needs=("square",)),
+        Part("double", part("double", lambda ctx: 2 * ctx.results["plus_b"].value), cached=False),
+        Part("gated", part("gated", lambda ctx: Number(1)), Number, when=lambda ctx: ctx.settings.gate),
     ]
 
     def claims(s, res):
@@ -155,3 +161,9 @@ def test_heads_have_one_text_form():
     assert decode(dict[Head, list[float]], encode({Head(0, 1): [1.0]})) == {Head(0, 1): [1.0]}
     with pytest.raises(SchemaError):
         decode(Fit, {"head": "L0H1", "r2": {}, "extra": 1})
+
+
+def test_a_cached_part_must_declare_its_result_type():
+    with pytest.raises(TypeError, match="part 'loose' is cached: declare its result type"):
+        Part("loose", lambda ctx: {"r2": 1})
+    assert Part("derived", lambda ctx: 1, cached=False).schema == "derived"

@@ -126,9 +126,6 @@ def default_folder(study: str, preset: str, model: str | None = None) -> Path:
     return Path("runs") / f"{study}-{name}-{preset}"
 
 
-UNTYPED = "json/1"  # the schema of a part whose result is plain JSON data (no result type declared)
-
-
 class Parts:
     """Cached study parts under ``out/parts``; ``log`` reports progress.
 
@@ -147,11 +144,11 @@ class Parts:
         self.timings: dict[str, float] = {}
         atomic_write_text(self.out / "config.yaml", dump_yaml(to_dict(settings)))
 
-    def get(self, name: str, key: str, compute: Callable[[], Any], result: type[Result] | None = None) -> Any:
+    def get(self, name: str, key: str, compute: Callable[[], Any], result: type[Result]) -> Any:
         """The part's cached result, or ``compute()`` saved. ``key``: the hash of what the part reads (its
         :func:`part_key`); ``result``: its result type. A cache with another key, or written with another schema of
         the result type (an older iclab), is recomputed, never adapted."""
-        schema = result.schema() if result is not None else UNTYPED
+        schema = result.schema()
         path = self.dir / f"{name}.json"
         cached = self._read(path, key, schema, result)
         if cached is not None:
@@ -161,7 +158,7 @@ class Parts:
         self.log(f"  {name} ...")
         t0 = time.perf_counter()
         value = compute()
-        if result is not None and not isinstance(value, result):
+        if not isinstance(value, result):
             raise TypeError(f"part {name!r} returned {type(value).__name__}, not its declared {result.__name__}")
         elapsed = round(time.perf_counter() - t0, 2)
         self.timings[name] = elapsed
@@ -170,7 +167,7 @@ class Parts:
         return value
 
     @staticmethod
-    def _read(path: Path, key: str, schema: str, result: type[Result] | None) -> tuple[Any, float] | None:
+    def _read(path: Path, key: str, schema: str, result: type[Result]) -> tuple[Any, float] | None:
         try:
             saved = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -178,7 +175,7 @@ class Parts:
         if not isinstance(saved, dict) or saved.get("key") != key or saved.get("schema") != schema:
             return None
         try:
-            value = decode(result, saved["result"]) if result is not None else saved["result"]
+            value = decode(result, saved["result"])
         except (SchemaError, KeyError):
             return None
         return value, saved.get("wall_time_s", 0.0)

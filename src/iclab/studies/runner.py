@@ -26,7 +26,7 @@ import torch
 from iclab.claims import Claim
 from iclab.config import config_hash
 from iclab.results import Result
-from iclab.studies.common import UNTYPED, Parts, RunIdentity, Summary, finish, part_key, settings_for
+from iclab.studies.common import Parts, RunIdentity, Summary, finish, part_key, settings_for
 
 S = TypeVar("S")
 
@@ -47,10 +47,11 @@ class Context(Generic[S]):
 @dataclass(frozen=True)
 class Part:
     """One analysis of a study. ``compute(ctx)`` returns a value of ``result`` (a :class:`~iclab.results.Result`
-    type; None: plain JSON data), cached as ``parts/<name>.json`` and keyed by ``depends(settings)`` (default: every
-    setting but ``thresholds``), by the keys of the earlier parts in ``needs`` and by the result type's schema.
-    ``cached=False``: a cheap derived result, recomputed every run and not written. ``when(ctx)`` false: the part is
-    skipped (its result is absent), e.g. nothing to localise without the behaviour."""
+    type, required for a cached part), cached as ``parts/<name>.json`` and keyed by ``depends(settings)`` (default:
+    every setting but ``thresholds``), by the keys of the earlier parts in ``needs`` and by the result type's schema.
+    ``cached=False``: a cheap value derived from other parts (any Python value), recomputed every run and not
+    written. ``when(ctx)`` false: the part is skipped (its result is absent), e.g. nothing to localise without the
+    behaviour."""
 
     name: str
     compute: Callable[[Context], Any]
@@ -60,9 +61,13 @@ class Part:
     cached: bool = True
     when: Callable[[Context], bool] | None = None
 
+    def __post_init__(self) -> None:
+        if self.cached and self.result is None:
+            raise TypeError(f"part {self.name!r} is cached: declare its result type (a Result dataclass)")
+
     @property
     def schema(self) -> str:
-        return self.result.schema() if self.result is not None else UNTYPED
+        return self.result.schema() if self.result is not None else "derived"
 
 
 @dataclass(frozen=True)

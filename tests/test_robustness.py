@@ -286,3 +286,29 @@ def test_report_on_a_corrupt_record_or_summary_is_one_line_or_a_re_run_row(tmp_p
     result = iclab("report", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "summary.json: cannot be read (JSONDecodeError); re-run the study" in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "linreg", "--set", "model=3"], "model: is a section of settings"),
+    (["--task", "linreg", "--set", "train=[1]"], "train: is a section of settings"),
+])
+def test_a_value_where_a_section_belongs_is_one_line_and_writes_nothing(tmp_path, args, message):
+    one_line_error(iclab("train", *args, "--out", str(tmp_path / "out")), message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("string.yaml", b'"just a string"\n', "expected a mapping at the top level"),
+    ("binary.yaml", b"\x00\x01\xff\xfe", "is not a text (UTF-8) file"),
+    ("folder.yaml", None, "is a folder, not a config file"),
+    ("twice.yaml", b"seed: 1\nseed: 2\n", "line 2: key 'seed' is given twice"),
+    ("nested.yaml", b"task:\n  name: linreg\n  d: 3\n  d: 4\n", "line 4: key 'd' is given twice"),
+])
+def test_a_bad_config_file_is_one_line_and_writes_nothing(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    one_line_error(iclab("train", "--config", str(path), "--out", str(tmp_path / "out")), message)
+    assert not (tmp_path / "out").exists()

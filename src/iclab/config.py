@@ -132,6 +132,16 @@ def unknown_key_message(key: str, allowed: list[str], where: str) -> str:
     return f"{where}{key}: unknown key{hint}; valid keys: {', '.join(allowed)}"
 
 
+def section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The mapping under ``name`` in ``data`` ({} when absent); a one-line error when it is a value instead."""
+    value = data.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: is a section of settings (e.g. --set {name}.<key>=...), not a value; got {value!r}")
+    return dict(value)
+
+
 def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Build the frozen dataclass ``cls`` from ``data``, validating every field.
 
@@ -210,13 +220,33 @@ def with_overrides(config: T, overrides: list[str]) -> T:
     return build(type(config), data)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; a clear error if missing or malformed."""
+    """Read a YAML mapping; a clear one-line error for a missing file, a folder, a file that is not UTF-8 text,
+    malformed YAML, a key given twice, or a top level that is not a mapping."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not a text (UTF-8) file; a config is YAML text") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__}: {err})") from None
     if not isinstance(data, dict):

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from iclab.config import build, parse_override, require, set_path, to_dict, unknown_key_message
+from iclab.config import build, parse_override, require, section, set_path, to_dict, unknown_key_message
 from iclab.errors import ConfigError
 from iclab.models.config import ModelConfig
 from iclab.tasks import task_classes
@@ -107,12 +107,12 @@ class RunConfig:
         for key in data:
             if key not in allowed:
                 raise ConfigError(unknown_key_message(str(key), allowed, ""))
-        task_data = dict(data.get("task") or {})
+        task_data = section(data, "task")
         if "name" not in task_data:
             raise ConfigError("task.name: required key is missing (e.g. task.name=linreg)")
         task_cfg_cls, _ = task_classes(task_data["name"])
         task = build(task_cfg_cls, task_data, "task")
-        model_data = dict(data.get("model") or {})
+        model_data = section(data, "model")
         for key, needed in task.model_io().items():
             model_data.setdefault(key, needed)
         return build(
@@ -120,7 +120,7 @@ class RunConfig:
             {
                 "task": task,
                 "model": build(ModelConfig, model_data, "model"),
-                "train": build(TrainConfig, dict(data.get("train") or {}), "train"),
+                "train": build(TrainConfig, section(data, "train"), "train"),
                 "seed": data.get("seed", 0),
             },
         )

@@ -312,3 +312,30 @@ def test_a_bad_config_file_is_one_line_and_writes_nothing(tmp_path, name, conten
         path.write_bytes(content)
     one_line_error(iclab("train", "--config", str(path), "--out", str(tmp_path / "out")), message)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_study_folder_is_named_for_what_it_is_by_train_heads_and_sweep(tmp_path):
+    from iclab.studies import spinglass
+
+    study = tmp_path / "sg"
+    spinglass.run("quick", study, TINY_SPINGLASS, torch.device("cpu"), log=lambda s: None)
+    before = _files(study)
+    for command in (["train", "--task", "linreg", "--out", str(study)], ["heads", str(study)]):
+        one_line_error(iclab(*command), "holds the 'spinglass' study, not a training run")
+    one_line_error(iclab("sweep", "spinglass", "--seeds", "1", "--out", str(study)), "holds the 'spinglass' study; a sweep needs")
+    assert _files(study) == before
+    small_run(tmp_path / "run")
+    run_before = _files(tmp_path / "run")
+    one_line_error(iclab("sweep", "spinglass", "--seeds", "1", "--out", str(tmp_path / "run")), "holds a training run; a sweep")
+    assert _files(tmp_path / "run") == run_before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "spinglass", "--seeds", "-1"], "--seeds must be >= 0"),
+    (["run", "spinglass", "--set", "thresholds.gd_gap=-1"], "thresholds.gd_gap: must be positive"),
+    (["run", "addk", "--set", "thresholds.min_label_share=2"], "thresholds.min_label_share: must be a share in (0, 1]"),
+    (["run", "induction", "--set", "thresholds.attribution_p=0"], "thresholds.attribution_p: must lie in (0, 1]"),
+])
+def test_negative_seeds_and_thresholds_out_of_range_are_one_line(tmp_path, args, message):
+    one_line_error(iclab(*args, "--out", str(tmp_path / "out")), message)
+    assert not (tmp_path / "out").exists()

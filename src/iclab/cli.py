@@ -334,6 +334,8 @@ def sweep(
         raise IclabError(f"--executor {executor!r} is not one of local, ray")
     if workers < 1:
         raise IclabError(f"--workers must be at least 1, got {workers}")
+    if seeds < 0:
+        raise IclabError(f"--seeds must be >= 0 (0: the preset's seed only), got {seeds}")
     if not grid and seeds == 0:
         raise IclabError("nothing to sweep: give at least one --grid key=v1,v2 or --seeds N")
     if device not in ("cpu", "cuda", "mps"):

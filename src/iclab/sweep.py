@@ -103,6 +103,17 @@ def run_directory(study: str, preset: str, overrides: tuple[str, ...], root: Pat
     return root / "runs" / f"{study}-{config_hash(settings)}"
 
 
+def _refuse_foreign(out: Path) -> None:
+    """A sweep writes into a folder of its own: a training run or a study's folder is refused untouched."""
+    from iclab.studies.common import StudyDir, is_training_run
+
+    if is_training_run(out):
+        raise IclabError(f"--out {out}: holds a training run; a sweep needs a new folder or one of its own")
+    owner = StudyDir(out).owner()
+    if owner is not None:
+        raise IclabError(f"--out {out}: holds the {owner!r} study; a sweep needs a new folder or one of its own")
+
+
 def run_point(study: str, preset: str, overrides: tuple[str, ...], values: dict[str, Any], folder: str, device: str,
               threads: int | None = None) -> dict[str, Any]:
     """Run one grid point (in any process); never raises: a failure is returned and written to error.txt.
@@ -183,6 +194,7 @@ def sweep(
             at = ", ".join(f"{k}={v}" for k, v in p.values.items())
             raise type(err)(f"{err} (grid point {at})") from None
         jobs.append((p, folder))
+    _refuse_foreign(out)
     output_dir(out)
     log(f"sweep {study}: {len(points)} runs, executor {executor}" + (f" ({workers} workers)" if executor == "local" else ""))
     args = [(study, preset, p.overrides, p.values, str(f), device) for p, f in jobs]

@@ -115,10 +115,22 @@ class RunDir:
     def read_config(self) -> RunConfig:
         if not self.config_file.is_file():
             raise RunDirError(f"{self.path}: not a run directory (no config.yaml)")
+        study = self.study()
+        if study is not None:
+            raise RunDirError(f"{self.path}: holds the {study!r} study, not a training run (its models are runs under "
+                              f"{self.path / 'runs'})")
         try:
             return RunConfig.from_dict(load_yaml(self.config_file))
         except ConfigError as err:
             raise RunDirError(f"{self.config_file}: invalid run config ({err})") from None
+
+    def study(self) -> str | None:
+        """The study whose folder this is (its ``study.json``), or None."""
+        try:
+            data = json.loads((self.path / "study.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data.get("study") if isinstance(data, dict) else None
 
     def prepare(self, config: RunConfig) -> bool:
         """Create the run directory for ``config``, or check that it holds this config.

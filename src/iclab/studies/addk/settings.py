@@ -40,6 +40,14 @@ class AddKThresholds:
     max_successive_correlation: float = -0.1  # self-correction: successive signal deviations correlate below this
     correction_tolerance: float = 0.05  # an early wrong demonstration may hurt at most this much more than a late one
 
+    def __post_init__(self) -> None:
+        for name in ("max_selected_share", "min_label_share"):
+            require(0 < getattr(self, name) <= 1, name, f"must be a share in (0, 1], got {getattr(self, name)}")
+        require_positive(self, "min_fv_gain", "min_necessity_drop", "necessity_ratio")
+        require(-1 <= self.max_successive_correlation <= 1, "max_successive_correlation",
+                f"must lie in [-1, 1], got {self.max_successive_correlation}")
+        require(self.correction_tolerance >= 0, "correction_tolerance", f"must be >= 0, got {self.correction_tolerance}")
+
 
 @dataclass(frozen=True)
 class AddKStudySettings:

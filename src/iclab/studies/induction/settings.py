@@ -58,6 +58,10 @@ class InductionThresholds:
     ablation_drop: float = 0.5  # share of the ICL score ablating the induction heads must remove
     attribution_p: float = 0.01  # one-sided Welch test: induction-predictable tokens gain more across the window
 
+    def __post_init__(self) -> None:
+        for name in ("window_share", "previous_token", "paper_window_share", "ablation_drop", "attribution_p"):
+            require(0 < getattr(self, name) <= 1, name, f"must lie in (0, 1], got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class PretrainedProbe:

@@ -26,6 +26,14 @@ class SpinGlassThresholds:
     zero_mode_offset: int = 0  # ... and the first P at the floor may differ from D(D+1) by at most this (the paper: exactly there)
     peak_steps: float = 1.0  # fig S1: the test-error peak lies within this many alpha grid steps of (D+1)/D
 
+    def __post_init__(self) -> None:
+        require(0 < self.error_drop <= 1, "error_drop", f"must lie in (0, 1], got {self.error_drop}")
+        require(-1 <= self.error_correlation <= 1, "error_correlation", f"must lie in [-1, 1], got {self.error_correlation}")
+        for name in ("min_contrast_ratio", "gd_gap", "peak_steps"):
+            require(getattr(self, name) > 0, name, f"must be positive, got {getattr(self, name)}")
+        for name in ("monotone_slack", "zero_mode_tol", "zero_mode_offset"):
+            require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class SpinGlassSettings:

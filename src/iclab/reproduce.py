@@ -33,24 +33,19 @@ from typing import Any, Callable, Sequence
 import torch
 
 from iclab import studies
-from iclab.errors import IclabError, Interrupted, RunDirError
+from iclab.errors import IclabError, Interrupted
 from iclab.io import atomic_write_json, output_dir
-from iclab.studies.common import Summary
+from iclab.studies.common import Summary, finished
 
 
-def _complete(summary_file: Path, name: str, preset: str, overrides: Sequence[str] = ()) -> Summary | None:
-    """The finished summary of study ``name`` at ``preset`` (+ ``overrides``), if it carries today's run identity."""
-    if not summary_file.is_file():
-        return None
-    try:
-        summary = Summary.load(summary_file)
-    except RunDirError:
-        return None
+def _complete(folder: Path, name: str, preset: str, overrides: Sequence[str] = ()) -> Summary | None:
+    """The finished summary of study ``name`` at ``preset`` (+ ``overrides``) in ``folder``, if it carries today's run
+    identity (:func:`~iclab.studies.common.finished`)."""
     declared = studies.study(name)
     if preset not in declared.presets:
         return None
-    same = summary.preset == preset and summary.identity == declared.identity(declared.settings(preset, overrides))
-    return summary if same else None
+    summary = finished(folder, declared.identity(declared.settings(preset, overrides)))
+    return summary if summary is not None and summary.preset == preset else None
 
 
 def versions() -> dict[str, str]:
@@ -120,7 +115,7 @@ def _run_lane(lane: list[Job], preset: str, out: Path, device: str, threads: int
 
 
 def _complete_job(folder: Path, job: Job, preset: str) -> dict[str, Any] | None:
-    return _complete(folder / "summary.json", job.study, preset, list(job.overrides))
+    return _complete(folder, job.study, preset, list(job.overrides))
 
 
 def _read_record(out: Path) -> dict[str, Any]:

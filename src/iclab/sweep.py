@@ -26,9 +26,9 @@ import pandas as pd
 import yaml
 
 from iclab.config import config_hash
-from iclab.errors import IclabError, RunDirError
+from iclab.errors import IclabError
 from iclab.io import output_dir
-from iclab.studies.common import RunIdentity, Summary
+from iclab.studies.common import Summary, finished
 
 Executor = Literal["local", "ray"]
 
@@ -144,16 +144,6 @@ def run_point(study: str, preset: str, overrides: tuple[str, ...], values: dict[
     except Exception as err:  # one failing run must not stop the sweep
         (path / "error.txt").write_text(traceback.format_exc())
         return {**row, "status": "failed", "error": f"{type(err).__name__}: {err}"}
-
-
-def finished(folder: Path, identity: RunIdentity) -> Summary | None:
-    """The summary in ``folder`` when it carries ``identity`` (a finished run of the same settings, result schemas and
-    iclab version); None for no summary, an unreadable one or one of another run."""
-    try:
-        summary = Summary.load(folder / "summary.json")
-    except RunDirError:
-        return None
-    return summary if summary.identity == identity else None
 
 
 def _flatten(summary: Summary) -> dict[str, Any]:

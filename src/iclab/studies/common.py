@@ -245,6 +245,16 @@ class Summary(Result):
         atomic_write_json(Path(folder) / "summary.json", {"schema": self.schema(), **encode(self)})
 
 
+def finished(folder: Path, identity: RunIdentity) -> Summary | None:
+    """The summary in ``folder`` when it carries ``identity`` (a finished run of the same settings, result schemas and
+    iclab version); None for no summary, an unreadable one or one of another run."""
+    try:
+        summary = Summary.load(folder / "summary.json")
+    except RunDirError:
+        return None
+    return summary if summary.identity == identity else None
+
+
 def finish(study: str, preset: str, identity: RunIdentity, out: Path, numbers: dict[str, Any], claims: list[Claim],
            figures: list[Path], parts: Parts, notes: list[str]) -> Summary:
     """Assemble and write a study's summary.json; written last, so a summary on disk means a finished study."""

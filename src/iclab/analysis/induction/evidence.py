@@ -90,7 +90,8 @@ def random_heads_like(heads: list[Head], n_heads: int, generator: torch.Generato
 
 
 def ablation(model: HeadModel, heads: list[Head], mode: str, z_mean: torch.Tensor | None = None) -> Intervention:
-    """Zero ablation (head_scale 0) or mean ablation (z replaced by ``z_mean`` [L, H, E]) of ``heads`` at every position."""
+    """Zero ablation (head_scale 0) or mean ablation (z replaced by ``z_mean``: [L, H, E], or [L, T, H, E] per position)
+    of ``heads`` at every position: the one way the induction analyses ablate heads."""
     L, H = model.n_layers, model.n_heads
     mask = torch.zeros(L, H, dtype=torch.bool)
     for layer, h in heads:

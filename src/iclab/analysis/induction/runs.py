@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from iclab.analysis.induction.evidence import token_losses
+from iclab.analysis.induction.evidence import ablation, token_losses
 from iclab.analysis.induction.loss_attribution import induction_predictable, phase_change_attribution, predictable_gain
 from iclab.analysis.induction.phase_change import PhaseChange, Window, trajectory_phase_change
 from iclab.analysis.induction.scores import LOSS_BATCH, ProbeSequences, SnapshotScores, score_model
@@ -88,14 +88,6 @@ class Ablations(Result):
     drop: float | None = None
 
 
-def _head_ablation(model: HeadModel, heads: list[Head], z_mean: torch.Tensor | None = None) -> Intervention:
-    """Zero ablation of ``heads`` at every position, or with ``z_mean`` [L, T, H, E] their mean ablation."""
-    chosen = torch.zeros(model.n_layers, model.n_heads, dtype=torch.bool)
-    for head in heads:
-        chosen[head] = True
-    return Intervention(head_scale=(~chosen).float()) if z_mean is None else Intervention(replace_mask=chosen, replace_z=z_mean)
-
-
 @torch.no_grad()
 def ablations(model: HeadModel, tokens: torch.Tensor, heads: list[Head]) -> Ablations:
     """ICL score of ``model`` on ``tokens`` [B, T] with each head ablated (zero, mean per position over the batch,
@@ -110,16 +102,16 @@ def ablations(model: HeadModel, tokens: torch.Tensor, heads: list[Head]) -> Abla
         rows: dict[str, list[float]] = {k: [] for k in per_head}
         for h in range(model.n_heads):
             head = [Head(layer, h)]
-            rows["zero"].append(_icl(model, tokens, _head_ablation(model, head))[0])
-            rows["mean"].append(_icl(model, tokens, _head_ablation(model, head, z_mean))[0])
+            rows["zero"].append(_icl(model, tokens, ablation(model, head, "zero"))[0])
+            rows["mean"].append(_icl(model, tokens, ablation(model, head, "mean", z_mean))[0])
             with model.frozen_patterns(patterns):
-                rows["pattern_preserving"].append(_icl(model, tokens, _head_ablation(model, head))[0])
+                rows["pattern_preserving"].append(_icl(model, tokens, ablation(model, head, "zero"))[0])
         for k in per_head:
             per_head[k].append(rows[k])
     if not heads:
         return Ablations(clean, per_head)
     with model.frozen_patterns(patterns):
-        ablated, ablated_losses = _icl(model, tokens, _head_ablation(model, list(heads)))
+        ablated, ablated_losses = _icl(model, tokens, ablation(model, list(heads), "zero"))
     return Ablations(clean, per_head, ablated, (ablated_losses - clean_losses).tolist(),
                      1 - ablated / clean if clean < 0 else None)
 

@@ -6,6 +6,11 @@ from iclab.claims import Verdict
 def verdict(findings, settings, results, starts: str) -> Verdict:
     """The verdict of the claim whose statement starts with ``starts``."""
     claims, _ = findings(settings, results)
+    seen: dict[str, float | None] = {}
+    for c in claims:  # a claim with a verdict names the numbers it read; a name means one number across the study
+        assert c.values or c.verdict in (Verdict.NOT_APPLICABLE,), f"no values: {c.statement}"
+        for name, value in c.values.items():
+            assert seen.setdefault(name, value) == value or value != value, f"{name} names two numbers"
     return next(c for c in claims if c.statement.startswith(starts)).verdict
 
 

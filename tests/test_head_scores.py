@@ -6,6 +6,7 @@ import torch
 from iclab.models import ModelConfig, Transformer
 from iclab.tasks.induction import icl_score
 from iclab.analysis.heads import (
+    copying_rank,
     copying_score,
     copying_top1,
     detection_score,
@@ -132,9 +133,10 @@ def test_copying_scores_layer_by_layer_in_chunks_equal_the_full_tensor():
     vocab = torch.arange(3, 40)
     tokens = vocab[torch.randperm(len(vocab), generator=torch.Generator().manual_seed(0))[:23]]
     full, index = restricted_ov(model.direct_ov_logits(tokens), tokens, vocab)
-    copying, top1 = copying_scores(model, tokens, vocab, chunk=5)  # 23 tokens: chunks of 5, 5, 5, 5, 3
+    copying, top1, rank = copying_scores(model, tokens, vocab, chunk=5)  # 23 tokens: chunks of 5, 5, 5, 5, 3
     assert torch.allclose(copying, copying_score(full, index), atol=1e-5)
     assert torch.allclose(top1, copying_top1(full, index), atol=1e-6)
+    assert torch.allclose(rank, copying_rank(full, index), atol=1e-6)
 
 
 def test_eigenvalue_copying_is_one_for_a_copying_head_and_minus_one_for_a_suppressing_one():
@@ -159,3 +161,24 @@ def test_eigenvalue_copying_equals_the_eigenvalues_of_the_full_vocabulary_circui
             eig = torch.linalg.eigvals((E_n @ W_V[h] @ W_O[h] @ U).double())
             assert score[layer, h] == pytest.approx(float(eig.real.sum() / eig.abs().sum()), abs=1e-5)
     assert score.abs().max() < 0.9
+
+
+def test_copying_rank_finds_a_planted_copying_head_at_a_real_vocabulary_size():
+    """At SmolLM2's 49,152 tokens the specified copying score is -1 for every head (its denominator sums the change of
+    every logit); the rank still tells a copying head (near 1) from a random one (near 0.5)."""
+    from iclab.analysis.induction.scores import copying_scores
+    from iclab.heads import IclabHeadModel
+
+    V, D = 49_152, 64
+    cfg = ModelConfig(n_layers=1, d_model=D, n_heads=2, attn_only=True, normalization="none", d_vocab=V, n_ctx=8)
+    model = Transformer(cfg, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.W_E.copy_(torch.randn(V, D, generator=torch.Generator().manual_seed(1)))
+        model.W_U.copy_(model.W_E.T)
+        attn = model.blocks[0].attn
+        attn.W_V[0].copy_(torch.eye(D)[:, :32])  # head 0 reads the first 32 directions of the token ...
+        attn.W_O[0].copy_(torch.eye(D)[:32])  # ... and writes them back: its OV circuit raises the attended token
+    tokens = torch.randperm(V, generator=torch.Generator().manual_seed(2))[:40]
+    copying, top1, rank = copying_scores(IclabHeadModel(model), tokens, torch.arange(V), chunk=16)
+    assert rank[0, 0] > 0.99 and 0.35 < rank[0, 1] < 0.65
+    assert copying[0, 0] < -0.99  # the specified score cannot tell them apart at this vocabulary size

@@ -57,6 +57,21 @@ def test_local_pool_sweep_isolates_a_failure_and_skips_finished_runs(tmp_path):
     assert figure.stat().st_size > 5000
 
 
+def test_the_results_table_carries_every_claims_measured_values_so_the_swept_effect_shows(tmp_path):
+    """The README's sweep over the task dimension: the diversity claim's test errors are columns and differ by D."""
+    table = sweep("spinglass", "quick", ["diversity.D=3,6"], tmp_path, base=TINY_SPINGLASS, log=lambda s: None)
+    assert list(table["status"]) == ["complete", "complete"]
+    errors = table.set_index("diversity.D")["result.claim.test_error_most_tasks"]
+    assert errors[3] != errors[6] and errors.notna().all()
+    assert {"result.claim.contrast_ratio_most_tasks", "result.verdicts.REPRODUCED", "result.verdicts.NOT_REPRODUCED"} <= set(table.columns)
+    assert (table["result.verdicts.REPRODUCED"] + table["result.verdicts.NOT_REPRODUCED"] + table["result.verdicts.MEASURED"]
+            + table["result.verdicts.NOT_APPLICABLE"] > 5).all()
+    figure = plot_sweep(tmp_path, "diversity.D")  # default metric: the first claim value
+    assert figure.stem.startswith("sweep_result_claim_")
+    with pytest.raises(IclabError, match="'status' is not a numeric result"):
+        plot_sweep(tmp_path, "diversity.D", "status")
+
+
 @pytest.mark.slow
 def test_ray_sweep_on_a_real_local_instance(tmp_path):
     ray = pytest.importorskip("ray")

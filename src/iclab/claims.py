@@ -8,6 +8,7 @@ keeps each claim as one plain line for people and scripts, and nothing parses it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -28,7 +29,8 @@ class Claim:
     """``statement``: the paper's claim (or, for MEASURED, what is measured); ``source``: where it comes from
     (paper, section or figure; "iclab" for iclab's own measurements); ``measured``: the numbers in words;
     ``thresholds``: the settings fields (name -> value) the verdict used; ``scale_note``: why a verdict may
-    differ at this scale (empty when it does not apply)."""
+    differ at this scale (empty when it does not apply); ``values``: the measured numbers the verdict reads, by name
+    (unique within a study: a sweep makes each one a column of its results table)."""
 
     statement: str
     verdict: Verdict
@@ -36,6 +38,11 @@ class Claim:
     source: str = ""
     thresholds: dict[str, float | str] = field(default_factory=dict)
     scale_note: str = ""
+    values: dict[str, float | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # plain floats (numpy and torch scalars too); a non-finite number is None
+        object.__setattr__(self, "values", {k: None if v is None or not math.isfinite(float(v)) else float(v)
+                                            for k, v in self.values.items()})
 
     def line(self) -> str:
         """One plain line: 'VERDICT: statement (measured).'"""
@@ -43,6 +50,6 @@ class Claim:
         return f"{self.verdict.value}: {self.statement} ({self.measured}).{note}"
 
 
-def measured(statement: str, numbers: str, source: str = "") -> Claim:
-    """A MEASURED line: ``statement`` with its ``numbers``."""
-    return Claim(statement, Verdict.MEASURED, numbers, source)
+def measured(statement: str, numbers: str, source: str = "", values: dict[str, float | None] | None = None) -> Claim:
+    """A MEASURED line: ``statement`` with its ``numbers`` (in words, and by name in ``values``)."""
+    return Claim(statement, Verdict.MEASURED, numbers, source, values=dict(values or {}))

@@ -156,12 +156,11 @@ def heads(
     scores = score_heads(m, torch.Generator().manual_seed(seed))
     pm = scores["prefix_matching"]
     order = torch.argsort(pm.flatten(), descending=True)[:top]
-    table = Table("head", "prefix-matching", "copying (eigenvalues)", "copying (logits)", "copies (top-1)",
-                  "previous-token", "induction (TL mul)")
+    table = Table("head", "prefix-matching", "copying (eigenvalues)", "copying (rank)", "previous-token", "induction (TL mul)")
     for i in order.tolist():
         head = Head(*divmod(i, pm.shape[1]))
         table.add_row(str(head), *(f"{float(scores[k][head]):.3f}" for k in
-                                          ("prefix_matching", "copying_eigenvalues", "copying", "copying_top1", "previous_token",
+                                          ("prefix_matching", "copying_eigenvalues", "copying_rank", "previous_token",
                                            "induction_detection")))
     _print_table(table)
     if out is not None:

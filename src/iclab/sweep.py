@@ -6,8 +6,9 @@ validated settings. Every point's settings are checked before any run starts
 (an unknown key or a bad value is refused). A finished run (its summary.json
 carries today's run identity) is skipped on re-run; a failing run writes ``error.txt`` and the
 others go on; the command exits non-zero if any failed. At the end
-every run's scalar results become one table, ``DIR/results.parquet`` and
-``DIR/results.csv``.
+every run's results become one table, ``DIR/results.parquet`` and
+``DIR/results.csv``: the grid values, every claim's measured values by name
+(``result.claim.<name>``), the count of each verdict and the summary's scalar numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Callable, Literal
 import pandas as pd
 import yaml
 
+from iclab.claims import Verdict
 from iclab.config import config_hash
 from iclab.errors import IclabError
 from iclab.io import output_dir
@@ -147,9 +149,18 @@ def run_point(study: str, preset: str, overrides: tuple[str, ...], values: dict[
 
 
 def _flatten(summary: Summary) -> dict[str, Any]:
-    """Scalar numbers of a summary as dotted columns (lists left out)."""
+    """A summary as columns: every claim's measured values by name (``claim.<name>``), the count of each verdict
+    (``verdicts.<VERDICT>``) and the scalar numbers as dotted columns (``<key>.<key>``; lists left out)."""
+    row: dict[str, Any] = {}
+    for claim in summary.claims:
+        for name, value in claim.values.items():
+            key = f"claim.{name}"
+            if key in row and row[key] != value:  # two claims name different numbers alike: keep both
+                key = f"{key}.{sum(k.startswith(key) for k in row) + 1}"
+            row[key] = value
+    for verdict in Verdict:
+        row[f"verdicts.{verdict.value.replace(' ', '_')}"] = sum(c.verdict is verdict for c in summary.claims)
     flat = pd.json_normalize({"preset": summary.preset, **summary.numbers}, sep=".")
-    row = {}
     for key, value in flat.iloc[0].items():
         if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy scalar
             value = value.item()
@@ -239,12 +250,15 @@ def plot_sweep(out: Path, key: str, metric: str | None = None) -> Path:
     if key not in table.columns:
         raise IclabError(f"--plot {key!r}: not a grid key of this sweep; keys: {', '.join(c for c in table.columns if not c.startswith('result.') and c not in ('run', 'status', 'error'))}")
     numeric = [c for c in table.columns if c.startswith("result.") and pd.api.types.is_numeric_dtype(table[c])]
+    claims = [c for c in numeric if c.startswith("result.claim.")]
     if metric is None:
         if not numeric:
             raise IclabError("the sweep has no numeric results to plot")
-        metric = numeric[0]
-    elif metric not in table.columns:
-        raise IclabError(f"--metric {metric!r} is not a column; numeric results: {', '.join(numeric[:20])}")
+        metric = (claims or numeric)[0]
+    elif metric not in numeric:
+        what = "not a numeric result" if metric in table.columns else "not a column"
+        raise IclabError(f"--metric {metric!r} is {what}; numeric results: {', '.join(numeric[:20])}"
+                         + (f" and {len(numeric) - 20} more (results.csv)" if len(numeric) > 20 else ""))
     others = [c for c in table.columns if c not in (key, "seed", "run", "status", "error") and not c.startswith("result.")]
     fig, ax = plt.subplots(figsize=(6, 4))
     groups = table.groupby(others, dropna=False) if others else [((), table)]

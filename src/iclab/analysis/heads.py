@@ -105,6 +105,21 @@ def copying_top1(ov_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return (ov_logits.argmax(dim=-1, keepdim=True) == index).float().squeeze(-1).mean(dim=-1)
 
 
+def copying_rank(ov_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Where a head's direct OV path ranks the token it attends to: ov_logits [..., H, N, V], tokens [N] -> [..., H]
+    in [0, 1], the share of the other V - 1 tokens whose logit lies below the attended token's, averaged over source
+    tokens (1: always ranked first; about 0.5 for a head that does not copy).
+
+    Unlike :func:`copying_score`, whose denominator sums the change of every logit and so tends to -1 as the
+    vocabulary grows (a head that raises its token by 11 nats over the mean scores -1.000 among 49,152 tokens), the
+    rank means the same at any vocabulary size; unlike :func:`copying_top1` it credits a head that ranks the token
+    in the top few rather than first (case and spacing variants of a token are near neighbours in a real vocabulary)."""
+    index = tokens.view(*([1] * (ov_logits.dim() - 2)), -1, 1).expand(*ov_logits.shape[:-1], 1)
+    own = ov_logits.gather(-1, index)  # [..., H, N, 1]
+    below = (ov_logits < own).sum(dim=-1).float() / max(ov_logits.shape[-1] - 1, 1)  # [..., H, N]
+    return below.mean(dim=-1)
+
+
 @torch.no_grad()
 def ov_eigenvalue_copying(model) -> torch.Tensor:
     """Olsson et al.'s eigenvalue copying measure of every head of a :class:`~iclab.heads.HeadModel`: [L, H] in [-1, 1].

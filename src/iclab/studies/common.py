@@ -213,7 +213,7 @@ class Summary(Result):
     line), figure paths relative to the folder, part timings and notes on how iclab measured. ``summary.json``
     holds it and is written last, so a summary on disk means a finished study."""
 
-    SCHEMA: ClassVar[int] = 2
+    SCHEMA: ClassVar[int] = 3  # 3: claims carry their measured values by name
 
     study: str
     preset: str

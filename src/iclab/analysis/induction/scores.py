@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from iclab.analysis.heads import (
+    copying_rank,
     copying_score,
     copying_top1,
     ov_eigenvalue_copying,
@@ -100,10 +101,11 @@ def head_scores(model, repeated: torch.Tensor, ov_tokens: torch.Tensor, vocab: t
     """Per-head scores [L, H] of any :class:`~iclab.heads.HeadModel` on given probes: prefix-matching and
     previous-token on ``repeated`` [B, T] (BOS + random tokens repeated), copying (the specified logit score and its
     top-1 share) for source tokens ``ov_tokens`` [N] with logits compared among ``vocab`` [V']; with ``detection``,
-    also Olsson et al.'s eigenvalue copying measure and TransformerLens "mul" detection scores.
+    also Olsson et al.'s eigenvalue copying measure, the copying rank (meaningful at any vocabulary size, where the
+    specified score tends to -1) and TransformerLens "mul" detection scores.
     Grouped-query heads are scored per query head."""
     patterns = model.patterns(repeated).cpu()  # [L, B, H, T, T]
-    copying, top1 = copying_scores(model, ov_tokens, vocab)
+    copying, top1, rank = copying_scores(model, ov_tokens, vocab)
     out = {"prefix_matching": prefix_matching_score(patterns, repeated.cpu()), "previous_token": previous_token_score(patterns),
            "copying": copying, "copying_top1": top1}
     if detection:
@@ -118,6 +120,7 @@ def head_scores(model, repeated: torch.Tensor, ov_tokens: torch.Tensor, vocab: t
         seq = repeated.cpu()
         out.update({
             "copying_eigenvalues": ov_eigenvalue_copying(model),
+            "copying_rank": rank,
             "induction_detection": detection_score(patterns, induction_detection(seq), exclude_bos=bos),
             "previous_token_detection": detection_score(patterns, previous_token_detection(seq), exclude_bos=bos),
             "duplicate_token_detection": detection_score(patterns, duplicate_token_detection(seq), exclude_bos=bos),
@@ -126,16 +129,18 @@ def head_scores(model, repeated: torch.Tensor, ov_tokens: torch.Tensor, vocab: t
 
 
 @torch.no_grad()
-def copying_scores(model, tokens: torch.Tensor, vocab: torch.Tensor, chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Copying score and top-1 copying share [L, H] of every head of a :class:`~iclab.heads.HeadModel`, for source
+def copying_scores(model, tokens: torch.Tensor, vocab: torch.Tensor,
+                   chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Copying score, top-1 copying share and copying rank [L, H] of every head of a :class:`~iclab.heads.HeadModel`, for source
     tokens ``tokens`` [N] with logits compared among ``vocab`` [V'].
 
     Computed layer by layer and ``chunk`` source tokens at a time, so at most [H, chunk, V] logits exist at once
-    (never [L, H, N, V]: 10 GB for SmolLM2 at N = 200). Equal to :func:`copying_score` / :func:`copying_top1`
-    on the full tensor (tested)."""
+    (never [L, H, N, V]: 10 GB for SmolLM2 at N = 200). Equal to :func:`copying_score` / :func:`copying_top1` /
+    :func:`copying_rank` on the full tensor (tested)."""
     vocab = vocab.to(model.device)
     copying = torch.zeros(model.n_layers, model.n_heads)
     top1 = torch.zeros(model.n_layers, model.n_heads)
+    rank = torch.zeros(model.n_layers, model.n_heads)
     for layer in range(model.n_layers):
         for i in range(0, len(tokens), chunk):
             part = tokens[i : i + chunk]
@@ -143,7 +148,8 @@ def copying_scores(model, tokens: torch.Tensor, vocab: torch.Tensor, chunk: int 
             n = len(part)
             copying[layer] += ((copying_score(ov, index) + 1) * n).cpu()  # copying_score = 4 * mean ratio - 1
             top1[layer] += (copying_top1(ov, index) * n).cpu()
-    return copying / len(tokens) - 1, top1 / len(tokens)
+            rank[layer] += (copying_rank(ov, index) * n).cpu()
+    return copying / len(tokens) - 1, top1 / len(tokens), rank / len(tokens)
 
 
 def probe_shape(n_ctx: int | None) -> tuple[int, int]:

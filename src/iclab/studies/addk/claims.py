@@ -19,6 +19,10 @@ def _ci(m: MeanCI, fmt: str = ".2f") -> str:
     return f"{m.mean:{fmt}} [{m.ci[0]:{fmt}}, {m.ci[1]:{fmt}}]"
 
 
+def _clean_values(clean: CleanAccuracy) -> dict[str, float]:
+    return {"clean_accuracy": clean.train_tasks, "clean_accuracy_held_out": clean.held_out_tasks}
+
+
 def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
     clean: CleanAccuracy = res["clean_accuracy"]
     loc: Localisation = res["localisation"]
@@ -27,20 +31,23 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
     acc, t = loc.accuracy, cfg.thresholds
     claims = [measured("clean few-shot exact-match accuracy",
                        f"{cfg.task.shots}-shot: {clean.train_tasks:.2f} on training tasks, {clean.held_out_tasks:.2f} on held-out "
-                       f"tasks k = {list(cfg.task.held_out)}", HU)]
+                       f"tasks k = {list(cfg.task.held_out)}", HU, _clean_values(clean))]
     n_heads = loc.n_heads
     sparse = len(loc.selected) <= t.max_selected_share * n_heads and acc.selected_fv > acc.zero_shot + t.min_fv_gain
     claims.append(Claim(
         "a sparse set of heads carries the task: their function vector restores it zero-shot", Verdict.of(sparse),
         f"{len(loc.selected)} of {n_heads} heads selected; their function vector lifts zero-shot accuracy from "
         f"{acc.zero_shot:.2f} to {acc.selected_fv:.2f} (layer {loc.layer})", f"{HU}, section 3",
-        {"thresholds.max_selected_share": t.max_selected_share, "thresholds.min_fv_gain": t.min_fv_gain}))
+        {"thresholds.max_selected_share": t.max_selected_share, "thresholds.min_fv_gain": t.min_fv_gain},
+        values={"n_selected_heads": len(loc.selected), "selected_share": len(loc.selected) / n_heads,
+                "zero_shot_accuracy": acc.zero_shot, "selected_fv_accuracy": acc.selected_fv}))
     best_gain = loc.main_rule.best_gain
     claims.append(measured("nested head sets: selected, significant, main",
                            f"selected {len(loc.selected)} (largest gap of the mask), significant {len(loc.significant)} (single-head "
                            f"sufficiency: recovery scan c = 0..{cfg.c_max}, one-sided McNemar against c = 0, Bonferroni over c, "
                            f"Benjamini-Hochberg q = {cfg.q}), main {len(loc.main)} ({', '.join(map(str, loc.main)) or 'none'}) (peak recovery gain >= "
-                           f"{cfg.main_fraction} of the best head's, {best_gain:+.2f}); paper 33 / 13 / 3 on Llama-3-8B", HU))
+                           f"{cfg.main_fraction} of the best head's, {best_gain:+.2f}); paper 33 / 13 / 3 on Llama-3-8B", HU,
+                           {"n_significant_heads": len(loc.significant), "n_main_heads": len(loc.main), "best_recovery_gain": best_gain}))
     if loc.main and acc.few_shot_main_ablated is not None:
         drop = acc.few_shot_clean - acc.few_shot_main_ablated
         rand = [acc.few_shot_clean - r for r in acc.few_shot_random_ablated]
@@ -51,7 +58,9 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
             f"{cfg.task.shots}-shot accuracy {acc.few_shot_clean:.2f} clean, {acc.few_shot_main_ablated:.2f} with the "
             f"{len(loc.main)} main heads ablated (drop {drop:.2f}); random sets of the same size: drop "
             + ", ".join(f"{r:.2f}" for r in rand), f"{HU}, section 3.2 (five-shot necessity)",
-            {"thresholds.min_necessity_drop": t.min_necessity_drop, "thresholds.necessity_ratio": t.necessity_ratio}))
+            {"thresholds.min_necessity_drop": t.min_necessity_drop, "thresholds.necessity_ratio": t.necessity_ratio},
+            values={"few_shot_accuracy_clean": acc.few_shot_clean, "few_shot_accuracy_main_ablated": acc.few_shot_main_ablated,
+                    "random_ablation_mean_drop": rand_mean if rand else None}))
     else:
         claims.append(Claim("the main heads are necessary: mean-ablating only them at the final token breaks few-shot addition",
                             Verdict.NOT_APPLICABLE, "no main head: no scanned head recovers the task", f"{HU}, section 3.2"))
@@ -62,13 +71,15 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
                                f"{s.pcs_to_95} PCs for 95% of task-mean variance (paper: 6); the authors' joint fit of the six "
                                "periodic targets on the top 6 PCs, R^2 " + ", ".join(f"{n} {v:.2f}" for n, v in joint.items())
                                + "; iclab's one-PC-one-feature view, best per PC: "
-                               + ", ".join(f"{pc} {name} {v.r2:.2f}" for pc, (name, v) in best.items()), f"{HU}, section 4"))
+                               + ", ".join(f"{pc} {name} {v.r2:.2f}" for pc, (name, v) in best.items()), f"{HU}, section 4",
+                               {f"{head}_pcs_to_95": s.pcs_to_95, **{f"{head}_joint_fit_r2_{n}": v for n, v in joint.items()}}))
         claims.append(Claim(
             f"head {head} takes its signal from the demonstrations' label tokens (paper: 96-99%)",
             Verdict.of(s.signal_label_share > t.min_label_share),
             f"{s.signal_label_share:.0%} of its extracted signal and {s.attention_label_share:.0%} of its attention from label "
             f"tokens; aggregation/extraction identity holds to relative error {s.identity_relative_error:.1e}",
-            f"{HU}, section 5", {"thresholds.min_label_share": t.min_label_share}))
+            f"{HU}, section 5", {"thresholds.min_label_share": t.min_label_share},
+            values={f"{head}_label_signal_share": s.signal_label_share, f"{head}_label_attention_share": s.attention_label_share}))
         sr = s.signal_routing
         if sr:
             claims.append(measured(
@@ -76,14 +87,19 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
                 f"label peaking ratio {sr.peaking_ratio:.1f}x; signal cosine with h_k in its 6-D subspace "
                 f"{_ci(sr.signal_cosine)}, in the full stream {_ci(sr.ondemo_cosine)}; routing Pearson(alpha_i, cos(s_i, h_k)) "
                 f"{_ci(sr.routing)} vs shuffled {_ci(sr.routing_null)}; weighting gain {_ci(sr.weighting_gain, '+.3f')} vs "
-                f"shuffled {_ci(sr.weighting_gain_null, '+.3f')}", f"{HU}, section 5 (utils/signals.py)"))
+                f"shuffled {_ci(sr.weighting_gain_null, '+.3f')}", f"{HU}, section 5 (utils/signals.py)",
+                {f"{head}_label_peaking_ratio": sr.peaking_ratio, f"{head}_signal_cosine": sr.signal_cosine.mean,
+                 f"{head}_routing": sr.routing.mean, f"{head}_routing_shuffled": sr.routing_null.mean,
+                 f"{head}_weighting_gain": sr.weighting_gain.mean}))
             w = s.wrong_first_demo
             claims.append(measured(
                 f"head {head}: a wrong first demonstration (label + {cfg.corrupt_offset}) read through the extraction identity",
                 f"its signal's cosine with h_k {w.signal_cosine_clean:.2f} clean -> {w.signal_cosine_wrong:.2f} wrong; its share "
                 f"of the label attention {w.attention_share_clean:.2f} -> {w.attention_share_wrong:.2f}; the head's output at "
                 f"the final token, cosine with h_k {w.output_cosine_clean:.2f} -> {w.output_cosine_wrong:.2f}",
-                f"{HU}, section 5 (self-correction)"))
+                f"{HU}, section 5 (self-correction)",
+                {f"{head}_wrong_first_signal_cosine_clean": w.signal_cosine_clean, f"{head}_wrong_first_signal_cosine": w.signal_cosine_wrong,
+                 f"{head}_wrong_first_output_cosine_clean": w.output_cosine_clean, f"{head}_wrong_first_output_cosine": w.output_cosine_wrong}))
         corr = s.successive_signal_correlation
         ok = corr < t.max_successive_correlation and sc.first_wrong >= sc.last_wrong - t.correction_tolerance
         claims.append(Claim(
@@ -91,17 +107,19 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
             "demonstration hurts no more than a late one", Verdict.of(ok),
             f"head {head}: r = {corr:+.2f}; accuracy {sc.first_wrong:.2f} with the first wrong vs {sc.last_wrong:.2f} with the last",
             f"{HU}, section 5", {"thresholds.max_successive_correlation": t.max_successive_correlation,
-                                 "thresholds.correction_tolerance": t.correction_tolerance}))
+                                 "thresholds.correction_tolerance": t.correction_tolerance},
+            values={f"{head}_successive_signal_correlation": corr}))
     projected: Projection | None = res.get("projection")
     for head, pr in (projected.heads if projected else {}).items():
         acc_p = pr.accuracy
         claims.append(measured(
             f"head {head}: projection causal test (zero-shot accuracy of its task-mean result at c* = {pr.c_star:g}, whole or "
             "projected on its mod-vector subspaces)", ", ".join(f"{arm} {v:.2f}" for arm, v in acc_p.items()),
-            f"{HU}, appendix F (run_projection_causal)"))
+            f"{HU}, appendix F (run_projection_causal)", {f"{head}_projection_accuracy_{arm}": v for arm, v in acc_p.items()}))
     claims.append(measured(f"one wrong demonstration (label + {cfg.corrupt_offset}; iclab's own test: self-correction predicts the "
                            "early error hurts less)", f"accuracy {sc.clean:.2f} clean, {sc.first_wrong:.2f} with the first wrong, "
-                           f"{sc.last_wrong:.2f} with the last wrong", "iclab"))
+                           f"{sc.last_wrong:.2f} with the last wrong", "iclab",
+                           {"accuracy_clean": sc.clean, "accuracy_first_wrong": sc.first_wrong, "accuracy_last_wrong": sc.last_wrong}))
     numbers = {
         "model": res["model"],
         "clean_accuracy": clean.train_tasks,
@@ -125,7 +143,8 @@ def scan_findings(cfg: AddKStudySettings, scan: CleanScan) -> list[Claim]:
     return [measured(f"clean accuracy by prompt format and shots (tasks k = {cfg.scan_ks}, {cfg.scan_per_task} prompts each, "
                      f"answers of {best.answer_tokens:.1f} tokens on average, greedy with the key/value cache)",
                      f"{table}. Best: {best.format} {best.shots}-shot {best.accuracy:.2f}; by k ({cfg.prompt_format}, "
-                     f"{max(cfg.scan_shots)}-shot): {per_k}", f"{HU}; formats from the authors' code (Todd et al.'s prefixes)")]
+                     f"{max(cfg.scan_shots)}-shot): {per_k}", f"{HU}; formats from the authors' code (Todd et al.'s prefixes)",
+                     {f"scan_{r.format}_{r.shots}shot_accuracy": r.accuracy for r in scan.rows.values()})]
 
 
 def not_applicable(cfg: AddKStudySettings, clean: CleanAccuracy, name: str) -> list[Claim]:
@@ -145,7 +164,8 @@ def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim], 
     clean, scan = res["clean_accuracy"], res.get("clean_scan")
     if "localisation" not in res:
         claims = [measured("clean few-shot exact-match accuracy", f"{cfg.task.shots}-shot, {cfg.prompt_format} format: "
-                           f"{clean.train_tasks:.2f} on training tasks, {clean.held_out_tasks:.2f} on held-out tasks", HU)]
+                           f"{clean.train_tasks:.2f} on training tasks, {clean.held_out_tasks:.2f} on held-out tasks", HU,
+                           _clean_values(clean))]
         claims += (scan_findings(cfg, scan) if scan else []) + not_applicable(cfg, clean, res["model"])
         return claims, {"model": res["model"], "clean_accuracy": clean.train_tasks, "clean_accuracy_held_out": clean.held_out_tasks,
                         "clean_scan": scan.rows if scan else None, "localised": False}

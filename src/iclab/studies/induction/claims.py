@@ -47,7 +47,9 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
                                                        "induction_threshold": cfg.induction_threshold,
                                                        "induction_copying_top1": cfg.induction_copying_top1, "min_icl_change": cfg.min_icl_change},
             scale_note="Olsson et al. trained on billions of tokens; no phase change within this budget is a statement about the budget."
-            if w is None else ""))
+            if w is None else "",
+            values={f"{m}_window_share": None if w is None else w.share_of_final, f"{m}_n_induction_heads_after_layer0": len(in_late),
+                    f"{m}_best_previous_token": prev_best}))
     for m in cfg.models:  # every model whose ICL score changed enough to have a window
         w = pc[m].window
         if w is None:
@@ -55,37 +57,45 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
         claims.append(Claim(
             f"more than 75% of {m}'s final ICL score forms in the phase-change window", Verdict.of(w.share_of_final > t.paper_window_share),
             f"{w.share_of_final:.0%} in {_fmt_window(w)}; the window is where the rate of change stays above {cfg.window_level} of its peak",
-            OLSSON, {"thresholds.paper_window_share": t.paper_window_share}))
+            OLSSON, {"thresholds.paper_window_share": t.paper_window_share},
+            values={f"{m}_window_start_tokens": w.start_tokens, f"{m}_window_end_tokens": w.end_tokens}))
         bump, rise = pc[m].bump_tokens, pc[m].rise_tokens
         claims.append(Claim(
             f"{m}'s held-out loss has a bump near its phase change (a non-convex stretch vs log tokens)", Verdict.of(bump is not None),
             f"{'%.3g-%.3g tokens' % tuple(bump) if bump else 'none found'}; an outright rise: {'%.3g-%.3g tokens' % tuple(rise) if rise else 'none'}",
-            OLSSON))
+            OLSSON, values={f"{m}_bump_start_tokens": bump[0] if bump else None, f"{m}_bump_end_tokens": bump[1] if bump else None}))
     if "attn1" in cfg.models:
         claims.append(Claim(
             "the 1-layer attention-only model forms no induction head", Verdict.of(not heads["attn1"]),
             f"best prefix-matching {traj['attn1'].final('prefix_matching').max():.2f}; ICL score {icl['attn1']:.2f} nats", OLSSON,
-            {"induction_threshold": cfg.induction_threshold, "induction_copying_top1": cfg.induction_copying_top1}))
+            {"induction_threshold": cfg.induction_threshold, "induction_copying_top1": cfg.induction_copying_top1},
+            values={"attn1_best_prefix_matching": float(traj["attn1"].final("prefix_matching").max()),
+                    "attn1_n_induction_heads": len(heads["attn1"])}))
         w = pc["attn1"].window
         claims.append(Claim(
             "the 1-layer attention-only model has no phase change", Verdict.of(w is None),
-            f"window {_fmt_window(w)}; what ICL score it has, it gains gradually: in-context token frequencies, skip-trigrams", OLSSON))
+            f"window {_fmt_window(w)}; what ICL score it has, it gains gradually: in-context token frequencies, skip-trigrams", OLSSON,
+            values={"attn1_icl_score": icl["attn1"]}))
     if "smeared1" in cfg.models:
         claims.append(Claim(
             "smeared keys give a 1-layer model induction heads", Verdict.of(bool(heads["smeared1"])),
             f"{', '.join(f'{h.head} {h.prefix_matching:.2f}' for h in heads['smeared1']) or 'none'}; ICL score {icl['smeared1']:.2f} vs "
-            f"{icl.get('attn1', float('nan')):.2f} without", f"{OLSSON}, argument 2 (architectural co-perturbation)"))
+            f"{icl.get('attn1', float('nan')):.2f} without", f"{OLSSON}, argument 2 (architectural co-perturbation)",
+            values={"smeared1_n_induction_heads": len(heads["smeared1"]), "smeared1_icl_score": icl["smeared1"]}))
     if "smeared2" in cfg.models and "attn2" in cfg.models:
         ws, wp = pc["smeared2"].window, pc["attn2"].window
         claims.append(Claim(
             "smeared keys move the 2-layer phase change earlier", Verdict.of(ws is not None and (wp is None or ws.start_tokens < wp.start_tokens)),
-            f"smeared2 {_fmt_window(ws)}; attn2 {_fmt_window(wp)}", f"{OLSSON}, argument 2"))
+            f"smeared2 {_fmt_window(ws)}; attn2 {_fmt_window(wp)}", f"{OLSSON}, argument 2",
+            values={"smeared2_window_start_tokens": None if ws is None else ws.start_tokens,
+                    "attn2_window_start_tokens": None if wp is None else wp.start_tokens}))
     for m in cfg.models:
         if drop[m] is not None and heads[m]:
             claims.append(Claim(
                 f"ablating {m}'s induction heads (attention patterns preserved) removes most of its ICL score",
                 Verdict.of(drop[m] > t.ablation_drop), f"{drop[m]:.0%}; {abl[m].clean:.2f} -> {abl[m].induction_heads_ablated:.2f} nats",
-                f"{OLSSON}, argument 3 (direct ablation)", {"thresholds.ablation_drop": t.ablation_drop}))
+                f"{OLSSON}, argument 3 (direct ablation)", {"thresholds.ablation_drop": t.ablation_drop},
+                values={f"{m}_ablation_icl_drop": drop[m], f"{m}_icl_score_ablated": abl[m].induction_heads_ablated}))
     for m in cfg.models:
         if heads[m]:
             ids = {h.head for h in heads[m]}
@@ -94,7 +104,8 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
             if others:
                 claims.append(measured(f"ablating {m}'s other heads one at a time (paper: other heads slightly increase ICL when ablated)",
                                        f"ICL score changes by {np.mean(others):+.3f} nats on average; {float(np.mean(np.array(others) < 0)):.0%} "
-                                       "of them make it more negative", OLSSON))
+                                       "of them make it more negative", OLSSON,
+                                       {f"{m}_other_heads_mean_icl_change": float(np.mean(others))}))
     mechanisms: dict[str, Mechanism] = res["mechanism"]
     for m, mech in mechanisms.items():
         for h in mech.heads:
@@ -104,15 +115,19 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
                 f"{name}'s QK circuit K-composes with the previous-token head (more than with any other earlier head)", Verdict.of(composes),
                 f"K-composition from previous-token head {h.previous_token_head} "
                 f"{h.k_from_previous_token_head:.3f}, other earlier heads {h.k_mean_other_earlier:.3f} on average, "
-                f"random rank-d_head maps {mech.chance:.3f}", f"{OLSSON}, argument 4 (mechanistic plausibility); Elhage et al. 2021"))
+                f"random rank-d_head maps {mech.chance:.3f}", f"{OLSSON}, argument 4 (mechanistic plausibility); Elhage et al. 2021",
+                values={f"{m}_{h.head}_k_composition_previous_token_head": h.k_from_previous_token_head,
+                        f"{m}_{h.head}_k_composition_other_heads": h.k_mean_other_earlier}))
             claims.append(Claim(
                 f"{name} copies and prefix-matches by its weights: positive eigenvalues of its OV circuit and of its QK circuit "
                 "composed with the previous-token head", Verdict.of(h.ov_copying > 0 and h.qk_prefix_matching > 0),
                 f"OV eigenvalue positivity {h.ov_copying:+.2f}, K-composed QK {h.qk_prefix_matching:+.2f} "
-                "(sum of eigenvalues over their absolute sum; 1: all positive)", f"{OLSSON}, argument 4"))
+                "(sum of eigenvalues over their absolute sum; 1: all positive)", f"{OLSSON}, argument 4",
+                values={f"{m}_{h.head}_ov_copying": h.ov_copying, f"{m}_{h.head}_qk_prefix_matching": h.qk_prefix_matching}))
     claims.append(_attribution_claim(cfg, res.get("attribution"), icl_nat))
     claims.append(measured("final ICL score (nats, late minus early token loss) on held-out mixture / held-out stdlib text",
-                           ", ".join(f"{m} {icl[m]:.2f} / {icl_nat[m]:.2f}" for m in cfg.models), OLSSON))
+                           ", ".join(f"{m} {icl[m]:.2f} / {icl_nat[m]:.2f}" for m in cfg.models), OLSSON,
+                           {**{f"{m}_icl_score": icl[m] for m in cfg.models}, **{f"{m}_icl_score_text": icl_nat[m] for m in cfg.models}}))
     numbers = {
         "icl_score": icl,
         "icl_score_natural": icl_nat,
@@ -150,5 +165,7 @@ def _attribution_claim(cfg: InductionStudySettings, a: Attribution | None, icl_n
                  f"{a.model}, snapshots {a.before_step} -> {a.after_step}. Stdlib text: {gain(text)}. Held-out training "
                  f"mixture, for comparison: {gain(mix)}. Tokens of one sequence are not independent. Coloured text in "
                  "figures/token_loss_attribution.html", source, {"thresholds.attribution_p": cfg.thresholds.attribution_p},
+                 values={"attribution_p_value": p, "attribution_loss_change_predictable": text.mean_delta_predictable,
+                         "attribution_loss_change_other": text.mean_delta_other},
                  scale_note=f"The quick models see 10% text; {a.model}'s final ICL score on held-out text is "
                  f"{icl_natural[a.model]:+.2f} nats (the paper's models are trained on text)." if cfg.recipe.natural_share < 0.5 else "")

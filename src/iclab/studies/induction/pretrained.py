@@ -29,7 +29,7 @@ from iclab.studies.runner import Context, Part, Study
 class HeadScores(Result):
     """Every head's scores, name -> [L][H] (:func:`iclab.analysis.induction.scores.score_heads`)."""
 
-    SCHEMA: ClassVar[int] = 1
+    SCHEMA: ClassVar[int] = 2  # 2: with the copying rank
 
     scores: dict[str, list[list[float]]]
 
@@ -101,18 +101,29 @@ def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
         f"{name} has induction heads (large trained language models do)", Verdict.of(n_ind > 0),
         f"{n_ind} heads with prefix-matching >= {cfg.induction_threshold}; best "
         + ", ".join(f"{h} {pm[h]:.2f}" for h in heads),
-        f"{OLSSON}, argument 1 and the prefix-matching score", {"induction_threshold": cfg.induction_threshold})]
+        f"{OLSSON}, argument 1 and the prefix-matching score", {"induction_threshold": cfg.induction_threshold},
+        values={"n_induction_heads": n_ind, "best_prefix_matching": float(pm.max())})]
     claims.append(measured(
         "eigenvalue copying score of those heads (sum of the OV circuit's eigenvalues over their absolute sum, read off the "
         "weights from the token embeddings; in a deep model a head reads the residual stream, so this is a rough guide)",
-        ", ".join(f"{eig[h]:+.2f}" for h in heads) + f"; all heads: mean {eig.mean():+.2f}", OLSSON))
+        ", ".join(f"{eig[h]:+.2f}" for h in heads) + f"; all heads: mean {eig.mean():+.2f}", OLSSON,
+        {"induction_heads_mean_copying_eigenvalues": float(np.mean([eig[h] for h in heads])) if heads else None}))
+    rank = scores.of("copying_rank")
+    claims.append(measured(
+        "copying rank of those heads (where the head's direct OV path ranks the token it attends to among the probe "
+        "vocabulary: 1 = first, about 0.5 = no copying; iclab's measure for large vocabularies, where the specified "
+        "copying score tends to -1)",
+        ", ".join(f"{rank[h]:.3f}" for h in heads) + f"; all heads: median {np.median(rank):.3f}", OLSSON,
+        {"induction_heads_mean_copying_rank": float(np.mean([rank[h] for h in heads])) if heads else None}))
     drop = icl.first_copy_loss - icl.second_copy_loss
     claims.append(Claim(
         f"{name} learns repeated random tokens in context", Verdict.of(drop > p.min_copy_gain),
         f"loss {icl.first_copy_loss:.2f} nats on the first copy, {icl.second_copy_loss:.2f} on the second; gain {drop:.2f}",
-        OLSSON, {"pretrained.min_copy_gain": p.min_copy_gain}))
+        OLSSON, {"pretrained.min_copy_gain": p.min_copy_gain},
+        values={"first_copy_loss": icl.first_copy_loss, "second_copy_loss": icl.second_copy_loss}))
     claims.append(measured(f"ICL score on Python reference text (pydoc_data.topics, {p.text_sequences} x {p.text_length} tokens)",
-                           f"{icl.icl_score:.2f} nats, loss at a late token minus an early one; negative: the context helps", OLSSON))
+                           f"{icl.icl_score:.2f} nats, loss at a late token minus an early one; negative: the context helps", OLSSON,
+                           {"icl_score_text": icl.icl_score}))
     for mode in ("zero", "mean"):
         eff = abl.effects[mode]
         clean = eff["clean"]
@@ -123,11 +134,13 @@ def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
             f"{mode}-ablating the top {len(heads)} induction heads raises the second-copy loss far more than ablating as many random "
             "heads of the same layers", Verdict.of(ok),
             f"+{rise:.2f} nats vs {np.mean(rand):+.2f} +- {np.std(rand):.2f} over {len(rand)} draws",
-            f"{OLSSON}, argument 3 (ablations), here on a model with MLPs", {"pretrained.ablation_ratio": p.ablation_ratio}))
+            f"{OLSSON}, argument 3 (ablations), here on a model with MLPs", {"pretrained.ablation_ratio": p.ablation_ratio},
+            values={f"{mode}_ablation_second_copy_rise": rise, f"{mode}_ablation_random_second_copy_rise": float(np.mean(rand))}))
         d_icl = eff["induction"].icl_score - clean.icl_score
         r_icl = [eff[k].icl_score - clean.icl_score for k in eff if k.startswith("random")]
         claims.append(measured(f"{mode}-ablating them changes the ICL score on text (positive: less in-context learning)",
-                               f"{d_icl:+.3f} nats; random heads {np.mean(r_icl):+.3f} +- {np.std(r_icl):.3f}", OLSSON))
+                               f"{d_icl:+.3f} nats; random heads {np.mean(r_icl):+.3f} +- {np.std(r_icl):.3f}", OLSSON,
+                               {f"{mode}_ablation_icl_change": d_icl, f"{mode}_ablation_random_icl_change": float(np.mean(r_icl))}))
     numbers = {"model": name, "induction_heads": heads, "n_induction_heads": n_ind,
                "icl_score_text": icl.icl_score, "first_copy_loss": icl.first_copy_loss, "second_copy_loss": icl.second_copy_loss,
                "ablation": abl.effects}

@@ -34,7 +34,9 @@ def _depth_trend(cfg: LinRegStudySettings, spd_sum: dict[int, dict[str, float]],
                   f"{spd_sum[d]['sgd']:.3f} at {beh[d].step_sizes['sgd'] * cfg.d:.3g}/d)" for d in depths)
         + f"; GD and SGD take, per model, the step of a grid that brings each closest to it; steps with the learners' own "
         f"lowest error: GD {own_steps['gd_1step_best'] * cfg.d:.3g}/d, SGD {own_steps['sgd_best'] * cfg.d:.3g}/d",
-        f"{AKYUREK}, figure 3", {"thresholds.depth_trend": " < ".join("/".join(g) for g in trend)})
+        f"{AKYUREK}, figure 3", {"thresholds.depth_trend": " < ".join("/".join(g) for g in trend)},
+        values={f"depth{d}_spd_closest": spd_sum[d][closest[d]] for d in depths}
+        | {f"depth{d}_closest_rank": None if r is None else float(r) for d, r in zip(depths, ranks)})
 
 
 def _mlp_beats_linear(cfg: LinRegStudySettings, table: ProbeTable, n: int) -> Claim:
@@ -48,7 +50,9 @@ def _mlp_beats_linear(cfg: LinRegStudySettings, table: ProbeTable, n: int) -> Cl
     return Claim(statement, Verdict.of(diff > z * se),
                  f"best R^2 {max(mlp):.3f} vs {max(lin):.3f}: difference {diff:+.3f} +- {se:.3f} (standard error over "
                  f"{cfg.probing.n_test} held-out prompts), {'above' if diff > z * se else 'not above'} {z:g} standard errors",
-                 f"{AKYUREK}, section 5", thresholds={"thresholds.probe_z": z})
+                 f"{AKYUREK}, section 5", thresholds={"thresholds.probe_z": z},
+                 values={"w_ols_best_r2_mlp": max(mlp), "w_ols_best_r2_linear": max(lin), "w_ols_mlp_minus_linear": diff,
+                         "w_ols_mlp_minus_linear_se": se})
 
 
 def _noise_trend(cfg: LinRegStudySettings, noise: NoiseTable) -> Claim:
@@ -69,7 +73,9 @@ def _noise_trend(cfg: LinRegStudySettings, noise: NoiseTable) -> Claim:
         f"{offsets.count(0)}/{len(ratios)} models, next to it for {offsets.count(1)}; noisy models' error vs the Bayes ridge "
         f"(training stops within {cfg.noise_training.bayes_margin:.0%} or at {cfg.noise_training.max_steps} steps): "
         + ", ".join(f"{float(r):.3f}: {e:+.1%}" for r, e in sorted(excess.items(), key=lambda kv: float(kv[0]))),
-        f"{AKYUREK}, figure 4", {"thresholds.noise_offset": cfg.thresholds.noise_offset})
+        f"{AKYUREK}, figure 4", {"thresholds.noise_offset": cfg.thresholds.noise_offset},
+        values={f"noise{float(r):g}_best_ridge_lambda": v for r, v in zip(ratios, vals)}
+        | {f"noise{float(r):g}_bayes_excess": e for r, e in excess.items()})
 
 
 def _construction_claims(cfg: LinRegStudySettings, c: Constructions, probe_r2: dict[str, dict[str, list[float]]]) -> list[Claim]:
@@ -79,7 +85,8 @@ def _construction_claims(cfg: LinRegStudySettings, c: Constructions, probe_r2: d
         Verdict.of(c.max_relative_error <= t.construction_tol),
         f"constructed model: {c.n_layers} blocks, width {c.d_model} = 5d + 5, MLP {c.d_mlp}, one head; max |prediction - "
         f"GD(lr {c.lr * cfg.d:.3g}/d)| / max |prediction| = {c.max_relative_error:.1e} over {c.prompts} prompts (float64)",
-        f"{AKYUREK}, section 3, Theorem 1", {"thresholds.construction_tol": t.construction_tol})
+        f"{AKYUREK}, section 3, Theorem 1", {"thresholds.construction_tol": t.construction_tol},
+        values={"gd_construction_relative_error": c.max_relative_error})
     r = c.ridge
     ridge = Claim(
         "a transformer implements ridge regression by Sherman-Morrison updates, with O(n) layers and O(d^2) width (Theorem 2)",
@@ -87,7 +94,8 @@ def _construction_claims(cfg: LinRegStudySettings, c: Constructions, probe_r2: d
         f"constructed model at lambda {r.lam:g} (the reference ridge closest to the deepest model): {r.n_layers} blocks = "
         f"5 (n - 1) + 2, width {r.d_model} = d^2 + 6d + 13, MLP {r.d_mlp}, {r.n_heads} heads; division through the "
         f"LayerNorm; max |prediction - ridge| / max |ridge| = {r.max_relative_error:.1e} (float64)",
-        f"{AKYUREK}, section 3, Theorem 2", {"thresholds.construction_tol": t.construction_tol})
+        f"{AKYUREK}, section 3, Theorem 2", {"thresholds.construction_tol": t.construction_tol},
+        values={"ridge_construction_relative_error": r.max_relative_error})
     model, control = probe_r2["model"], probe_r2["control"]
     compare = measured(
         "trained models against the constructed ones (SPD/d, mean over n >= 1), and probes for the constructions' "
@@ -96,7 +104,11 @@ def _construction_claims(cfg: LinRegStudySettings, c: Constructions, probe_r2: d
         + "; to Sherman-Morrison ridge: " + ", ".join(f"{dep} layers {v:.3f}" for dep, v in r.spd.items())
         + "; best MLP-probe R^2 in the probed model (control): "
         + ", ".join(f"{name} {max(model[name]):.2f} ({max(control[name]):.2f})" for name in ("XTy", "inv_gram")),
-        f"{AKYUREK}, sections 3 and 5")
+        f"{AKYUREK}, sections 3 and 5",
+        {f"depth{dep}_spd_gd_construction": v for dep, v in c.spd.items()}
+        | {f"depth{dep}_spd_ridge_construction": v for dep, v in r.spd.items()}
+        | {f"{name}_best_r2_{who}": max(table[name]) for who, table in (("model", model), ("control", control))
+           for name in ("XTy", "inv_gram")})
     return [built, ridge, compare]
 
 
@@ -122,12 +134,15 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
         f"{s['ridge_0.1']:.3f}, kNN {s['knn_3']:.3f}, averaging {s['averaging']:.3f}; SPD/d to OLS at n = 2d {at_2d:.3f}",
         f"{AKYUREK}, section 4 (SPD)", {"thresholds.ols_margin": t.ols_margin, "thresholds.ols_spd_at_2d": t.ols_spd_at_2d},
         scale_note=f"d = {cfg.d}; the paper's behaviour figures use d = 8 and 16 (d = 4 is its probing setting)."
-        if cfg.d != 8 else "")]
+        if cfg.d != 8 else "",
+        values={f"deepest_spd_{name}": s[name] for name in ("ols", "ridge_0.01", "ridge_0.1", "knn_3", "averaging")}
+        | {"deepest_spd_ols_at_2d": at_2d})]
     frac = float(np.mean(np.array(ols_curve[1:]) < t.ols_spd))
     claims.append(Claim(
         "normalised SPD to OLS is tiny at almost every number of examples", Verdict.of(frac > t.share_of_n),
         f"below {t.ols_spd} at {frac:.0%} of n", f"{AKYUREK}, figure 2", {"thresholds.ols_spd": t.ols_spd, "thresholds.share_of_n": t.share_of_n},
-        scale_note="The paper's models are L16 H512 trained 500k steps; this preset's are far smaller and shorter."))
+        scale_note="The paper's models are L16 H512 trained 500k steps; this preset's are far smaller and shorter.",
+        values={"share_of_n_ols_spd_below": frac}))
     claims.append(_depth_trend(cfg, spd_sum, beh, behaviour.step_sizes))
     stab = behaviour.knn_weight_stability
     claims.append(measured(
@@ -136,7 +151,8 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
         "; ".join(f"{kind}: " + ", ".join(f"{m}d {v:.3f}" for m, v in stab[kind].items()) for kind in ("origin", "intercept"))
         + f"; closest learner by ILWD at {deepest} layers: through the origin {min(ilwd_sum[deepest], key=ilwd_sum[deepest].get)}, "
         f"with an intercept {min(ilwd_icpt[deepest], key=ilwd_icpt[deepest].get)}",
-        f"{AKYUREK}, section 4 (ILWD); the authors' plotting code fits with an intercept"))
+        f"{AKYUREK}, section 4 (ILWD); the authors' plotting code fits with an intercept",
+        {f"knn_weight_change_{kind}_{m}d": v for kind in ("origin", "intercept") for m, v in stab[kind].items()}))
     claims.append(_noise_trend(cfg, noise))
     n_max = max(cfg.probing.prefixes)
     summary_r2 = {who: {target: table.r2(target, "mlp", n_max) for target in ("XTy", "w_ols", "inv_gram")}
@@ -148,7 +164,10 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
         ok &= max(m[1:]) > m[0] + t.probe_gain and max(m) > max(c) + t.probe_gain
         parts.append(f"{target}: model R^2 {m[0]:.2f} (embeddings) -> best {max(m):.2f}, control best {max(c):.2f}")
     claims.append(Claim("probes find X^T y and w_OLS better with depth, and better than in the control model", Verdict.of(ok),
-                        f"MLP probes, n={n_max}; " + "; ".join(parts), f"{AKYUREK}, section 5", {"thresholds.probe_gain": t.probe_gain}))
+                        f"MLP probes, n={n_max}; " + "; ".join(parts), f"{AKYUREK}, section 5", {"thresholds.probe_gain": t.probe_gain},
+                        values={f"{target}_r2_{where}": v for target in ("XTy", "w_ols") for where, v in (
+                            ("embeddings", summary_r2["model"][target][0]), ("best_layer", max(summary_r2["model"][target])),
+                            ("control_best", max(summary_r2["control"][target])))}))
     claims += _construction_claims(cfg, res["construction"], summary_r2)
     claims.append(_mlp_beats_linear(cfg, pr.model, n_max))
     numbers = {

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from iclab.errors import IclabError
 
@@ -63,6 +64,50 @@ def remove_stale_temporaries(folder: Path) -> int:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+LOCK_FILE = ".iclab.lock"  # in every run and study folder while a process writes there
+_held: dict[Path, int] = {}  # folder -> file descriptor of its lock, for the folders this process holds
+
+
+def lock_folder(folder: Path | str, what: str) -> None:
+    """Hold ``folder`` for this process: a second iclab process that asks for it is refused in one line naming this
+    one's process id, instead of both writing (metrics rows twice, parts computed twice). ``what`` says what this
+    process does there ("training", "the addk study").
+
+    An exclusive ``flock`` on ``folder/.iclab.lock``: the kernel releases it when the process ends in any way
+    (SIGKILL included), so a stale lock never blocks a later run; the file itself stays and means nothing alone.
+    Held until the enclosing :func:`holding_locks` block ends (or the process exits); asking again is a no-op."""
+    import fcntl
+
+    folder = Path(folder).resolve()
+    if folder in _held:
+        return
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise IclabError(f"{folder}: in use by {holder}; wait for it to finish or stop it (a folder has one writer at a time)") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"iclab process {os.getpid()} ({what})\n".encode())
+    _held[folder] = fd
+
+
+@contextmanager
+def holding_locks() -> Iterator[None]:
+    """Release, when the block ends, every folder lock taken inside it (:func:`lock_folder`)."""
+    import fcntl
+
+    before = set(_held)
+    try:
+        yield
+    finally:
+        for folder in set(_held) - before:
+            fd = _held.pop(folder)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

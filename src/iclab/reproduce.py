@@ -34,7 +34,7 @@ import torch
 
 from iclab import studies
 from iclab.errors import IclabError, Interrupted
-from iclab.io import atomic_write_json, output_dir
+from iclab.io import atomic_write_json, holding_locks, lock_folder, output_dir
 from iclab.studies.common import Summary, finished
 
 
@@ -127,6 +127,7 @@ def _read_record(out: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) and isinstance(data.get("studies"), dict) else {}
 
 
+@holding_locks()
 def reproduce(
     preset: str,
     out: Path,
@@ -145,6 +146,7 @@ def reproduce(
     if earlier.get("preset") not in (None, preset):
         raise IclabError(f"--out {out}: holds a reproduction at preset {earlier['preset']}, not {preset}; choose another --out")
     output_dir(out)
+    lock_folder(out, "reproduce")
     record: dict[str, Any] = {"preset": preset, "device": str(device), "versions": versions(), "studies": {}}
     if only:
         record["studies"] = dict(earlier.get("studies", {}))

@@ -22,7 +22,7 @@ from iclab.config import config_hash, dump_yaml, to_dict, with_overrides
 from iclab.errors import IclabError, RunDirError
 from iclab.results import Result, SchemaError, decode, encode
 from iclab.tasks.base import part_generator as generator, seeded  # noqa: F401 (the studies' way in)
-from iclab.io import atomic_write_json, atomic_write_text, output_dir
+from iclab.io import LOCK_FILE, atomic_write_json, atomic_write_text, lock_folder, output_dir
 
 S = TypeVar("S")
 
@@ -98,11 +98,12 @@ class StudyDir:
                 if (self.path / "summary.json").is_file():
                     raise IclabError(f"--out {self.path}: a study folder written by an iclab older than 0.4 (no study.json); "
                                      "re-run into a new folder")
-                others = sorted(p.name for p in self.path.iterdir() if p.name not in SWEEP_FILES)
+                others = sorted(p.name for p in self.path.iterdir() if p.name not in SWEEP_FILES + (LOCK_FILE,))
                 if others:
                     raise IclabError(f"--out {self.path}: is not empty and holds no {study} study "
                                      f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); choose a new or empty folder")
         output_dir(self.path)
+        lock_folder(self.path, f"the {study} study")
         import iclab
 
         record = {"study": study, "iclab": iclab.__version__}

@@ -25,6 +25,7 @@ import torch
 
 from iclab.claims import Claim
 from iclab.config import config_hash
+from iclab.io import holding_locks
 from iclab.results import Result
 from iclab.studies.common import Parts, RunIdentity, Summary, finish, part_key, settings_for
 
@@ -137,6 +138,7 @@ class Study(Generic[S]):
         """Run the study at ``preset`` with ``--set``-style ``overrides`` into ``out``; returns its summary."""
         return self.run_settings(self.settings(preset, overrides), Path(out), device, log, preset)
 
+    @holding_locks()  # the study folder is this process's while it runs
     def run_settings(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None] = print,
                      preset: str | None = None) -> Summary:
         """Run the study on validated ``settings`` (``preset``: the preset's name, for the summary)."""

@@ -28,6 +28,7 @@ import torch
 
 from iclab.config import config_hash
 from iclab.errors import CheckpointError, Interrupted, RunDirError, TrainingDiverged
+from iclab.io import holding_locks
 from iclab.models import Transformer
 from iclab.train.rundir import RunDir, identity
 from iclab.tasks import Task, make_task
@@ -151,6 +152,7 @@ def _append_metrics(run: RunDir, row: dict[str, Any]) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+@holding_locks()  # the run folder is this process's while it trains (a second writer is refused)
 def train(
     config: RunConfig,
     out: Path | str,

@@ -24,7 +24,7 @@ from typing import Any
 
 from iclab.config import config_hash, dump_yaml, load_yaml, to_dict
 from iclab.errors import ConfigError, RunDirError
-from iclab.io import atomic_write_json, atomic_write_text, output_dir, remove_stale_temporaries
+from iclab.io import LOCK_FILE, atomic_write_json, atomic_write_text, lock_folder, output_dir, remove_stale_temporaries
 from iclab.train.config import RunConfig
 
 
@@ -145,9 +145,11 @@ class RunDir:
         if self.config_file.is_file():
             on_disk = self.read_config()
             if config_hash(on_disk) == config_hash(config):
+                lock_folder(self.path, "training")
                 remove_stale_temporaries(self.path)  # a killed writer's leftovers; this process now owns the run
                 return True
             if continues(on_disk, config) and (self.resume_file.is_file() or self.read_summary() is None):
+                lock_folder(self.path, "training")
                 remove_stale_temporaries(self.path)
                 if config.train.steps > on_disk.train.steps:
                     self.summary_file.unlink(missing_ok=True)  # the run is unfinished again
@@ -159,9 +161,10 @@ class RunDir:
                 f"{self.path} holds a run of a different config ({diff}){hint}; "
                 "use another --out, or delete that directory to start over"
             )
-        if self.path.exists() and any(self.path.iterdir()):
+        if self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
             raise RunDirError(f"{self.path} is not empty and holds no run (no config.yaml); choose an empty or new --out")
         output_dir(self.path)
+        lock_folder(self.path, "training")
         atomic_write_text(self.config_file, dump_yaml(config.to_dict()))
         return False
 

@@ -86,3 +86,43 @@ def test_a_gguf_file_that_is_not_one_is_a_clear_error_and_leaves_nothing(home, t
     with pytest.raises(IclabError, match="could not read it as a GGUF causal LM"):
         pretrained.resolve(bad, log=lambda s: None)
     assert not pretrained.models_dir().exists() or list(pretrained.models_dir().iterdir()) == []
+
+
+def test_a_truncated_safetensors_file_is_one_line_and_a_study_on_it_leaves_no_folder(hf_folder, tmp_path):
+    import shutil
+
+    from test_robustness import iclab, one_line_error
+
+    broken = tmp_path / "broken-llama"
+    shutil.copytree(hf_folder, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    one_line_error(iclab("heads", str(broken)), "safetensors weights are damaged or incomplete")
+    one_line_error(iclab("run", "induction", "--model", str(broken), "--out", str(tmp_path / "ind")),
+                   "safetensors weights are damaged or incomplete")
+    assert not (tmp_path / "ind").exists()
+
+
+def test_a_stored_model_folder_follows_the_umask(home):
+    """A library may write a file 0600 (safetensors did); the stored folder gets the umask's permissions."""
+    import os
+
+    from iclab.io import file_mode
+
+    def build(work):
+        (work / "model").mkdir()
+        os.close(os.open(work / "model" / "model.safetensors", os.O_WRONLY | os.O_CREAT, 0o600))
+        return {"name": "x"}
+
+    folder = pretrained._store(build, pretrained.models_dir() / "x")
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {"model.safetensors": file_mode(),
+                                                                            "manifest.json": file_mode()}
+
+
+@pytest.mark.real_model
+def test_the_fetched_catalogue_model_follows_the_umask():
+    from iclab.io import file_mode
+
+    if not pretrained.is_here("smollm2-135m"):
+        pytest.skip("smollm2-135m not fetched")
+    assert (pretrained.model_folder("smollm2-135m") / "model.safetensors").stat().st_mode & 0o777 == file_mode()

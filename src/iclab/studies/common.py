@@ -73,6 +73,11 @@ class StudyDir:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def holds_results(self) -> bool:
+        """Whether anything finished lies here: a cached part, a training run, a figure or a summary."""
+        return (self.path / "summary.json").is_file() or any(
+            any(p.is_file() for p in (self.path / sub).rglob("*")) for sub in ("parts", "runs", "figures"))
+
     def owner(self) -> str | None:
         """The study that owns the folder, if any."""
         return self.record().get("study")

@@ -17,6 +17,7 @@ recomputed. ``summary.json`` (a :class:`~iclab.studies.common.Summary` with the 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Sequence, TypeVar
@@ -27,7 +28,7 @@ from iclab.claims import Claim
 from iclab.config import config_hash
 from iclab.io import holding_locks
 from iclab.results import Result
-from iclab.studies.common import Parts, RunIdentity, Summary, finish, part_key, settings_for
+from iclab.studies.common import Parts, RunIdentity, StudyDir, Summary, finish, part_key, settings_for
 
 S = TypeVar("S")
 
@@ -147,6 +148,15 @@ class Study(Generic[S]):
             return other.run_settings(settings, out, device, log, preset)
         if self.check is not None:
             self.check(settings)
+        new = not out.exists() or not any(out.iterdir())
+        try:
+            return self._run(settings, out, device, log, preset)
+        except BaseException:
+            if new and not StudyDir(out).holds_results():  # a run that failed before finishing anything leaves no folder
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+    def _run(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None], preset: str | None) -> Summary:
         preset = preset or getattr(settings, "preset", "custom")
         parts = Parts(self.name, out, settings, log, preset, self.identity(settings))
         ctx: Context[S] = Context(settings, out, device, log)

@@ -37,7 +37,7 @@ def test_a_held_study_or_run_folder_refuses_a_second_writer_untouched_and_frees_
         folder.mkdir()
         with holding_locks():
             lock_folder(folder, what)
-            one_line_error(iclab(*args, "--out", str(folder)), f"in use by iclab process")
+            one_line_error(iclab(*args, "--out", str(folder)), "in use by iclab process")
             assert [p.name for p in folder.iterdir()] == [LOCK_FILE]
         if what == "training":  # released: the same command now runs
             result = iclab(*args, "--out", str(folder))

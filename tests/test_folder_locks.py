@@ -55,3 +55,14 @@ def test_a_lock_is_reentrant_in_one_process_and_released_by_its_block(tmp_path):
     probe = subprocess.run([sys.executable, "-c", f"from iclab.io import lock_folder; lock_folder({str(tmp_path)!r}, 'x')"],
                            capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr
+
+
+def test_a_config_that_cannot_fit_memory_is_one_line_before_the_folder_is_touched(tmp_path):
+    """A batch of 10^8 prompts, or a context of 200,000 positions, is refused at once; the corrected command runs."""
+    out = tmp_path / "big"
+    for too_big in ("train.batch_size=100000000", "task.n_points=100000"):
+        one_line_error(iclab("train", "--task", "linreg", "--out", str(out), *cli_sets(5), "--set", too_big),
+                       "lower train.batch_size or the context length")
+        assert not out.exists()
+    result = iclab("train", "--task", "linreg", "--out", str(out), *cli_sets(5))
+    assert result.returncode == 0, result.stderr

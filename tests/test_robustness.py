@@ -248,7 +248,8 @@ def test_a_corrupt_resume_checkpoint_names_the_last_good_snapshot_and_recover_us
     assert load_run(tmp_path / "run").step == 20
 
 
-def test_sigterm_outside_training_stops_with_143_and_keeps_finished_parts(tmp_path):
+@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_outside_training_stops_saying_what_was_kept_and_keeps_finished_parts(tmp_path, signame, code):
     import signal
     import time
 
@@ -258,12 +259,12 @@ def test_sigterm_outside_training_stops_with_143_and_keeps_finished_parts(tmp_pa
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not list((out / "parts").glob("*.json")):
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, signame))
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the study finished before the signal arrived")
-    assert proc.returncode == 143, err.decode()
-    assert b"Traceback" not in err and b"SIGTERM" in err
+    assert proc.returncode == code, err.decode()
+    assert b"Traceback" not in err and f"stopped by {signame}; everything finished so far is kept".encode() in err
     for part in (out / "parts").glob("*.json"):
         json.loads(part.read_text())  # every part on disk is whole
     assert not list(out.rglob("*.tmp"))

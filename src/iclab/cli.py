@@ -362,17 +362,19 @@ def report(out: Path = typer.Argument(..., help="A directory written by `iclab r
 
 
 class Stopped(BaseException):
-    """SIGTERM outside a training loop: unwinds the stack like Ctrl-C (atomic writes leave no partial file).
+    """Ctrl-C or SIGTERM outside a training loop: unwinds the stack (atomic writes leave no partial file).
 
-    A BaseException, so that no ``except Exception`` (a study failure being
-    recorded, for one) swallows it.
+    A BaseException, so that no ``except Exception`` (a study failure being recorded, for one) swallows it, and not
+    a KeyboardInterrupt, which click would turn into a silent exit before :func:`main` could say what was kept.
     """
 
-    signum = signal.SIGTERM
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise Stopped()
+def _on_signal(signum, frame) -> None:
+    raise Stopped(signum)
 
 
 def main() -> None:
@@ -381,7 +383,8 @@ def main() -> None:
     Ctrl-C and SIGTERM stop the command with exit status 130 / 143; whatever
     was finished (checkpoints, study parts, sweep runs) stays on disk.
     """
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         app()
     except IclabError as err:

@@ -29,6 +29,7 @@ import torch
 from iclab.config import config_hash
 from iclab.errors import CheckpointError, Interrupted, RunDirError, TrainingDiverged
 from iclab.io import holding_locks
+from iclab.train.memory import check_fits
 from iclab.models import Transformer
 from iclab.train.rundir import RunDir, identity
 from iclab.tasks import Task, make_task
@@ -170,6 +171,7 @@ def train(
     readable weight snapshot with a fresh optimiser state (the error says so).
     """
     run = RunDir(Path(out))
+    check_fits(config, device)  # before the folder is touched
     run.prepare(config)
     model = build_model(config, device)
     summary = run.read_summary()

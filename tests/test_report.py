@@ -72,3 +72,31 @@ def test_a_screenshot_can_be_taken(report_dir, tmp_path):
     shot = report_dir / "report.png"
     chromium(f"--screenshot={shot}", "--window-size=1200,2400", (report_dir / "report.html").as_uri(), tmp=tmp_path / "profile")
     assert shot.stat().st_size > 20_000
+
+
+def test_the_page_opens_with_each_studys_verdict_counts(report_dir):
+    from iclab.claims import Verdict
+    from iclab.studies.common import Summary
+
+    page = (report_dir / "report.html").read_text()
+    claims = Summary.load(report_dir / "spinglass" / "summary.json").claims
+    counts = "".join(f"<td>{sum(c.verdict is v for c in claims)}</td>" for v in Verdict)
+    table = page[page.index('<table class="counts">'):]
+    assert f'<a href="#spinglass">spinglass</a></td>{counts}</tr>' in table
+    assert page.index('<table class="counts">') < page.index('id="spinglass"')  # at the top, before the sections
+    assert re.search(r'#linreg">linreg</a></td><td colspan="4"><span class="badge bad">failed', table)
+    assert "click: full size" in page and "classList.toggle('full')" in page  # wide figures open full size on click
+
+
+def test_a_single_study_folder_gets_its_own_report_from_run_and_from_report(tmp_path):
+    from test_robustness import iclab, one_line_error
+
+    out = tmp_path / "sg"
+    result = iclab("run", "spinglass", "--out", str(out), *sum((["--set", s] for s in TINY_SPINGLASS), []))
+    assert result.returncode == 0, result.stderr
+    page = (out / "report.html").read_text()
+    assert "iclab: study report" in page and 'id="spinglass"' in page and 'class="badge good">reproduced' in page
+    (out / "report.html").unlink()
+    assert iclab("report", str(out)).returncode == 0 and (out / "report.html").is_file()
+    (tmp_path / "empty").mkdir()
+    one_line_error(iclab("report", str(tmp_path / "empty")), "neither a reproduction (reproduce.json) nor a study folder")

@@ -272,7 +272,9 @@ def run_study(
     summary = declared.run_settings(settings, folder, resolve_device(device), preset=preset)
     for line in summary.findings:
         console.print(f"- {line}", markup=False)
-    console.print(f"[green]done[/green]: {folder}/summary.json")
+    from iclab.report import build_report
+
+    console.print(f"[green]done[/green]: {folder}/summary.json, {build_report(folder)}")
 
 
 @app.command()
@@ -354,7 +356,7 @@ def sweep(
 
 
 @app.command()
-def report(out: Path = typer.Argument(..., help="A directory written by `iclab reproduce`.")) -> None:
+def report(out: Path = typer.Argument(..., help="A folder written by `iclab reproduce` or by `iclab run`.")) -> None:
     """Rebuild DIR/report.html from the results on disk (no study is re-run)."""
     from iclab.report import build_report
 

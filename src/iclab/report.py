@@ -1,6 +1,7 @@
-"""``report.html``: one self-contained page from the results of ``iclab reproduce``.
+"""``report.html``: one self-contained page from the results of ``iclab reproduce`` or of one ``iclab run``.
 
-Reads ``DIR/reproduce.json`` and each ``DIR/<study>/summary.json`` (the typed
+Opens with the count of each verdict per study. Reads ``DIR/reproduce.json`` (or, in a study's own folder,
+``DIR/study.json``) and each ``DIR/<study>/summary.json`` (the typed
 :class:`~iclab.studies.common.Summary`, plus its figures and config.yaml; one
 written by an older iclab is shown with a "re-run" line) and writes ``DIR/report.html``: per study, the
 paper's claims next to what this run measured, the figures (embedded as
@@ -16,7 +17,7 @@ import html
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from iclab.claims import Claim, Verdict
 from iclab.errors import RunDirError
@@ -30,7 +31,9 @@ h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margi
 table{border-collapse:collapse;width:100%;margin:.5em 0} td,th{border:1px solid #ddd;padding:.35em .5em;vertical-align:top;text-align:left}
 .badge{display:inline-block;padding:.1em .5em;border-radius:.6em;font-size:.85em;white-space:nowrap}
 .good{background:#d7f5dd;color:#185c2a}.bad{background:#fbdada;color:#7a1616}.info{background:#e3ecfb;color:#1b3f7a}.na{background:#f3ead3;color:#6b5210}
-.fig{display:inline-block;margin:.5em;vertical-align:top;text-align:center;font-size:.85em}.fig img{max-width:520px;border:1px solid #eee}
+.fig{display:inline-block;margin:.5em;vertical-align:top;text-align:center;font-size:.85em}.fig img{max-width:520px;border:1px solid #eee;cursor:zoom-in}
+.fig.full{display:block}.fig.full img{max-width:100%;cursor:zoom-out}
+.counts td{text-align:center}.counts td:first-child{text-align:left}
 pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.8em;max-height:420px} .muted{color:#777}
 """
 
@@ -40,6 +43,9 @@ window.addEventListener('load', function () {
   imgs.forEach(function (im) { var good = im.complete && im.naturalWidth > 0; im.setAttribute('data-loaded', good ? '1' : '0'); if (good) ok++; });
   document.body.setAttribute('data-images-total', imgs.length);
   document.body.setAttribute('data-images-loaded', ok);
+  document.querySelectorAll('.fig img').forEach(function (im) {  // a click shows a figure at full width, another shrinks it
+    im.addEventListener('click', function () { im.parentNode.classList.toggle('full'); });
+  });
 });
 """
 
@@ -66,7 +72,7 @@ def _figure(path: Path) -> str:
     if path.suffix == ".html":  # an HTML figure (a fragment the study wrote, e.g. coloured text): embedded as it is
         return f'<div class="fig wide">{path.read_text()}<br>{name}</div>'
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<div class="fig"><img alt="{name}" src="data:image/png;base64,{data}"><br>{name}</div>'
+    return f'<div class="fig"><img alt="{name}" title="click: full size" src="data:image/png;base64,{data}"><br>{name}</div>'
 
 
 def _numbers(summary: Summary) -> str:
@@ -105,27 +111,81 @@ def _study_section(name: str, entry: dict[str, Any], folder: Path) -> str:
     return "\n".join(parts)
 
 
+def _summary_of(entry: dict[str, Any], folder: Path) -> Summary | None:
+    if entry.get("status") == "failed":
+        return None
+    try:
+        return Summary.load(folder / "summary.json")
+    except RunDirError:
+        return None
+
+
+def _verdict_counts(studies: dict[str, dict[str, Any]], folder_of: Callable[[str], Path]) -> str:
+    """The page's opening table: per study, how many claims got each verdict (or why there are none)."""
+    head = "".join(f"<th>{BADGES[v][0]}</th>" for v in Verdict)
+    rows = []
+    for name, entry in studies.items():
+        summary = _summary_of(entry, folder_of(name))
+        if summary is None:
+            why = "failed" if entry.get("status") == "failed" else "no readable results"
+            cells = f'<td colspan="{len(Verdict)}"><span class="badge bad">{why}</span></td>'
+        else:
+            cells = "".join(f"<td>{sum(c.verdict is v for c in summary.claims)}</td>" for v in Verdict)
+        rows.append(f'<tr><td><a href="#{name}">{html.escape(name)}</a></td>{cells}</tr>')
+    return f'<table class="counts"><tr><th>study</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _single_study(out: Path) -> dict[str, Any] | None:
+    """The record of a folder written by ``iclab run`` (one study, no reproduce.json), shaped as reproduce's."""
+    from iclab.studies import NAMES, study
+    from iclab.studies.common import StudyDir
+
+    owner = StudyDir(out).owner()
+    if owner is None:
+        return None
+    if not (out / "summary.json").is_file():
+        raise RunDirError(f"{out}: holds the {owner} study, unfinished (no summary.json); run `iclab run {owner} --out {out}` "
+                          "to finish it")
+    declared = study(owner) if owner in NAMES else None
+    record = StudyDir(out).record()
+    entry = {"status": "complete", "title": declared.title if declared else owner, "paper": declared.paper if declared else ""}
+    return {"preset": record.get("preset", "?"), "device": "-", "versions": {"iclab": record.get("iclab", "?")},
+            "studies": {owner: entry}, "single": True}
+
+
 def build_report(out: Path) -> Path:
-    """Write ``out/report.html`` from the results on disk; returns its path."""
+    """Write ``out/report.html`` from the results on disk (a folder of ``iclab reproduce``, or of one study written by
+    ``iclab run``); returns its path."""
     out = Path(out)
     record_file = out / "reproduce.json"
     if not record_file.is_file():
-        raise RunDirError(f"{out}: no reproduce.json here; run `iclab reproduce --out {out}` first")
+        record = _single_study(out)
+        if record is None:
+            raise RunDirError(f"{out}: neither a reproduction (reproduce.json) nor a study folder (study.json); give a folder "
+                              "written by `iclab reproduce` or `iclab run`")
+        return _write(out, record, lambda name: out)
     try:
         record = json.loads(record_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunDirError(f"{record_file}: cannot be read ({type(err).__name__}); re-run `iclab reproduce --out {out}`") from None
     if not isinstance(record, dict) or not isinstance(record.get("studies"), dict):
         raise RunDirError(f"{record_file}: is not a reproduce record (no studies); re-run `iclab reproduce --out {out}`")
+    return _write(out, record, lambda name: out / name)
+
+
+def _write(out: Path, record: dict[str, Any], folder_of: Callable[[str], Path]) -> Path:
+    """The page for ``record`` (reproduce.json's shape); ``folder_of(name)``: where study ``name``'s results lie."""
     studies = record["studies"]
     toc = " &middot; ".join(f'<a href="#{n}">{html.escape(n)}</a> ({html.escape(e.get("status", "?"))})' for n, e in studies.items())
     versions = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in record.get("versions", {}).items())
+    single = record.get("single", False)
     body = [
-        "<h1>iclab: reproduction report</h1>",
+        f"<h1>iclab: {'study' if single else 'reproduction'} report</h1>",
         f'<p class="muted">preset <b>{html.escape(record.get("preset", "?"))}</b> &middot; device {html.escape(record.get("device", "?"))} '
         f'&middot; written {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}</p>',
-        f"<p>{toc}</p>",
-        *(_study_section(n, e, out / n) for n, e in studies.items()),
+        "" if single else f"<p>{toc}</p>",
+        _verdict_counts(studies, folder_of),
+        *(_study_section(n, e, folder_of(n)) for n, e in studies.items()),
         f"<h2>Software</h2><table>{versions}</table>",
     ]
     page = (

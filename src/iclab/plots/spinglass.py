@@ -72,17 +72,19 @@ def fig4a(res: X.ContrastGrid, folder: Path) -> Path:
 
 def fig4b(res: X.Fig4bResult, folder: Path) -> Path:
     Ns, rows = list(res.rows), list(res.rows.values())
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     ax.plot(Ns, [r.exact for r in rows], "o-", label="Boltzmann mean (exact)")
-    for key, marker, label in (("amp", "x", "AMP (converged points)"), ("amp_paper", "+", "AMP, paper's update (converged points)")):
+    for key, marker, label in (("amp", "x", "AMP"), ("amp_paper", "+", "AMP, paper's update")):
         pts = [(n, getattr(r, key)) for n, r in zip(Ns, rows) if getattr(r, key) is not None]
         if pts:
-            ax.plot(*zip(*pts), marker, ms=9, label=label)
+            ax.plot(*zip(*pts), marker, ms=9, label=f"{label} ({len(pts)}/{len(Ns)} N converged)")
+        else:  # an empty series still says what happened
+            ax.plot([], [], marker, ms=9, label=f"{label}: did not converge at any N")
     ax.plot(Ns, [r.gd for r in rows], "s--", mfc="none", label="gradient-trained model")
     ax.set_yscale("log")
     ax.set_xlabel("N (examples per prompt)")
     ax.set_ylabel("test MSE on unseen tasks")
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the axes: never on the data
     return save(fig, folder, "fig4b_test_error_vs_N")
 
 
@@ -99,12 +101,15 @@ def figS1(res: X.DoubleDescent, folder: Path) -> Path:
 
 def figS7(res: X.ZeroModes, folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for D, row in res.rows.items():
-        ax.plot(np.asarray(row.P) / row.K, row.fraction, "o-", label=f"D={D}")
+    styles = [("o", "-", 9), ("s", "--", 7), ("^", ":", 5), ("D", "-.", 4), ("v", "-", 3)]
+    for (D, row), (marker, line, size) in zip(res.rows.items(), styles * len(res.rows)):
+        # the curves of different D coincide when rescaled by D(D+1) (the paper's point): shrinking open markers and
+        # distinct line styles keep each one visible on top of the others
+        ax.plot(np.asarray(row.P) / row.K, row.fraction, marker=marker, ls=line, ms=size, mfc="none", label=f"D={D}")
     ax.axvline(1.0, ls=":", c="gray")
     ax.set_xlabel("P / D(D+1)")
     ax.set_ylabel("fraction of zero modes")
-    ax.legend()
+    ax.legend(title="curves coincide" if len(res.rows) > 1 else None)
     return save(fig, folder, "figS7_zero_modes")
 
 
@@ -115,8 +120,8 @@ def figS4(res: X.CorrelatedInputs, folder: Path) -> Path:
         ax.plot(c, [r.exact for r in rows], "o-", label="Boltzmann mean")
         ax.plot(c, [r.gd for r in rows], "s--", mfc="none", label="gradient-trained")
         amp = [(r.c, r.amp) for r in rows if r.amp is not None]
-        if amp:
-            ax.plot(*zip(*amp), "x", ms=9, label="AMP (converged)")
+        ax.plot(*(zip(*amp) if amp else ([], [])), "x", ms=9,
+                label=f"AMP ({len(amp)}/{len(rows)} c converged)" if amp else "AMP: did not converge at any c")
         ax.set_title(f"correlated {axis}")
         ax.set_xlabel("correlation c")
         ax.set_ylabel("test MSE")

@@ -35,8 +35,10 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
     blocks = python_blocks()
     assert len(blocks) >= 2
     monkeypatch.chdir(tmp_path)
-    # the README's `iclab train --task linreg --out runs/lr1 --set model.n_layers=4 ...`, shortened
-    config = apply_overrides(default_config("linreg"), ["model.n_layers=4", "train.steps=20", "train.log_every=5"])
+    # the README's `iclab train --task linreg --out runs/lr1 --set model.n_layers=4 --set train.steps=5000`, shortened to
+    # the first snapshot (every train.checkpoint_every = 500 steps by default) that the README loads
+    config = apply_overrides(default_config("linreg"), ["model.n_layers=4", "model.d_model=16", "train.steps=500",
+                                                        "train.log_every=100"])
     train(config, tmp_path / "runs" / "lr1", "cpu", progress=False)
     tiny_llama_folder(tmp_path / "models" / "my-llama")
     namespace: dict = {}
@@ -46,3 +48,16 @@ def test_readme_python_blocks_run_as_written(tmp_path, monkeypatch):
     assert not torch.equal(namespace["ablated"], namespace["logits"]), "zeroing a head changed nothing"
     assert namespace["cache"].z.shape[2] == 1
     assert namespace["preds"].shape == (4, 10) and namespace["model"].n_layers == 2
+    assert namespace["early"].step == 500
+
+
+def test_readme_loading_a_run_comments_name_what_works(tmp_path, monkeypatch):
+    """What the README's comments offer as alternatives runs too: a snapshot by step, a token run as a HeadModel."""
+    import iclab
+
+    monkeypatch.chdir(tmp_path)
+    text = README.read_text()
+    assert 'load_run("runs/lr1", step=500)' in text and "an iclab run of a token task" in text
+    config = apply_overrides(default_config("induction"), ["model.n_layers=1", "model.d_model=16", "train.steps=5"])
+    train(config, tmp_path / "runs" / "ind", "cpu", progress=False)
+    assert iclab.load_model("runs/ind").n_layers == 1

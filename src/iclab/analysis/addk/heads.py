@@ -21,6 +21,7 @@ from scipy import stats
 from iclab.analysis.addk.prompts import Prompt, correct, groups
 from iclab.heads.base import HeadModel, Intervention
 from iclab.results import Head
+from iclab.progress import track
 
 # ----------------------------------------------------------------------------- function vectors and the head mask
 
@@ -75,7 +76,7 @@ def optimise_mask(model: HeadModel, results: torch.Tensor, ks: list[int], prompt
     opt = torch.optim.AdamW([M], lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
     by_shape = groups(prompts)
     losses = []
-    for _ in range(epochs):
+    for _ in track(range(epochs), what="mask epochs"):
         total, count = 0.0, 0
         for (T, A), idx in by_shape.items():
             order = torch.randperm(len(idx), generator=g).tolist()
@@ -146,7 +147,7 @@ def recovery_scan(model: HeadModel, results: torch.Tensor, selected: list[Head],
     mean_fv = sum(mean_r[lh] for lh in selected)
     outcomes: dict[Head, np.ndarray] = {}
     curves: dict[Head, dict[int, float]] = {}
-    for lh in selected:
+    for lh in track(selected, what="heads scanned"):
         rows = []
         for c in c_grid:
             fv = c * results[:, lh[0], lh[1]] + (mean_fv - mean_r[lh])  # [K, D]

@@ -22,6 +22,7 @@ from iclab.analysis.heads import repeated_random_tokens
 from iclab.heads import HeadModel, Intervention
 from iclab.results import Head
 from iclab.tasks.induction import InductionTask, icl_positions, icl_score
+from iclab.progress import track
 
 
 def pydoc_text() -> str:
@@ -146,5 +147,6 @@ def ablation_effects(model: HeadModel, condition_heads: dict[str, list[Head]], m
         return AblationEffect(probe.copy_losses(token_losses(model, probe.ids, iv, batch))[1], text_icl(token_losses(model, text, iv, batch))[0])
 
     clean = effect(None)
-    return {mode: {"clean": clean, **{name: effect(ablation(model, heads, mode, z_mean)) for name, heads in condition_heads.items()}}
-            for mode in modes}
+    runs = track([(mode, name, heads) for mode in modes for name, heads in condition_heads.items()], what="ablated head sets")
+    effects = {(mode, name): effect(ablation(model, heads, mode, z_mean)) for mode, name, heads in runs}
+    return {mode: {"clean": clean, **{name: effects[mode, name] for name in condition_heads}} for mode in modes}

@@ -31,6 +31,7 @@ from iclab.analysis.induction.evidence import token_losses
 from iclab.heads.base import HeadModel
 from iclab.results import Head
 from iclab.tasks.induction import icl_positions, icl_score
+from iclab.progress import track
 
 
 @dataclass
@@ -141,7 +142,7 @@ def copying_scores(model, tokens: torch.Tensor, vocab: torch.Tensor,
     copying = torch.zeros(model.n_layers, model.n_heads)
     top1 = torch.zeros(model.n_layers, model.n_heads)
     rank = torch.zeros(model.n_layers, model.n_heads)
-    for layer in range(model.n_layers):
+    for layer in track(range(model.n_layers), what="layers' OV circuits"):
         for i in range(0, len(tokens), chunk):
             part = tokens[i : i + chunk]
             ov, index = restricted_ov(model.ov_logits(layer, part), part.to(vocab.device), vocab)

@@ -23,6 +23,7 @@ app = typer.Typer(
     add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: flags show as flags (typer's rich panels label them "<bool>")
     help="iclab, the in-context learning laboratory: train, probe and dissect in-context learning in transformers.",
 )
 console = Console()
@@ -62,6 +63,8 @@ def train(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     recover: bool = typer.Option(False, "--recover", help="If the resume checkpoint is corrupt, continue from the last good weight snapshot."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="The run's seed (--set seed=N): the model's initialisation; the "
+                                       "training data has its own, --set task.data_seed=N."),
 ) -> None:
     """Train a model on a task into a run directory (resumable; Ctrl-C or SIGTERM saves a checkpoint).
 
@@ -79,7 +82,7 @@ def train(
         data["task"]["name"] = task
     if not (data.get("task") or {}).get("name"):
         raise IclabError("no task given: use --task NAME or task.name in --config (see `iclab tasks`)")
-    run_config = apply_overrides(RunConfig.from_dict(data), set_)
+    run_config = apply_overrides(RunConfig.from_dict(data), [*set_, *([f"seed={seed}"] if seed is not None else [])])
     if run_config.train.init_weights and not Path(run_config.train.init_weights).is_absolute():
         import dataclasses
 
@@ -104,6 +107,14 @@ def _say(line: str) -> None:
     console.print(line, markup=False)
 
 
+def _err_say(line: str) -> None:
+    """:func:`_say` on stderr (a command printing JSON keeps stdout for it)."""
+    from iclab.progress import record
+
+    record(line)
+    print(line, file=sys.stderr, flush=True)
+
+
 def _print_table(table: Table) -> None:
     """A table at full width: on a terminal as rich draws it; piped, never cut at 80 columns."""
     if console.is_terminal:
@@ -123,7 +134,7 @@ def runs(
 
     rows = list_snapshots(root) if snapshots else list_runs(root)
     if as_json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
         return
     if not rows:
         console.print(f"no {'snapshots in' if snapshots else 'runs found below'} {root}")
@@ -145,8 +156,9 @@ def heads(
     model: str = typer.Argument(..., help="An iclab run directory, a name from `iclab models`, a local Hugging Face folder or a .gguf file."),
     top: int = typer.Option(10, "--top", min=1, help="How many heads to list, by prefix-matching score."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write every head's scores to this JSON file."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random probe tokens (the same seed gives the same scores)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the top heads' scores as JSON on stdout instead of a table."),
 ) -> None:
     """Score every head for induction: prefix-matching, copying, previous-token and detection scores."""
     import torch
@@ -160,29 +172,35 @@ def heads(
         from iclab.io import check_output_file
 
         check_output_file(out)
-    m = load_model(model, resolve_device(device), log=_say)
+    say = _err_say if as_json else _say  # with --json, stdout holds the JSON alone
+    m = load_model(model, resolve_device(device), log=say)
     from iclab.progress import reporting
 
-    with reporting(_say, "head scores", every_s=5):
+    with reporting(say, "head scores", every_s=5):
         scores = score_heads(m, torch.Generator().manual_seed(seed))
     pm = scores["prefix_matching"]
     order = torch.argsort(pm.flatten(), descending=True)[:top]
+    if as_json:
+        rows = [{"head": str(Head(*divmod(i, pm.shape[1]))), **{k: float(v.flatten()[i]) for k, v in scores.items()}}
+                for i in order.tolist()]
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
     table = Table("head", "prefix-matching", "copying (eigenvalues)", "copying (rank)", "previous-token", "induction (TL mul)")
     for i in order.tolist():
         head = Head(*divmod(i, pm.shape[1]))
         table.add_row(str(head), *(f"{float(scores[k][head]):.3f}" for k in
                                           ("prefix_matching", "copying_eigenvalues", "copying_rank", "previous_token",
                                            "induction_detection")))
-    _print_table(table)
+    if not as_json:
+        _print_table(table)
     if out is not None:
         from iclab.io import atomic_write_json
 
         atomic_write_json(out, {k: v.tolist() for k, v in scores.items()})
-        console.print(f"scores: {out}")
+        say(f"scores: {out}")
 
 
 models_app = typer.Typer(help="Real pretrained models iclab can obtain offline (from packages that ship them; never a hub).",
-                         invoke_without_command=True, no_args_is_help=False)
+                         invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None)
 app.add_typer(models_app, name="models")
 
 
@@ -197,13 +215,15 @@ def models_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
              "quantisation": m.quantisation, "download_mb": m.download_mb,
              "here": str(model_folder(m.name)) if is_here(m.name) else None} for m in CATALOGUE.values()]
     if as_json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
         return
-    table = Table("name", "family", "source", "licence", "size", "quantisation", "here")
+    # one compact row per model (fits a 100-column terminal); the full source, size and quantisation are in --json
+    table = Table("name", "family", "model", "licence", "weights", "download", "here")
     for r in rows:
-        table.add_row(r["name"], r["family"], r["source"], r["licence"], r["size"], r["quantisation"],
-                      r["here"] or f"no (iclab models get {r['name']}, ~{r['download_mb']} MB)")
+        table.add_row(r["name"], r["family"], r["size"].split(":")[0], r["licence"], r["quantisation"].split(",")[0],
+                      f"{r['download_mb']} MB", "yes" if r["here"] else "no")
     _print_table(table)
+    console.print("get one: iclab models get NAME; sources, sizes and quantisation in full: iclab models --json", markup=False)
 
 
 @models_app.command("get")
@@ -224,26 +244,45 @@ def models_get(
 
 
 @app.command()
-def tasks() -> None:
+def tasks(
+    name: Optional[str] = typer.Argument(None, help="One task: print its default run config alone, as a starter YAML "
+                                         "(iclab tasks linreg > my_run.yaml; iclab train --config my_run.yaml --out runs/x)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (task name -> default run config) instead."),
+) -> None:
     """List the tasks and print each one's default run config."""
     from iclab.config import dump_yaml
     from iclab.tasks import TASKS
     from iclab.train import default_config
 
-    for name in TASKS:
-        console.rule(name)
-        console.print(dump_yaml(default_config(name).to_dict()), markup=False)
+    if name is not None and name not in TASKS:
+        raise IclabError(f"task {name!r} is unknown; tasks: {', '.join(TASKS)}")
+    names = [name] if name is not None else list(TASKS)
+    configs = {n: default_config(n).to_dict() for n in names}
+    if as_json:
+        print(json.dumps(configs, indent=1, ensure_ascii=False))
+    elif name is not None:
+        print(f"# iclab train --config THIS_FILE --out runs/NAME: the {name} task's default run config\n" + dump_yaml(configs[name]),
+              end="")
+    else:
+        for n, config in configs.items():
+            console.rule(n)
+            console.print(dump_yaml(config), markup=False)
 
 
 @app.command()
-def studies() -> None:
+def studies(as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per study) instead of a table.")) -> None:
     """List the studies: title, paper, presets, whether --model applies."""
     from iclab.studies import all_studies
 
+    rows = [{"study": s.name, "title": s.title, "paper": s.paper, "presets": list(s.presets), "takes_model": s.takes_model,
+             "minutes_quick": s.minutes} for s in all_studies()]
+    if as_json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return
     table = Table("study", "title", "paper", "presets", "--model")
-    for s in all_studies():
-        table.add_row(s.name, s.title, s.paper, ", ".join(s.presets), "yes" if s.takes_model else "no")
-    console.print(table)
+    for r in rows:
+        table.add_row(r["study"], r["title"], r["paper"], ", ".join(r["presets"]), "yes" if r["takes_model"] else "no")
+    _print_table(table)
 
 
 def _preset_check(study, preset: str, name: str) -> None:
@@ -261,8 +300,12 @@ def run_study(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     model: Optional[str] = typer.Option(None, "--model", help="Studies that take a model (`iclab studies`): a pretrained model to analyse instead of training one "
                                         "(a name from `iclab models`, a local Hugging Face folder or a .gguf file)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="The study's seed (--set seed=N): every model, data set and "
+                                       "random control of the study is drawn from it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary (summary.json) on stdout when done; progress goes "
+                                 "to stderr."),
 ) -> None:
-    """Run one study and write its figures and summary.json."""
+    """Run one study and write its figures, summary.json and report.html."""
     from iclab.device import resolve_device
     from iclab.studies import study as study_named
 
@@ -270,7 +313,7 @@ def run_study(
     _preset_check(declared, preset, study)
     from iclab.studies.common import default_folder
 
-    overrides = list(set_)
+    overrides = [*set_, *([f"seed={seed}"] if seed is not None else [])]
     if model is not None:
         if not declared.takes_model:
             from iclab.studies import all_studies
@@ -280,12 +323,16 @@ def run_study(
         overrides.append(f"model={model}")
     settings = declared.settings(preset, overrides)  # validated before any folder is named or touched
     folder = out or default_folder(study, preset, getattr(settings, "model", None))
-    summary = declared.run_settings(settings, folder, resolve_device(device), log=_say, preset=preset)
-    for line in summary.findings:
-        console.print(f"- {line}", markup=False)
+    summary = declared.run_settings(settings, folder, resolve_device(device), log=_err_say if as_json else _say, preset=preset)
     from iclab.report import build_report
 
-    console.print(f"[green]done[/green]: {folder}/summary.json, {build_report(folder)}")
+    page = build_report(folder)
+    if as_json:
+        print((Path(folder) / "summary.json").read_text(), end="")
+        return
+    for line in summary.findings:
+        console.print(f"- {line}", markup=False)
+    console.print(f"[green]done[/green]: {folder}/summary.json, {page}")
 
 
 @app.command()

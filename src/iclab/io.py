@@ -73,6 +73,7 @@ def remove_stale_temporaries(folder: Path) -> int:
 
 LOCK_FILE = ".iclab.lock"  # in every run and study folder while a process writes there
 LOG_FILE = "iclab.log"  # what the writing processes printed, with times (iclab.progress.record)
+BOOKKEEPING = (LOCK_FILE, LOG_FILE)  # files a folder holds from being held; not results (an "empty" folder may have them)
 _held: dict[Path, int] = {}  # folder -> file descriptor of its lock, for the folders this process holds
 
 
@@ -106,6 +107,11 @@ def lock_folder(folder: Path | str, what: str) -> None:
 
     open_log(str(folder), folder / LOG_FILE)
     record(f"iclab {iclab.__version__}, process {os.getpid()}, {what}: {' '.join(sys.argv)}")
+
+
+def held(folder: Path | str) -> bool:
+    """Whether this process holds ``folder`` (:func:`lock_folder`)."""
+    return Path(folder).resolve() in _held
 
 
 @contextmanager

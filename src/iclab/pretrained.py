@@ -241,7 +241,7 @@ def check_spec(spec: str | Path) -> None:
     path = Path(spec).expanduser()
     if str(spec) in CATALOGUE or path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
         return
-    raise IclabError(f"--model {spec}: no such folder or .gguf file, and not a model name ({', '.join(CATALOGUE)}); "
+    raise IclabError(f"{spec}: no such folder or .gguf file, and not a model name ({', '.join(CATALOGUE)}); "
                      "give a local Hugging Face folder, a .gguf file or a name from `iclab models`")
 
 

@@ -389,14 +389,14 @@ def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "
         raise IclabError("Hugging Face models need the 'hf' extra: pip install 'iclab[hf]'") from e
     folder = Path(path)
     if not folder.is_dir():
-        raise IclabError(f"--model {folder}: no such folder (iclab loads models from local folders only, never from the hub)")
+        raise IclabError(f"{folder}: no such folder (iclab loads models from local folders only, never from the hub)")
     if not (folder / "config.json").is_file():
-        raise IclabError(f"--model {folder}: no config.json; a Hugging Face model folder holds config.json, weights and tokenizer files")
+        raise IclabError(f"{folder}: no config.json; a Hugging Face model folder holds config.json, weights and tokenizer files")
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-        raise IclabError(f"--model {folder}: no weights (*.safetensors or *.bin) in the folder")
+        raise IclabError(f"{folder}: no weights (*.safetensors or *.bin) in the folder")
     tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
     if not any((folder / name).is_file() for name in tokenizer_files):
-        raise IclabError(f"--model {folder}: no tokenizer files (one of {', '.join(tokenizer_files)})")
+        raise IclabError(f"{folder}: no tokenizer files (one of {', '.join(tokenizer_files)})")
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
         raise IclabError(f"dtype {dtype!r} is not one of {', '.join(dtypes)}")
@@ -409,14 +409,14 @@ def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "
             p.requires_grad_(False)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except pickle.UnpicklingError as e:
-        raise IclabError(f"--model {folder}: its pickled weights (*.bin) hold objects that torch's restricted loader "
+        raise IclabError(f"{folder}: its pickled weights (*.bin) hold objects that torch's restricted loader "
                          f"(weights_only) refuses to unpickle; iclab never runs pickled code: convert them to safetensors "
                          f"(torch: {str(e).split('.')[0]})") from None
     except (OSError, ValueError) as e:
-        raise IclabError(f"--model {folder}: could not load it as a causal LM with a tokenizer: {str(e).splitlines()[0]}") from None
+        raise IclabError(f"{folder}: could not load it as a causal LM with a tokenizer: {str(e).splitlines()[0]}") from None
     except Exception as e:  # safetensors' own error type (a truncated or damaged file) is not an OSError
         if type(e).__name__ != "SafetensorError":
             raise
-        raise IclabError(f"--model {folder}: its safetensors weights are damaged or incomplete ({str(e).splitlines()[0]}); "
+        raise IclabError(f"{folder}: its safetensors weights are damaged or incomplete ({str(e).splitlines()[0]}); "
                          "copy or fetch them again (a catalogue model: iclab models get NAME --force)") from None
     return HFHeadModel(model.to(device), tokenizer)

@@ -23,7 +23,7 @@ from iclab.errors import IclabError, RunDirError
 from iclab.results import Result, SchemaError, decode, encode
 from iclab.tasks.base import part_generator as generator, seeded  # noqa: F401 (the studies' way in)
 from iclab.progress import reporting
-from iclab.io import LOCK_FILE, atomic_write_json, atomic_write_text, lock_folder, output_dir
+from iclab.io import BOOKKEEPING, atomic_write_json, atomic_write_text, lock_folder, output_dir
 
 S = TypeVar("S")
 
@@ -104,7 +104,7 @@ class StudyDir:
                 if (self.path / "summary.json").is_file():
                     raise IclabError(f"--out {self.path}: a study folder written by an iclab older than 0.4 (no study.json); "
                                      "re-run into a new folder")
-                others = sorted(p.name for p in self.path.iterdir() if p.name not in SWEEP_FILES + (LOCK_FILE,))
+                others = sorted(p.name for p in self.path.iterdir() if p.name not in SWEEP_FILES + BOOKKEEPING)
                 if others:
                     raise IclabError(f"--out {self.path}: is not empty and holds no {study} study "
                                      f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); choose a new or empty folder")

@@ -26,7 +26,7 @@ import torch
 
 from iclab.claims import Claim
 from iclab.config import config_hash
-from iclab.io import holding_locks
+from iclab.io import BOOKKEEPING, held, holding_locks
 from iclab.results import Result
 from iclab.studies.common import Parts, RunIdentity, StudyDir, Summary, finish, part_key, settings_for
 
@@ -148,11 +148,12 @@ class Study(Generic[S]):
             return other.run_settings(settings, out, device, log, preset)
         if self.check is not None:
             self.check(settings)
-        new = not out.exists() or not any(out.iterdir())
+        new = not out.exists() or all(p.name in BOOKKEEPING for p in out.iterdir())
         try:
             return self._run(settings, out, device, log, preset)
         except BaseException:
-            if new and not StudyDir(out).holds_results():  # a run that failed before finishing anything leaves no folder
+            # a run that failed before finishing anything leaves no folder (only one this process made and holds)
+            if new and held(out) and not StudyDir(out).holds_results():
                 shutil.rmtree(out, ignore_errors=True)
             raise
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from iclab.config import config_hash, dump_yaml, load_yaml, to_dict
 from iclab.errors import ConfigError, RunDirError
-from iclab.io import LOCK_FILE, atomic_write_json, atomic_write_text, lock_folder, output_dir, remove_stale_temporaries
+from iclab.io import BOOKKEEPING, atomic_write_json, atomic_write_text, lock_folder, output_dir, remove_stale_temporaries
 from iclab.train.config import RunConfig
 
 
@@ -161,7 +161,7 @@ class RunDir:
                 f"{self.path} holds a run of a different config ({diff}){hint}; "
                 "use another --out, or delete that directory to start over"
             )
-        if self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
+        if self.path.exists() and any(p.name not in BOOKKEEPING for p in self.path.iterdir()):
             raise RunDirError(f"{self.path} is not empty and holds no run (no config.yaml); choose an empty or new --out")
         output_dir(self.path)
         lock_folder(self.path, "training")

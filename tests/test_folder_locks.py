@@ -17,7 +17,7 @@ def test_two_trainings_into_one_folder_a_second_apart_the_second_is_refused(tmp_
     first = subprocess.Popen([sys.executable, "-m", "iclab.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not (out / "metrics.jsonl").is_file():
+        while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size):
             time.sleep(0.05)
         one_line_error(iclab(*args), f"in use by iclab process {first.pid} (training)")
     finally:
@@ -66,3 +66,30 @@ def test_a_config_that_cannot_fit_memory_is_one_line_before_the_folder_is_touche
         assert not out.exists()
     result = iclab("train", "--task", "linreg", "--out", str(out), *cli_sets(5))
     assert result.returncode == 0, result.stderr
+
+
+def test_a_second_ctrl_c_in_a_slow_training_step_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    """The first signal finishes the step and saves; a second one, sent while that slow step runs, stops at once."""
+    out = tmp_path / "slow"
+    slow = ["--set", "model.d_model=128", "--set", "model.n_layers=4", "--set", "train.batch_size=2048",  # ~2 s a step
+            "--set", "train.log_every=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "iclab.cli", "train", "--task", "linreg", "--out", str(out), *cli_sets(1000), *slow],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        line = proc.stderr.readline()
+        while line and "stopping after this step" not in line:
+            line = proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "SIGINT again: stopped at once, mid-step; what was saved before is kept" in err and "Traceback" not in err
+    assert not list(out.rglob("*.tmp"))
+    from iclab.runs import RunDir
+
+    assert RunDir(out).read_metrics()  # what was finished is on disk, readable

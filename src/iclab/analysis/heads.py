@@ -133,8 +133,7 @@ def ov_eigenvalue_copying(model) -> torch.Tensor:
     """
     out = torch.zeros(model.n_layers, model.n_heads)
     for layer in range(model.n_layers):
-        E_n, W_V, W_O, U = model.ov_factors(layer)
-        K = U @ E_n  # [D, D]: unembedding then embedding
+        W_V, W_O, K = model.ov_core(layer)  # K [D, D]: unembedding then embedding
         A = torch.einsum("hed,df,hfg->heg", W_O, K, W_V)  # [H, E, E]
         eig = torch.linalg.eigvals(A.double())  # [H, E] complex
         out[layer] = (eig.real.sum(-1) / eig.abs().sum(-1).clamp(min=1e-30)).float().cpu()

@@ -117,6 +117,14 @@ class HeadModel(ABC):
         W_O [H, E, D], and the unembedding with the final norm's gain folded in U [D, V].
         Head h's token-to-token OV circuit is E_n W_V[h] W_O[h] U  ([V, V], rank <= E)."""
 
+    def ov_core(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The OV circuits of ``layer`` without their [V, D] ends (float32): W_V [H, D, E], W_O [H, E, D] and
+        U E_n [D, D], the unembedding (final-norm gain folded in) times the embeddings through the layer's input norm,
+        summed over the vocabulary. Head h's circuit E_n W_V W_O U shares its non-zero eigenvalues with
+        W_O[h] (U E_n) W_V[h] [E, E]. Subclasses with a large vocabulary sum U E_n in chunks, never holding [V, D] twice."""
+        E_n, W_V, W_O, U = self.ov_factors(layer)
+        return W_V, W_O, U @ E_n
+
     def circuit_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every head's W_Q, W_K, W_V [H, D, E] (the layer's input-norm gain folded in; biases, and rotary embeddings where
         a family has them, left out) and W_O [H, E, D], float64: what QK / OV circuits and their composition are read

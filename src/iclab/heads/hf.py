@@ -142,6 +142,9 @@ def _get(obj: Any, path: str) -> Any:
     return obj
 
 
+VOCAB_CHUNK = 8192  # tokens at a time when a quantity sums over the vocabulary
+
+
 class HFHeadModel(HeadModel):
     """A ``transformers`` causal LM (already built) with its tokenizer (optional for id-only use)."""
 
@@ -266,9 +269,10 @@ class HFHeadModel(HeadModel):
 
     @torch.no_grad()
     def patterns(self, ids: torch.Tensor) -> torch.Tensor:
-        # only eager attention returns its weights
+        # only eager attention returns its weights; the backbone alone (no [B, T, V] logits: 1.7 GB for 16 x 101 tokens
+        # of a 262k vocabulary)
         with self._attention("eager"), self.inference():
-            out = self.model(input_ids=ids.to(self.device), output_attentions=True)
+            out = self.model.base_model(input_ids=ids.to(self.device), output_attentions=True)
         return torch.stack([a.float() for a in out.attentions])
 
     @contextlib.contextmanager
@@ -314,9 +318,25 @@ class HFHeadModel(HeadModel):
         ids = torch.arange(self.model.config.vocab_size, device=self.device)
         block = self.layers[layer]
         norm = (lambda x: x) if self.family.input_norm is None else getattr(block, self.family.input_norm)
-        E_n = torch.cat([norm(embed(ids[i : i + 8192]).unsqueeze(0))[0] for i in range(0, len(ids), 8192)]).float()
+        E_n = torch.cat([norm(embed(ids[i : i + VOCAB_CHUNK]).unsqueeze(0))[0] for i in range(0, len(ids), VOCAB_CHUNK)]).float()
         U = self.model.get_output_embeddings().weight.T.float()  # [D, V]
         return E_n, self._value_weights(layer).float(), self.W_O(layer).float(), norm_gain(_get(self.model, self.family.final_norm), D).unsqueeze(1) * U
+
+    @torch.no_grad()
+    def ov_core(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """U E_n summed over the vocabulary in chunks of :data:`VOCAB_CHUNK` tokens: a 262k vocabulary never holds a
+        [V, D] copy of the embeddings or of the unembedding (each 0.7 GB at Gemma 3 270M's size)."""
+        D = self.d_model
+        embed, unembed = self.model.get_input_embeddings(), self.model.get_output_embeddings().weight  # [V, D]
+        block = self.layers[layer]
+        norm = (lambda x: x) if self.family.input_norm is None else getattr(block, self.family.input_norm)
+        gain = norm_gain(_get(self.model, self.family.final_norm), D).float()  # [D]
+        K = torch.zeros(D, D, device=self.device)
+        for i in range(0, self.model.config.vocab_size, VOCAB_CHUNK):
+            ids = torch.arange(i, min(i + VOCAB_CHUNK, self.model.config.vocab_size), device=self.device)
+            E_n = norm(embed(ids).unsqueeze(0))[0].float()  # [c, D]
+            K += (gain.unsqueeze(1) * unembed[ids].T.float()) @ E_n
+        return self._value_weights(layer).float(), self.W_O(layer).float(), K
 
     @torch.no_grad()
     def _value_weights(self, layer: int) -> torch.Tensor:

@@ -77,17 +77,42 @@ def top_heads(scores: torch.Tensor, k: int) -> list[Head]:
     return [Head(*divmod(int(i), scores.shape[1])) for i in order]
 
 
-def random_heads_like(heads: list[Head], n_heads: int, generator: torch.Generator) -> list[Head]:
-    """As many heads as ``heads``, one per given head, drawn from the same layer among heads not in ``heads``
-    (the control for an ablation: same layers, same count)."""
+def random_heads_like(heads: list[Head], n_heads: int, generator: torch.Generator, n_layers: int | None = None) -> list[Head]:
+    """As many heads as ``heads``, one per given head, drawn from the same layer among heads not in ``heads`` nor drawn
+    before (the control for an ablation: same layers, same count).
+
+    A layer with no head left (its induction heads fill it: Gemma 3 270M has 4 heads a layer) gives its draw to the
+    nearest layers by depth that have one (``n_layers`` needed), chosen uniformly among their free heads; with no
+    free head anywhere the draw is skipped, so the control can be smaller. :func:`control_note` says how a draw
+    departed from "same layers, same count"."""
     taken = set(heads)
     out: list[Head] = []
+    layers = range(n_layers) if n_layers is not None else sorted({h.layer for h in heads})
     for layer, _ in heads:
-        free = [h for h in range(n_heads) if (layer, h) not in taken]
+        free: list[Head] = []
+        for distance in range(len(layers) + 1):  # the same layer first, then the nearest ones by depth
+            free = [Head(lay, h) for lay in layers if abs(lay - layer) == distance for h in range(n_heads) if (lay, h) not in taken]
+            if free:
+                break
+        if not free:
+            continue
         pick = free[int(torch.randint(len(free), (1,), generator=generator))]
-        taken.add(Head(layer, pick))
-        out.append(Head(layer, pick))
+        taken.add(pick)
+        out.append(pick)
     return out
+
+
+def control_note(heads: list[Head], controls: list[list[Head]]) -> str:
+    """How random controls drawn by :func:`random_heads_like` differ from "same layers, same count" ("" if not)."""
+    moved = sum(sum(1 for h in c if h.layer not in {g.layer for g in heads}) for c in controls)
+    short = sum(len(heads) - len(c) for c in controls)
+    notes = []
+    if moved:
+        notes.append(f"{moved} of the controls' {sum(len(c) for c in controls)} heads come from the nearest layers by depth "
+                     "(the induction heads' layers have no other head left)")
+    if short:
+        notes.append(f"{short} draws skipped (no free head left in the model)")
+    return "; ".join(notes)
 
 
 def ablation(model: HeadModel, heads: list[Head], mode: str, z_mean: torch.Tensor | None = None) -> Intervention:

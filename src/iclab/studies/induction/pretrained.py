@@ -81,7 +81,8 @@ def icl_on_text(model: HeadModel, cfg, text: torch.Tensor, probe: E.InductionPro
 def ablations(model: HeadModel, cfg, heads: list[Head], text: torch.Tensor, probe: E.InductionProbe) -> HeadAblations:
     p = cfg.pretrained
     g = generator(cfg.seed, "lm_random_heads")
-    sets = {"induction": heads, **{f"random{i}": E.random_heads_like(heads, model.n_heads, g) for i in range(p.random_draws)}}
+    sets = {"induction": heads, **{f"random{i}": E.random_heads_like(heads, model.n_heads, g, model.n_layers)
+                                   for i in range(p.random_draws)}}
     z_mean = E.mean_head_z(model, text, p.batch)
     return HeadAblations(sets, E.ablation_effects(model, sets, ("zero", "mean"), z_mean, text, probe, p.batch))
 
@@ -130,10 +131,11 @@ def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
         rise = eff["induction"].second_copy_loss - clean.second_copy_loss
         rand = [eff[k].second_copy_loss - clean.second_copy_loss for k in eff if k.startswith("random")]
         ok = rise > 0 and rise > p.ablation_ratio * max(np.mean(rand), 0.0)
+        note = E.control_note(heads, [abl.heads[k] for k in abl.heads if k.startswith("random")])
         claims.append(Claim(
             f"{mode}-ablating the top {len(heads)} induction heads raises the second-copy loss far more than ablating as many random "
             "heads of the same layers", Verdict.of(ok),
-            f"+{rise:.2f} nats vs {np.mean(rand):+.2f} +- {np.std(rand):.2f} over {len(rand)} draws",
+            f"+{rise:.2f} nats vs {np.mean(rand):+.2f} +- {np.std(rand):.2f} over {len(rand)} draws" + (f"; {note}" if note else ""),
             f"{OLSSON}, argument 3 (ablations), here on a model with MLPs", {"pretrained.ablation_ratio": p.ablation_ratio},
             values={f"{mode}_ablation_second_copy_rise": rise, f"{mode}_ablation_random_second_copy_rise": float(np.mean(rand))}))
         d_icl = eff["induction"].icl_score - clean.icl_score

@@ -1,0 +1,36 @@
+"""Random-head controls for ablations: same layers and count when possible, and an honest note when not."""
+
+import torch
+
+from iclab.analysis.induction.evidence import control_note, random_heads_like
+from iclab.results import Head
+
+
+def draws(heads, n=50, n_heads=4, n_layers=3):
+    g = torch.Generator().manual_seed(0)
+    return [random_heads_like(heads, n_heads, g, n_layers) for _ in range(n)]
+
+
+def test_controls_come_from_the_same_layers_when_they_have_free_heads():
+    heads = [Head(1, 0), Head(1, 1), Head(2, 3)]
+    for c in draws(heads):
+        assert sorted(h.layer for h in c) == [1, 1, 2] and not set(c) & set(heads) and len(set(c)) == 3
+    assert control_note(heads, draws(heads)) == ""
+
+
+def test_a_layer_filled_by_induction_heads_lends_its_draws_to_the_nearest_layers_and_says_so():
+    """A 4-head layer whose four heads are all induction heads (Gemma 3 270M's case) used to crash the control."""
+    heads = [Head(1, h) for h in range(4)]
+    controls = draws(heads)
+    for c in controls:
+        assert len(c) == 4 and {h.layer for h in c} <= {0, 2} and not set(c) & set(heads)
+    assert {h.layer for c in controls for h in c} == {0, 2}  # both neighbours are drawn from
+    assert "200 of the controls' 200 heads come from the nearest layers by depth" in control_note(heads, controls)
+    edge = [Head(0, h) for h in range(4)]
+    assert all({h.layer for h in c} == {1} for c in draws(edge))  # the nearest layer of layer 0 is layer 1
+
+
+def test_with_no_free_head_left_a_draw_is_skipped_and_counted():
+    heads = [Head(layer, h) for layer in range(2) for h in range(2)]  # every head of a 2 x 2 model
+    c = random_heads_like(heads, 2, torch.Generator().manual_seed(0), 2)
+    assert c == [] and "4 draws skipped (no free head left in the model)" in control_note(heads, [c])

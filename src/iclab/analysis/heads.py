@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from iclab.progress import track
+
 
 def previous_token_detection(tokens: torch.Tensor) -> torch.Tensor:
     """[B, T, T]: 1 at (t, t-1)."""
@@ -132,7 +134,7 @@ def ov_eigenvalue_copying(model) -> torch.Tensor:
     approximation when reading circuits off the weights.
     """
     out = torch.zeros(model.n_layers, model.n_heads)
-    for layer in range(model.n_layers):
+    for layer in track(range(model.n_layers), what="layers' OV eigenvalues"):
         W_V, W_O, K = model.ov_core(layer)  # K [D, D]: unembedding then embedding
         A = torch.einsum("hed,df,hfg->heg", W_O, K, W_V)  # [H, E, E]
         eig = torch.linalg.eigvals(A.double())  # [H, E] complex

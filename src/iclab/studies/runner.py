@@ -148,7 +148,7 @@ class Study(Generic[S]):
             return other.run_settings(settings, out, device, log, preset)
         if self.check is not None:
             self.check(settings)
-        new = not out.exists() or all(p.name in BOOKKEEPING for p in out.iterdir())
+        new = not out.exists() or (out.is_dir() and all(p.name in BOOKKEEPING for p in out.iterdir()))
         try:
             return self._run(settings, out, device, log, preset)
         except BaseException:

@@ -219,16 +219,17 @@ def models_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return
     # one compact row per model (fits a 100-column terminal); the full source, size and quantisation are in --json
-    table = Table("name", "family", "model", "licence", "weights", "download", "here")
+    table = Table("name", "model", "licence", "weights", "download", "here")
     for r in rows:
-        table.add_row(r["name"], r["family"], r["size"].split(":")[0], r["licence"], r["quantisation"].split(",")[0],
+        table.add_row(r["name"], r["size"].split(":")[0], r["licence"], r["quantisation"].split(",")[0],
                       f"{r['download_mb']} MB", "yes" if r["here"] else "no")
     _print_table(table)
     for r in rows:
         if r["needs_licence_acceptance"]:
             console.print(f"{r['name']}: {r['licence']} ({r['licence_source']}); use restrictions apply: fetched only with "
                           f"iclab models get {r['name']} --accept-licence", markup=False, soft_wrap=False)
-    console.print("get one: iclab models get NAME; sources, sizes and quantisation in full: iclab models --json", markup=False)
+    console.print("get one: iclab models get NAME; families, sources, sizes and quantisation in full: iclab models --json",
+                  markup=False)
 
 
 @models_app.command("get")

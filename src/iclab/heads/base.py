@@ -230,6 +230,28 @@ class HeadModel(ABC):
         return add
 
     @contextlib.contextmanager
+    def hooked(self, z: dict[int, ZFn] | None = None, resid: dict[int, ResidFn] | None = None,
+               attn_out: dict[int, ResidFn] | None = None) -> Iterator["HeadModel"]:
+        """Within the block, every forward pass calls ``z[layer]`` on that layer's z [B, T, H, E] (the input of its
+        output projection, per query head), ``resid[layer]`` on the residual stream entering ``layer`` [B, T, D]
+        (``n_layers``: the final residual) and ``attn_out[layer]`` on what the layer's attention adds [B, T, D]; each
+        returns the tensor the pass goes on with (the same one to read, another to patch). Weights stay frozen;
+        gradients flow into whatever a hook adds (attribution patching)."""
+        handles = []
+        try:
+            with self.inference():
+                for layer, fn in (z or {}).items():
+                    handles.append(self._hook_z(layer, fn))
+                for layer, fn in (resid or {}).items():
+                    handles.append(self._hook_resid(layer, fn))
+                for layer, fn in (attn_out or {}).items():
+                    handles.append(self._hook_attn_out(layer, fn))
+                yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextlib.contextmanager
     def capture_z(self, positions: slice | int | None = None) -> Iterator[ZCache]:
         """Within the block, every forward pass stores z at ``positions`` (all when None) into the cache."""
         cache = ZCache(self.n_layers)

@@ -1,0 +1,259 @@
+"""Activation patching and attribution patching between a clean and a corrupted prompt, on any HeadModel.
+
+Activation patching (Meng et al. 2022; the field's standard "which sites carry the answer" test) runs one prompt
+with the activation of one site taken from the other prompt's run, and reads a metric at the last position:
+
+- ``denoising``: the corrupted run, one site restored to its clean activation (does this site suffice?);
+- ``noising``: the clean run, one site given its corrupted activation (is this site necessary?).
+
+Sites: ``heads`` (a head's z, the input of the output projection, at one position), ``resid`` (the residual
+stream entering a layer, at one position; layer L is the final residual) and ``attn_out`` (what a layer's
+attention adds, at one position). Metrics at the last position: ``logit_diff`` (answer minus wrong answer),
+``logprob`` (the answer's log-probability) and ``rank`` (how many tokens score above the answer; 0 is first).
+
+Attribution patching (Nanda 2023; Syed et al. 2023) approximates every site's effect at once from one forward and
+one backward pass: (donor activation - run activation) . d metric / d activation. :func:`agreement` says where the
+linear approximation holds, on the sites both computed.
+
+Several prompt pairs are patched one by one and averaged; ``stderr`` is the standard error of the mean over pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+
+from iclab.errors import IclabError
+from iclab.heads.base import HeadModel
+from iclab.progress import track
+from iclab.results import Result
+
+Site = Literal["heads", "resid", "attn_out"]
+Metric = Literal["logit_diff", "logprob", "rank"]
+Direction = Literal["denoising", "noising"]
+SITES: tuple[str, ...] = ("heads", "resid", "attn_out")
+METRICS: tuple[str, ...] = ("logit_diff", "logprob", "rank")
+DIRECTIONS: tuple[str, ...] = ("denoising", "noising")
+PATCH_BATCH = 32  # patched runs per forward pass
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    """Token ids of a clean and a corrupted prompt of the same length, the answer token and, for ``logit_diff``, the
+    wrong answer the corruption points to."""
+
+    clean: list[int]
+    corrupt: list[int]
+    answer: int
+    wrong: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.clean) != len(self.corrupt):
+            raise IclabError(f"the clean prompt has {len(self.clean)} tokens and the corrupted one {len(self.corrupt)}; "
+                             "patching pairs positions one to one, so both must have the same length")
+
+
+@dataclass(frozen=True)
+class Patching(Result):
+    """One patching run. ``effect`` [L, H, T] (site ``heads``) or [L', T] (``resid``: L' = L + 1 with the final
+    residual; ``attn_out``: L): the change of the metric when that site is patched, mean over pairs, with its
+    ``stderr``; ``normalised``: the change over the clean-minus-corrupted difference (1: the site alone moves the
+    metric all the way, in either direction). ``tokens``: the first pair's clean prompt, one string per position."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    site: str
+    direction: str
+    metric: str
+    method: str  # "exact" or "attribution"
+    n_pairs: int
+    tokens: list[str]
+    clean_metric: float
+    corrupted_metric: float
+    effect: np.ndarray
+    stderr: np.ndarray
+    normalised: np.ndarray
+
+
+def metric_value(logits: torch.Tensor, answer: int, wrong: int | None, metric: str) -> torch.Tensor:
+    """The metric of each row of last-position ``logits`` [B, V] -> [B]."""
+    if metric == "logit_diff":
+        if wrong is None:
+            raise IclabError("metric logit_diff needs a wrong answer (--wrong): the token the corruption points to")
+        return logits[:, answer] - logits[:, wrong]
+    if metric == "logprob":
+        return torch.log_softmax(logits.float(), dim=-1)[:, answer]
+    if metric == "rank":
+        return (logits > logits[:, answer : answer + 1]).sum(-1).float()
+    raise IclabError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
+
+
+def _check(site: str, direction: str) -> None:
+    if site not in SITES:
+        raise IclabError(f"site {site!r} is not one of {', '.join(SITES)}")
+    if direction not in DIRECTIONS:
+        raise IclabError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
+
+
+def _n_layers(model: HeadModel, site: str) -> int:
+    return model.n_layers + 1 if site == "resid" else model.n_layers
+
+
+def activations(model: HeadModel, ids: torch.Tensor, site: str) -> list[torch.Tensor]:
+    """One run's activations at every layer of ``site`` for ids [T]: z [T, H, E] per layer, or [T, D]."""
+    store: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int):
+        def grab(x: torch.Tensor) -> torch.Tensor:
+            store[layer] = x[0].detach().float()
+            return x
+
+        return grab
+
+    hooks = {layer: keep(layer) for layer in range(_n_layers(model, site))}
+    with torch.no_grad(), model.hooked(**{"z" if site == "heads" else site: hooks}):
+        model.logits_grad(ids.unsqueeze(0))
+    return [store[layer] for layer in range(len(hooks))]
+
+
+def _units(model: HeadModel, site: str, T: int) -> list[tuple[int, int, int]]:
+    """Every site to patch as (layer, head, position); head -1 for the residual sites."""
+    heads = range(model.n_heads) if site == "heads" else [-1]
+    return [(layer, h, t) for layer in range(_n_layers(model, site)) for h in heads for t in range(T)]
+
+
+def _patched_metrics(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.Tensor], site: str, pair: PromptPair,
+                     metric: str, batch: int) -> torch.Tensor:
+    """The metric of the ``run_ids`` [T] run with each site in turn set to its ``donor`` activation: [units]."""
+    units = _units(model, site, len(run_ids))
+    out = torch.empty(len(units))
+    for start in track(range(0, len(units), batch), total=-(-len(units) // batch), what="patched batches"):
+        chunk = units[start : start + batch]
+        by_layer: dict[int, list[tuple[int, int, int]]] = {}
+        for row, (layer, h, t) in enumerate(chunk):
+            by_layer.setdefault(layer, []).append((row, h, t))
+
+        def patch(layer: int):
+            rows, hs, ts = (torch.tensor(v) for v in zip(*by_layer[layer]))
+
+            def put(x: torch.Tensor) -> torch.Tensor:
+                x = x.clone()
+                value = donor[layer][ts, hs] if site == "heads" else donor[layer][ts]
+                if site == "heads":
+                    x[rows, ts, hs] = value.to(x)
+                else:
+                    x[rows, ts] = value.to(x)
+                return x
+
+            return put
+
+        hooks = {layer: patch(layer) for layer in by_layer}
+        with torch.no_grad(), model.hooked(**{"z" if site == "heads" else site: hooks}):
+            logits = model.logits_grad(run_ids.unsqueeze(0).expand(len(chunk), -1))[:, -1]
+        out[start : start + len(chunk)] = metric_value(logits.float(), pair.answer, pair.wrong, metric).cpu()
+    return out
+
+
+def _attribution(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.Tensor], site: str, pair: PromptPair,
+                 metric: str) -> torch.Tensor:
+    """(donor - run activation) . d metric / d activation for every site, from one forward and one backward pass:
+    [units] in the order of :func:`_units`."""
+    deltas: dict[int, torch.Tensor] = {}
+    acts: dict[int, torch.Tensor] = {}
+
+    def leaf(layer: int):
+        def add(x: torch.Tensor) -> torch.Tensor:
+            acts[layer] = x[0].detach().float()
+            deltas[layer] = torch.zeros_like(x, requires_grad=True)
+            return x + deltas[layer]
+
+        return add
+
+    hooks = {layer: leaf(layer) for layer in range(_n_layers(model, site))}
+    with torch.enable_grad(), model.hooked(**{"z" if site == "heads" else site: hooks}):
+        logits = model.logits_grad(run_ids.unsqueeze(0))[:, -1]
+        value = metric_value(logits.float(), pair.answer, pair.wrong, metric).sum()
+        grads = torch.autograd.grad(value, [deltas[layer] for layer in range(len(hooks))], allow_unused=True)
+    per_layer = []
+    for layer, g in enumerate(grads):
+        g = torch.zeros_like(acts[layer]) if g is None else g[0].float()
+        diff = donor[layer] - acts[layer]
+        per_layer.append((diff * g).sum(-1))  # [T, H] (heads) or [T]
+    if site == "heads":
+        return torch.stack([p.T for p in per_layer]).reshape(-1)  # [L, H, T] flattened as _units orders them
+    return torch.stack(per_layer).reshape(-1)  # [L', T]
+
+
+def patch(model: HeadModel, pairs: list[PromptPair], site: Site = "heads", metric: Metric = "logit_diff",
+          direction: Direction = "denoising", method: str = "exact", batch: int = PATCH_BATCH) -> Patching:
+    """Patch every site of ``site`` for each pair and average: ``method`` "exact" (one patched run per site, batched
+    ``batch`` at a time) or "attribution" (one forward and one backward pass per pair)."""
+    _check(site, direction)
+    if method not in ("exact", "attribution"):
+        raise IclabError(f"method {method!r} is not 'exact' or 'attribution'")
+    if method == "attribution" and metric == "rank":
+        raise IclabError("attribution patching follows the metric's gradient, and a rank has none; use logit_diff or logprob")
+    if not pairs:
+        raise IclabError("no prompt pairs to patch")
+    T = len(pairs[0].clean)
+    if any(len(p.clean) != T for p in pairs):
+        raise IclabError(f"every prompt pair must have the same length to be averaged position by position; lengths: "
+                         f"{sorted({len(p.clean) for p in pairs})}")
+    changes, clean_m, corrupt_m = [], [], []
+    for pair in pairs:
+        clean, corrupt = (torch.tensor(x, device=model.device) for x in (pair.clean, pair.corrupt))
+        with torch.no_grad():
+            both = model.logits(torch.stack([clean, corrupt]))[:, -1]
+        m_clean, m_corrupt = (float(v) for v in metric_value(both.float(), pair.answer, pair.wrong, metric))
+        run, donor_ids = (corrupt, clean) if direction == "denoising" else (clean, corrupt)
+        donor = activations(model, donor_ids, site)
+        if method == "exact":
+            baseline = m_corrupt if direction == "denoising" else m_clean
+            change = _patched_metrics(model, run, donor, site, pair, metric, batch) - baseline
+        else:
+            change = _attribution(model, run, donor, site, pair, metric)
+        changes.append(change)
+        clean_m.append(m_clean)
+        corrupt_m.append(m_corrupt)
+    stacked = torch.stack(changes).double()  # [pairs, units]
+    shape = (model.n_layers, model.n_heads, T) if site == "heads" else (_n_layers(model, site), T)
+    mean = stacked.mean(0).reshape(shape).numpy()
+    stderr = (stacked.std(0, unbiased=True) / np.sqrt(len(pairs))).reshape(shape).numpy() if len(pairs) > 1 else np.zeros(shape)
+    gap = float(np.mean(clean_m) - np.mean(corrupt_m))
+    sign = 1.0 if direction == "denoising" else -1.0
+    normalised = sign * mean / gap if abs(gap) > 1e-9 else np.full(shape, np.nan)
+    tokens = [_token_text(model, i) for i in pairs[0].clean]
+    return Patching(site, direction, metric, method, len(pairs), tokens, float(np.mean(clean_m)), float(np.mean(corrupt_m)),
+                    mean, stderr, normalised)
+
+
+def _token_text(model: HeadModel, token: int) -> str:
+    try:
+        return model.decode([token])
+    except Exception:  # a token its tokenizer cannot spell alone (a byte of a multi-byte character): its id
+        return f"<{token}>"
+
+
+@dataclass(frozen=True)
+class Agreement(Result):
+    """How well attribution patching approximates exact patching on the same sites: Pearson correlation of the
+    effects, and how many of exact patching's ``k`` largest sites (by |effect|) attribution also puts in its top k."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    correlation: float
+    k: int
+    top_k_shared: int
+
+
+def agreement(exact: Patching, approx: Patching, k: int = 10) -> Agreement:
+    a, b = exact.effect.reshape(-1), approx.effect.reshape(-1)
+    if a.shape != b.shape:
+        raise IclabError("the two patchings cover different sites")
+    corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+    k = min(k, len(a))
+    top = set(np.argsort(-np.abs(a))[:k]) & set(np.argsort(-np.abs(b))[:k])
+    return Agreement(corr, k, len(top))

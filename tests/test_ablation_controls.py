@@ -34,3 +34,22 @@ def test_with_no_free_head_left_a_draw_is_skipped_and_counted():
     heads = [Head(layer, h) for layer in range(2) for h in range(2)]  # every head of a 2 x 2 model
     c = random_heads_like(heads, 2, torch.Generator().manual_seed(0), 2)
     assert c == [] and "4 draws skipped (no free head left in the model)" in control_note(heads, [c])
+
+
+def test_token_losses_and_mean_z_shrink_their_batch_to_the_logit_budget_with_the_same_results(monkeypatch):
+    """A 262k vocabulary would hold 8 x 256 x 262,144 logits at once; the batch shrinks, the numbers do not change."""
+    import iclab.analysis.induction.evidence as E
+    from iclab.heads import IclabHeadModel
+    from iclab.models import ModelConfig, Transformer
+
+    model = IclabHeadModel(Transformer(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_vocab=50, n_ctx=12),
+                                       generator=torch.Generator().manual_seed(0)))
+    ids = torch.randint(0, 50, (6, 12), generator=torch.Generator().manual_seed(1))
+    whole, z_whole = E.token_losses(model, ids, batch=8), E.mean_head_z(model, ids, batch=8)
+    calls = []
+    real = model.logits
+    monkeypatch.setattr(model, "logits", lambda x, iv=None: calls.append(len(x)) or real(x, iv))
+    monkeypatch.setattr(E, "LOGIT_BUDGET", 2 * 12 * 50)  # two sequences' logits
+    assert torch.allclose(E.token_losses(model, ids, batch=8), whole, atol=1e-6)
+    assert torch.allclose(E.mean_head_z(model, ids, batch=8), z_whole, atol=1e-6)
+    assert max(calls) == 2

@@ -199,6 +199,90 @@ def heads(
         say(f"scores: {out}")
 
 
+@app.command("patch")
+def patch_command(
+    model: str = typer.Argument(..., help="An iclab run directory of a token task, a name from `iclab models`, a local Hugging "
+                                "Face folder or a .gguf file."),
+    clean: str = typer.Option(..., "--clean", help="The clean prompt (the model predicts --answer after it)."),
+    corrupt: str = typer.Option(..., "--corrupt", help="The corrupted prompt: the same number of tokens, changed where the "
+                                "answer comes from."),
+    answer: str = typer.Option(..., "--answer", help="The right next token after the clean prompt (one token; mind a "
+                               "leading space, e.g. ' Paris')."),
+    wrong: Optional[str] = typer.Option(None, "--wrong", help="The token the corruption points to (one token); needed by "
+                                        "--metric logit_diff."),
+    site: str = typer.Option("heads", "--site", help="What to patch: heads (each head's z at each position), resid (the "
+                             "residual stream entering each layer, and the final one) or attn_out (each layer's attention "
+                             "output)."),
+    metric: str = typer.Option("logit_diff", "--metric", help="logit_diff (answer minus wrong), logprob (of the answer) or "
+                               "rank (tokens above the answer)."),
+    direction: str = typer.Option("denoising", "--direction", help="denoising (corrupted run, one site restored from the "
+                                  "clean run) or noising (clean run, one site from the corrupted run)."),
+    method: str = typer.Option("both", "--method", help="exact (one run per site), attribution (one forward and one backward "
+                               "pass) or both, with their agreement."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for patching.json and the heatmaps (default "
+                                       "runs/patch-<model>-<site>)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """Activation patching between a clean and a corrupted prompt: which heads / layers and positions carry the answer."""
+    from iclab.analysis.patching import DIRECTIONS, METRICS, SITES, PromptPair, agreement, patch
+    from iclab.device import resolve_device
+    from iclab.heads import load_model
+    from iclab.io import atomic_write_json, output_dir
+    from iclab.plots.patching import patching_heatmap
+    from iclab.results import encode
+    from iclab.studies.common import default_folder
+
+    for option, value, allowed in (("--site", site, SITES), ("--metric", metric, METRICS), ("--direction", direction, DIRECTIONS),
+                                   ("--method", method, ("exact", "attribution", "both"))):
+        if value not in allowed:
+            raise IclabError(f"{option} {value!r} is not one of {', '.join(allowed)}")
+    if metric == "logit_diff" and wrong is None:
+        raise IclabError("--metric logit_diff needs --wrong (the token the corruption points to); or use --metric logprob")
+    m = load_model(model, resolve_device(device), log=_say)
+
+    def one_token(option: str, text: str) -> int:
+        ids = m.encode(text, bos=False)
+        if len(ids) != 1:
+            raise IclabError(f"{option} {text!r} is {len(ids)} tokens ({ids}); give one token (a leading space often makes one)")
+        return ids[0]
+
+    pair = PromptPair(m.encode(clean), m.encode(corrupt), one_token("--answer", answer),
+                      one_token("--wrong", wrong) if wrong is not None else None)
+    folder = output_dir(out or default_folder("patch", site, model))
+    results = {}
+    from iclab.progress import reporting
+
+    for how in (("exact", "attribution") if method == "both" else (method,)):
+        if how == "attribution" and metric == "rank":
+            continue
+        with reporting(_say, f"{how} patching", every_s=5):
+            results[how] = patch(m, [pair], site, metric, direction, how)
+    record = {how: encode(r) for how, r in results.items()}
+    if len(results) == 2:
+        record["agreement"] = encode(agreement(results["exact"], results["attribution"]))
+    atomic_write_json(folder / "patching.json", record)
+    for how, r in results.items():
+        _say(f"{how}: figure {patching_heatmap(r, folder / 'figures')}")
+    first = next(iter(results.values()))
+    _say(f"clean {metric} {first.clean_metric:.3f}, corrupted {first.corrupted_metric:.3f}")
+    best = results.get("exact", first)
+    flat = best.normalised.reshape(-1)
+    order = [i for i in (-abs(flat)).argsort()[:8]]
+    shape = best.normalised.shape
+    table = Table("site", "position", "token", "normalised effect")
+    import numpy as np
+
+    for i in order:
+        idx = np.unravel_index(i, shape)
+        name = f"L{idx[0]}H{idx[1]}" if site == "heads" else f"layer {idx[0]}"
+        table.add_row(name, str(idx[-1]), repr(best.tokens[idx[-1]]), f"{flat[i]:+.3f}")
+    _print_table(table)
+    if "agreement" in record:
+        a = record["agreement"]
+        _say(f"attribution vs exact: correlation {a['correlation']:.3f}, {a['top_k_shared']} of the top {a['k']} sites shared")
+    console.print(f"results: {folder}/patching.json")
+
+
 models_app = typer.Typer(help="Real pretrained models iclab can obtain offline (from packages that ship them; never a hub).",
                          invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None)
 app.add_typer(models_app, name="models")

@@ -157,6 +157,11 @@ class HeadModel(ABC):
         """The longest sequence the model takes (None: no fixed limit that matters here)."""
         return None
 
+    @property
+    @abstractmethod
+    def d_vocab(self) -> int:
+        """V, the number of logits a position gets."""
+
     def direct_ov_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """[L, H, N, V]: :meth:`ov_logits` of every layer. For small vocabularies only: on a real model this is
         L * H * N * V floats (10 GB for SmolLM2 at N = 200); scores go layer by layer instead."""

@@ -368,6 +368,10 @@ class HFHeadModel(HeadModel):
         and eigenvalue signs do not depend on it)."""
         return self.model.get_input_embeddings().weight.detach().double()
 
+    @property
+    def d_vocab(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]
+
     def probe_vocab(self) -> torch.Tensor:
         V = self.model.config.vocab_size
         special = set(self.tokenizer.all_special_ids) if self.tokenizer is not None else set()

@@ -136,6 +136,10 @@ class IclabHeadModel(HeadModel):
     def n_ctx(self) -> int:
         return self.model.cfg.n_ctx
 
+    @property
+    def d_vocab(self) -> int:
+        return self.model.cfg.d_vocab
+
     @torch.no_grad()
     def values(self, ids: torch.Tensor) -> torch.Tensor:
         with self.inference():

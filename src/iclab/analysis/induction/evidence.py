@@ -46,10 +46,16 @@ def natural_text_ids(model: HeadModel, n_seq: int, length: int, generator: torch
     return torch.cat([torch.full((n_seq, 1), model.bos_id, dtype=chosen.dtype), chosen], dim=1)
 
 
+LOGIT_BUDGET = 2**27  # numbers of logits one forward pass may hold (512 MB in float32)
+
+
 @torch.no_grad()
 def token_losses(model: HeadModel, ids: torch.Tensor, intervention: Intervention | None = None, batch: int = 8) -> torch.Tensor:
     """[B, T-1] next-token losses (nats) under ``intervention``, computed ``batch`` sequences at a time: the one
-    per-token loss of every analysis (the induction task's own definition, :meth:`InductionTask.token_losses`)."""
+    per-token loss of every analysis (the induction task's own definition, :meth:`InductionTask.token_losses`).
+    The batch shrinks so that its logits stay under :data:`LOGIT_BUDGET` numbers (8 x 256 positions of a 262k
+    vocabulary would be 2.1 GB, twice over with the log-softmax)."""
+    batch = max(1, min(batch, LOGIT_BUDGET // max(1, ids.shape[1] * model.d_vocab)))
     out = []
     for i in range(0, len(ids), batch):
         x = ids[i : i + batch].to(model.device)
@@ -61,6 +67,7 @@ def token_losses(model: HeadModel, ids: torch.Tensor, intervention: Intervention
 def mean_head_z(model: HeadModel, ids: torch.Tensor, batch: int = 8) -> torch.Tensor:
     """[L, H, E]: every head's z averaged over all positions of ``ids`` (the value mean ablation writes in)."""
     total, count = None, 0
+    batch = max(1, min(batch, LOGIT_BUDGET // max(1, ids.shape[1] * model.d_vocab)))  # as token_losses does
     for i in range(0, len(ids), batch):
         with model.capture_z() as cache:
             model.logits(ids[i : i + batch].to(model.device))

@@ -1,0 +1,35 @@
+"""The patching heatmap: every site's normalised effect, positions along x (the prompt's tokens), sites along y."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from iclab.analysis.patching import Patching
+from iclab.plots import plt, save
+
+
+def patching_heatmap(p: Patching, folder: Path, name: str | None = None) -> Path:
+    """One heatmap of ``p.normalised`` (or the raw change when the clean and corrupted metrics coincide): rows are
+    layer.head (site ``heads``) or layers, columns the prompt's positions labelled by token."""
+    values = p.normalised if np.isfinite(p.normalised).all() else p.effect
+    label = "normalised effect (1: restores all)" if values is p.normalised else f"change of {p.metric}"
+    if p.site == "heads":
+        L, H, T = values.shape
+        grid = values.reshape(L * H, T)
+        rows = [f"L{layer}H{h}" for layer in range(L) for h in range(H)]
+    else:
+        grid, rows = values, [f"{'final' if p.site == 'resid' and i == values.shape[0] - 1 else f'L{i}'}" for i in range(values.shape[0])]
+    T = grid.shape[1]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * T + 2.5), max(3.0, 0.16 * len(rows) + 1.5)))
+    vmax = float(np.nanmax(np.abs(grid))) or 1.0
+    im = ax.imshow(grid, aspect="auto", cmap="RdBu", vmin=-vmax, vmax=vmax, interpolation="nearest")
+    ax.set_xticks(range(T), [repr(t)[1:-1][:12] for t in p.tokens], rotation=60, ha="right", fontsize=7)
+    step = max(1, len(rows) // 40)
+    ax.set_yticks(range(0, len(rows), step), rows[::step], fontsize=6 if len(rows) > 20 else 8)
+    ax.set_xlabel("position (clean prompt's token)")
+    ax.set_title(f"{p.method} {p.direction} patching of {p.site} on {p.metric} ({p.n_pairs} pair{'s' if p.n_pairs > 1 else ''}); "
+                 f"clean {p.clean_metric:.2f}, corrupted {p.corrupted_metric:.2f}", fontsize=8)
+    plt.colorbar(im, ax=ax, fraction=0.04, label=label)
+    return save(fig, folder, name or f"patching_{p.site}_{p.method}")

@@ -130,3 +130,26 @@ def test_patching_a_head_equals_the_same_edit_written_by_hand_with_torch_hooks(f
     assert abs(float(by_hand - corrupted)) > 5e-5  # the edit matters ...
     assert p.effect[layer, head, t] == pytest.approx(float(by_hand - corrupted), rel=0.02, abs=2e-6)  # ... and iclab makes it too
     assert p.corrupted_metric == pytest.approx(float(corrupted), abs=1e-4)
+
+
+def test_iclab_patch_writes_heatmaps_and_a_typed_table_and_refuses_bad_prompts_in_one_line(tmp_path):
+    import json
+
+    from test_robustness import iclab, one_line_error
+
+    run = tmp_path / "ind"
+    done = iclab("train", "--task", "induction", "--out", str(run), "--set", "model.n_layers=2", "--set", "model.d_model=16",
+                 "--set", "train.steps=3")
+    assert done.returncode == 0, done.stderr
+    args = ["patch", str(run), "--clean", "xyzabcxyzab", "--corrupt", "xyzabdxyzab", "--answer", "c", "--wrong", "d"]
+    result = iclab(*args, "--out", str(tmp_path / "p"))
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "p" / "patching.json").read_text())
+    assert set(record) == {"exact", "attribution", "agreement"}
+    assert sorted(p.name for p in (tmp_path / "p" / "figures").glob("*.png")) == ["patching_heads_attribution.png",
+                                                                                 "patching_heads_exact.png"]
+    assert "attribution vs exact: correlation" in result.stdout
+    one_line_error(iclab(*args[:4], "--corrupt", "xyzab", "--answer", "c", "--wrong", "d", "--out", str(tmp_path / "q")),
+                   "the clean prompt has 11 tokens and the corrupted one 5")  # bytes, no BOS
+    one_line_error(iclab(*args[:6], "--answer", "cd", "--wrong", "d"), "--answer 'cd' is 2 tokens")
+    one_line_error(iclab(*args, "--site", "mlp"), "--site 'mlp' is not one of heads, resid, attn_out")

@@ -153,3 +153,30 @@ def test_iclab_patch_writes_heatmaps_and_a_typed_table_and_refuses_bad_prompts_i
                    "the clean prompt has 11 tokens and the corrupted one 5")  # bytes, no BOS
     one_line_error(iclab(*args[:6], "--answer", "cd", "--wrong", "d"), "--answer 'cd' is 2 tokens")
     one_line_error(iclab(*args, "--site", "mlp"), "--site 'mlp' is not one of heads, resid, attn_out")
+    lens = iclab("lens", str(run), "--prompt", "xyzabcxyzab", "--answer", "c", "--out", str(tmp_path / "lens"))
+    assert lens.returncode == 0, lens.stderr
+    assert json.loads((tmp_path / "lens" / "lens.json").read_text())["answer"] == ord("c")
+    assert (tmp_path / "lens" / "figures" / "logit_lens.png").is_file() and "final" in lens.stdout
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "gemma2", "gemma3_text", "olmo2", "phi"])
+def test_the_logit_lens_last_row_is_the_models_own_output_for_every_family(family):
+    from iclab.analysis.lens import logit_lens
+    from test_heads_hf import tiny
+
+    model = HFHeadModel(tiny(family).eval())
+    ids = torch.tensor([5, 9, 11, 9, 23, 40, 17])
+    lens = logit_lens(model, ids, answer=11)
+    own = torch.log_softmax(model.logits(ids.unsqueeze(0))[0], -1)[:, 11]
+    assert lens.logprob.shape == (model.n_layers + 1, 7) and lens.rank.shape == (model.n_layers + 1, 7)
+    assert torch.allclose(torch.tensor(lens.logprob[-1]), own, atol=1e-4)
+    assert not torch.allclose(torch.tensor(lens.logprob[0]), own, atol=1e-3)  # the embeddings alone predict otherwise
+
+
+def test_the_logit_lens_sees_the_planted_answer_appear_after_the_copying_layer():
+    from iclab.analysis.lens import logit_lens
+
+    model = copy_position_one()
+    lens = logit_lens(model, torch.tensor(PAIR.clean), answer=3)
+    assert lens.top[0][-1] == PAIR.clean[-1] and lens.rank[0, -1] > 0  # before the layer: the current token alone
+    assert lens.rank[1, -1] <= 1 and lens.logprob[1, -1] - lens.logprob[0, -1] > 0.5  # after it: the copied one joins it

@@ -283,6 +283,42 @@ def patch_command(
     console.print(f"results: {folder}/patching.json")
 
 
+@app.command("lens")
+def lens_command(
+    model: str = typer.Argument(..., help="An iclab run directory of a token task, a name from `iclab models`, a local Hugging "
+                                "Face folder or a .gguf file."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt to read layer by layer."),
+    answer: str = typer.Option(..., "--answer", help="The token whose log-probability each layer is read for (one token)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for lens.json and figures/logit_lens.png (default "
+                                       "runs/lens-<model>)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """The logit lens: every layer's residual stream read through the model's own final norm and unembedding."""
+    import torch
+
+    from iclab.analysis.lens import logit_lens
+    from iclab.device import resolve_device
+    from iclab.heads import load_model
+    from iclab.io import atomic_write_json, output_dir
+    from iclab.plots.lens import lens_heatmap
+    from iclab.results import encode
+
+    m = load_model(model, resolve_device(device), log=_say)
+    ids = m.encode(answer, bos=False)
+    if len(ids) != 1:
+        raise IclabError(f"--answer {answer!r} is {len(ids)} tokens ({ids}); give one token (a leading space often makes one)")
+    lens = logit_lens(m, torch.tensor(m.encode(prompt)), ids[0])
+    folder = output_dir(out or Path("runs") / f"lens-{Path(str(model).rstrip('/')).name}")
+    atomic_write_json(folder / "lens.json", encode(lens))
+    table = Table("layer input", f"log p({answer!r}) at the last position", "rank", "top token")
+    for layer in range(lens.logprob.shape[0]):
+        top = m.token_strings([lens.top[layer][-1]])[0]
+        table.add_row("final" if layer == m.n_layers else f"L{layer}", f"{lens.logprob[layer, -1]:.2f}",
+                      str(int(lens.rank[layer, -1])), repr(top))
+    _print_table(table)
+    console.print(f"results: {folder}/lens.json, {lens_heatmap(lens, answer, folder / 'figures')}")
+
+
 models_app = typer.Typer(help="Real pretrained models iclab can obtain offline (from packages that ship them; never a hub).",
                          invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None)
 app.add_typer(models_app, name="models")

@@ -225,16 +225,9 @@ def patch(model: HeadModel, pairs: list[PromptPair], site: Site = "heads", metri
     gap = float(np.mean(clean_m) - np.mean(corrupt_m))
     sign = 1.0 if direction == "denoising" else -1.0
     normalised = sign * mean / gap if abs(gap) > 1e-9 else np.full(shape, np.nan)
-    tokens = [_token_text(model, i) for i in pairs[0].clean]
+    tokens = model.token_strings(pairs[0].clean)
     return Patching(site, direction, metric, method, len(pairs), tokens, float(np.mean(clean_m)), float(np.mean(corrupt_m)),
                     mean, stderr, normalised)
-
-
-def _token_text(model: HeadModel, token: int) -> str:
-    try:
-        return model.decode([token])
-    except Exception:  # a token its tokenizer cannot spell alone (a byte of a multi-byte character): its id
-        return f"<{token}>"
 
 
 @dataclass(frozen=True)

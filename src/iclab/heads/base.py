@@ -72,6 +72,17 @@ class HeadModel(ABC):
     @abstractmethod
     def decode(self, ids: list[int]) -> str: ...
 
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each token as text (for axes and tables); ``<id>`` for one the tokenizer cannot spell alone (a byte of a
+        multi-byte character)."""
+        out = []
+        for i in ids:
+            try:
+                out.append(self.decode([i]))
+            except Exception:
+                out.append(f"<{i}>")
+        return out
+
     @abstractmethod
     def W_O(self, layer: int) -> torch.Tensor:
         """[H, E, D]: head h's share of the output projection."""
@@ -161,6 +172,12 @@ class HeadModel(ABC):
     @abstractmethod
     def d_vocab(self) -> int:
         """V, the number of logits a position gets."""
+
+    @abstractmethod
+    def resid_logits(self, resid: torch.Tensor) -> torch.Tensor:
+        """Logits [..., V] (float32) of residual-stream vectors [..., D] read the way the model reads its final residual:
+        its own final norm, unembedding (and bias) and, where a family has it, final-logit soft-capping. On the final
+        residual this is the model's output (the logit lens's last row; tested for every family)."""
 
     def direct_ov_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """[L, H, N, V]: :meth:`ov_logits` of every layer. For small vocabularies only: on a real model this is

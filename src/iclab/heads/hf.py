@@ -372,6 +372,14 @@ class HFHeadModel(HeadModel):
     def d_vocab(self) -> int:
         return self.model.get_output_embeddings().weight.shape[0]
 
+    @torch.no_grad()
+    def resid_logits(self, resid: torch.Tensor) -> torch.Tensor:
+        final = _get(self.model, self.family.final_norm)
+        unembed = self.model.get_output_embeddings()
+        logits = unembed(final(resid.to(unembed.weight))).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return logits if cap is None else cap * torch.tanh(logits / cap)
+
     def probe_vocab(self) -> torch.Tensor:
         V = self.model.config.vocab_size
         special = set(self.tokenizer.all_special_ids) if self.tokenizer is not None else set()

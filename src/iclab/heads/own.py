@@ -141,6 +141,11 @@ class IclabHeadModel(HeadModel):
         return self.model.cfg.d_vocab
 
     @torch.no_grad()
+    def resid_logits(self, resid: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        return (m.ln_final(resid.to(m.W_U)) @ m.W_U + m.b_U).float()
+
+    @torch.no_grad()
     def values(self, ids: torch.Tensor) -> torch.Tensor:
         with self.inference():
             _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_v"))

@@ -105,8 +105,10 @@ class HeadModel(ABC):
         the residual after attention, before the MLP: the mid-residual); a clear error where there is no such point."""
 
     @abstractmethod
-    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
-        """Logits [B, T, V] (float32) and the new cache (None when unsupported)."""
+    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False,
+                 last: bool = False) -> tuple[torch.Tensor, Any]:
+        """Logits [B, T, V] (float32; with ``last``, [B, 1, V] of the last position only: decoding needs no more, and a
+        262k vocabulary's [B, T, V] is most of a step's time) and the new cache (None when unsupported)."""
 
     @abstractmethod
     def patterns(self, ids: torch.Tensor) -> torch.Tensor:
@@ -315,7 +317,7 @@ def greedy_generate(model: HeadModel, ids: torch.Tensor, n_new: int, interventio
     try:
         with model.intervene(intervention):
             model._offset = 0
-            logits, past = model._forward(ids, None, use_cache)
+            logits, past = model._forward(ids, None, use_cache, last=True)
             seq = ids
             for i in range(n_new):
                 nxt = logits[:, -1].argmax(-1, keepdim=True)  # [B, 1]
@@ -325,10 +327,10 @@ def greedy_generate(model: HeadModel, ids: torch.Tensor, n_new: int, interventio
                 seq = torch.cat([seq, nxt], dim=1)
                 if use_cache and past is not None:
                     model._offset = seq.shape[1] - 1
-                    logits, past = model._forward(nxt, past, True)
+                    logits, past = model._forward(nxt, past, True, last=True)
                 else:
                     model._offset = 0
-                    logits, _ = model._forward(seq, None, False)
+                    logits, _ = model._forward(seq, None, False, last=True)
     finally:
         model._offset = 0  # never left set, even when a pass fails
     return torch.cat(out, dim=1)

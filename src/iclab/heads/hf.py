@@ -247,12 +247,16 @@ class HFHeadModel(HeadModel):
         return module.register_forward_hook(hook)
 
     # ------------------------------------------------------------------ passes
-    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
+    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False,
+                 last: bool = False) -> tuple[torch.Tensor, Any]:
         # the key/value cache is `cache` in recent transformers (5.2x; `past_key_values` is deprecated there and goes
         # in 5.40) and `past_key_values` before: use whichever this model's forward takes
-        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        out = self.model(input_ids=ids, use_cache=use_cache, **{name: past})
-        return out.logits.float(), (out[name] if use_cache else None)
+        params = inspect.signature(self.model.forward).parameters
+        name = "cache" if "cache" in params else "past_key_values"
+        keep = {"logits_to_keep": 1} if last and "logits_to_keep" in params else {}  # the unembedding of one position
+        out = self.model(input_ids=ids, use_cache=use_cache, **{name: past}, **keep)
+        logits = out.logits.float()
+        return (logits[:, -1:] if last else logits), (out[name] if use_cache else None)
 
     @contextlib.contextmanager
     def _attention(self, implementation: str) -> Iterator[None]:

@@ -91,12 +91,14 @@ class IclabHeadModel(HeadModel):
     def _hook_attn_out(self, layer: int, fn: ResidFn) -> Any:
         return self.model.blocks[layer].hook_attn_out.register_forward_hook(lambda mod, inp, out: fn(out))
 
-    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False) -> tuple[torch.Tensor, Any]:
+    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False,
+                 last: bool = False) -> tuple[torch.Tensor, Any]:
         if past is not None:
             raise IclabError("iclab models have no key / value cache; call without past")
         if ids.shape[1] > self.model.cfg.n_ctx:
             raise IclabError(f"sequence of {ids.shape[1]} tokens exceeds the model's context of {self.model.cfg.n_ctx}")
-        return self.model(ids).float(), None
+        logits = self.model(ids).float()
+        return (logits[:, -1:] if last else logits), None
 
     @torch.no_grad()
     def patterns(self, ids: torch.Tensor) -> torch.Tensor:

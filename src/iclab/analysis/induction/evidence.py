@@ -92,6 +92,7 @@ def random_heads_like(heads: list[Head], n_heads: int, generator: torch.Generato
     nearest layers by depth that have one (``n_layers`` needed), chosen uniformly among their free heads; with no
     free head anywhere the draw is skipped, so the control can be smaller. :func:`control_note` says how a draw
     departed from "same layers, same count"."""
+    heads = [Head(*h) for h in heads]  # (layer, head) pairs too
     taken = set(heads)
     out: list[Head] = []
     layers = range(n_layers) if n_layers is not None else sorted({h.layer for h in heads})
@@ -111,7 +112,8 @@ def random_heads_like(heads: list[Head], n_heads: int, generator: torch.Generato
 
 def control_note(heads: list[Head], controls: list[list[Head]]) -> str:
     """How random controls drawn by :func:`random_heads_like` differ from "same layers, same count" ("" if not)."""
-    moved = sum(sum(1 for h in c if h.layer not in {g.layer for g in heads}) for c in controls)
+    layers = {Head(*g).layer for g in heads}
+    moved = sum(sum(1 for h in c if h.layer not in layers) for c in controls)
     short = sum(len(heads) - len(c) for c in controls)
     notes = []
     if moved:

@@ -199,6 +199,14 @@ def heads(
         say(f"scores: {out}")
 
 
+def _one_token(model, option: str, text: str) -> int:
+    """The one token ``text`` is for ``model`` (an answer to patch or read), or a one-line error naming ``option``."""
+    ids = model.encode(text, bos=False)
+    if len(ids) != 1:
+        raise IclabError(f"{option} {text!r} is {len(ids)} tokens ({ids}); give one token (a leading space often makes one)")
+    return ids[0]
+
+
 @app.command("patch")
 def patch_command(
     model: str = typer.Argument(..., help="An iclab run directory of a token task, a name from `iclab models`, a local Hugging "
@@ -240,14 +248,8 @@ def patch_command(
         raise IclabError("--metric logit_diff needs --wrong (the token the corruption points to); or use --metric logprob")
     m = load_model(model, resolve_device(device), log=_say)
 
-    def one_token(option: str, text: str) -> int:
-        ids = m.encode(text, bos=False)
-        if len(ids) != 1:
-            raise IclabError(f"{option} {text!r} is {len(ids)} tokens ({ids}); give one token (a leading space often makes one)")
-        return ids[0]
-
-    pair = PromptPair(m.encode(clean), m.encode(corrupt), one_token("--answer", answer),
-                      one_token("--wrong", wrong) if wrong is not None else None)
+    pair = PromptPair(m.encode(clean), m.encode(corrupt), _one_token(m, "--answer", answer),
+                      _one_token(m, "--wrong", wrong) if wrong is not None else None)
     folder = output_dir(out or default_folder("patch", site, model))
     results = {}
     from iclab.progress import reporting
@@ -304,10 +306,7 @@ def lens_command(
     from iclab.results import encode
 
     m = load_model(model, resolve_device(device), log=_say)
-    ids = m.encode(answer, bos=False)
-    if len(ids) != 1:
-        raise IclabError(f"--answer {answer!r} is {len(ids)} tokens ({ids}); give one token (a leading space often makes one)")
-    lens = logit_lens(m, torch.tensor(m.encode(prompt)), ids[0])
+    lens = logit_lens(m, torch.tensor(m.encode(prompt)), _one_token(m, "--answer", answer))
     folder = output_dir(out or Path("runs") / f"lens-{Path(str(model).rstrip('/')).name}")
     atomic_write_json(folder / "lens.json", encode(lens))
     table = Table("layer input", f"log p({answer!r}) at the last position", "rank", "top token")

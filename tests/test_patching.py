@@ -4,7 +4,7 @@ changes nothing, and patching through iclab equal to the same edit written by ha
 import pytest
 import torch
 
-from iclab.analysis.patching import PromptPair, agreement, patch
+from iclab.analysis.patching import PromptPair, agreement, patch, path_patch
 from iclab.errors import IclabError
 from iclab.heads import HFHeadModel, IclabHeadModel
 from iclab.models import ModelConfig, Transformer
@@ -88,12 +88,106 @@ def test_bad_input_is_one_line():
     model = copy_position_one()
     with pytest.raises(IclabError, match="the clean prompt has 6 tokens and the corrupted one 5"):
         PromptPair([0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4], 1, 2)
-    with pytest.raises(IclabError, match="site 'mlp' is not one of heads, resid, attn_out"):
+    with pytest.raises(IclabError, match="site 'mlp' is not one of heads, resid, attn_out, mlp_out, q, k, v"):
         patch(model, [PAIR], "mlp")
     with pytest.raises(IclabError, match="a rank has none"):
         patch(model, [PAIR], metric="rank", method="attribution")
     with pytest.raises(IclabError, match="needs a wrong answer"):
         patch(model, [PromptPair(PAIR.clean, PAIR.corrupt, 3)])
+
+
+
+# A two-layer induction circuit that attends for real. Residual stream (24): [token (6) | previous token (6) |
+# position (8) | spare (4)]
+IND_V, IND_T = 6, 7  # residual stream (24): [token (6) | previous token (6) | position (8) | spare (4)]
+
+
+def induction_pair_model() -> IclabHeadModel:
+    """Two layers, two heads each, attending for real. Head (0, 0) attends from position t to t - 1 (a positional query
+    against a shifted positional key) and writes the token there into the 'previous token' subspace; head (1, 0) queries
+    with the current token, keys on that subspace and copies the attended token to the output (K-composition). Heads
+    (0, 1) and (1, 1) are random and small."""
+    cfg = ModelConfig(n_layers=2, d_model=24, n_heads=2, attn_only=True, normalization="none", d_vocab=IND_V, n_ctx=8,
+                      positional="learned")
+    model = Transformer(cfg, generator=torch.Generator().manual_seed(0))
+    tok, prev, pos = slice(0, 6), slice(6, 12), slice(12, 20)
+    eye = torch.eye(6)
+    with torch.no_grad():
+        model.W_E.zero_()
+        model.W_E[:, tok] = eye
+        model.W_pos.zero_()
+        model.W_pos[:, pos] = torch.eye(8)
+        model.W_U.zero_()
+        model.W_U[tok, :] = eye
+        a0, a1 = model.blocks[0].attn, model.blocks[1].attn
+        for a in (a0, a1):
+            for W in (a.W_Q, a.W_K, a.W_V, a.W_O):
+                W[0].zero_()
+                W[1:] *= 0.1
+            for b in (a.b_Q, a.b_K, a.b_V, a.b_O):
+                b.zero_()
+        a0.W_Q[0][12:20, :8] = torch.eye(8)  # query of position t: e_t ...
+        a0.W_K[0][12:19, 1:8] = 40 * torch.eye(7)  # ... matches the key of position t - 1
+        a0.W_V[0][tok, :6] = eye
+        a0.W_O[0][:6, prev] = eye
+        a1.W_Q[0][tok, :6] = 40 * eye  # the current token ...
+        a1.W_K[0][prev, :6] = eye  # ... against the previous token
+        a1.W_V[0][tok, :6] = eye
+        a1.W_O[0][:6, tok] = eye
+    return IclabHeadModel(model)
+
+
+# clean: "5 1 2 3 4 1 2" -> 3 (the token after the earlier 2); corrupted: the earlier 2 made 0, so no key matches
+IND_PAIR = PromptPair([5, 1, 2, 3, 4, 1, 2], [5, 1, 0, 3, 4, 1, 2], answer=3)
+
+
+def test_query_key_and_value_patching_find_the_induction_heads_key_and_nothing_in_its_query():
+    model = induction_pair_model()
+    k = patch(model, [IND_PAIR], "k", "logprob")
+    assert k.effect.shape == (2, 2, IND_T) and k.clean_metric - k.corrupted_metric > 0.5
+    assert k.normalised[1, 0, 3] == pytest.approx(1.0, abs=0.02)  # the key of the position after the earlier 2
+    rest = k.normalised.copy()
+    rest[1, 0, 3] = 0
+    assert abs(rest).max() < 0.05
+    q = patch(model, [IND_PAIR], "q", "logprob")
+    assert abs(q.normalised).max() < 1e-3  # the last query is "2" in both prompts
+    v = patch(model, [IND_PAIR], "v", "logprob")
+    assert v.normalised[0, 0, 2] == pytest.approx(1.0, abs=0.02)  # the previous-token head's value of the changed token
+    assert abs(v.normalised[1]).max() < 0.1  # the copied token (3) is the same in both prompts
+    for site in ("q", "k", "v"):  # the linear approximation on the same sites, where the change is small
+        approx = patch(model, [IND_PAIR], site, "logprob", method="attribution")
+        assert approx.effect.shape == k.effect.shape
+
+
+def test_path_patching_finds_k_composition_from_the_previous_token_head_and_no_q_or_v_composition():
+    model = induction_pair_model()
+    paths = {into: path_patch(model, [IND_PAIR], (1, 0), into, "logprob") for into in "qkv"}
+    k = paths["k"]
+    assert k.effect.shape == (2, 2) and k.receiver == (1, 0) and torch.isnan(torch.tensor(k.effect[1])).all()
+    assert k.normalised[0, 0] == pytest.approx(1.0, abs=0.02) and abs(k.normalised[0, 1]) < 0.05
+    assert abs(paths["q"].normalised[0]).max() < 1e-3 and abs(paths["v"].normalised[0]).max() < 0.05  # negative controls
+    noised = path_patch(model, [IND_PAIR], (1, 0), "k", "logprob", direction="noising")
+    assert noised.normalised[0, 0] > 0.9  # the clean run loses the answer when only that path is corrupted
+    same = path_patch(model, [PromptPair(IND_PAIR.clean, IND_PAIR.clean, 3)], (1, 0), "k", "logprob")
+    assert abs(same.effect[0]).max() < 1e-5
+    with pytest.raises(IclabError, match="receiver 0.0 is not a head after the first layer"):
+        path_patch(model, [IND_PAIR], (0, 0), "k")
+    with pytest.raises(IclabError, match="into must be q, k or v"):
+        path_patch(model, [IND_PAIR], (1, 0), "z")
+
+
+def test_direct_logit_attribution_puts_the_copied_answer_on_the_induction_head_and_the_parts_sum_to_the_logit():
+    from iclab.analysis.lens import direct_logit_attribution
+
+    model = induction_pair_model()
+    dla = direct_logit_attribution(model, torch.tensor(IND_PAIR.clean), answer=3, wrong=4)
+    assert dla.heads[1, 0] > 0.9 and abs(dla.heads[0, 0]) < 0.05  # the previous-token head writes no token
+    assert dla.embed == pytest.approx(0.0, abs=1e-6)  # the current token (2) is neither 3 nor 4
+    parts = dla.embed + dla.heads.sum() + dla.attn_bias.sum() + dla.mlp.sum() + dla.bias
+    own = model.logits(torch.tensor([IND_PAIR.clean]))[0, -1]
+    assert parts == pytest.approx(dla.total, abs=1e-5) and dla.total == pytest.approx(float(own[3] - own[4]), abs=1e-5)
+    corrupted = direct_logit_attribution(model, torch.tensor(IND_PAIR.corrupt), answer=3, wrong=4)
+    assert corrupted.heads[1, 0] < 0.3  # no match: the head spreads its attention
 
 
 transformers = pytest.importorskip("transformers")
@@ -152,7 +246,7 @@ def test_iclab_patch_writes_heatmaps_and_a_typed_table_and_refuses_bad_prompts_i
     one_line_error(iclab(*args[:4], "--corrupt", "xyzab", "--answer", "c", "--wrong", "d", "--out", str(tmp_path / "q")),
                    "the clean prompt has 11 tokens and the corrupted one 5")  # bytes, no BOS
     one_line_error(iclab(*args[:6], "--answer", "cd", "--wrong", "d"), "--answer 'cd' is 2 tokens")
-    one_line_error(iclab(*args, "--site", "mlp"), "--site 'mlp' is not one of heads, resid, attn_out")
+    one_line_error(iclab(*args, "--site", "mlp"), "--site 'mlp' is not one of heads, resid, attn_out, mlp_out, q, k, v")
     lens = iclab("lens", str(run), "--prompt", "xyzabcxyzab", "--answer", "c", "--out", str(tmp_path / "lens"))
     assert lens.returncode == 0, lens.stderr
     assert json.loads((tmp_path / "lens" / "lens.json").read_text())["answer"] == ord("c")
@@ -180,3 +274,68 @@ def test_the_logit_lens_sees_the_planted_answer_appear_after_the_copying_layer()
     lens = logit_lens(model, torch.tensor(PAIR.clean), answer=3)
     assert lens.top[0][-1] == PAIR.clean[-1] and lens.rank[0, -1] > 0  # before the layer: the current token alone
     assert lens.rank[1, -1] <= 1 and lens.logprob[1, -1] - lens.logprob[0, -1] > 0.5  # after it: the copied one joins it
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "phi3", "gemma3_text", "olmo2"])
+def test_patching_a_key_or_an_mlp_output_equals_the_same_edit_written_by_hand(family):
+    """q/k/v live in different projections per family (q/k/v_proj, GPT-2's c_attn, NeoX's per-head rows, Phi-3's fused
+    qkv_proj); MLP outputs after a norm in Gemma 3 and OLMo 2."""
+    from iclab.heads.hf import _qkv_slice
+    from test_heads_hf import tiny
+
+    model = HFHeadModel(tiny(family).eval())
+    pair = PromptPair([5, 9, 11, 9, 23, 40, 17], [5, 9, 11, 30, 23, 40, 17], answer=11, wrong=30)
+    t = 3  # the corrupted position: a key there is read at the last position in layer 1, an MLP output from layer 0
+    for site, layer in (("k", 1), ("mlp_out", 0)):
+        p = patch(model, [pair], site, "logprob", "denoising")
+        if site == "k":
+            module, part = _qkv_slice(model._attn(layer), "k", model.n_heads, model.n_kv_heads, model.d_head)
+            select = lambda out: part(out)[:, t, 0]  # noqa: E731 (key/value head 0)
+            expected_at = (layer, 0, t)
+        else:
+            name = model.family.post_mlp_norm or model.family.mlp
+            module = getattr(model.layers[layer], name)
+            select = lambda out: out[:, t]  # noqa: E731
+            expected_at = (layer, t)
+        kept = {}
+
+        def keep(mod, args, out):
+            kept["x"] = select(out).detach().clone()
+
+        def put(mod, args, out):
+            out = out.clone()
+            select(out).copy_(kept["x"])
+            return out
+
+        with torch.no_grad():
+            handle = module.register_forward_hook(keep)
+            model.model(torch.tensor([pair.clean]))
+            handle.remove()
+            corrupted = torch.log_softmax(model.model(torch.tensor([pair.corrupt])).logits[0, -1].float(), -1)[11]
+            handle = module.register_forward_hook(put)
+            by_hand = torch.log_softmax(model.model(torch.tensor([pair.corrupt])).logits[0, -1].float(), -1)[11]
+            handle.remove()
+        assert abs(float(by_hand - corrupted)) > 1e-5, site
+        assert p.effect[expected_at] == pytest.approx(float(by_hand - corrupted), rel=0.02, abs=2e-6), site
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "olmo", "olmo2", "gemma", "gemma2", "gemma3_text", "phi",
+                                    "phi3", "qwen3"])
+def test_direct_logit_attribution_sums_to_the_models_own_logit_difference_for_every_family(family):
+    """Each family's norms folded right: LayerNorm and RMSNorm, OLMo's parameter-free LayerNorm, Gemma's 1 + w and its
+    norms after attention and MLP, parallel blocks (NeoX, Phi), Gemma 2's soft-capping undone."""
+    from iclab.analysis.lens import direct_logit_attribution
+    from test_heads_hf import tiny
+
+    model = HFHeadModel(tiny(family).eval())
+    ids = torch.tensor([5, 9, 11, 9, 23, 40, 17])
+    dla = direct_logit_attribution(model, ids, answer=11, wrong=30)
+    own = model.logits(ids.unsqueeze(0))[0, -1]
+    cap = getattr(model.model.config, "final_logit_softcapping", None)
+    own = own if cap is None else cap * torch.atanh(own / cap)
+    assert dla.total == pytest.approx(float(own[11] - own[30]), abs=1e-4)
+    assert dla.embed + dla.attn.sum() + dla.mlp.sum() + dla.bias == pytest.approx(dla.total, abs=1e-4)
+    assert dla.heads.sum(1) + dla.attn_bias == pytest.approx(dla.attn, abs=1e-4)  # the heads add up to their layer
+    assert abs(dla.heads).max() > 1e-3
+    paths = path_patch(model, [PromptPair(ids.tolist(), [5, 9, 11, 30, 23, 40, 17], 11, 30)], (1, 1), "v", "logprob")
+    assert paths.effect.shape == (2, 4) and abs(paths.effect[0]).max() > 0 and torch.isnan(torch.tensor(paths.effect[1])).all()

@@ -219,8 +219,11 @@ def patch_command(
     wrong: Optional[str] = typer.Option(None, "--wrong", help="The token the corruption points to (one token); needed by "
                                         "--metric logit_diff."),
     site: str = typer.Option("heads", "--site", help="What to patch: heads (each head's z at each position), resid (the "
-                             "residual stream entering each layer, and the final one) or attn_out (each layer's attention "
-                             "output)."),
+                             "residual stream entering each layer, and the final one), attn_out or mlp_out (what each layer's "
+                             "attention or MLP adds), q, k or v (each head's query, key or value)."),
+    receiver: Optional[str] = typer.Option(None, "--receiver", help="Also path-patch every earlier head into this head "
+                                           "(e.g. L1H0): which senders its --into input reads the answer from."),
+    into: str = typer.Option("k", "--into", help="With --receiver: the receiver's input the paths end at: q, k or v."),
     metric: str = typer.Option("logit_diff", "--metric", help="logit_diff (answer minus wrong), logprob (of the answer) or "
                                "rank (tokens above the answer)."),
     direction: str = typer.Option("denoising", "--direction", help="denoising (corrupted run, one site restored from the "
@@ -232,18 +235,21 @@ def patch_command(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Activation patching between a clean and a corrupted prompt: which heads / layers and positions carry the answer."""
-    from iclab.analysis.patching import DIRECTIONS, METRICS, SITES, PromptPair, agreement, patch
+    import numpy as np
+
+    from iclab.analysis.patching import DIRECTIONS, HEAD_SITES, METRICS, SITES, PromptPair, agreement, patch, path_patch
     from iclab.device import resolve_device
     from iclab.heads import load_model
     from iclab.io import atomic_write_json, output_dir
-    from iclab.plots.patching import patching_heatmap
-    from iclab.results import encode
+    from iclab.plots.patching import path_patching_heatmap, patching_heatmap
+    from iclab.results import Head, encode
     from iclab.studies.common import default_folder
 
     for option, value, allowed in (("--site", site, SITES), ("--metric", metric, METRICS), ("--direction", direction, DIRECTIONS),
-                                   ("--method", method, ("exact", "attribution", "both"))):
+                                   ("--method", method, ("exact", "attribution", "both")), ("--into", into, ("q", "k", "v"))):
         if value not in allowed:
             raise IclabError(f"{option} {value!r} is not one of {', '.join(allowed)}")
+    path_to = Head.parse(receiver) if receiver is not None else None
     if metric == "logit_diff" and wrong is None:
         raise IclabError("--metric logit_diff needs --wrong (the token the corruption points to); or use --metric logprob")
     m = load_model(model, resolve_device(device), log=_say)
@@ -262,9 +268,16 @@ def patch_command(
     record = {how: encode(r) for how, r in results.items()}
     if len(results) == 2:
         record["agreement"] = encode(agreement(results["exact"], results["attribution"]))
+    paths = None
+    if path_to is not None:
+        with reporting(_say, "path patching", every_s=5):
+            paths = path_patch(m, [pair], path_to, into, metric, direction)
+        record["path"] = encode(paths)
     atomic_write_json(folder / "patching.json", record)
     for how, r in results.items():
         _say(f"{how}: figure {patching_heatmap(r, folder / 'figures')}")
+    if paths is not None:
+        _say(f"path patching: figure {path_patching_heatmap(paths, folder / 'figures')}")
     first = next(iter(results.values()))
     _say(f"clean {metric} {first.clean_metric:.3f}, corrupted {first.corrupted_metric:.3f}")
     best = results.get("exact", first)
@@ -272,16 +285,19 @@ def patch_command(
     order = [i for i in (-abs(flat)).argsort()[:8]]
     shape = best.normalised.shape
     table = Table("site", "position", "token", "normalised effect")
-    import numpy as np
-
     for i in order:
         idx = np.unravel_index(i, shape)
-        name = f"L{idx[0]}H{idx[1]}" if site == "heads" else f"layer {idx[0]}"
+        name = f"L{idx[0]}H{idx[1]}" if site in HEAD_SITES else f"layer {idx[0]}"
         table.add_row(name, str(idx[-1]), repr(best.tokens[idx[-1]]), f"{flat[i]:+.3f}")
     _print_table(table)
     if "agreement" in record:
         a = record["agreement"]
         _say(f"attribution vs exact: correlation {a['correlation']:.3f}, {a['top_k_shared']} of the top {a['k']} sites shared")
+    if paths is not None:
+        flat = np.nan_to_num(paths.normalised[: path_to[0]], nan=0.0)
+        top = sorted(np.ndindex(*flat.shape), key=lambda i: -abs(flat[i]))[:5]
+        _say(f"paths into L{path_to[0]}H{path_to[1]}'s {into}, strongest senders: "
+             + ", ".join(f"L{layer}H{h} {flat[layer, h]:+.3f}" for layer, h in top))
     console.print(f"results: {folder}/patching.json")
 
 
@@ -291,31 +307,45 @@ def lens_command(
                                 "Face folder or a .gguf file."),
     prompt: str = typer.Option(..., "--prompt", help="The prompt to read layer by layer."),
     answer: str = typer.Option(..., "--answer", help="The token whose log-probability each layer is read for (one token)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for lens.json and figures/logit_lens.png (default "
-                                       "runs/lens-<model>)."),
+    wrong: Optional[str] = typer.Option(None, "--wrong", help="Attribute the logit difference answer minus this token "
+                                        "(one token) instead of the answer's logit alone."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for lens.json, attribution.json and their figures "
+                                       "(default runs/lens-<model>)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
-    """The logit lens: every layer's residual stream read through the model's own final norm and unembedding."""
+    """The logit lens (every layer's residual stream read through the model's own final norm and unembedding) and direct
+    logit attribution (each head's and MLP's share of the answer's logit at the last position)."""
+    import numpy as np
     import torch
 
-    from iclab.analysis.lens import logit_lens
+    from iclab.analysis.lens import direct_logit_attribution, logit_lens
     from iclab.device import resolve_device
     from iclab.heads import load_model
     from iclab.io import atomic_write_json, output_dir
-    from iclab.plots.lens import lens_heatmap
+    from iclab.plots.lens import attribution_figure, lens_heatmap
     from iclab.results import encode
 
     m = load_model(model, resolve_device(device), log=_say)
-    lens = logit_lens(m, torch.tensor(m.encode(prompt)), _one_token(m, "--answer", answer))
+    ids = torch.tensor(m.encode(prompt))
+    target = _one_token(m, "--answer", answer)
+    other = _one_token(m, "--wrong", wrong) if wrong is not None else None
+    lens = logit_lens(m, ids, target)
+    dla = direct_logit_attribution(m, ids, target, other)
     folder = output_dir(out or Path("runs") / f"lens-{Path(str(model).rstrip('/')).name}")
     atomic_write_json(folder / "lens.json", encode(lens))
+    atomic_write_json(folder / "attribution.json", encode(dla))
     table = Table("layer input", f"log p({answer!r}) at the last position", "rank", "top token")
     for layer in range(lens.logprob.shape[0]):
         top = m.token_strings([lens.top[layer][-1]])[0]
         table.add_row("final" if layer == m.n_layers else f"L{layer}", f"{lens.logprob[layer, -1]:.2f}",
                       str(int(lens.rank[layer, -1])), repr(top))
     _print_table(table)
-    console.print(f"results: {folder}/lens.json, {lens_heatmap(lens, answer, folder / 'figures')}")
+    top = sorted(np.ndindex(*dla.heads.shape), key=lambda i: -abs(dla.heads[i]))[:5]
+    _say("direct logit attribution at the last position, largest heads: "
+         + ", ".join(f"L{layer}H{h} {dla.heads[layer, h]:+.2f}" for layer, h in top)
+         + f"; all parts sum to {dla.total:+.2f}")
+    console.print(f"results: {folder}/lens.json, {lens_heatmap(lens, answer, folder / 'figures')}, "
+                  f"{attribution_figure(dla, answer, wrong, folder / 'figures')}")
 
 
 models_app = typer.Typer(help="Real pretrained models iclab can obtain offline (from packages that ship them; never a hub).",

@@ -7,8 +7,11 @@ with the activation of one site taken from the other prompt's run, and reads a m
 - ``noising``: the clean run, one site given its corrupted activation (is this site necessary?).
 
 Sites: ``heads`` (a head's z, the input of the output projection, at one position), ``resid`` (the residual
-stream entering a layer, at one position; layer L is the final residual) and ``attn_out`` (what a layer's
-attention adds, at one position). Metrics at the last position: ``logit_diff`` (answer minus wrong answer),
+stream entering a layer, at one position; layer L is the final residual), ``attn_out`` and ``mlp_out`` (what a
+layer's attention or MLP adds, at one position), and ``q``, ``k``, ``v`` (one head's query, key or value at one
+position, as its projection makes it: patching it patches that head's input for that role alone, the Q/K/V
+composition question; under grouped-query attention keys and values are per key/value head).
+:func:`path_patch` patches one path: a sender head's output as a receiver head's query, key or value reads it. Metrics at the last position: ``logit_diff`` (answer minus wrong answer),
 ``logprob`` (the answer's log-probability) and ``rank`` (how many tokens score above the answer; 0 is first).
 
 Attribution patching (Nanda 2023; Syed et al. 2023) approximates every site's effect at once from one forward and
@@ -31,10 +34,11 @@ from iclab.heads.base import HeadModel
 from iclab.progress import track
 from iclab.results import Result
 
-Site = Literal["heads", "resid", "attn_out"]
+Site = Literal["heads", "resid", "attn_out", "mlp_out", "q", "k", "v"]
 Metric = Literal["logit_diff", "logprob", "rank"]
 Direction = Literal["denoising", "noising"]
-SITES: tuple[str, ...] = ("heads", "resid", "attn_out")
+SITES: tuple[str, ...] = ("heads", "resid", "attn_out", "mlp_out", "q", "k", "v")
+HEAD_SITES = ("heads", "q", "k", "v")  # sites with one activation per head: [T, H, E]
 METRICS: tuple[str, ...] = ("logit_diff", "logprob", "rank")
 DIRECTIONS: tuple[str, ...] = ("denoising", "noising")
 PATCH_BATCH = 32  # patched runs per forward pass
@@ -58,8 +62,8 @@ class PromptPair:
 
 @dataclass(frozen=True)
 class Patching(Result):
-    """One patching run. ``effect`` [L, H, T] (site ``heads``) or [L', T] (``resid``: L' = L + 1 with the final
-    residual; ``attn_out``: L): the change of the metric when that site is patched, mean over pairs, with its
+    """One patching run. ``effect`` [L, H, T] (per-head sites; H_kv for ``k`` and ``v``) or [L', T] (``resid``: L' =
+    L + 1 with the final residual; ``attn_out``, ``mlp_out``: L): the change of the metric when that site is patched, mean over pairs, with its
     ``stderr``; ``normalised``: the change over the clean-minus-corrupted difference (1: the site alone moves the
     metric all the way, in either direction). ``tokens``: the first pair's clean prompt, one string per position."""
 
@@ -102,8 +106,17 @@ def _n_layers(model: HeadModel, site: str) -> int:
     return model.n_layers + 1 if site == "resid" else model.n_layers
 
 
+def _n_heads(model: HeadModel, site: str) -> int:
+    return model.n_kv_heads if site in ("k", "v") else model.n_heads
+
+
+def _hooks(site: str, hooks: dict) -> dict:
+    """``hooked``'s keyword for a site's hooks."""
+    return {"z" if site == "heads" else site: hooks}
+
+
 def activations(model: HeadModel, ids: torch.Tensor, site: str) -> list[torch.Tensor]:
-    """One run's activations at every layer of ``site`` for ids [T]: z [T, H, E] per layer, or [T, D]."""
+    """One run's activations at every layer of ``site`` for ids [T]: [T, H, E] per layer (per-head sites), or [T, D]."""
     store: dict[int, torch.Tensor] = {}
 
     def keep(layer: int):
@@ -114,14 +127,14 @@ def activations(model: HeadModel, ids: torch.Tensor, site: str) -> list[torch.Te
         return grab
 
     hooks = {layer: keep(layer) for layer in range(_n_layers(model, site))}
-    with torch.no_grad(), model.hooked(**{"z" if site == "heads" else site: hooks}):
+    with torch.no_grad(), model.hooked(**_hooks(site, hooks)):
         model.logits_grad(ids.unsqueeze(0))
     return [store[layer] for layer in range(len(hooks))]
 
 
 def _units(model: HeadModel, site: str, T: int) -> list[tuple[int, int, int]]:
     """Every site to patch as (layer, head, position); head -1 for the residual sites."""
-    heads = range(model.n_heads) if site == "heads" else [-1]
+    heads = range(_n_heads(model, site)) if site in HEAD_SITES else [-1]
     return [(layer, h, t) for layer in range(_n_layers(model, site)) for h in heads for t in range(T)]
 
 
@@ -141,8 +154,8 @@ def _patched_metrics(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.
 
             def put(x: torch.Tensor) -> torch.Tensor:
                 x = x.clone()
-                value = donor[layer][ts, hs] if site == "heads" else donor[layer][ts]
-                if site == "heads":
+                value = donor[layer][ts, hs] if site in HEAD_SITES else donor[layer][ts]
+                if site in HEAD_SITES:
                     x[rows, ts, hs] = value.to(x)
                 else:
                     x[rows, ts] = value.to(x)
@@ -151,7 +164,7 @@ def _patched_metrics(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.
             return put
 
         hooks = {layer: patch(layer) for layer in by_layer}
-        with torch.no_grad(), model.hooked(**{"z" if site == "heads" else site: hooks}):
+        with torch.no_grad(), model.hooked(**_hooks(site, hooks)):
             logits = model.logits_grad(run_ids.unsqueeze(0).expand(len(chunk), -1))[:, -1]
         out[start : start + len(chunk)] = metric_value(logits.float(), pair.answer, pair.wrong, metric).cpu()
     return out
@@ -173,7 +186,7 @@ def _attribution(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.Tens
         return add
 
     hooks = {layer: leaf(layer) for layer in range(_n_layers(model, site))}
-    with torch.enable_grad(), model.hooked(**{"z" if site == "heads" else site: hooks}):
+    with torch.enable_grad(), model.hooked(**_hooks(site, hooks)):
         logits = model.logits_grad(run_ids.unsqueeze(0))[:, -1]
         value = metric_value(logits.float(), pair.answer, pair.wrong, metric).sum()
         grads = torch.autograd.grad(value, [deltas[layer] for layer in range(len(hooks))], allow_unused=True)
@@ -182,9 +195,44 @@ def _attribution(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.Tens
         g = torch.zeros_like(acts[layer]) if g is None else g[0].float()
         diff = donor[layer] - acts[layer]
         per_layer.append((diff * g).sum(-1))  # [T, H] (heads) or [T]
-    if site == "heads":
+    if site in HEAD_SITES:
         return torch.stack([p.T for p in per_layer]).reshape(-1)  # [L, H, T] flattened as _units orders them
     return torch.stack(per_layer).reshape(-1)  # [L', T]
+
+
+def _check_pairs(pairs: list[PromptPair]) -> int:
+    """The common length of every pair's prompts (pairs are averaged position by position)."""
+    if not pairs:
+        raise IclabError("no prompt pairs to patch")
+    T = len(pairs[0].clean)
+    if any(len(p.clean) != T for p in pairs):
+        raise IclabError(f"every prompt pair must have the same length to be averaged position by position; lengths: "
+                         f"{sorted({len(p.clean) for p in pairs})}")
+    return T
+
+
+def _pair_runs(model: HeadModel, pair: PromptPair, metric: str, direction: str) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """(run ids [T], donor ids [T], clean metric, corrupted metric): denoising runs the corrupted prompt with clean
+    activations, noising the reverse."""
+    clean, corrupt = (torch.tensor(x, device=model.device) for x in (pair.clean, pair.corrupt))
+    with torch.no_grad():
+        both = model.logits(torch.stack([clean, corrupt]))[:, -1]
+    m_clean, m_corrupt = (float(v) for v in metric_value(both.float(), pair.answer, pair.wrong, metric))
+    run, donor = (corrupt, clean) if direction == "denoising" else (clean, corrupt)
+    return run, donor, m_clean, m_corrupt
+
+
+def _summary(changes: list[torch.Tensor], clean_m: list[float], corrupt_m: list[float], shape: tuple[int, ...],
+             direction: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean change [shape], its standard error over pairs, and the change over the clean-minus-corrupted gap."""
+    stacked = torch.stack(changes).double()  # [pairs, units]
+    mean = stacked.mean(0).reshape(shape).numpy()
+    n = len(changes)
+    stderr = (stacked.std(0, unbiased=True) / np.sqrt(n)).reshape(shape).numpy() if n > 1 else np.zeros(shape)
+    gap = float(np.mean(clean_m) - np.mean(corrupt_m))
+    sign = 1.0 if direction == "denoising" else -1.0
+    normalised = sign * mean / gap if abs(gap) > 1e-9 else np.full(shape, np.nan)
+    return mean, stderr, normalised
 
 
 def patch(model: HeadModel, pairs: list[PromptPair], site: Site = "heads", metric: Metric = "logit_diff",
@@ -196,19 +244,10 @@ def patch(model: HeadModel, pairs: list[PromptPair], site: Site = "heads", metri
         raise IclabError(f"method {method!r} is not 'exact' or 'attribution'")
     if method == "attribution" and metric == "rank":
         raise IclabError("attribution patching follows the metric's gradient, and a rank has none; use logit_diff or logprob")
-    if not pairs:
-        raise IclabError("no prompt pairs to patch")
-    T = len(pairs[0].clean)
-    if any(len(p.clean) != T for p in pairs):
-        raise IclabError(f"every prompt pair must have the same length to be averaged position by position; lengths: "
-                         f"{sorted({len(p.clean) for p in pairs})}")
+    T = _check_pairs(pairs)
     changes, clean_m, corrupt_m = [], [], []
     for pair in pairs:
-        clean, corrupt = (torch.tensor(x, device=model.device) for x in (pair.clean, pair.corrupt))
-        with torch.no_grad():
-            both = model.logits(torch.stack([clean, corrupt]))[:, -1]
-        m_clean, m_corrupt = (float(v) for v in metric_value(both.float(), pair.answer, pair.wrong, metric))
-        run, donor_ids = (corrupt, clean) if direction == "denoising" else (clean, corrupt)
+        run, donor_ids, m_clean, m_corrupt = _pair_runs(model, pair, metric, direction)
         donor = activations(model, donor_ids, site)
         if method == "exact":
             baseline = m_corrupt if direction == "denoising" else m_clean
@@ -218,16 +257,109 @@ def patch(model: HeadModel, pairs: list[PromptPair], site: Site = "heads", metri
         changes.append(change)
         clean_m.append(m_clean)
         corrupt_m.append(m_corrupt)
-    stacked = torch.stack(changes).double()  # [pairs, units]
-    shape = (model.n_layers, model.n_heads, T) if site == "heads" else (_n_layers(model, site), T)
-    mean = stacked.mean(0).reshape(shape).numpy()
-    stderr = (stacked.std(0, unbiased=True) / np.sqrt(len(pairs))).reshape(shape).numpy() if len(pairs) > 1 else np.zeros(shape)
-    gap = float(np.mean(clean_m) - np.mean(corrupt_m))
-    sign = 1.0 if direction == "denoising" else -1.0
-    normalised = sign * mean / gap if abs(gap) > 1e-9 else np.full(shape, np.nan)
-    tokens = model.token_strings(pairs[0].clean)
-    return Patching(site, direction, metric, method, len(pairs), tokens, float(np.mean(clean_m)), float(np.mean(corrupt_m)),
-                    mean, stderr, normalised)
+    shape = (model.n_layers, _n_heads(model, site), T) if site in HEAD_SITES else (_n_layers(model, site), T)
+    mean, stderr, normalised = _summary(changes, clean_m, corrupt_m, shape, direction)
+    return Patching(site, direction, metric, method, len(pairs), model.token_strings(pairs[0].clean), float(np.mean(clean_m)),
+                    float(np.mean(corrupt_m)), mean, stderr, normalised)
+
+
+@dataclass(frozen=True)
+class PathPatching(Result):
+    """Path patching (Wang et al. 2022; Goldowsky-Dill et al. 2023) into one receiver head's ``into`` input ("q", "k" or
+    "v"): ``effect`` [L, H], the change of the metric when sender head (l, h)'s output, at every position, is taken
+    from the donor run only as the receiver reads it directly: every other head and MLP before the receiver's layer
+    held at the run's own values, the receiver's input recomputed, then the run goes on with that input alone
+    patched. NaN for senders at or after the receiver's layer. Under grouped-query attention a key or value is its
+    key/value head's, shared by the receiver's group."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    receiver: tuple[int, int]
+    into: str
+    direction: str
+    metric: str
+    n_pairs: int
+    clean_metric: float
+    corrupted_metric: float
+    effect: np.ndarray
+    stderr: np.ndarray
+    normalised: np.ndarray
+
+
+def _path_metrics(model: HeadModel, run_ids: torch.Tensor, base: dict[str, list[torch.Tensor]], donor_z: list[torch.Tensor],
+                  receiver: tuple[int, int], into: str, pair: PromptPair, metric: str, batch: int) -> torch.Tensor:
+    """The metric of the run with each sender's path into the receiver patched: [receiver layer * H]."""
+    lr, hr = receiver
+    slot = hr if into == "q" else model.kv_head(hr)
+    senders = [(layer, h) for layer in range(lr) for h in range(model.n_heads)]
+    out = torch.empty(len(senders))
+    for start in track(range(0, len(senders), batch), total=-(-len(senders) // batch), what="sender batches"):
+        chunk = senders[start : start + batch]
+        ids = run_ids.unsqueeze(0).expand(len(chunk), -1)
+
+        def frozen_z(layer: int):
+            def put(x: torch.Tensor) -> torch.Tensor:
+                x = base["heads"][layer].to(x).unsqueeze(0).expand(len(chunk), -1, -1, -1).clone()
+                for row, (sl, sh) in enumerate(chunk):
+                    if sl == layer:
+                        x[row, :, sh] = donor_z[layer][:, sh].to(x)
+                return x
+
+            return put
+
+        def frozen(tensors: list[torch.Tensor], layer: int):
+            return lambda x: tensors[layer].to(x).unsqueeze(0).expand_as(x)
+
+        captured: dict[str, torch.Tensor] = {}
+
+        def grab(x: torch.Tensor) -> torch.Tensor:
+            captured["x"] = x[:, :, slot].detach().clone()
+            return x
+
+        mlps = {layer: frozen(base["mlp_out"], layer) for layer in range(lr)} if "mlp_out" in base else {}
+        with torch.no_grad(), model.hooked(z={layer: frozen_z(layer) for layer in range(lr)}, mlp_out=mlps, **{into: {lr: grab}}):
+            model.logits_grad(ids)
+
+        def receive(x: torch.Tensor) -> torch.Tensor:
+            x = x.clone()
+            x[:, :, slot] = captured["x"].to(x)
+            return x
+
+        with torch.no_grad(), model.hooked(**{into: {lr: receive}}):
+            logits = model.logits_grad(ids)[:, -1]
+        out[start : start + len(chunk)] = metric_value(logits.float(), pair.answer, pair.wrong, metric).cpu()
+    return out
+
+
+def path_patch(model: HeadModel, pairs: list[PromptPair], receiver: tuple[int, int], into: str = "k",
+               metric: Metric = "logit_diff", direction: Direction = "denoising", batch: int = PATCH_BATCH) -> PathPatching:
+    """Path-patch every head of the layers before ``receiver`` (layer, head) into its ``into`` input, for each pair,
+    and average (two forward passes per sender, ``batch`` senders at a time)."""
+    _check("heads", direction)
+    if into not in ("q", "k", "v"):
+        raise IclabError(f"a path ends at a head's query, key or value: into must be q, k or v, not {into!r}")
+    lr, hr = receiver
+    if not (1 <= lr < model.n_layers and 0 <= hr < model.n_heads):
+        raise IclabError(f"receiver {lr}.{hr} is not a head after the first layer: layers 1-{model.n_layers - 1}, "
+                         f"heads 0-{model.n_heads - 1}")
+    _check_pairs(pairs)
+    changes, clean_m, corrupt_m = [], [], []
+    for pair in pairs:
+        run, donor_ids, m_clean, m_corrupt = _pair_runs(model, pair, metric, direction)
+        base = {"heads": activations(model, run, "heads")}
+        if model.has_mlp:
+            base["mlp_out"] = activations(model, run, "mlp_out")
+        donor_z = activations(model, donor_ids, "heads")
+        baseline = m_corrupt if direction == "denoising" else m_clean
+        paths = _path_metrics(model, run, base, donor_z, (lr, hr), into, pair, metric, batch) - baseline
+        change = torch.full((model.n_layers * model.n_heads,), float("nan"))
+        change[: len(paths)] = paths
+        changes.append(change)
+        clean_m.append(m_clean)
+        corrupt_m.append(m_corrupt)
+    mean, stderr, normalised = _summary(changes, clean_m, corrupt_m, (model.n_layers, model.n_heads), direction)
+    return PathPatching((int(lr), int(hr)), into, direction, metric, len(pairs), float(np.mean(clean_m)), float(np.mean(corrupt_m)),
+                        mean, stderr, normalised)
 
 
 @dataclass(frozen=True)

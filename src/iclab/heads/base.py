@@ -102,7 +102,44 @@ class HeadModel(ABC):
     @abstractmethod
     def _hook_attn_out(self, layer: int, fn: ResidFn) -> Any:
         """Register ``fn`` on what the layer's attention adds to the residual stream (so adding v there adds v to
-        the residual after attention, before the MLP: the mid-residual); a clear error where there is no such point."""
+        the residual after attention, before the MLP: the mid-residual, where :attr:`parallel_blocks` is False)."""
+
+    @property
+    def parallel_blocks(self) -> bool:
+        """Whether attention and MLP read the same layer input in parallel (GPT-NeoX, Phi): no mid-residual."""
+        return False
+
+    @property
+    def has_mlp(self) -> bool:
+        """Whether the layers have MLPs (iclab's attention-only models have none)."""
+        return True
+
+    def _hook_mlp_out(self, layer: int, fn: ResidFn) -> Any:
+        """Register ``fn`` on what the layer's MLP adds to the residual stream (after any norm on it); a clear error
+        where the layer has no MLP."""
+        raise IclabError(f"{type(self).__name__} does not expose its MLP outputs yet")
+
+    def _hook_qkv(self, layer: int, which: str, fn: ZFn) -> Any:
+        """Register ``fn`` on the layer's per-head queries (``which`` "q", [B, T, H, E]), keys or values ("k" / "v",
+        [B, T, H_kv, E]) as the projections make them, before any rotary embedding or query / key norm: patching one
+        head's slice there patches that head's query, key or value input and nothing else."""
+        raise IclabError(f"{type(self).__name__} does not expose its queries, keys and values yet")
+
+    def final_norm(self) -> torch.nn.Module:
+        """The norm before the unembedding (an identity where there is none)."""
+        raise IclabError(f"{type(self).__name__} does not give its final norm yet")
+
+    def unembed_rows(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unembedding's rows [K, D] and biases [K] (zeros when none) for ``tokens`` [K]: logit = final_norm(x) . row
+        + bias, before any final-logit soft-capping."""
+        raise IclabError(f"{type(self).__name__} does not give its unembedding rows yet")
+
+    def head_writes(self, layer: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What each head adds to the residual stream, from z [N, H, E]: (writes [N, H, D], rest [N, D]) that sum to the
+        layer's attention output exactly. Without a norm after attention a head writes z W_O[h] and the rest is the
+        bias; families with one fold it in with its scale held at this input (a linear map, so the parts still sum)."""
+        writes = torch.einsum("nhe,hed->nhd", z.float(), self.W_O(layer).float())
+        return writes, self.b_O(layer).float().expand(z.shape[0], -1)
 
     @abstractmethod
     def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False,
@@ -230,6 +267,10 @@ class HeadModel(ABC):
                         top = self.n_layers if iv.add_site == "pre" else self.n_layers - 1
                         if iv.add_layer is None or not 0 <= iv.add_layer <= top:
                             raise IclabError(f"add_layer must lie in [0, {top}] for add_site={iv.add_site!r}, got {iv.add_layer}")
+                        if iv.add_site == "mid" and self.parallel_blocks:
+                            raise IclabError(f"{type(self).__name__}: attention and MLP run in parallel on the same input, so "
+                                             "there is no residual stream between them (no mid-residual); add at a layer's "
+                                             "input instead (add_site='pre')")
                         hook = self._hook_resid if iv.add_site == "pre" else self._hook_attn_out
                         handles.append(hook(iv.add_layer, self._adder(iv)))
                 yield self
@@ -255,11 +296,14 @@ class HeadModel(ABC):
 
     @contextlib.contextmanager
     def hooked(self, z: dict[int, ZFn] | None = None, resid: dict[int, ResidFn] | None = None,
-               attn_out: dict[int, ResidFn] | None = None) -> Iterator["HeadModel"]:
+               attn_out: dict[int, ResidFn] | None = None, mlp_out: dict[int, ResidFn] | None = None,
+               q: dict[int, ZFn] | None = None, k: dict[int, ZFn] | None = None,
+               v: dict[int, ZFn] | None = None) -> Iterator["HeadModel"]:
         """Within the block, every forward pass calls ``z[layer]`` on that layer's z [B, T, H, E] (the input of its
         output projection, per query head), ``resid[layer]`` on the residual stream entering ``layer`` [B, T, D]
-        (``n_layers``: the final residual) and ``attn_out[layer]`` on what the layer's attention adds [B, T, D]; each
-        returns the tensor the pass goes on with (the same one to read, another to patch). Weights stay frozen;
+        (``n_layers``: the final residual), ``attn_out[layer]`` / ``mlp_out[layer]`` on what the layer's attention / MLP
+        adds [B, T, D], and ``q`` / ``k`` / ``v`` on its per-head queries [B, T, H, E], keys and values [B, T, H_kv, E];
+        each returns the tensor the pass goes on with (the same one to read, another to patch). Weights stay frozen;
         gradients flow into whatever a hook adds (attribution patching)."""
         handles = []
         try:
@@ -270,6 +314,11 @@ class HeadModel(ABC):
                     handles.append(self._hook_resid(layer, fn))
                 for layer, fn in (attn_out or {}).items():
                     handles.append(self._hook_attn_out(layer, fn))
+                for layer, fn in (mlp_out or {}).items():
+                    handles.append(self._hook_mlp_out(layer, fn))
+                for which, fns in (("q", q), ("k", k), ("v", v)):
+                    for layer, fn in (fns or {}).items():
+                        handles.append(self._hook_qkv(layer, which, fn))
                 yield self
         finally:
             for h in handles:

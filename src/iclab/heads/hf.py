@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from iclab.errors import IclabError
 from iclab.heads.base import HeadModel, ResidFn, ZFn
-from iclab.models.norms import norm_gain
+from iclab.models.norms import frozen_norm, norm_gain
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class Family:
     final_norm: str  # attribute path of the norm before the unembedding
     input_norm: str | None  # attribute of a layer: the norm before attention (None: there is none)
     post_attn_norm: str | None = None  # attribute of a layer: a norm on the attention output before the residual add
+    post_mlp_norm: str | None = None  # attribute of a layer: a norm on the MLP output before the residual add
+    mlp: str = "mlp"  # attribute of a layer: its MLP
 
 
 def _v_llama(attn: nn.Module, x: torch.Tensor, kv: int, E: int) -> torch.Tensor:
@@ -70,7 +72,7 @@ def _v_phi3(attn: nn.Module, x: torch.Tensor, kv: int, E: int) -> torch.Tensor:
 
 LLAMA_LIKE = Family("model.layers", "self_attn", "o_proj", False, _v_llama, "model.norm", "input_layernorm")
 GEMMA_LIKE = Family("model.layers", "self_attn", "o_proj", False, _v_llama, "model.norm", "input_layernorm",
-                    post_attn_norm="post_attention_layernorm")
+                    post_attn_norm="post_attention_layernorm", post_mlp_norm="post_feedforward_layernorm")
 FAMILIES: dict[str, Family] = {
     "llama": LLAMA_LIKE,
     "mistral": LLAMA_LIKE,
@@ -82,7 +84,7 @@ FAMILIES: dict[str, Family] = {
     "gemma2": GEMMA_LIKE,
     "gemma3_text": GEMMA_LIKE,
     "olmo2": Family("model.layers", "self_attn", "o_proj", False, _v_llama, "model.norm", None,
-                    post_attn_norm="post_attention_layernorm"),
+                    post_attn_norm="post_attention_layernorm", post_mlp_norm="post_feedforward_layernorm"),
     "phi": Family("model.layers", "self_attn", "dense", False, _v_llama, "model.final_layernorm", "input_layernorm"),
     "phi3": Family("model.layers", "self_attn", "o_proj", False, _v_phi3, "model.norm", "input_layernorm"),
     "gpt2": Family("transformer.h", "attn", "c_proj", True, _v_gpt2, "transformer.ln_f", "ln_1"),
@@ -109,6 +111,25 @@ def _query_key_weights(attn: nn.Module, H: int, kv: int, E: int, D: int) -> tupl
         return W[: H * E], W[H * E : (H + kv) * E]
     raise IclabError(f"{type(attn).__name__}: no query / key projection iclab knows (q_proj and k_proj, c_attn, "
                      "query_key_value or qkv_proj)")
+
+
+def _qkv_slice(attn: nn.Module, which: str, H: int, kv: int, E: int) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+    """The module whose output holds ``which`` ("q", "k" or "v") and a function giving that part of its output as a
+    view [B, T, heads, E] (writing into the view writes into the output): separate q_proj / k_proj / v_proj, GPT-2's
+    c_attn [q | k | v], GPT-NeoX's per-head [q | k | v], Phi-3's fused [q (H E) | k (kv E) | v (kv E)]."""
+    i = "qkv".index(which)
+    if hasattr(attn, f"{which}_proj"):
+        n = H if which == "q" else kv
+        return getattr(attn, f"{which}_proj"), lambda out: out.view(*out.shape[:-1], n, E)
+    if hasattr(attn, "c_attn"):
+        return attn.c_attn, lambda out: out[..., i * H * E : (i + 1) * H * E].view(*out.shape[:-1], H, E)
+    if hasattr(attn, "query_key_value"):
+        return attn.query_key_value, lambda out: out.view(*out.shape[:-1], H, 3 * E)[..., i * E : (i + 1) * E]
+    if hasattr(attn, "qkv_proj"):
+        start, n = (0, H) if which == "q" else ((H + (i - 1) * kv) * E, kv)
+        return attn.qkv_proj, lambda out: out[..., start : start + n * E].view(*out.shape[:-1], n, E)
+    raise IclabError(f"{type(attn).__name__}: no query / key / value projection iclab knows (q_proj, k_proj and v_proj, "
+                     "c_attn, query_key_value or qkv_proj)")
 
 
 FROZEN_ATTENTION = "iclab_frozen_patterns"
@@ -231,10 +252,6 @@ class HFHeadModel(HeadModel):
         return self.layers[layer].register_forward_pre_hook(pre, with_kwargs=True)
 
     def _hook_attn_out(self, layer: int, fn: ResidFn) -> Any:
-        cfg = self.model.config
-        if cfg.model_type == "phi" or getattr(cfg, "use_parallel_residual", False):
-            raise IclabError(f"{cfg.model_type}: attention and MLP run in parallel on the same input, so there is no "
-                             "residual stream between them (no mid-residual); add at a layer's input instead (add_site='pre')")
         block = self.layers[layer]
         # families with a norm after attention add that norm's output to the residual stream; the others the attention's
         module = getattr(block, self.family.post_attn_norm) if self.family.post_attn_norm else self._attn(layer)
@@ -245,6 +262,44 @@ class HFHeadModel(HeadModel):
             return fn(out).to(out.dtype)
 
         return module.register_forward_hook(hook)
+
+    @property
+    def parallel_blocks(self) -> bool:
+        cfg = self.model.config
+        return cfg.model_type == "phi" or bool(getattr(cfg, "use_parallel_residual", False))
+
+    def _hook_mlp_out(self, layer: int, fn: ResidFn) -> Any:
+        block = self.layers[layer]
+        name = self.family.post_mlp_norm or self.family.mlp  # what the residual stream receives
+        return getattr(block, name).register_forward_hook(lambda mod, args, out: fn(out).to(out.dtype))
+
+    def _hook_qkv(self, layer: int, which: str, fn: ZFn) -> Any:
+        module, part = _qkv_slice(self._attn(layer), which, self.n_heads, self.n_kv_heads, self.d_head)
+
+        def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            out = out.clone()
+            view = part(out)
+            view.copy_(fn(view.clone()).to(out.dtype))
+            return out
+
+        return module.register_forward_hook(hook)
+
+    def final_norm(self) -> nn.Module:
+        return _get(self.model, self.family.final_norm)
+
+    def unembed_rows(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        head = self.model.get_output_embeddings()
+        tokens = tokens.to(self.device)
+        bias = torch.zeros(len(tokens), device=self.device) if head.bias is None else head.bias.detach()[tokens].float()
+        return head.weight.detach()[tokens].float(), bias
+
+    def head_writes(self, layer: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        writes, rest = super().head_writes(layer, z)
+        if self.family.post_attn_norm is None:
+            return writes, rest
+        norm = getattr(self.layers[layer], self.family.post_attn_norm)
+        f, bias = frozen_norm(norm, writes.sum(1) + rest)
+        return f(writes), f(rest.unsqueeze(1))[:, 0] + bias
 
     # ------------------------------------------------------------------ passes
     def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 import torch
+from torch import nn
 
 from iclab.errors import IclabError
 from iclab.heads.base import HeadModel, ResidFn, ZFn
@@ -90,6 +91,26 @@ class IclabHeadModel(HeadModel):
 
     def _hook_attn_out(self, layer: int, fn: ResidFn) -> Any:
         return self.model.blocks[layer].hook_attn_out.register_forward_hook(lambda mod, inp, out: fn(out))
+
+    @property
+    def has_mlp(self) -> bool:
+        return not self.model.cfg.attn_only
+
+    def _hook_mlp_out(self, layer: int, fn: ResidFn) -> Any:
+        if self.model.blocks[layer].mlp is None:
+            raise IclabError("this model is attention-only: its layers have no MLP output to hook")
+        return self.model.blocks[layer].hook_mlp_out.register_forward_hook(lambda mod, inp, out: fn(out))
+
+    def _hook_qkv(self, layer: int, which: str, fn: ZFn) -> Any:
+        point = getattr(self.model.blocks[layer].attn, f"hook_{which}")  # k: after smearing, where the model has it
+        return point.register_forward_hook(lambda mod, inp, out: fn(out))
+
+    def final_norm(self) -> nn.Module:
+        return self.model.ln_final
+
+    def unembed_rows(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = tokens.to(self.device)
+        return self.model.W_U.detach()[:, tokens].T.float(), self.model.b_U.detach()[tokens].float()
 
     def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False,
                  last: bool = False) -> tuple[torch.Tensor, Any]:

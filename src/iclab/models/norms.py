@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -16,3 +18,35 @@ def norm_gain(norm: nn.Module, D: int) -> torch.Tensor:
         return torch.ones(D)
     ones = torch.ones(1, D, device=weight.device, dtype=weight.dtype)
     return norm(ones)[0].detach().float()  # RMSNorm(1) = its gain
+
+
+def frozen_norm(norm: nn.Module, x: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """The norm at its input x [N, D] as a linear map, its scale held at x's (the convention of direct logit attribution):
+    (f, bias) with f(c) for parts c [N, K, D] of x, so that sum over parts of f(c) + bias = norm(x). Centring (LayerNorm)
+    is kept; the scale is read off the norm's own output, so every family's variant (Gemma's 1 + w, epsilons, float32
+    upcasts) is the module's own. An identity (no norm) gives f(c) = c."""
+    D = x.shape[-1]
+    centred = _centres(norm, x)
+    b = getattr(norm, "bias", None)
+    bias = b.detach().float() if b is not None else torch.zeros(D, device=x.device)
+    g = norm_gain(norm, D).to(x.device).float()
+    y = norm(x.to(next(iter(norm.parameters()), x).dtype)).float()
+    x = x.float()
+    gx = g * (x - x.mean(-1, keepdim=True) if centred else x)
+    scale = ((y - bias) * gx).sum(-1, keepdim=True) / (gx * gx).sum(-1, keepdim=True).clamp_min(1e-30)  # [N, 1]
+
+    def apply(c: torch.Tensor) -> torch.Tensor:
+        c = c.float()
+        return g * (c - c.mean(-1, keepdim=True) if centred else c) * scale.unsqueeze(-2)
+
+    return apply, bias.expand_as(x)
+
+
+def _centres(norm: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the norm subtracts the mean (a LayerNorm) rather than only rescaling (RMSNorm): a LayerNorm's output
+    does not move when a constant is added to every coordinate of its input."""
+    if isinstance(norm, nn.LayerNorm):
+        return True
+    probe = torch.linspace(-1.0, 1.0, x.shape[-1], device=x.device).unsqueeze(0)
+    dtype = next(iter(norm.parameters()), probe).dtype
+    return bool(torch.allclose(norm(probe.to(dtype)).float(), norm((probe + 3.0).to(dtype)).float(), atol=1e-3))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iclab.analysis.patching import Patching
+from iclab.analysis.patching import HEAD_SITES, PathPatching, Patching
 from iclab.plots import plt, save
 
 
@@ -15,10 +15,10 @@ def patching_heatmap(p: Patching, folder: Path, name: str | None = None) -> Path
     layer.head (site ``heads``) or layers, columns the prompt's positions labelled by token."""
     values = p.normalised if np.isfinite(p.normalised).all() else p.effect
     label = "normalised effect (1: restores all)" if values is p.normalised else f"change of {p.metric}"
-    if p.site == "heads":
+    if p.site in HEAD_SITES:
         L, H, T = values.shape
         grid = values.reshape(L * H, T)
-        rows = [f"L{layer}H{h}" for layer in range(L) for h in range(H)]
+        rows = [f"L{layer}H{h}" for layer in range(L) for h in range(H)]  # k, v: the key/value head
     else:
         grid, rows = values, [f"{'final' if p.site == 'resid' and i == values.shape[0] - 1 else f'L{i}'}" for i in range(values.shape[0])]
     T = grid.shape[1]
@@ -33,3 +33,19 @@ def patching_heatmap(p: Patching, folder: Path, name: str | None = None) -> Path
                  f"clean {p.clean_metric:.2f}, corrupted {p.corrupted_metric:.2f}", fontsize=8)
     plt.colorbar(im, ax=ax, fraction=0.04, label=label)
     return save(fig, folder, name or f"patching_{p.site}_{p.method}")
+
+
+def path_patching_heatmap(p: PathPatching, folder: Path) -> Path:
+    """Senders (layer x head) into one receiver's query, key or value: the normalised effect of each path."""
+    values = p.normalised if np.isfinite(p.normalised[: p.receiver[0]]).all() else p.effect
+    label = "normalised effect (1: restores all)" if values is p.normalised else f"change of {p.metric}"
+    grid = values[: p.receiver[0]]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * grid.shape[1] + 2.5), max(2.5, 0.25 * grid.shape[0] + 1.5)))
+    vmax = float(np.nanmax(np.abs(grid))) or 1.0
+    im = ax.imshow(grid, aspect="auto", cmap="RdBu", vmin=-vmax, vmax=vmax, interpolation="nearest")
+    ax.set_xlabel("sender head")
+    ax.set_ylabel("sender layer")
+    ax.set_title(f"path patching into L{p.receiver[0]}H{p.receiver[1]}'s {p.into} ({p.direction}, {p.metric}, "
+                 f"{p.n_pairs} pair{'s' if p.n_pairs > 1 else ''})", fontsize=8)
+    plt.colorbar(im, ax=ax, fraction=0.04, label=label)
+    return save(fig, folder, f"path_patching_L{p.receiver[0]}H{p.receiver[1]}_{p.into}")

@@ -159,6 +159,18 @@ def test_query_key_and_value_patching_find_the_induction_heads_key_and_nothing_i
         assert approx.effect.shape == k.effect.shape
 
 
+def test_patching_each_head_at_every_position_at_once_finds_both_planted_heads():
+    model = induction_pair_model()
+    whole = patch(model, [IND_PAIR], "heads", "logprob", positions="all")
+    assert whole.effect.shape == (2, 2) and not whole.each_position
+    assert whole.normalised[0, 0] == pytest.approx(1.0, abs=0.02) and whole.normalised[1, 0] == pytest.approx(1.0, abs=0.02)
+    assert abs(whole.normalised[:, 1]).max() < 0.05  # the random heads
+    approx = patch(model, [IND_PAIR], "heads", "logprob", method="attribution", positions="all")
+    assert approx.effect.shape == (2, 2) and approx.effect[1, 0] > 0.5 * whole.effect[1, 0]
+    resid = patch(model, [IND_PAIR], "resid", "logprob", positions="all")
+    assert resid.effect.shape == (3,) and resid.normalised[0] == pytest.approx(1.0, abs=0.02)  # the whole input: everything
+
+
 def test_path_patching_finds_k_composition_from_the_previous_token_head_and_no_q_or_v_composition():
     model = induction_pair_model()
     paths = {into: path_patch(model, [IND_PAIR], (1, 0), into, "logprob") for into in "qkv"}

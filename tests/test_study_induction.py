@@ -62,4 +62,4 @@ def test_the_pretrained_branch_runs_on_a_local_hugging_face_model_and_resumes_fr
     log.clear()
     again = induction.run("quick", tmp_path, small, torch.device("cpu"), log=log.append)
     assert [c.verdict.value for c in again.claims] == [c.verdict.value for c in summary.claims]
-    assert sum("cached" in line for line in log) == 4  # scores, icl, ablations, example
+    assert sum("cached" in line for line in log) == 5  # scores, icl, ablations, example, patching

@@ -348,6 +348,55 @@ def lens_command(
                   f"{attribution_figure(dla, answer, wrong, folder / 'figures')}")
 
 
+DEFAULT_VIEW_PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."
+
+
+@app.command("view")
+def view_command(
+    target: str = typer.Argument(..., help="A folder `iclab patch` wrote (patching.json: its sites x positions), or a model "
+                                 "(an iclab run of a token task, a name from `iclab models`, a local Hugging Face folder, a "
+                                 ".gguf file): every head's attention on --prompt."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="With a model: the prompt to show (default: a sentence said "
+                                         "twice, where induction heads show)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The page to write (default: TARGET/view.html for a patching "
+                                       "folder, runs/view-<model>.html for a model)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """A stand-alone interactive page (no network needed): hover tokens to see where a head attends, click heads, read
+    each cell's numbers; or a patching result's grid with the prompt coloured by each site's effect."""
+    from iclab.io import atomic_write_text
+    from iclab.plots.views import attention_view, page, patching_view
+
+    folder = Path(target)
+    if (folder / "patching.json").is_file():
+        from iclab.analysis.patching import Patching
+        from iclab.results import decode
+
+        record = json.loads((folder / "patching.json").read_text())
+        fragments = [patching_view(decode(Patching, record[how])) for how in ("exact", "attribution") if how in record]
+        title, dest = f"patching: {folder.name}", out or folder / "view.html"
+    else:
+        import torch
+
+        from iclab.analysis.lens import prompt_attention
+        from iclab.device import resolve_device
+        from iclab.heads import load_model
+
+        m = load_model(target, resolve_device(device), log=_say)
+        ids = torch.tensor(m.encode(prompt or DEFAULT_VIEW_PROMPT))
+        seen = prompt_attention(m, ids)
+        name = Path(str(target).rstrip("/")).name
+        fragments = [attention_view(seen.tokens, seen.patterns, f"{name}: attention of every head ({len(ids)} tokens)",
+                                    {"prefix matching": seen.prefix_matching, "previous token": seen.previous_token},
+                                    {"loss (nats)": seen.loss})]
+        title, dest = f"attention: {name}", out or Path("runs") / f"view-{name}.html"
+    if dest.suffix != ".html":
+        raise IclabError(f"--out {str(dest)!r} must name an .html file")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dest, page(title, fragments))
+    console.print(f"view: {dest}")
+
+
 models_app = typer.Typer(help="Real pretrained models iclab can obtain offline (from packages that ship them; never a hub).",
                          invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None)
 app.add_typer(models_app, name="models")

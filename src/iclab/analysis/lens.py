@@ -121,3 +121,32 @@ def direct_logit_attribution(model: HeadModel, ids: torch.Tensor, answer: int, w
     bias = float(norm_bias[0].to(direction) @ direction) + const
     total = float(logit(parts["resid"][L].unsqueeze(1))[0]) + bias
     return LogitAttribution(answer, wrong, model.token_strings(ids.tolist()), heads, attn, attn_bias, mlp, embed, bias, total)
+
+
+@dataclass(frozen=True)
+class PromptAttention(Result):
+    """Every head's attention on one prompt, for the live view: ``patterns`` [L, H, T, T] (query, key), ``loss`` [T] (the
+    loss of predicting each token from the ones before it; 0 for the first), and the per-head previous-token and
+    prefix-matching scores on this prompt (:mod:`iclab.analysis.heads`' definitions; prefix matching is 0 where no
+    token repeats)."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    tokens: list[str]
+    patterns: np.ndarray
+    loss: np.ndarray
+    previous_token: np.ndarray
+    prefix_matching: np.ndarray
+
+
+@torch.no_grad()
+def prompt_attention(model: HeadModel, ids: torch.Tensor) -> PromptAttention:
+    """:class:`PromptAttention` of ids [T] (one pass for the patterns, one for the losses)."""
+    from iclab.analysis.heads import prefix_matching_score, previous_token_score
+    from iclab.analysis.induction.evidence import token_losses
+
+    batch = ids.unsqueeze(0).to(model.device)
+    patterns = model.patterns(batch)  # [L, 1, H, T, T]
+    loss = np.concatenate([[0.0], token_losses(model, batch)[0].numpy()])
+    return PromptAttention(model.token_strings(ids.tolist()), patterns[:, 0].cpu().numpy(), loss,
+                           previous_token_score(patterns).cpu().numpy(), prefix_matching_score(patterns, batch.cpu()).cpu().numpy())

@@ -63,7 +63,8 @@ class PromptPair:
 @dataclass(frozen=True)
 class Patching(Result):
     """One patching run. ``effect`` [L, H, T] (per-head sites; H_kv for ``k`` and ``v``) or [L', T] (``resid``: L' =
-    L + 1 with the final residual; ``attn_out``, ``mlp_out``: L): the change of the metric when that site is patched, mean over pairs, with its
+    L + 1 with the final residual; ``attn_out``, ``mlp_out``: L); without the T axis when every position was patched
+    at once (``positions`` "all"): the change of the metric when that site is patched, mean over pairs, with its
     ``stderr``; ``normalised``: the change over the clean-minus-corrupted difference (1: the site alone moves the
     metric all the way, in either direction). ``tokens``: the first pair's clean prompt, one string per position."""
 
@@ -80,6 +81,11 @@ class Patching(Result):
     effect: np.ndarray
     stderr: np.ndarray
     normalised: np.ndarray
+
+    @property
+    def each_position(self) -> bool:
+        """False when every position of a site was patched at once (no T axis)."""
+        return self.effect.ndim == (3 if self.site in HEAD_SITES else 2)
 
 
 def metric_value(logits: torch.Tensor, answer: int, wrong: int | None, metric: str) -> torch.Tensor:
@@ -128,20 +134,21 @@ def activations(model: HeadModel, ids: torch.Tensor, site: str) -> list[torch.Te
 
     hooks = {layer: keep(layer) for layer in range(_n_layers(model, site))}
     with torch.no_grad(), model.hooked(**_hooks(site, hooks)):
-        model.logits_grad(ids.unsqueeze(0))
+        model.logits_grad(ids.unsqueeze(0), last=True)
     return [store[layer] for layer in range(len(hooks))]
 
 
-def _units(model: HeadModel, site: str, T: int) -> list[tuple[int, int, int]]:
-    """Every site to patch as (layer, head, position); head -1 for the residual sites."""
+def _units(model: HeadModel, site: str, T: int | None) -> list[tuple[int, int, int]]:
+    """Every site to patch as (layer, head, position); head -1 for the residual sites; position -1 (``T`` None) for
+    every position at once."""
     heads = range(_n_heads(model, site)) if site in HEAD_SITES else [-1]
-    return [(layer, h, t) for layer in range(_n_layers(model, site)) for h in heads for t in range(T)]
+    return [(layer, h, t) for layer in range(_n_layers(model, site)) for h in heads for t in (range(T) if T else [-1])]
 
 
 def _patched_metrics(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.Tensor], site: str, pair: PromptPair,
-                     metric: str, batch: int) -> torch.Tensor:
+                     metric: str, batch: int, each_position: bool = True) -> torch.Tensor:
     """The metric of the ``run_ids`` [T] run with each site in turn set to its ``donor`` activation: [units]."""
-    units = _units(model, site, len(run_ids))
+    units = _units(model, site, len(run_ids) if each_position else None)
     out = torch.empty(len(units))
     for start in track(range(0, len(units), batch), total=-(-len(units) // batch), what="patched batches"):
         chunk = units[start : start + batch]
@@ -154,18 +161,22 @@ def _patched_metrics(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.
 
             def put(x: torch.Tensor) -> torch.Tensor:
                 x = x.clone()
-                value = donor[layer][ts, hs] if site in HEAD_SITES else donor[layer][ts]
-                if site in HEAD_SITES:
-                    x[rows, ts, hs] = value.to(x)
+                if not each_position:  # the whole sequence of the site: [n, T, (E | D)]
+                    if site in HEAD_SITES:
+                        x[rows, :, hs] = donor[layer][:, hs].transpose(0, 1).to(x)
+                    else:
+                        x[rows] = donor[layer].to(x)
+                elif site in HEAD_SITES:
+                    x[rows, ts, hs] = donor[layer][ts, hs].to(x)
                 else:
-                    x[rows, ts] = value.to(x)
+                    x[rows, ts] = donor[layer][ts].to(x)
                 return x
 
             return put
 
         hooks = {layer: patch(layer) for layer in by_layer}
         with torch.no_grad(), model.hooked(**_hooks(site, hooks)):
-            logits = model.logits_grad(run_ids.unsqueeze(0).expand(len(chunk), -1))[:, -1]
+            logits = model.logits_grad(run_ids.unsqueeze(0).expand(len(chunk), -1), last=True)[:, -1]
         out[start : start + len(chunk)] = metric_value(logits.float(), pair.answer, pair.wrong, metric).cpu()
     return out
 
@@ -187,7 +198,7 @@ def _attribution(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.Tens
 
     hooks = {layer: leaf(layer) for layer in range(_n_layers(model, site))}
     with torch.enable_grad(), model.hooked(**_hooks(site, hooks)):
-        logits = model.logits_grad(run_ids.unsqueeze(0))[:, -1]
+        logits = model.logits_grad(run_ids.unsqueeze(0), last=True)[:, -1]
         value = metric_value(logits.float(), pair.answer, pair.wrong, metric).sum()
         grads = torch.autograd.grad(value, [deltas[layer] for layer in range(len(hooks))], allow_unused=True)
     per_layer = []
@@ -216,7 +227,7 @@ def _pair_runs(model: HeadModel, pair: PromptPair, metric: str, direction: str) 
     activations, noising the reverse."""
     clean, corrupt = (torch.tensor(x, device=model.device) for x in (pair.clean, pair.corrupt))
     with torch.no_grad():
-        both = model.logits(torch.stack([clean, corrupt]))[:, -1]
+        both = model.logits_grad(torch.stack([clean, corrupt]), last=True)[:, -1]
     m_clean, m_corrupt = (float(v) for v in metric_value(both.float(), pair.answer, pair.wrong, metric))
     run, donor = (corrupt, clean) if direction == "denoising" else (clean, corrupt)
     return run, donor, m_clean, m_corrupt
@@ -236,10 +247,16 @@ def _summary(changes: list[torch.Tensor], clean_m: list[float], corrupt_m: list[
 
 
 def patch(model: HeadModel, pairs: list[PromptPair], site: Site = "heads", metric: Metric = "logit_diff",
-          direction: Direction = "denoising", method: str = "exact", batch: int = PATCH_BATCH) -> Patching:
+          direction: Direction = "denoising", method: str = "exact", batch: int = PATCH_BATCH,
+          positions: str = "each") -> Patching:
     """Patch every site of ``site`` for each pair and average: ``method`` "exact" (one patched run per site, batched
-    ``batch`` at a time) or "attribution" (one forward and one backward pass per pair)."""
+    ``batch`` at a time) or "attribution" (one forward and one backward pass per pair). ``positions`` "each" patches
+    one position at a time; "all" patches a site at every position at once (effect [L, H] or [L']: a head's or a
+    layer's whole contribution, T times fewer runs; attribution sums its per-position terms, the same linear
+    approximation)."""
     _check(site, direction)
+    if positions not in ("each", "all"):
+        raise IclabError(f"positions {positions!r} is not 'each' or 'all'")
     if method not in ("exact", "attribution"):
         raise IclabError(f"method {method!r} is not 'exact' or 'attribution'")
     if method == "attribution" and metric == "rank":
@@ -251,13 +268,16 @@ def patch(model: HeadModel, pairs: list[PromptPair], site: Site = "heads", metri
         donor = activations(model, donor_ids, site)
         if method == "exact":
             baseline = m_corrupt if direction == "denoising" else m_clean
-            change = _patched_metrics(model, run, donor, site, pair, metric, batch) - baseline
+            change = _patched_metrics(model, run, donor, site, pair, metric, batch, positions == "each") - baseline
         else:
             change = _attribution(model, run, donor, site, pair, metric)
+            if positions == "all":
+                change = change.view(-1, T).sum(-1)
         changes.append(change)
         clean_m.append(m_clean)
         corrupt_m.append(m_corrupt)
-    shape = (model.n_layers, _n_heads(model, site), T) if site in HEAD_SITES else (_n_layers(model, site), T)
+    per_site = (model.n_layers, _n_heads(model, site)) if site in HEAD_SITES else (_n_layers(model, site),)
+    shape = per_site + ((T,) if positions == "each" else ())
     mean, stderr, normalised = _summary(changes, clean_m, corrupt_m, shape, direction)
     return Patching(site, direction, metric, method, len(pairs), model.token_strings(pairs[0].clean), float(np.mean(clean_m)),
                     float(np.mean(corrupt_m)), mean, stderr, normalised)
@@ -318,7 +338,7 @@ def _path_metrics(model: HeadModel, run_ids: torch.Tensor, base: dict[str, list[
 
         mlps = {layer: frozen(base["mlp_out"], layer) for layer in range(lr)} if "mlp_out" in base else {}
         with torch.no_grad(), model.hooked(z={layer: frozen_z(layer) for layer in range(lr)}, mlp_out=mlps, **{into: {lr: grab}}):
-            model.logits_grad(ids)
+            model.logits_grad(ids, last=True)
 
         def receive(x: torch.Tensor) -> torch.Tensor:
             x = x.clone()
@@ -326,7 +346,7 @@ def _path_metrics(model: HeadModel, run_ids: torch.Tensor, base: dict[str, list[
             return x
 
         with torch.no_grad(), model.hooked(**{into: {lr: receive}}):
-            logits = model.logits_grad(ids)[:, -1]
+            logits = model.logits_grad(ids, last=True)[:, -1]
         out[start : start + len(chunk)] = metric_value(logits.float(), pair.answer, pair.wrong, metric).cpu()
     return out
 

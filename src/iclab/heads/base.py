@@ -241,10 +241,12 @@ class HeadModel(ABC):
         with self.intervene(intervention):
             return self._forward(ids.to(self.device))[0]
 
-    def logits_grad(self, ids: torch.Tensor, intervention: Intervention | None = None) -> torch.Tensor:
-        """Logits with gradients flowing into the intervention's tensors (the model's weights stay frozen)."""
+    def logits_grad(self, ids: torch.Tensor, intervention: Intervention | None = None, last: bool = False) -> torch.Tensor:
+        """Logits with gradients flowing into the intervention's tensors (the model's weights stay frozen); with
+        ``last``, [B, 1, V] of the last position only (what patching reads: a real vocabulary's [B, T, V] is most of
+        a batch's time and memory)."""
         with self.intervene(intervention):
-            return self._forward(ids.to(self.device))[0]
+            return self._forward(ids.to(self.device), last=last)[0]
 
     def _positions(self, T: int, start: int | None, stop: int | None = None) -> slice:
         """The positions of this forward call (T tokens from absolute position ``_offset``) inside [start, stop)."""

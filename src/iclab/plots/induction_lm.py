@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from iclab.plots import plt, save
+from iclab.plots.patching import patching_heatmap
+from iclab.plots.views import attention_view, patching_view, save_view
 
 
 def head_heatmaps(res: dict[str, Any], folder: Path) -> Path:
@@ -62,5 +64,19 @@ def ablation_bars(res: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "ablation_induction_vs_random")
 
 
+def live_views(res: dict[str, Any], folder: Path) -> list[Path]:
+    """The report's interactive views: every head's attention on a repeated random sequence, and attribution patching
+    per head and position (the 24 heads with the largest effect)."""
+    seen, rp = res["attention"], res["patching"]
+    attention = attention_view(seen.tokens, seen.patterns, f"{res['model']}: every head on random tokens, then the same "
+                               "tokens again (hover a token, click a head)",
+                               {"prefix matching": seen.prefix_matching, "previous token": seen.previous_token},
+                               {"loss (nats)": seen.loss})
+    patching = patching_view(rp.positions, f"{res['model']}: attribution patching of each head at each position "
+                             "(first copy corrupted; the 24 heads with the largest effect)", top=24)
+    return [save_view(attention, folder, "attention_live"), save_view(patching, folder, "patching_live")]
+
+
 def plot_all(res: dict[str, Any], folder: Path) -> list[Path]:
-    return [head_heatmaps(res, folder), attention_example(res, folder), loss_by_position(res, folder), ablation_bars(res, folder)]
+    return [head_heatmaps(res, folder), attention_example(res, folder), loss_by_position(res, folder), ablation_bars(res, folder),
+            patching_heatmap(res["patching"].heads, folder, "patching_heads"), *live_views(res, folder)]

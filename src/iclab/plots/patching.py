@@ -15,6 +15,17 @@ def patching_heatmap(p: Patching, folder: Path, name: str | None = None) -> Path
     layer.head (site ``heads``) or layers, columns the prompt's positions labelled by token."""
     values = p.normalised if np.isfinite(p.normalised).all() else p.effect
     label = "normalised effect (1: restores all)" if values is p.normalised else f"change of {p.metric}"
+    if not p.each_position:  # a site at every position at once: one column
+        values = values.reshape(values.shape[0], -1) if p.site in HEAD_SITES else values[:, None]
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * values.shape[1] + 2.5), max(2.5, 0.2 * values.shape[0] + 1.5)))
+        vmax = float(np.nanmax(np.abs(values))) or 1.0
+        im = ax.imshow(values, aspect="auto", cmap="RdBu", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_xlabel("head" if p.site in HEAD_SITES else "")
+        ax.set_ylabel("layer")
+        ax.set_title(f"{p.method} {p.direction} patching of {p.site} at every position on {p.metric}; clean "
+                     f"{p.clean_metric:.2f}, corrupted {p.corrupted_metric:.2f}", fontsize=8)
+        plt.colorbar(im, ax=ax, fraction=0.04, label=label)
+        return save(fig, folder, name or f"patching_{p.site}_all_{p.method}")
     if p.site in HEAD_SITES:
         L, H, T = values.shape
         grid = values.reshape(L * H, T)

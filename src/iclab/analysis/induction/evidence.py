@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from iclab.analysis.heads import repeated_random_tokens
+from iclab.analysis.patching import PromptPair
 from iclab.heads import HeadModel, Intervention
 from iclab.results import Head
 from iclab.tasks.induction import InductionTask, icl_positions, icl_score
@@ -184,3 +185,16 @@ def ablation_effects(model: HeadModel, condition_heads: dict[str, list[Head]], m
     runs = track([(mode, name, heads) for mode in modes for name, heads in condition_heads.items()], what="ablated head sets")
     effects = {(mode, name): effect(ablation(model, heads, mode, z_mean)) for mode, name, heads in runs}
     return {mode: {"clean": clean, **{name: effects[mode, name] for name in condition_heads}} for mode in modes}
+
+
+def first_copy_corrupted_pairs(model: HeadModel, n: int, length: int, generator: torch.Generator) -> list[PromptPair]:
+    """Prompt pairs for patching induction: clean = BOS + r + r without its last token, answer r's last token (what
+    an induction head predicts); corrupted = the same with the first copy replaced by other random tokens, so that
+    nothing in the context points to the answer. Both ``1 + 2 * length - 1`` tokens."""
+    vocab = model.probe_vocab()
+    pairs = []
+    for _ in range(n):
+        r, other = (vocab[torch.randint(len(vocab), (length,), generator=generator)].tolist() for _ in range(2))
+        bos = [] if model.bos_id is None else [model.bos_id]
+        pairs.append(PromptPair(bos + r + r[:-1], bos + other + r[:-1], answer=r[-1]))
+    return pairs

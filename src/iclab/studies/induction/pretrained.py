@@ -1,8 +1,10 @@
 """The induction study on a pretrained language model (``iclab run induction --model NAME_OR_PATH``).
 
 Wires :mod:`iclab.analysis.induction.evidence`: scores every head, measures in-context learning on natural text and
-on repeated random tokens, and ablates the top induction heads against heads drawn at random from the same layers
-(zero and mean ablation). No training; every analysis is a cached part. Same settings as the study (``pretrained``).
+on repeated random tokens, ablates the top induction heads against heads drawn at random from the same layers
+(zero and mean ablation), and patches: which heads and positions restore the second-copy prediction when the first
+copy is corrupted (:mod:`iclab.analysis.patching`). No training; every analysis is a cached part. Same settings as
+the study (``pretrained``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import torch
 from iclab.analysis.induction import evidence as E
 from iclab.analysis.induction.runs import AttentionExample
 from iclab.analysis.induction.scores import score_heads
+from iclab.analysis.lens import PromptAttention, prompt_attention
+from iclab.analysis.patching import Patching, agreement, patch
 from iclab.claims import Claim, Verdict, measured
 from iclab.heads import HeadModel, load_model
 from iclab.pretrained import check_spec
@@ -87,6 +91,64 @@ def ablations(model: HeadModel, cfg, heads: list[Head], text: torch.Tensor, prob
     return HeadAblations(sets, E.ablation_effects(model, sets, ("zero", "mean"), z_mean, text, probe, p.batch))
 
 
+@dataclass(frozen=True)
+class RepeatPatching(Result):
+    """Denoising patching on repeated random tokens against the same with the first copy corrupted (metric: the
+    answer's log-probability): ``heads`` exact, each head at every position at once ([L, H]); ``positions`` attribution
+    patching, each head at each position ([L, H, T])."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    heads: Patching
+    positions: Patching
+
+
+def repeat_patching(model: HeadModel, cfg) -> RepeatPatching:
+    p = cfg.pretrained
+    pairs = E.first_copy_corrupted_pairs(model, p.patching_pairs, p.probe_length, generator(cfg.seed, "lm_patching"))
+    return RepeatPatching(patch(model, pairs, "heads", "logprob", positions="all"),
+                          patch(model, pairs, "heads", "logprob", method="attribution"))
+
+
+def repeat_attention(model: HeadModel, cfg) -> PromptAttention:
+    """Every head's attention on the first patching pair's clean prompt (the live view in the report)."""
+    p = cfg.pretrained
+    [pair] = E.first_copy_corrupted_pairs(model, 1, p.probe_length, generator(cfg.seed, "lm_patching"))
+    return prompt_attention(model, torch.tensor(pair.clean))
+
+
+def patching_claims(res: dict[str, Any], heads: list[Head]) -> list[Claim]:
+    """What patching says about the induction heads (measured: Olsson et al. did not patch; iclab's added evidence)."""
+    rp: RepeatPatching = res["patching"]
+    exact = rp.heads.normalised  # [L, H]
+    k = len(heads)
+    order = [Head(*np.unravel_index(i, exact.shape)) for i in np.argsort(-exact, axis=None)]
+    overlap = len(set(order[:k]) & set(heads))
+    per_head = rp.positions.effect  # [L, H, T]
+    summed = Patching(rp.positions.site, rp.positions.direction, rp.positions.metric, "attribution", rp.positions.n_pairs,
+                      rp.positions.tokens, rp.positions.clean_metric, rp.positions.corrupted_metric, per_head.sum(-1),
+                      rp.positions.stderr.sum(-1), rp.positions.normalised.sum(-1))
+    agree = agreement(rp.heads, summed, k=k)
+    last = [abs(per_head[h][-1]) / max(abs(per_head[h]).sum(), 1e-12) for h in heads]
+    return [
+        measured("activation patching on repeated random tokens (denoising: the run with the first copy replaced by other "
+                 "random tokens, one head's output at every position taken from the clean run; share of the answer's "
+                 "log-probability gap restored): the heads that restore the most",
+                 ", ".join(f"{h} {exact[h]:+.2f}" for h in order[:5]) + f"; {overlap} of the top {k} induction heads are "
+                 f"among the top {k} here (clean {rp.heads.clean_metric:.2f}, corrupted {rp.heads.corrupted_metric:.2f} "
+                 f"nats, {rp.heads.n_pairs} pairs)", f"iclab's patching evidence for {OLSSON}'s induction heads",
+                 {"patching_best_head_restores": float(exact[order[0]]), "patching_top_k_overlap": overlap,
+                  "patching_induction_heads_mean_restore": float(np.mean([exact[h] for h in heads])) if heads else None}),
+        measured("attribution patching of each head at each position: the induction heads' effect at the last position "
+                 "(where they attend from) as a share of their effect over all positions; and attribution summed over "
+                 "positions against exact patching of whole heads",
+                 ", ".join(f"{h} {v:.2f}" for h, v in zip(heads, last)) + f"; correlation {agree.correlation:.2f}, "
+                 f"{agree.top_k_shared} of the top {k} heads shared", f"iclab's patching evidence for {OLSSON}",
+                 {"patching_last_position_share_mean": float(np.mean(last)) if last else None,
+                  "patching_attribution_correlation": agree.correlation}),
+    ]
+
+
 OLSSON = "Olsson et al. 2022"
 
 
@@ -143,6 +205,7 @@ def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
         claims.append(measured(f"{mode}-ablating them changes the ICL score on text (positive: less in-context learning)",
                                f"{d_icl:+.3f} nats; random heads {np.mean(r_icl):+.3f} +- {np.std(r_icl):.3f}", OLSSON,
                                {f"{mode}_ablation_icl_change": d_icl, f"{mode}_ablation_random_icl_change": float(np.mean(r_icl))}))
+    claims += patching_claims(res, heads)
     numbers = {"model": name, "induction_heads": heads, "n_induction_heads": n_ind,
                "icl_score_text": icl.icl_score, "first_copy_loss": icl.first_copy_loss, "second_copy_loss": icl.second_copy_loss,
                "ablation": abl.effects}
@@ -176,6 +239,8 @@ PARTS = [
     Part("ablations", lambda ctx: ablations(ctx.models.model, ctx.settings, ctx.results["induction_heads"], ctx.models.text,
                                             ctx.models.probe), HeadAblations),
     Part("example", lambda ctx: attention_example(ctx.models.model, ctx.settings, ctx.results["induction_heads"][0]), AttentionExample),
+    Part("patching", lambda ctx: repeat_patching(ctx.models.model, ctx.settings), RepeatPatching),
+    Part("attention", lambda ctx: repeat_attention(ctx.models.model, ctx.settings), cached=False),  # one pass; the view's data
 ]
 
 
@@ -188,6 +253,10 @@ def notes(cfg) -> list[str]:
         "ablation scales a head's z by 0, mean ablation writes its mean z over the text positions; at every position.",
         "Second-copy loss: mean loss over the second copy of BOS + random tokens repeated twice (first token of each copy left out).",
         "The model's weights are used as stored (for catalogue models: dequantised from 4-bit GGUF, see its manifest.json).",
+        f"Patching: {p.patching_pairs} pairs of BOS + {p.probe_length} random tokens + the same tokens less the last (answer: "
+        "the last), against the same with the first copy replaced by other random tokens; metric: the answer's log-probability; "
+        "denoising. Exact patching takes each head's output at every position at once; attribution patching each head at "
+        "each position.",
     ]
 
 

@@ -171,6 +171,17 @@ def test_patching_each_head_at_every_position_at_once_finds_both_planted_heads()
     assert resid.effect.shape == (3,) and resid.normalised[0] == pytest.approx(1.0, abs=0.02)  # the whole input: everything
 
 
+def test_patching_a_set_of_heads_together_restores_everything_only_with_both_planted_heads():
+    from iclab.analysis.patching import patch_heads
+    from iclab.results import Head
+
+    model = induction_pair_model()
+    both = patch_heads(model, [IND_PAIR, IND_PAIR], [Head(0, 0), Head(1, 0)])
+    assert both.normalised == pytest.approx(1.0, abs=0.02) and both.stderr == pytest.approx(0.0, abs=1e-6)
+    assert patch_heads(model, [IND_PAIR], [Head(1, 0)]).normalised == pytest.approx(1.0, abs=0.02)  # the key's source
+    assert abs(patch_heads(model, [IND_PAIR], [Head(0, 1), Head(1, 1)]).normalised) < 0.05  # the random heads
+
+
 def test_path_patching_finds_k_composition_from_the_previous_token_head_and_no_q_or_v_composition():
     model = induction_pair_model()
     paths = {into: path_patch(model, [IND_PAIR], (1, 0), into, "logprob") for into in "qkv"}

@@ -7,7 +7,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from iclab.analysis.addk.pipeline import Projection, Subspaces
+from iclab.analysis.addk.pipeline import DemoPatching, Projection, Subspaces
 from iclab.results import Head
 from iclab.studies import addk  # noqa: E402
 from iclab.studies.common import Summary
@@ -36,6 +36,12 @@ def test_the_whole_pipeline_runs_on_a_local_hugging_face_model(hf_folder, tmp_pa
         assert set(head.accuracy) == {"whole", *(f"{v}_{s}" for v in ("onto", "out") for s in ("parity", "unit", "magnitude"))}
         assert all(0 <= a <= 1 for a in head.accuracy.values())
     assert any("projection causal test" in line for line in saved.findings)
+    demo = DemoPatching.from_json(json.loads((tmp_path / "parts" / "demo_patching.json").read_text())["result"])
+    if demo.patching is not None:  # residual-stream patching of the demonstrations, its label positions inside the prompt
+        T = demo.patching.effect.shape[1]
+        assert demo.patching.effect.shape[0] == 4 and demo.label_positions and max(demo.label_positions) < T - 1
+        assert not set(demo.label_positions) & set(demo.other_positions)
+    assert any("activation patching of" in line for line in saved.findings)
 
 
 def test_a_model_that_cannot_do_the_task_gets_not_applicable_claims_and_its_accuracy_by_format(hf_folder, tmp_path):

@@ -10,6 +10,8 @@ import numpy as np
 from iclab.analysis.addk import PERIODIC
 from iclab.analysis.addk.pipeline import CleanScan, Localisation
 from iclab.plots import plt, save
+from iclab.plots.patching import patching_heatmap
+from iclab.plots.views import patching_view, save_view
 
 
 def mask_sorted(res: dict[str, Any], folder: Path) -> Path:
@@ -162,6 +164,11 @@ def plot_all(res: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
         if res["subspaces"].heads:
             figs += [pca_variance(res, folder), task_means_scatter(res, folder), periodic_curves(res, folder), by_position(res, folder)]
         figs.append(self_correction(res, folder))
+        if res.get("demo_patching") is not None and res["demo_patching"].patching is not None:
+            dp = res["demo_patching"].patching
+            figs += [patching_heatmap(dp, folder, "patching_demonstrations"),
+                     save_view(patching_view(dp, "residual-stream patching of add-k prompts against the same inputs labelled "
+                                             "by another k (click a layer)"), folder, "patching_demonstrations_live")]
     if res.get("clean_scan"):
         figs.append(clean_scan_figure(res["clean_scan"], folder))
     return figs

@@ -30,7 +30,7 @@ STYLE = """
 .iv .tok.q{outline:2px solid #222}
 .iv .grid{border-collapse:collapse;margin:.4em 0;width:auto}.iv .grid td{width:16px;height:16px;padding:0;border:1px solid #fff;cursor:pointer}
 .iv .grid th{font-weight:normal;font-size:10px;padding:0 3px;border:none;color:#666}
-.iv .grid td.sel{outline:2px solid #222}
+.iv .grid td.sel{outline:2px solid #222}.iv .grid tr.sel th{font-weight:bold;color:#000;background:#ffe9a8}
 .iv .info{color:#444;min-height:1.3em;margin:.3em 0}.iv label{margin-right:1em}
 @media print{.iv select,.iv .hint{display:none}.iv{border:none}}
 """
@@ -59,7 +59,10 @@ if (!window.iclabViews) { window.iclabViews = (function () {
     t.querySelectorAll('td').forEach(function (td) { td.addEventListener('click', function () { onpick(+td.dataset.r, +td.dataset.c); }); });
     return t;
   }
-  function select(t, r, c) { t.querySelectorAll('td').forEach(function (td) { td.classList.toggle('sel', +td.dataset.r === r && (c < 0 || +td.dataset.c === c)); }); }
+  function select(t, r, c) {  // one cell (c >= 0) or, for c < 0, a whole row by its label
+    t.querySelectorAll('td').forEach(function (td) { td.classList.toggle('sel', c >= 0 && +td.dataset.r === r && +td.dataset.c === c); });
+    t.querySelectorAll('tr').forEach(function (tr, i) { tr.classList.toggle('sel', c < 0 && i === r + 1); });
+  }
 
   function attention(id, d) {
     var root = document.getElementById(id), P = b64(d.patterns), L = d.L, H = d.H, T = d.tokens.length;

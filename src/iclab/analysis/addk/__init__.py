@@ -36,6 +36,7 @@ from iclab.analysis.addk.prompts import (
                                        encode_prompt,
                                        groups,
                                        make_prompts,
+                                       other_task_pairs,
                                        task_mean_z,
                                        wrong_label_prompts,
 )
@@ -67,6 +68,6 @@ __all__ = ["ARROW", "MAGNITUDE_TARGETS", "PERIODIC", "PROJECTION_SUBSPACES", "UN
            "HeadTest", "MainHeadRule", "MaskFit", "MeanCI", "ModFit", "PeriodicFeature", "Prompt", "RecoveryScan", "SignalRouting",
            "WrongDemonstration", "ablate_only", "benjamini_hochberg", "correct", "encode_prompt", "extraction", "function_vectors",
            "fv_injection", "fv_intervention", "groups", "head_pca", "heads_mask", "largest_gap_set", "make_prompts", "mcnemar_one_sided",
-           "mean_ablation", "mod_vector_fit", "optimise_mask", "paired_significance", "periodic_fit", "projected_fv",
+           "mean_ablation", "mod_vector_fit", "optimise_mask", "other_task_pairs", "paired_significance", "periodic_fit", "projected_fv",
            "projection_basis", "recovery_scan", "signal_routing", "successive_correlation", "task_mean_z", "task_results",
            "unified_main_heads", "wrong_demonstration", "wrong_label_prompts"]

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from iclab.analysis import addk as A
 from iclab.analysis.addk import FeatureFit, HeadTest, MainHeadRule, Prompt, SignalRouting, WrongDemonstration
+from iclab.analysis.patching import Patching, patch
 from iclab.config import require, require_positive
 from iclab.heads import HeadModel
 from iclab.results import Head, Result
@@ -306,3 +307,41 @@ class SelfCorrection(Result):
     clean: float
     first_wrong: float
     last_wrong: float
+
+
+@dataclass(frozen=True)
+class DemoPatching(Result):
+    """Residual-stream patching of add-k prompts against the same inputs labelled by another k (denoising, logit
+    difference between the two tasks' answers): ``patching`` [L + 1, T] over the prompts of one layout, and the
+    positions of the demonstrations' labels (``label_positions``) and of their other tokens (``other_positions``:
+    inputs, arrows, separators) in it."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    patching: Patching | None  # None: no prompt kept its token count under another task's labels
+    label_positions: list[int]
+    other_positions: list[int]
+
+    def label_share(self) -> list[float]:
+        """Per layer input (not the final residual): the label positions' share of the absolute normalised effect over
+        the demonstrations' positions (the query and the final token left out)."""
+        eff = np.abs(np.nan_to_num(self.patching.normalised[:-1]))
+        labels, inputs = eff[:, self.label_positions].sum(1), eff[:, self.other_positions].sum(1)
+        return [float(a / (a + b)) if a + b > 1e-12 else float("nan") for a, b in zip(labels, inputs)]
+
+
+def demo_patching(model: HeadModel, prompts: list[A.Prompt], ks: list[int], hi: int, fmt) -> DemoPatching:
+    """Patch the prompts of the most common layout (token count and label positions: positions must line up to be
+    averaged); no patching when no prompt keeps its token count under another task's labels."""
+    layouts: dict[tuple, list[tuple[A.Prompt, Any]]] = {}
+    for prompt in prompts:
+        for pair in A.other_task_pairs(model, [prompt], ks, hi, fmt):
+            layouts.setdefault((len(prompt.ids), tuple(map(tuple, prompt.labels))), []).append((prompt, pair))
+    if not layouts:  # nothing lines up position by position (every other-task labelling changed the token count)
+        return DemoPatching(None, [], [])
+    group = max(layouts.values(), key=len)
+    first = group[0][0]
+    labels = sorted(t for span in first.labels for t in span)
+    demo_end = first.labels[-1][-1] + 1
+    others = [t for t in range(1 if model.bos_id is not None else 0, demo_end) if t not in labels]
+    return DemoPatching(patch(model, [pair for _, pair in group], "resid", "logit_diff"), labels, others)

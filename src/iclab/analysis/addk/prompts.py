@@ -123,3 +123,22 @@ def correct(model: HeadModel, prompts: list[Prompt], intervention: Callable[[lis
             want = torch.tensor([p.answer for p in chunk])
             out[idx[s : s + batch]] = (gen == want).all(dim=1).numpy()
     return out
+
+
+def other_task_pairs(model: HeadModel, prompts: list[Prompt], ks: list[int], hi: int, fmt: PromptFormat = ARROW) -> list:
+    """Patching pairs (:class:`~iclab.analysis.patching.PromptPair`) of each prompt against the same inputs with every
+    demonstration labelled by another training task (the next k in ``ks``): answer x_q + k, wrong x_q + k' (their
+    first tokens). Prompts whose other labels pass ``hi``, change the token count or share the answer's first token
+    are left out."""
+    from iclab.analysis.patching import PromptPair
+
+    pairs = []
+    for p in prompts:
+        other = ks[(ks.index(p.k) + 1) % len(ks)] if p.k in ks else ks[0]
+        ys = [x + other for x in p.xs]
+        if max(ys) > hi or other == p.k:
+            continue
+        q = encode_prompt(model, other, p.xs, ys, fmt)
+        if len(q.ids) == len(p.ids) and q.answer[0] != p.answer[0]:
+            pairs.append(PromptPair(p.ids, q.ids, p.answer[0], q.answer[0]))
+    return pairs

@@ -138,6 +138,14 @@ def projection(ctx: Ctx) -> P.Projection:
     return P.projection(ctx.models.model, ctx.results["task_means"], ctx.results["localisation"], ctx.results["heads"], zero, fv_layer(ctx))
 
 
+def demo_patching(ctx: Ctx) -> P.DemoPatching:
+    """Denoising patching of the residual stream at each layer and position: the prompt with its demonstrations
+    labelled by another k, one site restored from the right prompt (which positions carry k, from which layer)."""
+    cfg, model = ctx.settings, ctx.models.model
+    few = prompts(ctx, cfg.task.train_tasks, cfg.patching_prompts, cfg.task.shots, "patching")
+    return P.demo_patching(model, few, cfg.task.train_tasks, cfg.task.number_range()[1], PROMPT_FORMATS[cfg.prompt_format])
+
+
 def _behaves(ctx: Ctx) -> bool:
     """Whether the model does the task well enough for its heads to mean anything."""
     return ctx.results["clean_accuracy"].train_tasks >= ctx.settings.min_clean_accuracy
@@ -159,6 +167,7 @@ PARTS = [
     Part("subspaces", subspaces, P.Subspaces, when=_behaves),
     Part("self_correction", self_correction, P.SelfCorrection, when=_behaves),
     Part("projection", projection, P.Projection, when=_behaves),
+    Part("demo_patching", demo_patching, P.DemoPatching, when=_behaves),
 ]
 
 NOTES = [

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from iclab.analysis.addk import MeanCI
-from iclab.analysis.addk.pipeline import CleanAccuracy, CleanScan, Localisation, Projection, SelfCorrection, Subspaces
+from iclab.analysis.addk.pipeline import CleanAccuracy, CleanScan, DemoPatching, Localisation, Projection, SelfCorrection, Subspaces
 from iclab.claims import Claim, Verdict, measured
 from iclab.studies.addk.settings import AddKStudySettings
 
@@ -120,6 +120,7 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
                            "early error hurts less)", f"accuracy {sc.clean:.2f} clean, {sc.first_wrong:.2f} with the first wrong, "
                            f"{sc.last_wrong:.2f} with the last wrong", "iclab",
                            {"accuracy_clean": sc.clean, "accuracy_first_wrong": sc.first_wrong, "accuracy_last_wrong": sc.last_wrong}))
+    claims += patching_claims(res)
     numbers = {
         "model": res["model"],
         "clean_accuracy": clean.train_tasks,
@@ -132,6 +133,29 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
         "label_token_signal_share": {h: s.signal_label_share for h, s in sub.heads.items()},
     }
     return claims, numbers
+
+
+def patching_claims(res: dict[str, Any]) -> list[Claim]:
+    """Where k sits by residual-stream patching (measured: iclab's added evidence, not one of the paper's tests)."""
+    dp: DemoPatching | None = res.get("demo_patching")
+    if dp is None or dp.patching is None:
+        return [] if dp is None else [measured("activation patching of the demonstrations", "not run: no prompt kept its "
+                                               "token count when labelled by another k", "iclab", {})]
+    share = dp.label_share()
+    final = np.nan_to_num(dp.patching.normalised[:, -1])
+    carried = next((layer for layer, v in enumerate(final) if v >= 0.5), None)
+    p = dp.patching
+    return [measured(
+        "activation patching of the residual stream (denoising: the demonstrations labelled by another k, one layer's "
+        "residual at one position restored from the right prompt; logit difference between the two tasks' answers): the "
+        "label tokens' share of the effect at the demonstrations' positions, by layer, and the first layer whose final-token "
+        "residual alone restores half the gap",
+        ", ".join(f"L{layer} {v:.2f}" for layer, v in enumerate(share)) + "; final token from "
+        + (f"layer {carried}" if carried is not None else "no layer") + f" ({p.n_pairs} prompts, clean {p.clean_metric:+.2f}, "
+        f"corrupted {p.corrupted_metric:+.2f})", f"iclab's patching evidence for {HU}, section 5 (signals from label tokens)",
+        {"patching_label_share_first_layer": share[0] if share else None,
+         "patching_label_share_max": float(np.nanmax(share)) if share else None,
+         "patching_final_token_layer": carried})]
 
 
 def scan_findings(cfg: AddKStudySettings, scan: CleanScan) -> list[Claim]:

@@ -75,6 +75,7 @@ class AddKStudySettings:
     random_sets: int = 3  # random head sets of the main set's size ablated in the necessity check
     max_subspace_heads: int = 3
     corrupt_offset: int = 7  # added to the first demonstration's label in the self-correction test
+    patching_prompts: int = 4  # few-shot prompts per training task patched against the same inputs labelled by another k
     prompt_format: str = "arrow"  # how prompts are written (PROMPT_FORMATS); iclab's own models know only "arrow"
     scan_shots: tuple[int, ...] = (1, 3, 5)  # pretrained models: clean accuracy per prompt format x shots x k first
     scan_tasks: tuple[int, ...] = (1, 3, 7, 10, 25)
@@ -90,7 +91,7 @@ class AddKStudySettings:
         require(all(s >= 1 for s in self.scan_shots), "scan_shots", "every number of shots must be at least 1")
         require(bool(self.scan_ks), "scan_tasks", f"needs at least one k within [1, task.k_max={self.task.k_max}]")
 
-        require_positive(self, "eval_per_task", "mean_per_task", "mask_per_task")
+        require_positive(self, "eval_per_task", "mean_per_task", "mask_per_task", "patching_prompts")
         require(self.task.shots >= 2, "task.shots", "the analyses need at least 2 demonstrations")
         self.search  # the head-set search's own checks (lam, q, main_fraction, ...) before anything is written
 

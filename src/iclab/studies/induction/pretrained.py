@@ -19,7 +19,7 @@ from iclab.analysis.induction import evidence as E
 from iclab.analysis.induction.runs import AttentionExample
 from iclab.analysis.induction.scores import score_heads
 from iclab.analysis.lens import PromptAttention, prompt_attention
-from iclab.analysis.patching import Patching, agreement, patch
+from iclab.analysis.patching import Patching, SetPatching, agreement, patch, patch_heads
 from iclab.claims import Claim, Verdict, measured
 from iclab.heads import HeadModel, load_model
 from iclab.pretrained import check_spec
@@ -95,19 +95,22 @@ def ablations(model: HeadModel, cfg, heads: list[Head], text: torch.Tensor, prob
 class RepeatPatching(Result):
     """Denoising patching on repeated random tokens against the same with the first copy corrupted (metric: the
     answer's log-probability): ``heads`` exact, each head at every position at once ([L, H]); ``positions`` attribution
-    patching, each head at each position ([L, H, T])."""
+    patching, each head at each position ([L, H, T]); ``sets`` the ablation part's head sets (the induction heads and
+    the random draws from their layers) each patched together."""
 
     SCHEMA: ClassVar[int] = 1
 
     heads: Patching
     positions: Patching
+    sets: dict[str, SetPatching]
 
 
-def repeat_patching(model: HeadModel, cfg) -> RepeatPatching:
+def repeat_patching(model: HeadModel, cfg, head_sets: dict[str, list[Head]]) -> RepeatPatching:
     p = cfg.pretrained
     pairs = E.first_copy_corrupted_pairs(model, p.patching_pairs, p.probe_length, generator(cfg.seed, "lm_patching"))
     return RepeatPatching(patch(model, pairs, "heads", "logprob", positions="all"),
-                          patch(model, pairs, "heads", "logprob", method="attribution"))
+                          patch(model, pairs, "heads", "logprob", method="attribution"),
+                          {name: patch_heads(model, pairs, heads, "logprob") for name, heads in head_sets.items()})
 
 
 def repeat_attention(model: HeadModel, cfg) -> PromptAttention:
@@ -130,7 +133,17 @@ def patching_claims(res: dict[str, Any], heads: list[Head]) -> list[Claim]:
                       rp.positions.stderr.sum(-1), rp.positions.normalised.sum(-1))
     agree = agreement(rp.heads, summed, k=k)
     last = [abs(per_head[h][-1]) / max(abs(per_head[h]).sum(), 1e-12) for h in heads]
+    together = rp.sets["induction"]
+    random_sets = [v.normalised for k, v in rp.sets.items() if k.startswith("random")]
     return [
+        measured(f"activation patching of the top {k} induction heads together (each at every position, first copy corrupted): "
+                 "the share of the second-copy prediction they restore, against as many random heads of the same layers "
+                 "(the patching counterpart of the ablation test)",
+                 f"{together.normalised:+.2f} (+- {together.stderr / max(abs(rp.heads.clean_metric - rp.heads.corrupted_metric), 1e-12):.2f}) vs "
+                 f"random sets {np.mean(random_sets):+.2f} +- {np.std(random_sets):.2f} over {len(random_sets)} draws",
+                 f"iclab's patching evidence for {OLSSON}'s induction heads",
+                 {"patching_induction_set_restores": together.normalised,
+                  "patching_random_sets_restore": float(np.mean(random_sets)) if random_sets else None}),
         measured("activation patching on repeated random tokens (denoising: the run with the first copy replaced by other "
                  "random tokens, one head's output at every position taken from the clean run; share of the answer's "
                  "log-probability gap restored): the heads that restore the most",
@@ -239,7 +252,7 @@ PARTS = [
     Part("ablations", lambda ctx: ablations(ctx.models.model, ctx.settings, ctx.results["induction_heads"], ctx.models.text,
                                             ctx.models.probe), HeadAblations),
     Part("example", lambda ctx: attention_example(ctx.models.model, ctx.settings, ctx.results["induction_heads"][0]), AttentionExample),
-    Part("patching", lambda ctx: repeat_patching(ctx.models.model, ctx.settings), RepeatPatching),
+    Part("patching", lambda ctx: repeat_patching(ctx.models.model, ctx.settings, ctx.results["ablations"].heads), RepeatPatching),
     Part("attention", lambda ctx: repeat_attention(ctx.models.model, ctx.settings), cached=False),  # one pass; the view's data
 ]
 
@@ -255,8 +268,8 @@ def notes(cfg) -> list[str]:
         "The model's weights are used as stored (for catalogue models: dequantised from 4-bit GGUF, see its manifest.json).",
         f"Patching: {p.patching_pairs} pairs of BOS + {p.probe_length} random tokens + the same tokens less the last (answer: "
         "the last), against the same with the first copy replaced by other random tokens; metric: the answer's log-probability; "
-        "denoising. Exact patching takes each head's output at every position at once; attribution patching each head at "
-        "each position.",
+        "denoising. Exact patching takes each head's output at every position at once (alone, and the ablations' head sets "
+        "together); attribution patching each head at each position.",
     ]
 
 

@@ -77,7 +77,7 @@ class PretrainedProbe:
     min_copy_gain: float = 1.0  # nats the second copy must be easier than the first for "learns repeated tokens in context"
     ablation_ratio: float = 2.0  # induction-head ablation must raise the second-copy loss this many times more than random heads
     probe_repeats: int = 4  # copies of the random tokens in the head-score probe (Olsson et al.: 4)
-    patching_pairs: int = 4  # repeated random tokens vs the same with the first copy replaced, for activation patching
+    patching_pairs: int = 2  # repeated random tokens vs the same with the first copy replaced, for activation patching
 
     def __post_init__(self) -> None:
         require_positive(self, "probe_length", "probe_batch", "text_sequences", "text_length", "top_k", "random_draws", "batch",

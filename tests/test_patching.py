@@ -270,10 +270,24 @@ def test_iclab_patch_writes_heatmaps_and_a_typed_table_and_refuses_bad_prompts_i
                    "the clean prompt has 11 tokens and the corrupted one 5")  # bytes, no BOS
     one_line_error(iclab(*args[:6], "--answer", "cd", "--wrong", "d"), "--answer 'cd' is 2 tokens")
     one_line_error(iclab(*args, "--site", "mlp"), "--site 'mlp' is not one of heads, resid, attn_out, mlp_out, q, k, v")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"clean": "xyzabcxyzab", "corrupt": "xyzabdxyzab", "answer": "c", "wrong": "d"}\n'
+                     '{"clean": "pqrstupqrst", "corrupt": "pqrstvpqrst", "answer": "u", "wrong": "v"}\n')
+    two = iclab("patch", str(run), "--pairs", str(pairs), "--site", "k", "--receiver", "L1H0", "--into", "v",
+                "--out", str(tmp_path / "p2"))
+    assert two.returncode == 0, two.stderr
+    record = json.loads((tmp_path / "p2" / "patching.json").read_text())
+    assert record["exact"]["n_pairs"] == 2 and record["path"]["into"] == "v" and "mean of 2 pairs" in two.stdout
+    assert (tmp_path / "p2" / "figures" / "path_patching_L1H0_v.png").is_file()
+    pairs.write_text('{"clean": "xyz"}\n')
+    one_line_error(iclab("patch", str(run), "--pairs", str(pairs)), "pairs.jsonl line 1: expected a JSON object with clean")
+    one_line_error(iclab("patch", str(run), "--clean", "xyz"), "missing --corrupt, --answer")
     lens = iclab("lens", str(run), "--prompt", "xyzabcxyzab", "--answer", "c", "--out", str(tmp_path / "lens"))
     assert lens.returncode == 0, lens.stderr
     assert json.loads((tmp_path / "lens" / "lens.json").read_text())["answer"] == ord("c")
     assert (tmp_path / "lens" / "figures" / "logit_lens.png").is_file() and "final" in lens.stdout
+    assert (tmp_path / "lens" / "figures" / "logit_attribution.png").is_file() and "all parts sum to" in lens.stdout
+    assert json.loads((tmp_path / "lens" / "attribution.json").read_text())["heads"]
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", "gemma2", "gemma3_text", "olmo2", "phi"])

@@ -7,12 +7,13 @@ import torch
 
 from iclab.analysis.induction.runs import Trajectory
 from iclab.errors import IclabError
+from iclab.analysis.llc_runs import LLCTrajectory
 from iclab.results import Head
 from iclab.studies import induction
 from iclab.studies.common import Summary
 
 TINY = ["recipe.steps=1200", "recipe.snapshots=12", "models=[attn1,smeared1]", "recipe.natural_share=0", "eval_sequences=64",
-        "ablation_sequences=64", "probe_batch=16", "loss_positions=64"]
+        "ablation_sequences=64", "probe_batch=16", "loss_positions=64", "llc.snapshots=3", "llc.samples=128"]
 
 
 def test_the_study_runs_and_smeared_keys_give_a_one_layer_model_in_context_learning(tmp_path):
@@ -32,6 +33,9 @@ def test_the_study_runs_and_smeared_keys_give_a_one_layer_model_in_context_learn
     assert all((tmp_path / f).is_file() for f in summary.figures)
     assert any(c.verdict.value in ("REPRODUCED", "NOT REPRODUCED") for c in saved.claims)
     assert all(line.startswith(c.verdict.value) for line, c in zip(saved.findings, saved.claims))
+    curve = LLCTrajectory.from_json(json.loads((tmp_path / "parts" / "llc_attn1.json").read_text())["result"])
+    assert len(curve.step) == 3 and all(e.n_weights > 0 and len(e.per_chain) == 2 for e in curve.estimates)
+    assert any("attn1's LLC along training" in line for line in saved.findings)
 
 
 def test_a_mixture_over_one_is_refused_before_anything_is_written(tmp_path):

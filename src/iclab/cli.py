@@ -207,17 +207,49 @@ def _one_token(model, option: str, text: str) -> int:
     return ids[0]
 
 
+def _pair_texts(pairs_file: Optional[Path], clean: Optional[str], corrupt: Optional[str], answer: Optional[str],
+                wrong: Optional[str]) -> list[tuple[str, str, str, str, Optional[str]]]:
+    """(where, clean, corrupt, answer, wrong) texts from --clean/--corrupt/--answer/--wrong or from a --pairs file; ``where``
+    names the source in errors ("--" for options, "pairs.jsonl line 3: " for a file)."""
+    single = (clean, corrupt, answer)
+    if pairs_file is not None:
+        if any(v is not None for v in (*single, wrong)):
+            raise IclabError("give either --pairs or --clean/--corrupt/--answer/--wrong, not both")
+        try:
+            lines = [line for line in pairs_file.read_text().splitlines() if line.strip()]
+        except OSError as err:
+            raise IclabError(f"--pairs {str(pairs_file)!r}: {err.strerror or err}") from None
+        out = []
+        for n, line in enumerate(lines, 1):
+            where = f"{pairs_file.name} line {n}: "
+            try:
+                row = json.loads(line)
+                out.append((where, row["clean"], row["corrupt"], row["answer"], row.get("wrong")))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise IclabError(f"{where}expected a JSON object with clean, corrupt, answer (and wrong), got {line[:80]!r}") from None
+        if not out:
+            raise IclabError(f"--pairs {str(pairs_file)!r} holds no pair")
+        return out
+    missing = [name for name, v in zip(("--clean", "--corrupt", "--answer"), single) if v is None]
+    if missing:
+        raise IclabError(f"missing {', '.join(missing)}: give a prompt pair (--clean, --corrupt, --answer) or --pairs FILE")
+    return [("--", clean, corrupt, answer, wrong)]
+
+
 @app.command("patch")
 def patch_command(
     model: str = typer.Argument(..., help="An iclab run directory of a token task, a name from `iclab models`, a local Hugging "
                                 "Face folder or a .gguf file."),
-    clean: str = typer.Option(..., "--clean", help="The clean prompt (the model predicts --answer after it)."),
-    corrupt: str = typer.Option(..., "--corrupt", help="The corrupted prompt: the same number of tokens, changed where the "
-                                "answer comes from."),
-    answer: str = typer.Option(..., "--answer", help="The right next token after the clean prompt (one token; mind a "
-                               "leading space, e.g. ' Paris')."),
+    clean: Optional[str] = typer.Option(None, "--clean", help="The clean prompt (the model predicts --answer after it)."),
+    corrupt: Optional[str] = typer.Option(None, "--corrupt", help="The corrupted prompt: the same number of tokens, changed "
+                                          "where the answer comes from."),
+    answer: Optional[str] = typer.Option(None, "--answer", help="The right next token after the clean prompt (one token; mind "
+                                         "a leading space, e.g. ' Paris')."),
     wrong: Optional[str] = typer.Option(None, "--wrong", help="The token the corruption points to (one token); needed by "
                                         "--metric logit_diff."),
+    pairs_file: Optional[Path] = typer.Option(None, "--pairs", help="Instead of one pair: a JSON-lines file, one pair a line "
+                                              '({"clean": ..., "corrupt": ..., "answer": ..., "wrong": ...}), all of the '
+                                              "same token length; effects are averaged with a standard error per site."),
     site: str = typer.Option("heads", "--site", help="What to patch: heads (each head's z at each position), resid (the "
                              "residual stream entering each layer, and the final one), attn_out or mlp_out (what each layer's "
                              "attention or MLP adds), q, k or v (each head's query, key or value)."),
@@ -250,12 +282,13 @@ def patch_command(
         if value not in allowed:
             raise IclabError(f"{option} {value!r} is not one of {', '.join(allowed)}")
     path_to = Head.parse(receiver) if receiver is not None else None
-    if metric == "logit_diff" and wrong is None:
-        raise IclabError("--metric logit_diff needs --wrong (the token the corruption points to); or use --metric logprob")
+    texts = _pair_texts(pairs_file, clean, corrupt, answer, wrong)
+    if metric == "logit_diff" and any(w is None for *_, w in texts):
+        raise IclabError("--metric logit_diff needs a wrong answer for every pair (--wrong, or \"wrong\" on each --pairs line: "
+                         "the token the corruption points to); or use --metric logprob")
     m = load_model(model, resolve_device(device), log=_say)
-
-    pair = PromptPair(m.encode(clean), m.encode(corrupt), _one_token(m, "--answer", answer),
-                      _one_token(m, "--wrong", wrong) if wrong is not None else None)
+    pairs = [PromptPair(m.encode(c), m.encode(x), _one_token(m, f"{where}answer", a),
+                        _one_token(m, f"{where}wrong", w) if w is not None else None) for where, c, x, a, w in texts]
     folder = output_dir(out or default_folder("patch", site, model))
     results = {}
     from iclab.progress import reporting
@@ -264,14 +297,14 @@ def patch_command(
         if how == "attribution" and metric == "rank":
             continue
         with reporting(_say, f"{how} patching", every_s=5):
-            results[how] = patch(m, [pair], site, metric, direction, how)
+            results[how] = patch(m, pairs, site, metric, direction, how)
     record = {how: encode(r) for how, r in results.items()}
     if len(results) == 2:
         record["agreement"] = encode(agreement(results["exact"], results["attribution"]))
     paths = None
     if path_to is not None:
         with reporting(_say, "path patching", every_s=5):
-            paths = path_patch(m, [pair], path_to, into, metric, direction)
+            paths = path_patch(m, pairs, path_to, into, metric, direction)
         record["path"] = encode(paths)
     atomic_write_json(folder / "patching.json", record)
     for how, r in results.items():
@@ -279,7 +312,8 @@ def patch_command(
     if paths is not None:
         _say(f"path patching: figure {path_patching_heatmap(paths, folder / 'figures')}")
     first = next(iter(results.values()))
-    _say(f"clean {metric} {first.clean_metric:.3f}, corrupted {first.corrupted_metric:.3f}")
+    _say(f"clean {metric} {first.clean_metric:.3f}, corrupted {first.corrupted_metric:.3f}"
+         + (f" (mean of {len(pairs)} pairs)" if len(pairs) > 1 else ""))
     best = results.get("exact", first)
     flat = best.normalised.reshape(-1)
     order = [i for i in (-abs(flat)).argsort()[:8]]
@@ -346,6 +380,55 @@ def lens_command(
          + f"; all parts sum to {dla.total:+.2f}")
     console.print(f"results: {folder}/lens.json, {lens_heatmap(lens, answer, folder / 'figures')}, "
                   f"{attribution_figure(dla, answer, wrong, folder / 'figures')}")
+
+
+@app.command("llc")
+def llc_command(
+    run: Path = typer.Argument(..., help="An iclab training run with snapshots (train.snapshots > 0)."),
+    snapshots: Optional[int] = typer.Option(None, "--snapshots", help="Estimate at this many snapshots, evenly spread over "
+                                            "the saved ones (default: all)."),
+    heads: bool = typer.Option(False, "--heads", help="Also each attention head's refined LLC (its weights alone)."),
+    chains: int = typer.Option(4, "--chains", help="SGLD chains per estimate."),
+    draws: int = typer.Option(200, "--draws", help="Draws kept per chain (one per step)."),
+    burnin: int = typer.Option(100, "--burnin", help="Steps dropped at the start of each chain."),
+    step_size: float = typer.Option(1e-4, "--step-size", help="SGLD step size epsilon."),
+    localization: float = typer.Option(100.0, "--localization", help="Localisation strength gamma."),
+    nbeta: Optional[float] = typer.Option(None, "--nbeta", help="Inverse temperature n beta (default: batch / log batch)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Minibatch size of each SGLD step."),
+    samples: int = typer.Option(1024, "--samples", help="Fixed samples of the run's task the loss is taken over."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the chains."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for llc.json, llc.csv and figures/llc.png (default "
+                                       "RUN/llc)."),
+) -> None:
+    """The local learning coefficient at every snapshot of a run (SGLD, Lau et al. 2023), beside its loss and ICL score."""
+    from iclab.analysis.llc import SGLDSettings
+    from iclab.analysis.llc_runs import llc_trajectory
+    from iclab.io import atomic_write_json, atomic_write_text, output_dir
+    from iclab.plots.llc import llc_figure
+    from iclab.progress import reporting
+    from iclab.results import encode
+
+    settings = SGLDSettings(step_size, localization, nbeta, chains, burnin, draws, batch_size, seed)
+    if not (run / "config.yaml").is_file():
+        raise IclabError(f"{str(run)!r} is not an iclab training run (no config.yaml)")
+    with reporting(_say, "LLC", every_s=10):
+        t = llc_trajectory(run, settings, samples, snapshots, heads)
+    folder = output_dir(out or run / "llc")
+    atomic_write_json(folder / "llc.json", encode(t))
+    rows = ["step,tokens,llc,stderr,eval_loss,icl_score,warnings"] + [
+        f"{s},{tok},{e.llc:.6g},{e.stderr:.6g},{loss:.6g},{icl:.6g},{len(e.warnings)}"
+        for s, tok, e, loss, icl in zip(t.step, t.tokens, t.estimates, t.eval_loss, t.icl_score)]
+    atomic_write_text(folder / "llc.csv", "\n".join(rows) + "\n")
+    table = Table("step", "tokens", "LLC", "+-", "eval loss", "ICL score", "warnings")
+    for s, tok, e, loss, icl in zip(t.step, t.tokens, t.estimates, t.eval_loss, t.icl_score):
+        table.add_row(str(s), f"{tok:,}", f"{e.llc:.2f}", f"{e.stderr:.2f}", f"{loss:.3f}", f"{icl:+.3f}", str(len(e.warnings)))
+    _print_table(table)
+    for s, e in zip(t.step, t.estimates):
+        for w in e.warnings:
+            _say(f"step {s}: {w}")
+    if t.window is not None:
+        _say(f"phase-change window (from the run's ICL score): {t.window[0]:,.0f} to {t.window[1]:,.0f} tokens")
+    console.print(f"results: {folder}/llc.json, {folder}/llc.csv, {llc_figure(t, folder / 'figures')}")
 
 
 DEFAULT_VIEW_PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."

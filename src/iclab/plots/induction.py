@@ -13,6 +13,7 @@ from iclab.analysis.circuits import Mechanism
 from iclab.analysis.induction.runs import Attribution, AttentionExample, Trajectory
 from iclab.io import atomic_write_text
 from iclab.plots import plt, save
+from iclab.plots.views import attention_view, save_view
 from iclab.results import Head
 
 
@@ -203,8 +204,32 @@ def _byte(token: int) -> str:
     return f"\\x{token:02x}"
 
 
+def attention_live(res: dict[str, Any], folder: Path) -> Path | None:
+    """The report's interactive view of every head of the example's model on a repeated random sequence."""
+    if "attention" not in res:
+        return None
+    m, seen = res["attention"]
+    view = attention_view(seen.tokens, seen.patterns, f"{m}: every head on random tokens repeated (hover a token, click a "
+                          "head)", {"prefix matching": seen.prefix_matching, "previous token": seen.previous_token},
+                          {"loss (nats)": seen.loss})
+    return save_view(view, folder, "attention_live")
+
+
+def llc_curves(res: dict[str, Any], cfg: Any, folder: Path) -> Path | None:
+    from iclab.plots.llc import study_llc_figure
+
+    curves = {k[4:]: v for k, v in res.items() if k.startswith("llc_") and k != "llc_heads"}
+    if not curves:
+        return None
+    windows = {m: (None if res["phase_change"][m].window is None else
+                   (res["phase_change"][m].window.start_tokens, res["phase_change"][m].window.end_tokens)) for m in curves}
+    induction = {str(h.head) for h in res["heads"].get(cfg.llc.head_model, [])}
+    return study_llc_figure(curves, windows, res.get("llc_heads"), induction, folder)
+
+
 def plot_all(res: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
-    extra = [p for p in (k_composition(res, folder), token_loss_attribution(res, folder)) if p is not None]
+    extra = [p for p in (k_composition(res, folder), token_loss_attribution(res, folder), attention_live(res, folder),
+                         llc_curves(res, cfg, folder)) if p is not None]
     return extra + [
         icl_vs_tokens(res, folder),
         loss_curves(res, folder),

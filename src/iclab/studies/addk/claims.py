@@ -148,10 +148,11 @@ def patching_claims(res: dict[str, Any]) -> list[Claim]:
     return [measured(
         "activation patching of the residual stream (denoising: the demonstrations labelled by another k, one layer's "
         "residual at one position restored from the right prompt; logit difference between the two tasks' answers): the "
-        "label tokens' share of the effect at the demonstrations' positions, by layer, and the first layer whose final-token "
-        "residual alone restores half the gap",
-        ", ".join(f"L{layer} {v:.2f}" for layer, v in enumerate(share)) + "; final token from "
-        + (f"layer {carried}" if carried is not None else "no layer") + f" ({p.n_pairs} prompts, clean {p.clean_metric:+.2f}, "
+        "label tokens' share of the effect at the demonstrations' positions, by layer input (at L0 only the labels differ, "
+        "so 1 there is by construction), and the first layer whose input at the final token alone restores half the gap",
+        ", ".join(f"L{layer} {v:.2f}" for layer, v in enumerate(share)) + "; final token: "
+        + ("only the final residual" if carried == len(share) else f"from layer {carried}'s input" if carried is not None
+           else "no layer") + f" ({p.n_pairs} prompts, clean {p.clean_metric:+.2f}, "
         f"corrupted {p.corrupted_metric:+.2f})", f"iclab's patching evidence for {HU}, section 5 (signals from label tokens)",
         {"patching_label_share_first_layer": share[0] if share else None,
          "patching_label_share_max": float(np.nanmax(share)) if share else None,

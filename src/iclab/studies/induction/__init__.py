@@ -18,12 +18,15 @@ import torch
 from iclab.analysis.circuits import Mechanism, induction_mechanism
 from iclab.analysis.induction import runs as R
 from iclab.analysis.induction.scores import InductionHead, ProbeSequences, induction_heads, make_probe_sequences
+from iclab.analysis.lens import PromptAttention, prompt_attention
 from iclab.heads import IclabHeadModel
 from iclab.models import ModelConfig
 from iclab.plots.induction import plot_all
 from iclab.results import Head
 from iclab.runs import RunDir, load_model
 from iclab.studies.common import generator
+from iclab.analysis.llc_runs import LLCTrajectory
+from iclab.studies.induction import llc as LLC
 from iclab.studies.induction import pretrained
 from iclab.studies.induction.claims import findings
 from iclab.studies.induction.settings import PRESETS, InductionStudySettings, has_mlps, model_shape
@@ -95,17 +98,26 @@ def _mechanism(ctx: Ctx, m: str) -> Mechanism:
     return induction_mechanism(_final(ctx, m), previous, _heads(ctx, m))
 
 
-def _example(ctx: Ctx) -> R.AttentionExample:
-    """The strongest induction head's pattern (none anywhere: the deepest model's best prefix-matching head)."""
+def _example_head(ctx: Ctx) -> tuple[str, Head]:
+    """The strongest induction head and its model (none anywhere: the deepest model's best prefix-matching head)."""
     cfg, res = ctx.settings, ctx.results
     top = max(((m, h) for m in cfg.models for h in res["heads"][m]), key=lambda mh: mh[1].prefix_matching, default=None)
     if top is not None:
-        m, head = top[0], top[1].head
-    else:
-        m = max(cfg.models, key=lambda m: model_shape(m)[0])
-        pm = res["trajectories"][m].final("prefix_matching")
-        head = Head(*np.unravel_index(int(pm.argmax()), pm.shape))
+        return top[0], top[1].head
+    m = max(cfg.models, key=lambda m: model_shape(m)[0])
+    pm = res["trajectories"][m].final("prefix_matching")
+    return m, Head(*np.unravel_index(int(pm.argmax()), pm.shape))
+
+
+def _example(ctx: Ctx) -> R.AttentionExample:
+    m, head = _example_head(ctx)
     return R.attention_example(_final(ctx, m), ctx.models.probes.repeated[:1], head, m)
+
+
+def _attention(ctx: Ctx) -> tuple[str, PromptAttention]:
+    """Every head of the example's model on the same repeated sequence (the report's live view; one forward pass)."""
+    m, _ = _example_head(ctx)
+    return m, prompt_attention(_final(ctx, m), ctx.models.probes.repeated[0])
 
 
 def _subject(ctx: Ctx) -> str | None:
@@ -135,7 +147,10 @@ def parts(cfg: InductionStudySettings) -> list[Part]:
         *(Part(f"mechanism_{m}", lambda ctx, m=m: _mechanism(ctx, m), Mechanism) for m in circuits),
         Part("mechanism", lambda ctx: {m: ctx.results[f"mechanism_{m}"] for m in circuits}, cached=False),
         Part("example", _example, R.AttentionExample),
+        Part("attention", _attention, cached=False),
         Part("attribution", _attribution, R.Attribution, when=lambda ctx: _subject(ctx) is not None),
+        *(Part(f"llc_{m}", lambda ctx, m=m: LLC.curve(ctx, m), LLCTrajectory) for m in LLC.llc_models(cfg)),
+        Part("llc_heads", LLC.around_window, LLCTrajectory, when=LLC.has_head_window),
     ]
 
 

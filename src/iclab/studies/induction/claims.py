@@ -11,6 +11,7 @@ from iclab.analysis.induction.phase_change import PhaseChange, Window
 from iclab.analysis.induction.runs import Ablations, Attribution, TextAttribution, Trajectory
 from iclab.analysis.induction.scores import InductionHead
 from iclab.claims import Claim, Verdict, measured
+from iclab.studies.induction.llc import llc_claims
 from iclab.studies.induction.settings import InductionStudySettings, model_shape
 
 
@@ -128,6 +129,7 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
     claims.append(measured("final ICL score (nats, late minus early token loss) on held-out mixture / held-out stdlib text",
                            ", ".join(f"{m} {icl[m]:.2f} / {icl_nat[m]:.2f}" for m in cfg.models), OLSSON,
                            {**{f"{m}_icl_score": icl[m] for m in cfg.models}, **{f"{m}_icl_score_text": icl_nat[m] for m in cfg.models}}))
+    claims += llc_claims(cfg, res)
     numbers = {
         "icl_score": icl,
         "icl_score_natural": icl_nat,

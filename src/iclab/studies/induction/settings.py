@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from iclab.analysis.induction.phase_change import WINDOW_LEVEL
+from iclab.analysis.llc import SGLDSettings
 from iclab.config import require, require_positive
 from iclab.tasks.induction import InductionConfig
 
@@ -85,6 +86,27 @@ class PretrainedProbe:
 
 
 @dataclass(frozen=True)
+class InductionLLC:
+    """The local learning coefficient along training (Hoogland et al. 2024; Wang et al. 2024's refined LLC per head):
+    which models, at how many of their snapshots (log-spaced, as saved), on how many fixed training-mixture sequences,
+    with which sampler; and the claims' limits (a step of the LLC curve counts when larger than ``sigma`` combined
+    standard errors of the chains)."""
+
+    models: tuple[str, ...] = ("attn1", "attn2")  # those of the study's models whose LLC curve is estimated
+    snapshots: int = 10
+    samples: int = 512
+    sampler: SGLDSettings = field(default_factory=lambda: SGLDSettings(step_size=1e-4, localization=100.0, chains=2, burnin=50,
+                                                                       draws=100, batch_size=32))
+    head_model: str = "attn2"  # whose heads get a refined LLC, at its snapshots just before and after its phase-change window
+    sigma: float = 2.0
+
+    def __post_init__(self) -> None:
+        require_positive(self, "snapshots", "samples", "sigma")
+        for name in self.models:
+            require(MODEL_NAME.match(name) is not None, "llc.models", f"{name!r} is not attn<L>, smeared<L> or mlp<L>")
+
+
+@dataclass(frozen=True)
 class InductionStudySettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
@@ -104,6 +126,7 @@ class InductionStudySettings:
     window_level: float = WINDOW_LEVEL  # the window: rate of ICL change >= this x its peak (0.19: 90% of an ideal logistic inside)
     ablation_sequences: int = 256
     attribution_sequences: int = 4  # held-out stdlib text sequences whose per-token loss change is attributed
+    llc: InductionLLC = field(default_factory=InductionLLC)
 
     def __post_init__(self) -> None:
         require(len(self.models) > 0, "models", "needs at least one model")

@@ -1,0 +1,136 @@
+"""The LLC estimator against closed forms: a regular model's LLC is d/2, a singular one's (w^2 x, quartic loss) 1/4;
+seeded runs repeat bit for bit; a step size too large for the loss is caught by the diagnostics."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from iclab.analysis.llc import SGLDSettings, estimate_llc
+from iclab.errors import IclabError
+
+N = 2048
+TOLERANCE = 0.1  # relative: the known-answer tests' stated tolerance
+
+
+def regression_data(d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, d, generator=g)
+    return x, x @ torch.randn(d, generator=g) + torch.randn(N, generator=g)
+
+
+def gaussian_nll(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((y - pred) ** 2).mean()  # unit noise variance, constants dropped
+
+
+def test_a_regular_model_has_llc_d_over_2():
+    d = 6
+    x, y = regression_data(d)
+    model = nn.Linear(d, 1, bias=False)
+    with torch.no_grad():  # w*: the least-squares minimum of the empirical loss
+        model.weight.copy_(torch.linalg.lstsq(x, y.unsqueeze(1)).solution.T)
+    est = estimate_llc(model, lambda m, i: gaussian_nll(m(x[i])[:, 0], y[i]), N,
+                       SGLDSettings(step_size=5e-3, localization=0.1, chains=4, burnin=300, draws=2000))
+    assert est.llc == pytest.approx(d / 2, rel=TOLERANCE) and est.n_weights == d
+    assert est.stderr < 0.1 * est.llc and not est.warnings and est.loss_trace.shape == (4, 2300)
+
+
+class Squared(nn.Module):
+    """f(x) = w^2 x: at the truth w = 0 the loss is quartic in w, a singular model with LLC 1/4."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w ** 2 * x
+
+
+def singular_data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N, generator=g)
+    noise = torch.randn(N, generator=g)
+    noise -= (noise @ x) / (x @ x) * x  # orthogonal to x: the empirical loss is exactly c + w^4 mean(x^2) / 2
+    return x, noise
+
+
+def test_a_singular_model_has_llc_one_quarter_and_the_regular_estimate_would_be_wrong():
+    """The quartic well is flat near its minimum, so chains mix slowly: more chains and draws than the regular case
+    (seeds 0, 1, 2 gave 0.254, 0.241, 0.256, standard errors about 0.02)."""
+    x, y = singular_data()
+    model = Squared()
+    est = estimate_llc(model, lambda m, i: gaussian_nll(m(x[i]), y[i]), N,
+                       SGLDSettings(step_size=3e-3, localization=0.01, chains=8, burnin=500, draws=4000))
+    assert est.llc == pytest.approx(0.25, rel=TOLERANCE) and est.n_weights == 1
+    assert abs(est.llc - 0.5) > 5 * est.stderr  # d/2 would be 0.5: the estimator tells them apart
+    assert float(model.w.detach()) == 0.0  # the model is left as it was
+
+
+def test_a_seeded_estimate_repeats_bit_for_bit_and_masks_restrict_the_sampled_weights():
+    d = 4
+    x, y = regression_data(d, seed=2)
+    model = nn.Linear(d, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.linalg.lstsq(x, y.unsqueeze(1)).solution.T)
+    loss = lambda m, i: gaussian_nll(m(x[i])[:, 0], y[i])  # noqa: E731
+    s = SGLDSettings(step_size=1e-3, localization=0.1, chains=2, burnin=200, draws=800, seed=3)
+    a, b = estimate_llc(model, loss, N, s), estimate_llc(model, loss, N, s)
+    assert a.per_chain == b.per_chain and (a.loss_trace == b.loss_trace).all()
+    half = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    restricted = estimate_llc(model, loss, N, s, masks={"weight": half})
+    assert restricted.n_weights == 2 and restricted.llc == pytest.approx(1.0, rel=0.2)  # two of four directions: 2/2
+
+
+def test_a_step_size_too_large_is_caught_and_bad_settings_are_refused():
+    d = 4
+    x, y = regression_data(d)
+    model = nn.Linear(d, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.linalg.lstsq(x, y.unsqueeze(1)).solution.T)
+    est = estimate_llc(model, lambda m, i: gaussian_nll(m(x[i])[:, 0], y[i]), N,
+                       SGLDSettings(step_size=0.3, localization=0.1, chains=2, burnin=20, draws=50))
+    assert any("diverged" in w for w in est.warnings)
+    with pytest.raises(IclabError, match="step_size"):
+        SGLDSettings(step_size=0)
+    with pytest.raises(IclabError, match="fewer than batch_size"):
+        estimate_llc(model, lambda m, i: m(x[i]).sum(), 10)
+    with pytest.raises(IclabError, match="no parameter named bias"):
+        estimate_llc(model, lambda m, i: m(x[i]).sum(), N, masks={"bias": None})
+    assert math.isfinite(SGLDSettings().inverse_temperature)
+
+
+def test_iclab_llc_estimates_every_snapshot_of_a_run_with_refined_head_llcs(tmp_path):
+    import json
+
+    from test_robustness import iclab, one_line_error
+
+    run = tmp_path / "ind"
+    done = iclab("train", "--task", "induction", "--out", str(run), "--set", "model.n_layers=2", "--set", "model.d_model=16",
+                 "--set", "model.n_heads=2", "--set", "model.attn_only=true", "--set", "task.n_ctx=32", "--set", "task.span_max=8",
+                 "--set", "train.steps=30",
+                 "--set", "train.snapshots=4", "--set", "train.eval_every=10")
+    assert done.returncode == 0, done.stderr
+    result = iclab("llc", str(run), "--snapshots", "2", "--heads", "--chains", "2", "--draws", "20", "--burnin", "5",
+                   "--samples", "128", "--batch-size", "16")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((run / "llc" / "llc.json").read_text())
+    assert len(record["step"]) == 2 and len(record["estimates"]) == 2 and set(record["heads"]) == {"L0H0", "L0H1", "L1H0", "L1H1"}
+    head = record["heads"]["L1H0"][0]
+    assert head["n_weights"] == 4 * 16 * 8 + 3 * 8  # W_Q, W_K, W_V [D, E], W_O [E, D] and three biases [E] of one head
+    assert (run / "llc" / "figures" / "llc.png").is_file() and (run / "llc" / "llc.csv").read_text().startswith("step,tokens,llc")
+    one_line_error(iclab("llc", str(tmp_path / "nothing")), "is not an iclab training run")
+    one_line_error(iclab("llc", str(run), "--chains", "0"), "chains")
+
+
+def test_stage_boundaries_are_critical_points_larger_than_the_noise():
+    from iclab.analysis.llc import stage_boundaries
+
+    tokens = [10.0 ** k for k in range(7)]
+    peak = [1.0, 2.0, 4.0, 9.0, 6.0, 5.5, 5.4]  # rises to a peak at index 3, then falls: one boundary
+    [b] = stage_boundaries(tokens, peak, [0.2] * 7)
+    assert (b.index, b.tokens, b.kind) == (3, 1000.0, "max")
+    assert stage_boundaries(tokens, [1.0, 2.0, 3.0, 3.5, 4.5, 5.0, 6.0], [0.2] * 7) == []  # monotone: none
+    assert stage_boundaries(tokens, peak, [3.0] * 7) == []  # the same peak within the chains' noise: none
+    wiggle = [1.0, 1.3, 1.1, 1.4, 1.2, 1.5, 1.3]
+    assert stage_boundaries(tokens, wiggle, [0.2] * 7) == []  # sign changes smaller than the noise

@@ -31,6 +31,17 @@ SAMPLES, CHAINS, DRAWS, BATCH = 1024, 4, 300, 32
 LR, LOCALIZATION = 1e-4, 100.0
 
 
+class Plain(torch.nn.Module):
+    """The model under another name: devinterp takes any module with a ``cfg.n_heads`` for a TransformerLens model."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.inner(ids)
+
+
 def trained_run(folder: Path) -> Path:
     from iclab.train import train
     from iclab.train.config import apply_overrides, default_config
@@ -63,7 +74,7 @@ def main() -> None:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            theirs = devinterp_llc(model, dataset, {}, lr=LR, n_beta=nbeta, localization=LOCALIZATION, num_chains=CHAINS,
+            theirs = devinterp_llc(Plain(model), dataset, {}, lr=LR, n_beta=nbeta, localization=LOCALIZATION, num_chains=CHAINS,
                                    num_draws=DRAWS, batch_size=BATCH, num_burnin_steps=0, device="cpu",
                                    loss_fn=lambda m, ids: InductionTask.token_losses(m(ids), ids),
                                    output_path=Path(tmp) / "devinterp.zarr")

@@ -80,7 +80,8 @@ def llc_claims(cfg: InductionStudySettings, res: dict[str, Any]) -> list[Claim]:
             f"a stage boundary of {m2}'s LLC curve (a critical point) falls inside its phase-change window",
             Verdict.NOT_APPLICABLE if w is None else Verdict.of(bool(inside)),
             ("no phase-change window" if w is None else f"window {w.start_tokens:.3g}-{w.end_tokens:.3g} tokens; boundaries "
-             + (", ".join(f"{b.tokens:.3g} ({b.kind})" for b in boundaries[m2]) or "none")),
+             + (", ".join(f"{b.tokens:.3g} ({b.kind})" for b in boundaries[m2]) or "none")
+             + f"; {sum(bool(e.warnings) for e in curves[m2].estimates)} of {len(curves[m2].step)} estimates with chain warnings"),
             f"{HOOGLAND}, the two-layer attention-only language model", limits,
             scale_note="the quick preset estimates at few snapshots with few draws; a boundary smaller than the chains' noise "
             "is not counted" if w is not None else "", values={f"{m2}_boundaries_in_window": len(inside)}))
@@ -119,8 +120,10 @@ def head_claims(cfg: InductionStudySettings, res: dict[str, Any]) -> list[Claim]
 
     (ri, ei), (ro, eo) = mean(ind_rise), mean(other_rise)
     ok = bool(ind_rise) and ri > cfg.llc.sigma * ei and not (ro > cfg.llc.sigma * eo)
+    warned = sum(bool(e.warnings) for v in around.heads.values() for e in v)
     return [Claim(
         title, Verdict.of(ok) if ind_rise else Verdict.NOT_APPLICABLE,
         f"from step {around.step[0]} to {around.step[-1]}: induction heads ({', '.join(sorted(ind)) or 'none'}) {ri:+.2f} +- {ei:.2f}, "
-        f"the other {len(other_rise)} heads {ro:+.2f} +- {eo:.2f}; per head " + ", ".join(f"{h} {r:+.2f}" for h, (r, _) in sorted(rise.items())),
+        f"the other {len(other_rise)} heads {ro:+.2f} +- {eo:.2f}; per head " + ", ".join(f"{h} {r:+.2f}" for h, (r, _) in sorted(rise.items()))
+        + (f"; {warned} of {2 * len(rise)} estimates with chain warnings (llc_heads.json)" if warned else ""),
         WANG, {"llc.sigma": cfg.llc.sigma}, values={f"{m}_induction_heads_rllc_rise": ri, f"{m}_other_heads_rllc_rise": ro})]

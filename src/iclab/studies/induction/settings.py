@@ -95,7 +95,7 @@ class InductionLLC:
     models: tuple[str, ...] = ("attn1", "attn2")  # those of the study's models whose LLC curve is estimated
     snapshots: int = 10
     samples: int = 512
-    sampler: SGLDSettings = field(default_factory=lambda: SGLDSettings(step_size=1e-4, localization=100.0, chains=2, burnin=50,
+    sampler: SGLDSettings = field(default_factory=lambda: SGLDSettings(step_size=3e-4, localization=100.0, chains=2, burnin=50,
                                                                        draws=100, batch_size=32))
     head_model: str = "attn2"  # whose heads get a refined LLC, at its snapshots just before and after its phase-change window
     sigma: float = 2.0

@@ -415,13 +415,14 @@ def llc_command(
         t = llc_trajectory(run, settings, samples, snapshots, heads)
     folder = output_dir(out or run / "llc")
     atomic_write_json(folder / "llc.json", encode(t))
-    rows = ["step,tokens,llc,stderr,eval_loss,icl_score,warnings"] + [
-        f"{s},{tok},{e.llc:.6g},{e.stderr:.6g},{loss:.6g},{icl:.6g},{len(e.warnings)}"
-        for s, tok, e, loss, icl in zip(t.step, t.tokens, t.estimates, t.eval_loss, t.icl_score)]
+    rows = ["step,tokens,llc,stderr,eval_loss,icl_score,best_prefix_matching,warnings"] + [
+        f"{s},{tok},{e.llc:.6g},{e.stderr:.6g},{loss:.6g},{icl:.6g},{pm:.6g},{len(e.warnings)}"
+        for s, tok, e, loss, icl, pm in zip(t.step, t.tokens, t.estimates, t.eval_loss, t.icl_score, t.induction_score)]
     atomic_write_text(folder / "llc.csv", "\n".join(rows) + "\n")
-    table = Table("step", "tokens", "LLC", "+-", "eval loss", "ICL score", "warnings")
-    for s, tok, e, loss, icl in zip(t.step, t.tokens, t.estimates, t.eval_loss, t.icl_score):
-        table.add_row(str(s), f"{tok:,}", f"{e.llc:.2f}", f"{e.stderr:.2f}", f"{loss:.3f}", f"{icl:+.3f}", str(len(e.warnings)))
+    table = Table("step", "tokens", "LLC", "+-", "eval loss", "ICL score", "prefix matching", "warnings")
+    for s, tok, e, loss, icl, pm in zip(t.step, t.tokens, t.estimates, t.eval_loss, t.icl_score, t.induction_score):
+        table.add_row(str(s), f"{tok:,}", f"{e.llc:.2f}", f"{e.stderr:.2f}", f"{loss:.3f}", f"{icl:+.3f}", f"{pm:.2f}",
+                      str(len(e.warnings)))
     _print_table(table)
     for s, e in zip(t.step, t.estimates):
         for w in e.warnings:

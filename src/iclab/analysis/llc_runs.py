@@ -74,9 +74,10 @@ def embedding_masks(model: Transformer) -> Masks:
 class LLCTrajectory(Result):
     """The LLC at each snapshot ``step`` [S] (``tokens`` seen), the whole model's ``estimates`` and, when asked, each
     head's refined LLC (``heads``: "L0H1" -> [S] estimates); the run's logged eval loss and ICL score at those steps
-    (NaN where not logged) and its phase-change window in tokens (None: none, or no ICL score logged)."""
+    (NaN where not logged), its phase-change window in tokens (None: none, or no ICL score logged), and the best
+    head's prefix-matching score on repeated random tokens at each snapshot (the induction heads' causal side)."""
 
-    SCHEMA: ClassVar[int] = 1
+    SCHEMA: ClassVar[int] = 2  # 2: with the induction score
 
     run: str
     settings: SGLDSettings
@@ -88,6 +89,7 @@ class LLCTrajectory(Result):
     eval_loss: list[float]
     icl_score: list[float]
     window: tuple[float, float] | None
+    induction_score: list[float]  # the best head's prefix-matching score at each snapshot (NaN: not a token model)
 
     def llc(self) -> np.ndarray:
         return np.array([e.llc for e in self.estimates])
@@ -96,9 +98,28 @@ class LLCTrajectory(Result):
         return {h: np.array([e.llc for e in v]) for h, v in self.heads.items()}
 
 
+@torch.no_grad()
+def best_prefix_matching(model: Transformer, vocab: torch.Tensor, seed: int = 0, length: int = 25, batch: int = 16) -> float:
+    """The largest prefix-matching score over the heads (Olsson et al.'s definition) on BOS (``vocab[0]``) + random
+    tokens from ``vocab[1:]`` repeated twice, as the induction study probes; NaN for a model that does not read tokens."""
+    from iclab.analysis.heads import prefix_matching_score, repeated_random_tokens
+    from iclab.heads import IclabHeadModel
+
+    length = min(length, (model.cfg.n_ctx - 1) // 2)
+    if model.cfg.input != "tokens" or length < 2:
+        return float("nan")
+    heads = IclabHeadModel(model)
+    ids = repeated_random_tokens(batch, length, 2, vocab[1:], torch.Generator().manual_seed(seed), bos=int(vocab[0]))
+    return float(prefix_matching_score(heads.patterns(ids), ids).max())
+
+
 def _logged(metrics: list[dict], steps: list[int], key: str) -> list[float]:
-    by_step = {int(r["step"]): float(r[key]) for r in metrics if r.get("split") == "eval" and key in r}
-    return [by_step.get(s, float("nan")) for s in steps]
+    """A logged eval metric at ``steps``, interpolated between the steps it was logged at (NaN outside them)."""
+    rows = sorted((int(r["step"]), float(r[key])) for r in metrics if r.get("split") == "eval" and key in r)
+    if len(rows) < 2:
+        return [float(dict(rows).get(s, float("nan"))) for s in steps]
+    at, value = (np.array(v, dtype=float) for v in zip(*rows))
+    return [float(np.interp(s, at, value)) if at[0] <= s <= at[-1] else float("nan") for s in steps]
 
 
 def llc_trajectory(path: Path | str, settings: SGLDSettings = SGLDSettings(), n_samples: int = 1024,
@@ -126,9 +147,12 @@ def llc_trajectory(path: Path | str, settings: SGLDSettings = SGLDSettings(), n_
     loss = task_loss(task, data, positions)
     T = data.inputs.shape[1]
     per_step = config.train.batch_size * (T if data.inputs.dim() == 2 else 1)
-    estimates, per_head = [], {}
+    span = getattr(config.task, "synthetic_vocab", None)  # the induction task's span alphabet (the study's probe tokens)
+    vocab = (torch.arange(span) if span else data.inputs.unique()) if data.inputs.dim() == 2 else None
+    estimates, per_head, induction = [], {}, []
     for i, step in enumerate(track(steps, total=len(steps), what="snapshots")):
         model = load_model(run, config, step, device)[0]
+        induction.append(best_prefix_matching(model, vocab, settings.seed) if vocab is not None else float("nan"))
         seed = replace(settings, seed=settings.seed + i)  # independent chains per snapshot, reproducible
         estimates.append(estimate_llc(model, loss, n_samples, seed))
         if heads:
@@ -145,4 +169,4 @@ def llc_trajectory(path: Path | str, settings: SGLDSettings = SGLDSettings(), n_
         w = phase_change_window(np.array(s, dtype=float) * per_step, np.array(v))
         window = None if w is None else (w.start_tokens, w.end_tokens)
     return LLCTrajectory(str(path), settings, n_samples, steps, [s * per_step for s in steps], estimates, per_head,
-                         _logged(metrics, steps, "loss"), icl, window)
+                         _logged(metrics, steps, "loss"), icl, window, induction)

@@ -13,7 +13,7 @@ from iclab.plots import plt, save
 
 def llc_figure(t: LLCTrajectory, folder: Path) -> Path:
     panels = 2 if t.heads else 1
-    fig, axes = plt.subplots(panels, 1, figsize=(7, 3.6 * panels), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(panels, 1, figsize=(7.5, 3.6 * panels), sharex=True, squeeze=False)
     ax = axes[0, 0]
     x = np.maximum(np.array(t.tokens, dtype=float), 1.0)
     ax.errorbar(x, t.llc(), yerr=[e.stderr for e in t.estimates], color="k", marker="o", ms=3, capsize=2, label="LLC")
@@ -21,11 +21,20 @@ def llc_figure(t: LLCTrajectory, folder: Path) -> Path:
     ax.set_ylabel("LLC (whole model)")
     other = ax.twinx()
     if np.isfinite(t.eval_loss).any():
-        other.plot(x, t.eval_loss, color="tab:blue", alpha=0.7, label="eval loss")
+        other.plot(x, t.eval_loss, color="tab:blue", alpha=0.7, marker="s", ms=3, label="eval loss")
     if np.isfinite(t.icl_score).any():
-        other.plot(x, t.icl_score, color="tab:orange", alpha=0.7, label="ICL score")
+        other.plot(x, t.icl_score, color="tab:orange", alpha=0.7, marker="s", ms=3, label="ICL score")
     other.set_ylabel("nats")
-    lines = ax.get_legend_handles_labels()[0] + other.get_legend_handles_labels()[0]
+    if np.isfinite(t.induction_score).any():
+        third = ax.twinx()
+        third.spines["right"].set_position(("axes", 1.12))
+        third.plot(x, t.induction_score, color="tab:green", ls="--", marker="^", ms=3, alpha=0.8, label="best prefix matching")
+        third.set_ylim(0, 1)
+        third.set_ylabel("prefix-matching score (best head)")
+        lines_extra = third.get_legend_handles_labels()[0]
+    else:
+        lines_extra = []
+    lines = ax.get_legend_handles_labels()[0] + other.get_legend_handles_labels()[0] + lines_extra
     ax.legend(lines, [h.get_label() for h in lines], fontsize=7, loc="best")
     for a in axes[:, 0]:
         if t.window is not None:

@@ -134,3 +134,52 @@ def test_stage_boundaries_are_critical_points_larger_than_the_noise():
     assert stage_boundaries(tokens, peak, [3.0] * 7) == []  # the same peak within the chains' noise: none
     wiggle = [1.0, 1.3, 1.1, 1.4, 1.2, 1.5, 1.3]
     assert stage_boundaries(tokens, wiggle, [0.2] * 7) == []  # sign changes smaller than the noise
+
+
+def _curve(llcs: list[float], tokens: list[float], heads: dict[str, list[float]] | None = None, err: float = 0.1):
+    import numpy as np
+
+    from iclab.analysis.llc import LLCEstimate
+    from iclab.analysis.llc_runs import LLCTrajectory
+
+    def est(v: float) -> LLCEstimate:
+        return LLCEstimate(v, err, [v, v], 3.0, 10.0, 100, np.zeros((2, 3)), 1.0, [])
+
+    steps = list(range(len(tokens)))
+    return LLCTrajectory("run", SGLDSettings(), 64, steps, [int(t) for t in tokens], [est(v) for v in llcs],
+                         {h: [est(v) for v in vs] for h, vs in (heads or {}).items()}, [float("nan")] * len(tokens),
+                         [float("nan")] * len(tokens), None, [float("nan")] * len(tokens))
+
+
+def _llc_results(attn2: list[float], attn1: list[float], ind_rise: float, other_rise: float, window: bool = True) -> dict:
+    from iclab.analysis.induction.phase_change import LossPCA, PhaseChange, Window
+    from iclab.analysis.induction.scores import InductionHead
+    from iclab.results import Head
+
+    tokens = [1e3, 1e4, 1e5, 1e6, 1e7]
+    w = Window(5e5, 2e6, 0.9) if window else None
+    pc = {m: PhaseChange(w if m == "attn2" else None, None, None, LossPCA([[0, 0]], [0.5, 0.2])) for m in ("attn1", "attn2")}
+    heads = {"L1H2": [0.1, 0.1 + ind_rise], "L0H0": [0.3, 0.3 + other_rise], "L1H0": [0.2, 0.2 + other_rise]}
+    res = {"phase_change": pc, "heads": {"attn2": [InductionHead(Head(1, 2), 0.9, 0.5, 0.9)], "attn1": []},
+           "llc_attn2": _curve(attn2, tokens), "llc_attn1": _curve(attn1, tokens)}
+    if window:  # the study estimates the heads only around a window
+        res["llc_heads"] = _curve([5.0, 6.0], [4e5, 3e6], heads, err=0.02)
+    return res
+
+
+def test_the_llc_claims_hold_on_a_planted_boundary_and_fail_without_one():
+    from dataclasses import replace
+
+    from iclab.claims import Verdict
+    from iclab.studies.induction.llc import llc_claims
+    from iclab.studies.induction.settings import PRESETS
+
+    cfg = replace(PRESETS["quick"], models=("attn1", "attn2"))
+    verdicts = lambda res: {c.statement.split(" ")[0] + ("/heads" if "refined" in c.statement else ""): c.verdict  # noqa: E731
+                            for c in llc_claims(cfg, res) if c.verdict is not Verdict.MEASURED}
+    holds = verdicts(_llc_results([2.0, 4.0, 5.0, 9.0, 7.0], [2.0, 3.0, 4.0, 5.0, 6.0], ind_rise=1.0, other_rise=0.0))
+    assert holds == {"a": Verdict.REPRODUCED, "attn1": Verdict.REPRODUCED, "attn2's/heads": Verdict.REPRODUCED}
+    fails = verdicts(_llc_results([2.0, 4.0, 5.0, 6.0, 7.0], [2.0, 3.0, 5.0, 9.0, 6.0], ind_rise=0.01, other_rise=0.5))
+    assert fails == {"a": Verdict.NOT_REPRODUCED, "attn1": Verdict.NOT_REPRODUCED, "attn2's/heads": Verdict.NOT_REPRODUCED}
+    none = verdicts(_llc_results([2.0, 4.0, 5.0, 9.0, 7.0], [2.0, 3.0, 4.0, 5.0, 6.0], 1.0, 0.0, window=False))
+    assert set(none.values()) == {Verdict.NOT_APPLICABLE}

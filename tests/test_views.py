@@ -82,3 +82,4 @@ def test_iclab_view_writes_a_page_for_a_patching_folder_and_for_a_model(tmp_path
                  "--out", str(p)).returncode == 0
     assert iclab("view", str(p)).returncode == 0 and (p / "view.html").read_text().count("iclabViews.patching(") == 2
     one_line_error(iclab("view", str(p), "--out", str(tmp_path / "v.png")), "must name an .html file")
+    one_line_error(iclab("view", str(run), "--prompt", "ab" * 200), "--prompt is 400 tokens; a view holds at most 256")

@@ -432,6 +432,7 @@ def llc_command(
     console.print(f"results: {folder}/llc.json, {folder}/llc.csv, {llc_figure(t, folder / 'figures')}")
 
 
+VIEW_MAX_TOKENS = 256
 DEFAULT_VIEW_PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."
 
 
@@ -468,6 +469,9 @@ def view_command(
 
         m = load_model(target, resolve_device(device), log=_say)
         ids = torch.tensor(m.encode(prompt or DEFAULT_VIEW_PROMPT))
+        if len(ids) > VIEW_MAX_TOKENS:  # the page holds every head's [T, T] pattern: L * H * T^2 bytes
+            raise IclabError(f"--prompt is {len(ids)} tokens; a view holds at most {VIEW_MAX_TOKENS} (every head's pattern "
+                             "is inlined in the page)")
         seen = prompt_attention(m, ids)
         name = Path(str(target).rstrip("/")).name
         fragments = [attention_view(seen.tokens, seen.patterns, f"{name}: attention of every head ({len(ids)} tokens)",

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import base64
 import html
-import itertools
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
-
-_ids = itertools.count()
 
 STYLE = """
 .iv{font-family:system-ui,sans-serif;font-size:13px;text-align:left;border:1px solid #ddd;padding:.6em;margin:.4em 0;max-width:1060px}
@@ -129,7 +127,7 @@ if (!window.iclabViews) { window.iclabViews = (function () {
 
 
 def _fragment(kind: str, body: str, data: dict) -> str:
-    vid = f"iv{next(_ids)}-{kind}"
+    vid = f"iv-{kind}-{uuid.uuid4().hex[:12]}"  # unique across the studies whose views one report embeds
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return (f'<style>{STYLE}</style><div class="iv" id="{vid}">{body}</div>'
             f"<script>{SCRIPT}</script><script>window.iclabViews.{kind}('{vid}', {payload});</script>")

@@ -36,8 +36,8 @@ STYLE = """
 SCRIPT = r"""
 if (!window.iclabViews) { window.iclabViews = (function () {
   function b64(s) { var b = atob(s), a = new Uint8Array(b.length); for (var i = 0; i < b.length; i++) a[i] = b.charCodeAt(i); return a; }
-  function heat(x) {  // x in [-1, 1]: blue (negative) .. white .. red (positive)
-    var a = Math.min(1, Math.abs(x)), c = x >= 0 ? [214, 39, 40] : [31, 119, 180];
+  function heat(x) {  // x in [-1, 1]: red (negative) .. white .. blue (positive), as the PNG heatmaps (RdBu)
+    var a = Math.min(1, Math.abs(x)), c = x >= 0 ? [31, 119, 180] : [214, 39, 40];
     return 'rgb(' + c.map(function (v) { return Math.round(255 - a * (255 - v)); }).join(',') + ')';
   }
   function attn(x) { var a = Math.max(0, Math.min(1, x)); return 'rgba(255,127,14,' + a.toFixed(3) + ')'; }
@@ -80,7 +80,7 @@ if (!window.iclabViews) { window.iclabViews = (function () {
       if (cs.value !== 'attention') {
         var v = d.values[cs.value], m = Math.max.apply(null, v.map(Math.abs)) || 1;
         spans.forEach(function (s, i) { s.classList.remove('q'); s.style.background = heat(v[i] / m); s.title = i + ': ' + cs.value + ' ' + v[i].toFixed(3); });
-        info.textContent = 'tokens coloured by ' + cs.value + ' (red: high)';
+        info.textContent = 'tokens coloured by ' + cs.value + ' (blue: high)';
         root.dataset.state = cs.value;
         return;
       }

@@ -1,6 +1,6 @@
 """iclab's LLC estimator side by side with devinterp's (``pip install devinterp``), on the same model, data and
 hyperparameters, in one run: both estimates with their standard errors (over chains), whether they agree within them,
-each one's time and the ratio.
+each one's time and the ratio (iclab with two chains at once in single-thread processes, and one after the other).
 
 The model: a two-layer attention-only induction model trained here for a few hundred steps (or the final weights of
 the run given as an argument). The data: 1,024 sequences of its task; the loss: mean next-token cross-entropy.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 import tempfile
 import time
 import warnings
@@ -28,6 +29,7 @@ from iclab.tasks import make_task
 from iclab.tasks.induction import InductionTask
 
 SAMPLES, CHAINS, DRAWS, BATCH = 1024, 4, 300, 32
+WORKERS = 2  # iclab runs two chains at once, one thread each; devinterp runs its chains one after the other
 LR, LOCALIZATION = 1e-4, 100.0
 
 
@@ -60,7 +62,8 @@ def main() -> None:
         run = load_run(path)
         model, task = run.model, make_task(run.config.task)
         data = task.batch(0, SAMPLES, "eval", "cpu")
-        settings = SGLDSettings(step_size=LR, localization=LOCALIZATION, chains=CHAINS, burnin=0, draws=DRAWS, batch_size=BATCH)
+        settings = SGLDSettings(step_size=LR, localization=LOCALIZATION, chains=CHAINS, burnin=0, draws=DRAWS, batch_size=BATCH,
+                                workers=WORKERS)
         nbeta = settings.inverse_temperature
         print(f"model: {path} ({sum(p.numel() for p in model.parameters())} weights), {SAMPLES} sequences of "
               f"{data.inputs.shape[1]} tokens; {CHAINS} chains x {DRAWS} draws, batch {BATCH}, lr {LR}, "
@@ -69,6 +72,9 @@ def main() -> None:
         t0 = time.perf_counter()
         ours = estimate_llc(model, task_loss(task, data), SAMPLES, settings)
         t_ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        serial = estimate_llc(model, task_loss(task, data), SAMPLES, replace(settings, workers=1))
+        t_serial = time.perf_counter() - t0
 
         dataset = datasets.Dataset.from_dict({"input_ids": data.inputs.tolist()}).with_format("torch")
         t0 = time.perf_counter()
@@ -83,7 +89,8 @@ def main() -> None:
         d_err = d_std / math.sqrt(CHAINS)
         gap = abs(ours.llc - d_mean)
         both = math.hypot(ours.stderr, d_err)
-        print(f"iclab     LLC {ours.llc:8.3f} +- {ours.stderr:.3f}  ({t_ours:.1f} s)")
+        print(f"iclab     LLC {ours.llc:8.3f} +- {ours.stderr:.3f}  ({t_ours:.1f} s, {WORKERS} chains at once; one after the "
+              f"other {serial.llc:.3f} in {t_serial:.1f} s)")
         print(f"devinterp LLC {d_mean:8.3f} +- {d_err:.3f}  ({t_theirs:.1f} s)")
         print(f"difference {gap:.3f} = {gap / both:.2f} combined standard errors ({'agree' if gap <= 2 * both else 'DISAGREE'}); "
               f"iclab {t_theirs / t_ours:.2f}x faster")

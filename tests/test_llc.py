@@ -2,6 +2,7 @@
 seeded runs repeat bit for bit; a step size too large for the loss is caught by the diagnostics."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -77,6 +78,8 @@ def test_a_seeded_estimate_repeats_bit_for_bit_and_masks_restrict_the_sampled_we
     s = SGLDSettings(step_size=1e-3, localization=0.1, chains=2, burnin=200, draws=800, seed=3)
     a, b = estimate_llc(model, loss, N, s), estimate_llc(model, loss, N, s)
     assert a.per_chain == b.per_chain and (a.loss_trace == b.loss_trace).all()
+    forked = [estimate_llc(model, loss, N, replace(s, workers=2)) for _ in range(2)]  # chains in two processes
+    assert forked[0].per_chain == forked[1].per_chain and forked[0].per_chain == pytest.approx(a.per_chain, rel=1e-6)
     half = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
     restricted = estimate_llc(model, loss, N, s, masks={"weight": half})
     assert restricted.n_weights == 2 and restricted.llc == pytest.approx(1.0, rel=0.2)  # two of four directions: 2/2

@@ -397,6 +397,8 @@ def llc_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Minibatch size of each SGLD step."),
     samples: int = typer.Option(1024, "--samples", help="Fixed samples of the run's task the loss is taken over."),
     seed: int = typer.Option(0, "--seed", help="Seed of the chains."),
+    workers: int = typer.Option(1, "--workers", help="Processes running chains at once (one thread each when more than "
+                                "one; small models run faster so on several cores)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for llc.json, llc.csv and figures/llc.png (default "
                                        "RUN/llc)."),
 ) -> None:
@@ -408,7 +410,7 @@ def llc_command(
     from iclab.progress import reporting
     from iclab.results import encode
 
-    settings = SGLDSettings(step_size, localization, nbeta, chains, burnin, draws, batch_size, seed)
+    settings = SGLDSettings(step_size, localization, nbeta, chains, burnin, draws, batch_size, seed, workers)
     if not (run / "config.yaml").is_file():
         raise IclabError(f"{str(run)!r} is not an iclab training run (no config.yaml)")
     with reporting(_say, "LLC", every_s=10):

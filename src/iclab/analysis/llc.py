@@ -26,6 +26,7 @@ that disagree (Gelman-Rubin R-hat of the draws' losses above ``max_rhat``) each 
 from __future__ import annotations
 
 import math
+import multiprocessing
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -45,7 +46,8 @@ LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (model, indices of
 @dataclass(frozen=True)
 class SGLDSettings:
     """The sampler's settings (Lau et al.'s names): ``step_size`` epsilon, ``localization`` gamma, ``nbeta`` n beta (None:
-    batch_size / log(batch_size)), chains, ``burnin`` steps dropped, ``draws`` kept (one per step), minibatch size."""
+    batch_size / log(batch_size)), chains, ``burnin`` steps dropped, ``draws`` kept (one per step), minibatch size, and
+    ``workers``: processes running chains at once."""
 
     step_size: float = 1e-4
     localization: float = 100.0
@@ -55,9 +57,10 @@ class SGLDSettings:
     draws: int = 200
     batch_size: int = 64
     seed: int = 0
+    workers: int = 1  # processes running chains at once (1: in this process)
 
     def __post_init__(self) -> None:
-        require_positive(self, "step_size", "chains", "draws", "batch_size")
+        require_positive(self, "step_size", "chains", "draws", "batch_size", "workers")
         require(self.burnin >= 0, "burnin", f"must be at least 0, got {self.burnin}")
         require(self.localization >= 0, "localization", f"must be at least 0, got {self.localization}")
         require(self.nbeta is None or self.nbeta > 0, "nbeta", f"must be positive, got {self.nbeta}")
@@ -147,6 +150,60 @@ def named_masks(model: nn.Module, masks: Masks | None) -> list[tuple[nn.Paramete
     return out
 
 
+class _Chains:
+    """The SGLD chains of one estimate, run in this process or, with ``settings.workers`` > 1, in that many forked
+    processes of one thread each (small models parallelise poorly across threads: two single-thread chains at once
+    do about 1.7x the steps of one two-thread chain on 2 cores). Each chain's generator is seeded by its index, so a
+    seeded estimate repeats bit for bit at the same ``workers``."""
+
+    def __init__(self, model, loss, n, s, nbeta, sampled, saved):
+        self.model, self.loss, self.n, self.s, self.nbeta, self.sampled, self.saved = model, loss, n, s, nbeta, sampled, saved
+
+    def chain(self, index: int) -> tuple[int, np.ndarray]:
+        s, model, sampled = self.s, self.model, self.sampled
+        params = [p for p, _ in sampled]
+        g = torch.Generator().manual_seed(s.seed * 1_000_003 + index)
+        with torch.no_grad():
+            for p, w in zip(model.parameters(), self.saved):
+                p.copy_(w)
+        start = [p.detach().clone() for p in params]
+        row = np.zeros(s.burnin + s.draws)
+        for step in range(s.burnin + s.draws):
+            idx = torch.randint(self.n, (s.batch_size,), generator=g)
+            value = self.loss(model, idx)
+            grads = torch.autograd.grad(value, params)
+            row[step] = float(value.detach())
+            with torch.no_grad():
+                for p, grad, w0, (_, mask) in zip(params, grads, start, sampled):
+                    drift = self.nbeta * grad + s.localization * (p - w0)
+                    noise = torch.randn(p.shape, generator=g).to(p)
+                    if mask is not None:
+                        drift, noise = drift * mask, noise * mask
+                    p.add_(drift, alpha=-s.step_size / 2).add_(noise, alpha=math.sqrt(s.step_size))
+        return index, row
+
+    def run_all(self):
+        workers = min(self.s.workers, self.s.chains)
+        if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            yield from (self.chain(c) for c in range(self.s.chains))
+            return
+        global _JOB
+        _JOB = self  # the forked workers inherit it: a loss closure needs no pickling
+        threads = max(1, torch.get_num_threads() // workers)
+        try:
+            with multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+                yield from pool.imap_unordered(_run_chain, range(self.s.chains))
+        finally:
+            _JOB = None
+
+
+_JOB: _Chains | None = None
+
+
+def _run_chain(index: int) -> tuple[int, np.ndarray]:
+    return _JOB.chain(index)
+
+
 def estimate_llc(model: nn.Module, loss: LossFn, n: int, settings: SGLDSettings = SGLDSettings(),
                  masks: Masks | None = None, check: ChainCheck = ChainCheck()) -> LLCEstimate:
     """The LLC of ``model``'s current weights w* for ``loss`` over n samples (``loss(model, indices)`` is the mean loss
@@ -170,25 +227,10 @@ def estimate_llc(model: nn.Module, loss: LossFn, n: int, settings: SGLDSettings 
         params = [p for p, _ in sampled]
         for p in params:
             p.requires_grad_(True)
+        job = _Chains(model, loss, n, s, nbeta, sampled, saved)
         trace = np.zeros((s.chains, s.burnin + s.draws))
-        for chain in track(range(s.chains), total=s.chains, what="SGLD chains"):
-            g = torch.Generator().manual_seed(s.seed * 1_000_003 + chain)
-            with torch.no_grad():
-                for p, w in zip(model.parameters(), saved):
-                    p.copy_(w)
-            start = [p.detach().clone() for p in params]
-            for step in range(s.burnin + s.draws):
-                idx = torch.randint(n, (s.batch_size,), generator=g)
-                value = loss(model, idx)
-                grads = torch.autograd.grad(value, params)
-                trace[chain, step] = float(value.detach())
-                with torch.no_grad():
-                    for p, grad, w0, (_, mask) in zip(params, grads, start, sampled):
-                        drift = nbeta * grad + s.localization * (p - w0)
-                        noise = torch.randn(p.shape, generator=g).to(p)
-                        if mask is not None:
-                            drift, noise = drift * mask, noise * mask
-                        p.add_(drift, alpha=-s.step_size / 2).add_(noise, alpha=math.sqrt(s.step_size))
+        for chain, row in track(job.run_all(), total=s.chains, what="SGLD chains"):
+            trace[chain] = row
         per_chain = [float(nbeta * (trace[c, s.burnin:].mean() - init_loss)) for c in range(s.chains)]
     finally:
         with torch.no_grad():

@@ -199,6 +199,13 @@ def heads(
         say(f"scores: {out}")
 
 
+def _largest(grid, k: int) -> list[tuple[int, ...]]:
+    """The indices of a grid's ``k`` entries largest in absolute value, largest first."""
+    import numpy as np
+
+    return sorted(np.ndindex(*grid.shape), key=lambda i: -abs(grid[i]))[:k]
+
+
 def _one_token(model, option: str, text: str) -> int:
     """The one token ``text`` is for ``model`` (an answer to patch or read), or a one-line error naming ``option``."""
     ids = model.encode(text, bos=False)
@@ -329,7 +336,7 @@ def patch_command(
         _say(f"attribution vs exact: correlation {a['correlation']:.3f}, {a['top_k_shared']} of the top {a['k']} sites shared")
     if paths is not None:
         flat = np.nan_to_num(paths.normalised[: path_to[0]], nan=0.0)
-        top = sorted(np.ndindex(*flat.shape), key=lambda i: -abs(flat[i]))[:5]
+        top = _largest(flat, 5)
         _say(f"paths into L{path_to[0]}H{path_to[1]}'s {into}, strongest senders: "
              + ", ".join(f"L{layer}H{h} {flat[layer, h]:+.3f}" for layer, h in top))
     console.print(f"results: {folder}/patching.json")
@@ -349,7 +356,6 @@ def lens_command(
 ) -> None:
     """The logit lens (every layer's residual stream read through the model's own final norm and unembedding) and direct
     logit attribution (each head's and MLP's share of the answer's logit at the last position)."""
-    import numpy as np
     import torch
 
     from iclab.analysis.lens import direct_logit_attribution, logit_lens
@@ -374,7 +380,7 @@ def lens_command(
         table.add_row("final" if layer == m.n_layers else f"L{layer}", f"{lens.logprob[layer, -1]:.2f}",
                       str(int(lens.rank[layer, -1])), repr(top))
     _print_table(table)
-    top = sorted(np.ndindex(*dla.heads.shape), key=lambda i: -abs(dla.heads[i]))[:5]
+    top = _largest(dla.heads, 5)
     _say("direct logit attribution at the last position, largest heads: "
          + ", ".join(f"L{layer}H{h} {dla.heads[layer, h]:+.2f}" for layer, h in top)
          + f"; all parts sum to {dla.total:+.2f}")

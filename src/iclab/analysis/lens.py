@@ -37,20 +37,12 @@ class LogitLens(Result):
 def logit_lens(model: HeadModel, ids: torch.Tensor, answer: int) -> LogitLens:
     """The logit lens of ids [T] for the token ``answer``; one residual at a time through the unembedding, so a
     real vocabulary holds [T, V] logits, never [L, T, V]."""
-    store: dict[int, torch.Tensor] = {}
+    from iclab.analysis.patching import activations
 
-    def keep(layer: int):
-        def grab(x: torch.Tensor) -> torch.Tensor:
-            store[layer] = x[0].detach()
-            return x
-
-        return grab
-
-    with model.hooked(resid={layer: keep(layer) for layer in range(model.n_layers + 1)}):
-        model.logits_grad(ids.to(model.device).unsqueeze(0))
+    resid = activations(model, ids.to(model.device), "resid")  # [T, D] entering each layer, and the final one
     logprob, rank, top = [], [], []
     for layer in range(model.n_layers + 1):
-        logits = model.resid_logits(store[layer])  # [T, V]
+        logits = model.resid_logits(resid[layer])  # [T, V]
         logprob.append(torch.log_softmax(logits, -1)[:, answer].cpu())
         rank.append((logits > logits[:, answer : answer + 1]).sum(-1).cpu())
         top.append(logits.argmax(-1).tolist())

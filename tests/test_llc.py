@@ -186,3 +186,61 @@ def test_the_llc_claims_hold_on_a_planted_boundary_and_fail_without_one():
     assert fails == {"a": Verdict.NOT_REPRODUCED, "attn1": Verdict.NOT_REPRODUCED, "attn2's/heads": Verdict.NOT_REPRODUCED}
     none = verdicts(_llc_results([2.0, 4.0, 5.0, 9.0, 7.0], [2.0, 3.0, 4.0, 5.0, 6.0], 1.0, 0.0, window=False))
     assert set(none.values()) == {Verdict.NOT_APPLICABLE}
+
+
+def test_each_snapshot_is_matched_with_its_closest_learner_planted_and_control(tmp_path):
+    """A run whose read-out is zeroed at step 0 predicts exactly the prior's mean there; the run's own final weights,
+    given as a learner, match the final snapshot exactly and no other (a learner that differs from it: SPD > 0)."""
+    from iclab.analysis.linreg.development import development_learners, learner_trajectory
+    from iclab.learners import ModelLearner
+    from iclab.runs import load_run
+    from iclab.tasks import LinearRegression, LinRegConfig
+    from iclab.train import train
+    from iclab.train.checkpoint import load_tensors, save_tensors
+    from iclab.train.config import apply_overrides, default_config
+    from iclab.train.rundir import RunDir
+
+    cfg = apply_overrides(default_config("linreg"), ["task.d=2", "task.n_points=6", "model.n_layers=1", "model.d_model=16",
+                                                    "train.steps=40", "train.snapshots=3", "task.curriculum=null"])
+    path = train(cfg, tmp_path / "run", "cpu", progress=False).run.path
+    run = load_run(path)
+    steps = RunDir(path).snapshot_steps()
+    assert steps[0] == 0 and steps[-1] == 40
+    zero = RunDir(path).snapshot_file(0)
+    tensors, meta = load_tensors(zero)
+    save_tensors(zero, {k: torch.zeros_like(v) if k.startswith("read_out") else v for k, v in tensors.items()}, meta)
+    xs, ys, _ = LinearRegression(LinRegConfig(d=2, n_points=6, data_seed=7, task_seed=8)).sample(0, 64, "eval")
+    learners = {**development_learners(2), "itself": ModelLearner(run.model, LinearRegression(run.config.task))}
+    t = learner_trajectory(path, steps, xs, ys, learners)
+    spd = dict(zip(t.learners, t.spd.T))
+    assert t.closest()[0] == "prior_mean" and spd["prior_mean"][0] == 0.0
+    assert t.closest()[-1] == "itself" and spd["itself"][-1] == 0.0 and spd["itself"][0] > 0
+    assert (spd["ols"] > 0).all() and t.spd.shape == (len(steps), len(learners))
+
+
+def _linreg_results(llcs: list[float], closest: list[str]) -> dict:
+    import numpy as np
+
+    from iclab.analysis.linreg.development import LearnerTrajectory
+
+    names = ["prior_mean", "ols", "ridge_0.1", "gd_1step"]
+    spd = np.ones((len(closest), len(names)))
+    for i, name in enumerate(closest):
+        spd[i, names.index(name)] = 0.1
+    return {"llc": _curve(llcs, [10.0 ** k for k in range(len(llcs))]),
+            "development": LearnerTrajectory("run", list(range(len(closest))), names, spd)}
+
+
+def test_the_linreg_llc_claims_follow_the_closest_learner_and_the_noise():
+    from iclab.claims import Verdict
+    from iclab.studies.linreg.llc import llc_claims
+    from iclab.studies.linreg.settings import PRESETS
+
+    cfg = PRESETS["quick"]
+    verdicts = lambda res: [c.verdict for c in llc_claims(cfg, res) if c.verdict is not Verdict.MEASURED]  # noqa: E731
+    path = ["prior_mean", "prior_mean", "gd_1step", "ridge_0.1", "ols", "ols"]
+    assert verdicts(_linreg_results([1.0, 2.0, 5.0, 9.0, 7.0, 6.5], path)) == [Verdict.REPRODUCED, Verdict.REPRODUCED]
+    # flat into in-context regression (the rise within the noise), then only rising: neither holds
+    assert verdicts(_linreg_results([1.0, 2.0, 2.1, 2.2, 3.0, 4.0], path)) == [Verdict.NOT_REPRODUCED, Verdict.NOT_REPRODUCED]
+    # never closest to the prior's mean: no stage to compare
+    assert verdicts(_linreg_results([1.0, 2.0, 5.0, 9.0, 7.0, 6.5], ["gd_1step"] * 2 + ["ols"] * 4)) == [Verdict.NOT_APPLICABLE]

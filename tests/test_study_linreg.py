@@ -12,6 +12,7 @@ TINY = [
     "eval_prompts=64", "ilwd_prompts=8", "recipe.d_model=16", "recipe.n_heads=2", "recipe.batch_size=16",
     "probing.d=2", "probing.n_points=6", "probing.n_layers=2", "probing.steps=40", "probing.control_steps=20",
     "probing.prefixes=[2,4]", "probing.n_train=128", "probing.n_test=64", "probing.probe_steps=20", "probing.hidden=32",
+    "llc.snapshots=3", "llc.samples=64", "llc.prompts=32", "llc.sampler.draws=20", "llc.sampler.burnin=5",
 ]
 
 
@@ -41,6 +42,9 @@ def test_summary_has_the_documented_keys(study):
     assert mlp_vs_linear.startswith(("REPRODUCED", "NOT REPRODUCED")) and "standard error over 64 held-out prompts" in mlp_vs_linear
     for rel in summary.figures:
         assert (out / rel).stat().st_size > 5000
+    llc = next(line for line in summary.findings if "LLC along training" in line)  # the deepest model's snapshots
+    assert llc.startswith("MEASURED") and "step 0:" in llc and "step 40:" in llc and "prior_mean" not in llc.split("(")[0]
+    assert any(f.endswith("llc_and_closest_learner.png") for f in map(str, summary.figures))
 
 
 def test_models_are_ordinary_resumable_runs_and_a_rerun_reuses_everything(study):

@@ -5,7 +5,7 @@ xs [B, n, d], ys [B, n] -> preds [B, n]; preds[:, i] uses only the first i pairs
 predicts probe inputs from every prefix (used for implicit weights, ILWD).
 """
 
-from iclab.learners.linear import GD, OLS, SGD, Averaging, Bayes, LinearLearner, Ridge, ols_weights, prefix_moments, ridge_weights
+from iclab.learners.linear import GD, OLS, SGD, Averaging, Bayes, LinearLearner, PriorMean, Ridge, ols_weights, prefix_moments, ridge_weights
 from iclab.learners.model import ModelLearner
 from iclab.learners.nonparametric import KNN, DiscreteMMSE
 
@@ -37,6 +37,7 @@ __all__ = [
     "DiscreteMMSE",
     "LinearLearner",
     "ModelLearner",
+    "PriorMean",
     "RIDGES",
     "Ridge",
     "reference_learners",

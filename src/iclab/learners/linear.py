@@ -189,3 +189,15 @@ class Averaging(LinearLearner):
         b = prefix_xty(xs.to(torch.float64), ys.to(torch.float64))
         counts = torch.arange(xs.shape[1], dtype=torch.float64).clamp(min=1).view(1, -1, 1)
         return b / counts
+
+
+@dataclass(frozen=True)
+class PriorMean(LinearLearner):
+    """w_hat = 0 at every prefix: the prior's mean, the best prediction that ignores the context (the Bayes
+    predictor before any example; Hoogland et al. 2024's first stage of a linear-regression transformer)."""
+
+    name = "prior_mean"
+
+    def weights(self, xs, ys):
+        return torch.zeros(xs.shape, dtype=torch.float64, device=xs.device)
+

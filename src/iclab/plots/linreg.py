@@ -10,6 +10,7 @@ import numpy as np
 from iclab.analysis.linreg.comparison import Behaviour, NoiseTable
 from iclab.analysis.linreg.probes import ProbeComparison
 from iclab.plots import plt, save
+from iclab.plots.llc import learner_llc_figure
 from iclab.runs import TrainCurve
 
 
@@ -97,4 +98,5 @@ def plot_all(res: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
         mspd_heatmap(res["noise"], folder),
         probes(res["probes"], folder),
         loss_curves(res["curves"], folder),
+        *([learner_llc_figure(res["llc"], res["development"], folder)] if "llc" in res and "development" in res else []),
     ]

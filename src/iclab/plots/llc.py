@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iclab.analysis.linreg.development import LearnerTrajectory
 from iclab.analysis.llc_runs import LLCTrajectory
 from iclab.plots import plt, save
 
@@ -83,3 +84,26 @@ def study_llc_figure(curves: dict[str, LLCTrajectory], windows: dict[str, tuple[
         bx.set_title("each head before and after the window (red: induction heads)", fontsize=8)
         bx.legend(fontsize=7)
     return save(fig, folder, "llc_along_training")
+
+
+def learner_llc_figure(t: LLCTrajectory, learners: LearnerTrajectory, folder: Path) -> Path:
+    """The linreg study's deepest model: its LLC at each snapshot, each point labelled with the learner it is closest
+    to, above its SPD to every learner at the same snapshots."""
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(7.5, 7), sharex=True)
+    x = np.maximum(np.array(t.step, dtype=float), 1.0)
+    ax.errorbar(x, t.llc(), yerr=[e.stderr for e in t.estimates], color="k", marker="o", ms=3, capsize=2)
+    closest = dict(zip(learners.step, learners.closest()))
+    for xi, yi, step in zip(x, t.llc(), t.step):
+        ax.annotate(closest.get(step, ""), (xi, yi), textcoords="offset points", xytext=(3, 5), fontsize=6, rotation=30)
+    ax.set_xscale("log")
+    ax.set_ylabel("LLC (whole model)")
+    ax.set_title(f"LLC along training ({t.settings.chains} chains x {t.settings.draws} draws); label: the closest learner",
+                 fontsize=8)
+    lx = np.maximum(np.array(learners.step, dtype=float), 1.0)
+    for j, name in enumerate(learners.learners):
+        bx.plot(lx, learners.spd[:, j], marker=".", ms=3, label=name)
+    bx.set_yscale("log")
+    bx.set_ylabel("SPD / d to each learner (mean over n >= 1)")
+    bx.set_xlabel("step (step 0 drawn at 1)")
+    bx.legend(fontsize=6, ncol=3)
+    return save(fig, folder, "llc_and_closest_learner")

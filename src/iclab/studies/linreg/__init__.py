@@ -14,10 +14,13 @@ import numpy as np
 import torch
 
 from iclab.analysis.linreg import comparison as C
+from iclab.analysis.linreg.development import LearnerTrajectory
 from iclab.analysis.linreg.probes import ProbeComparison, hidden_states, probe_layers
+from iclab.analysis.llc_runs import LLCTrajectory
 from iclab.learners import RIDGES
 from iclab.plots.linreg import plot_all
 from iclab.runs import RunDir, TrainCurve, train_curve
+from iclab.studies.linreg import llc as LLC
 from iclab.studies.linreg.claims import findings
 from iclab.studies.linreg.models import eval_data, model_learner, noise_name, run_config, train_models
 from iclab.studies.linreg.settings import PRESETS, LinRegStudySettings, noise_ratio
@@ -78,6 +81,10 @@ PARTS = [
     Part("curves", training_curves, cached=False),
     Part("construction", construction, C.Constructions, needs=("behaviour",)),
 ]
+DEVELOPMENT = [
+    Part("llc", LLC.curve, LLCTrajectory),
+    Part("development", LLC.closest_learners, LearnerTrajectory),
+]
 
 NOTES = [
     "Noise-grid models (the paper's (sigma, tau) pairs) are fine-tuned from the noiseless deepest model in rounds until within "
@@ -89,7 +96,7 @@ NOTES = [
 ]
 
 STUDY: Study[LinRegStudySettings] = Study(
-    "linreg", PRESETS, parts=lambda cfg: PARTS, claims=findings, figures=plot_all,
+    "linreg", PRESETS, parts=lambda cfg: PARTS + (DEVELOPMENT if cfg.llc.snapshots else []), claims=findings, figures=plot_all,
     models=lambda ctx: train_models(ctx.settings, ctx.out, ctx.device, ctx.log), notes=lambda cfg: NOTES,
     title="Which learning algorithm is in-context linear regression?", paper="Akyürek et al. 2023; Garg et al. 2022", minutes=11.7)
 run = STUDY.run

@@ -10,6 +10,7 @@ import numpy as np
 from iclab.analysis.linreg.comparison import Behaviour, Constructions, ModelComparison, NoiseTable
 from iclab.analysis.linreg.probes import ProbeComparison, ProbeTable
 from iclab.claims import Claim, Verdict, measured
+from iclab.studies.linreg.llc import llc_claims
 from iclab.studies.linreg.settings import OLS_LIKE, LinRegStudySettings
 
 AKYUREK = "Akyürek et al. 2023"
@@ -170,6 +171,7 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
                             ("control_best", max(summary_r2["control"][target])))}))
     claims += _construction_claims(cfg, res["construction"], summary_r2)
     claims.append(_mlp_beats_linear(cfg, pr.model, n_max))
+    claims += llc_claims(cfg, res)
     numbers = {
         "spd": spd_sum,
         "ilwd": ilwd_sum,

@@ -22,13 +22,13 @@ from iclab.train import RunConfig, TrainConfig, train
 
 
 def run_config(cfg: LinRegStudySettings, n_layers: int, steps: int, d: int, n_points: int, noise: tuple[float, float] = (0.0, 1.0),
-                fixed_w: bool = False, init_weights: str | None = None, curriculum: bool = True) -> RunConfig:
+                fixed_w: bool = False, init_weights: str | None = None, curriculum: bool = True, snapshots: int = 0) -> RunConfig:
     r = cfg.recipe
     task = LinRegConfig(d=d, n_points=n_points, sigma=noise[0], tau=noise[1], fixed_w=fixed_w, encoding=r.encoding,
                         curriculum=r.curriculum if curriculum else None)
     io = task.model_io()
     model = ModelConfig(n_layers=n_layers, d_model=r.d_model, n_heads=r.n_heads, normalization=r.normalization, init=r.init, **io)
-    train_cfg = TrainConfig.for_study(steps, r.batch_size, r.lr, r.warmup_steps, init_weights=init_weights)
+    train_cfg = TrainConfig.for_study(steps, r.batch_size, r.lr, r.warmup_steps, init_weights=init_weights, snapshots=snapshots)
     if init_weights is not None:  # fine-tuning in rounds: a constant rate, so that raising the steps extends the run
         n = cfg.noise_training
         train_cfg = replace(train_cfg, lr=r.lr * n.lr_factor, schedule="constant", warmup_steps=0,
@@ -45,8 +45,9 @@ def train_models(cfg: LinRegStudySettings, out: Path, device: torch.device, log:
         result = train(config, out / "runs" / name, device, progress=False, label=f"linreg/{name}")
         runs[name] = result.run
 
-    for depth, steps in zip(cfg.depths, cfg.steps):
-        fit(f"L{depth}", run_config(cfg, depth, steps, cfg.d, cfg.n_points))
+    for depth, steps in zip(cfg.depths, cfg.steps):  # the deepest saves the snapshots its LLC curve is estimated at
+        fit(f"L{depth}", run_config(cfg, depth, steps, cfg.d, cfg.n_points,
+                                    snapshots=cfg.llc.snapshots if depth == max(cfg.depths) else 0))
     for pair in cfg.noise_grid:
         if pair[0] > 0:
             _fit_to_bayes(cfg, pair, runs, fit, out, log)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from iclab.analysis.llc import SGLDSettings
 from iclab.config import require, require_positive
 from iclab.tasks import Curriculum
 
@@ -111,6 +112,28 @@ class NoiseTraining:
 
 
 @dataclass(frozen=True)
+class LinRegLLC:
+    """The local learning coefficient along the deepest model's training (Hoogland et al. 2024's linear-regression
+    transformer): ``snapshots`` log-spaced weight snapshots saved while it trains, each estimated on ``samples`` fixed
+    noiseless prompts with ``sampler`` and compared with the reference learners on ``prompts`` held-out prompts. A step
+    of the LLC curve counts when larger than ``sigma`` combined standard errors of the chains. ``snapshots = 0``: no
+    LLC parts. The step size was chosen by a rule stated before any claim was looked at: the smallest of 1e-4, 3e-4,
+    1e-3, 3e-3 at which both chains on the final snapshot settle (docs/llc.md)."""
+
+    snapshots: int = 12
+    samples: int = 512
+    prompts: int = 500
+    sampler: SGLDSettings = field(default_factory=lambda: SGLDSettings(step_size=3e-4, localization=100.0, chains=2, burnin=50,
+                                                                       draws=100, batch_size=32))
+    sigma: float = 2.0
+
+    def __post_init__(self) -> None:
+        require(self.snapshots >= 0, "llc.snapshots", f"must be >= 0, got {self.snapshots}")
+        require(self.snapshots != 1, "llc.snapshots", "must be 0 (no LLC parts) or at least 2 (a curve)")
+        require_positive(self, "samples", "prompts", "sigma")
+
+
+@dataclass(frozen=True)
 class LinRegStudySettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
@@ -127,6 +150,7 @@ class LinRegStudySettings:
     step_grid: int = 16  # GD / SGD step sizes tried, log-spaced in [0.01, 2] / d
     probing: Probing = field(default_factory=Probing)
     thresholds: LinRegThresholds = field(default_factory=LinRegThresholds)
+    llc: LinRegLLC = field(default_factory=LinRegLLC)
 
     def __post_init__(self) -> None:
         require_positive(self, "d", "n_points", "depths", "steps", "eval_prompts", "ilwd_prompts", "ilwd_queries")

@@ -32,7 +32,7 @@ CI = MeanCI(0.5, (0.4, 0.6), 20)
 def subspace(label_share: float = 0.97, successive: float = -0.3) -> HeadSubspace:
     return HeadSubspace(
         explained=[0.5, 0.3, 0.2], pcs_to_95=3, coords=[[0.0, 0.0, 0.0]] * 3,
-        periodic={"PC1": {"mod10c": FeatureFit(0.9, 0.0)}}, mod_fit=JointFit({"mod10c": 0.9}, {"mod10c": 0.0}),
+        periodic={"PC1": {"mod10c": FeatureFit(0.9, 0.0)}}, mod_fit=JointFit({"mod10c": 0.9}, {"mod10c": 0.9}, {"mod10c": 0.0}),
         identity_relative_error=1e-6, attention_label_share=0.9, signal_label_share=label_share, position_attention=[0.5, 0.5],
         position_signal=[0.5, 0.5], successive_signal_correlation=successive, signal_norm_by_demo=[1.0, 1.0],
         signal_routing=SignalRouting(3.0, CI, CI, CI, CI, CI, CI), wrong_first_demo=WrongDemonstration(0.9, -0.5, 0.2, 0.1, 0.9, 0.8))

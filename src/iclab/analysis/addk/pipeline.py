@@ -137,9 +137,11 @@ def localise(model: HeadModel, z_mean: torch.Tensor, zero: list[Prompt], few: li
 
 @dataclass(frozen=True)
 class JointFit:
-    """The authors' joint periodic fit of one head's task means: R^2 and phase per mod target."""
+    """The authors' joint periodic fit of one head's task means: R^2 (theirs, and with centred targets) and phase per
+    mod target."""
 
     r2: dict[str, float]
+    r2_centred: dict[str, float]
     theta: dict[str, float]
 
 
@@ -175,7 +177,7 @@ class HeadSubspace:
 class Subspaces(Result):
     """:class:`HeadSubspace` of each analysed head."""
 
-    SCHEMA: ClassVar[int] = 1
+    SCHEMA: ClassVar[int] = 2  # 2: the joint fit's R^2 with centred targets
 
     heads: dict[Head, HeadSubspace]
 
@@ -200,7 +202,7 @@ def subspaces(model: HeadModel, z_mean: torch.Tensor, heads: list[Head], few: li
         out[head] = HeadSubspace(
             explained=pca.explained.tolist(), pcs_to_95=int(pca.n_95), coords=pca.coords[:, :3].tolist(),
             periodic={f"PC{i + 1}": A.periodic_fit(k, pca.coords[:, i]) for i in range(min(6, pca.coords.shape[1]))},
-            mod_fit=JointFit(joint.r2, joint.theta), identity_relative_error=float(ex.identity_error),
+            mod_fit=JointFit(joint.r2, joint.r2_centred, joint.theta), identity_relative_error=float(ex.identity_error),
             attention_label_share=float(ex.attention_label_share), signal_label_share=float(ex.signal_label_share),
             position_attention=ex.position_attention.tolist(), position_signal=ex.position_signal.tolist(),
             successive_signal_correlation=float(A.successive_correlation(ex.signals, ks)),

@@ -260,7 +260,8 @@ def successive_correlation(signals: np.ndarray, ks: np.ndarray) -> float:
 # Columns 1-4 (periods 2, 5, 10) span the unit-digit subspace; 0 and 5 (periods 50, 25) the magnitude subspace.
 @dataclass
 class ModFit:
-    r2: dict[str, float]  # per target: R^2 of its least-squares reconstruction from the top PCs jointly
+    r2: dict[str, float]  # per target: R^2 of its least-squares reconstruction from the top PCs jointly (the authors')
+    r2_centred: dict[str, float]  # the same with each target centred over the tasks (iclab's; see mod_vector_fit)
     theta: dict[str, float]  # phase of each target (0 where not searched; sin for mod10s)
     mod_vectors: np.ndarray  # [D, 6] the targets' directions in activation space (PC basis @ weights)
 
@@ -269,7 +270,12 @@ def mod_vector_fit(X: np.ndarray, k: np.ndarray, n_pcs: int = 6, step: float = 0
     """The authors' joint periodic fit of one head's task means X [K, D] (rows in order of k [K]): project on the top
     ``n_pcs`` principal directions, choose each searched phase against all those coordinates at once, then regress
     every target on all of them jointly (least squares). A cos / sin pair spread over rotated PCs is found, which a
-    fit of one PC against one cosine misses (:func:`periodic_fit`, kept as iclab's per-direction view)."""
+    fit of one PC against one cosine misses (:func:`periodic_fit`, kept as iclab's per-direction view).
+
+    ``r2`` is the authors' R^2: their targets keep their mean over the tasks while the coordinates are centred, so a
+    feature whose mean over k = 1..K is not 0 (mod50 and mod25 at most phases) cannot reach 1 even when it is exactly
+    in the head (a planted mod50 scored -0.35). ``r2_centred`` centres the targets too (a fit with an intercept):
+    iclab's verdicts use it, and report both."""
     p = pca(X)
     basis = p.components[:n_pcs].T  # [D, r]
     coords = np.asarray(X, dtype=np.float64) @ basis
@@ -297,7 +303,10 @@ def mod_vector_fit(X: np.ndarray, k: np.ndarray, n_pcs: int = 6, step: float = 0
     ss_res = ((T - coords @ W) ** 2).sum(0)
     ss_tot = ((T - T.mean(0)) ** 2).sum(0)
     r2 = 1 - ss_res / np.where(ss_tot == 0, 1.0, ss_tot)
-    return ModFit({n: float(v) for n, v in zip(PERIODIC, r2)}, thetas, basis @ W)
+    Tc = T - T.mean(0)  # centred targets: the same regression with an intercept
+    res_c = ((Tc - coords @ np.linalg.lstsq(coords, Tc, rcond=None)[0]) ** 2).sum(0)
+    r2_c = 1 - res_c / np.where(ss_tot == 0, 1.0, ss_tot)
+    return ModFit({n: float(v) for n, v in zip(PERIODIC, r2)}, {n: float(v) for n, v in zip(PERIODIC, r2_c)}, thetas, basis @ W)
 
 
 # ----------------------------------------------------------------------------- the projection causal test

@@ -50,6 +50,11 @@ def get_model(ctx: Ctx) -> Subject:
     if cfg.model is not None:
         ctx.log(f"  model: pretrained model {cfg.model}")
         return Subject(load_model(cfg.model, ctx.device, cfg.dtype, log=ctx.log), str(cfg.model))
+    if cfg.planted is not None:
+        from iclab.analysis.addk.planted import planted_addk_model
+
+        ctx.log(f"  model: the planted add-k model ({cfg.planted} code in task heads L1H0, L1H1; the known answer)")
+        return Subject(planted_addk_model(cfg.task, cfg.planted, seed=cfg.seed, device=ctx.device), f"planted:{cfg.planted}")
     config = run_config(cfg)
     ctx.log(f"  model: training iclab decoder ({config.model.n_layers} layers, d_model {config.model.d_model}), {config.train.steps} steps")
     result = train(config, ctx.out / "runs" / "addk", ctx.device, progress=False, label="addk/model")

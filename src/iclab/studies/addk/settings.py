@@ -39,6 +39,10 @@ class AddKThresholds:
     min_label_share: float = 0.9  # share of a head's extracted signal from label tokens (paper: 0.96-0.99)
     max_successive_correlation: float = -0.1  # self-correction: successive signal deviations correlate below this
     correction_tolerance: float = 0.05  # an early wrong demonstration may hurt at most this much more than a late one
+    # the subspace verdict (Hu et al. section 4): a head's task means need at most this many PCs for 95% of their
+    # variance, and the joint fit on its top 6 PCs reconstructs every one of the six periodic targets (centred) to this R^2
+    max_subspace_dims: int = 6
+    min_periodic_r2: float = 0.8
 
     def __post_init__(self) -> None:
         for name in ("max_selected_share", "min_label_share"):
@@ -47,6 +51,8 @@ class AddKThresholds:
         require(-1 <= self.max_successive_correlation <= 1, "max_successive_correlation",
                 f"must lie in [-1, 1], got {self.max_successive_correlation}")
         require(self.correction_tolerance >= 0, "correction_tolerance", f"must be >= 0, got {self.correction_tolerance}")
+        require(self.max_subspace_dims >= 1, "max_subspace_dims", f"must be at least 1, got {self.max_subspace_dims}")
+        require(self.min_periodic_r2 <= 1, "min_periodic_r2", f"must be at most 1, got {self.min_periodic_r2}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ class AddKStudySettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
     model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf); None: train iclab's own model
+    # instead of a trained model, the hand-set one whose mechanism is known (iclab.analysis.addk.planted): its task heads
+    # carry k in Hu et al.'s six periodic features ("periodic") or in a random code ("random", the negative control)
+    planted: Literal["periodic", "random"] | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
     recipe: AddKRecipe = field(default_factory=AddKRecipe)
     # The quick model's training mix (docs/addk.md): 1-5 shots, 0-4 extra "#" before the first demonstration, one
@@ -85,6 +94,9 @@ class AddKStudySettings:
 
     def __post_init__(self) -> None:
         require(self.prompt_format in PROMPT_FORMATS, "prompt_format", f"must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+        require(self.model is None or self.planted is None, "planted", "is a subject of its own: give --model or planted, not both")
+        require(self.planted is None or (self.task.op == "add" and not self.task.digits), "planted",
+                "the planted model does add-k with one token per number (task.op = add, task.digits = false)")
         require(self.model is not None or self.prompt_format == "arrow", "prompt_format",
                 "iclab's own add-k model is trained on the arrow format only; other formats need --model")
         require(0 <= self.min_clean_accuracy <= 1, "min_clean_accuracy", f"must lie in [0, 1], got {self.min_clean_accuracy}")

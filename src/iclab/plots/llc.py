@@ -93,11 +93,14 @@ def learner_llc_figure(t: LLCTrajectory, learners: LearnerTrajectory, folder: Pa
     x = np.maximum(np.array(t.step, dtype=float), 1.0)
     ax.errorbar(x, t.llc(), yerr=[e.stderr for e in t.estimates], color="k", marker="o", ms=3, capsize=2)
     closest = dict(zip(learners.step, learners.closest()))
+    shown = None
     for xi, yi, step in zip(x, t.llc(), t.step):
-        ax.annotate(closest.get(step, ""), (xi, yi), textcoords="offset points", xytext=(3, 5), fontsize=6, rotation=30)
+        if closest.get(step) != shown:  # label where the closest learner changes
+            shown = closest.get(step)
+            ax.annotate(shown or "", (xi, yi), textcoords="offset points", xytext=(3, 5), fontsize=7, rotation=30)
     ax.set_xscale("log")
     ax.set_ylabel("LLC (whole model)")
-    ax.set_title(f"LLC along training ({t.settings.chains} chains x {t.settings.draws} draws); label: the closest learner",
+    ax.set_title(f"LLC along training ({t.settings.chains} chains x {t.settings.draws} draws); label: the closest learner, where it changes",
                  fontsize=8)
     lx = np.maximum(np.array(learners.step, dtype=float), 1.0)
     for j, name in enumerate(learners.learners):

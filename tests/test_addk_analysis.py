@@ -63,6 +63,24 @@ def test_the_training_mix_varies_shots_and_positions_and_hides_its_wrong_labels_
     assert AddKTask(AddKConfig()).batch(3, 8, "train").inputs.equal(AddKTask(AddKConfig(max_offset=0)).batch(3, 8, "train").inputs)
 
 
+def test_a_mix_of_operations_writes_each_prompt_in_one_of_them():
+    cfg = AddKConfig(label_noise=0.1, mix_ops=("sub",))
+    task = AddKTask(cfg)
+    assert cfg.number_range() == (1 - cfg.k_max, cfg.x_max + cfg.k_max) and task.tok.lo == 1 - cfg.k_max
+    b = task.batch(0, 256, "train")
+    x = b.inputs[:, 1::4] + task.tok.lo - 3
+    y = b.inputs[:, 3::4] + task.tok.lo - 3
+    k = b.extras["k"].unsqueeze(1)
+    label = b.extras["label"][:, 3::4]
+    added, subtracted = ((y - x) == k)[label].reshape(-1), ((x - y) == k)[label].reshape(-1)
+    assert bool((added | subtracted).all())  # every trusted label is x + k or x - k ...
+    per_prompt = ((y - x == k) | ~label).all(1), ((x - y == k) | ~label).all(1)
+    assert bool((per_prompt[0] | per_prompt[1]).all())  # ... one operation per prompt ...
+    assert 0.35 < float(per_prompt[0].float().mean()) < 0.65  # ... drawn evenly
+    with pytest.raises(IclabError, match="mix_ops"):
+        AddKConfig(mix_ops=("add",))
+
+
 def test_digit_tokens_write_every_number_in_the_same_number_of_digits():
     tok = DigitTokenizer(-30, 130)
     assert tok.width == 4 and tok.vocab_size == 15

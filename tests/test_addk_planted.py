@@ -58,3 +58,23 @@ def test_a_random_code_is_localised_but_not_called_periodic(tmp_path):
     summary = addk.run("quick", tmp_path, [*SMALL, "planted=random"], torch.device("cpu"), log=lambda _: None)
     assert summary.numbers["heads"]["selected"] == PLANTED
     assert verdict(summary, "head L1H0's task means span about six dimensions") == "NOT REPRODUCED"
+
+
+def test_task_vectors_need_the_task_at_the_final_token():
+    """Hendel et al.'s patching on the plant: k reaches the final token only through layer 1's attention, so no
+    layer's input holds a task vector (the curve stays at the zero-shot floor); the final residual of a few-shot
+    prompt with the same k and query does carry the answer, so replacing a zero-shot prompt's with it must give it."""
+    from iclab.analysis.addk.task_vectors import final_residuals, patched_accuracy, task_vector_curve
+
+    task = PRESETS["quick"].task
+    model = planted_addk_model(task)
+    g, tr, held = torch.Generator().manual_seed(1), task.train_tasks, list(task.held_out)
+    curve = task_vector_curve(model, A.make_prompts(model, task, tr, 8, 5, g), A.make_prompts(model, task, tr, 8, 0, g),
+                              A.make_prompts(model, task, held, 8, 5, g), A.make_prompts(model, task, held, 8, 0, g), tr, held)
+    assert curve.few_shot == 1.0 and curve.zero_shot < 0.1
+    assert curve.layers == [0, 1] and max(curve.train) < 0.1 and max(curve.held_out) < 0.15
+    few = A.make_prompts(model, task, tr, 1, 5, g)  # one prompt per task: its "mean" is itself
+    zero = [A.encode_prompt(model, p.k, p.xs[-1:], p.ys[-1:]) for p in few]  # the same query, no demonstrations
+    final = model.n_layers  # the residual the unembedding reads
+    assert patched_accuracy(model, final_residuals(model, few, tr, layers=[final])[:, 0], tr, zero, final) == 1.0
+    assert patched_accuracy(model, final_residuals(model, zero, tr, layers=[final])[:, 0], tr, zero, final) < 0.1

@@ -273,6 +273,9 @@ class HeadModel(ABC):
                             raise IclabError(f"{type(self).__name__}: attention and MLP run in parallel on the same input, so "
                                              "there is no residual stream between them (no mid-residual); add at a layer's "
                                              "input instead (add_site='pre')")
+                        if iv.add_mode not in ("add", "replace") or (iv.add_mode == "replace" and iv.add_site != "pre"):
+                            raise IclabError(f"add_mode must be 'add', or 'replace' with add_site='pre' (the residual stream "
+                                             f"entering a layer), got {iv.add_mode!r} at {iv.add_site!r}")
                         hook = self._hook_resid if iv.add_site == "pre" else self._hook_attn_out
                         handles.append(hook(iv.add_layer, self._adder(iv)))
                 yield self
@@ -289,9 +292,14 @@ class HeadModel(ABC):
     def _adder(self, iv: Intervention) -> ResidFn:
         def add(resid: torch.Tensor) -> torch.Tensor:
             sl = self._positions(resid.shape[1], iv.start, iv.stop)
-            bump = torch.zeros_like(resid)
             vec = iv.add_vector.to(resid)
-            bump[:, sl] = vec if vec.dim() == 1 else vec.unsqueeze(1)  # [D] for all, or [B, D] per sequence
+            vec = vec if vec.dim() == 1 else vec.unsqueeze(1)  # [D] for all, or [B, D] per sequence
+            if iv.add_mode == "replace":
+                resid = resid.clone()
+                resid[:, sl] = vec
+                return resid
+            bump = torch.zeros_like(resid)
+            bump[:, sl] = vec
             return resid + bump
 
         return add

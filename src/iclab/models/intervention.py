@@ -22,7 +22,8 @@ class Intervention:
     replaced (mean ablation). ``add_layer`` and ``add_vector`` [D]: added to the residual
     stream of that layer (a function vector; [B, D] for one per sequence): at its input
     (``add_site="pre"``; ``add_layer = L`` is the final residual) or after its attention, before its
-    MLP (``"mid"``, TransformerLens' ``blocks.l.hook_resid_mid``).
+    MLP (``"mid"``, TransformerLens' ``blocks.l.hook_resid_mid``). With ``add_mode="replace"`` the vector
+    replaces the residual stream entering that layer instead (``"pre"`` only: Hendel et al.'s task-vector patching).
     """
 
     head_scale: torch.Tensor | None = None
@@ -33,6 +34,7 @@ class Intervention:
     start: int | None = None
     stop: int | None = None
     add_site: str = "pre"
+    add_mode: str = "add"
 
     def layers_touched(self) -> set[int]:
         out: set[int] = set()

@@ -141,6 +141,23 @@ def self_correction(res: dict[str, Any], folder: Path) -> Path:
     return save(fig, folder, "self_correction")
 
 
+def task_vector_curve(res: dict[str, Any], folder: Path) -> Path:
+    """Zero-shot accuracy with the task vector patched in at each layer's input, training and held-out tasks."""
+    tv = res["task_vectors"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(tv.layers, tv.train, marker="o", label="training k")
+    ax.plot(tv.layers, tv.held_out, marker="s", ls="--", label="held-out k")
+    ax.axhline(tv.zero_shot, color="grey", ls=":", label=f"zero-shot, unpatched ({tv.zero_shot:.2f})")
+    ax.axhline(tv.few_shot, color="k", ls=":", lw=0.8, label=f"few-shot ({tv.few_shot:.2f})")
+    ax.set_xticks(tv.layers)
+    ax.set_xlabel("layer whose input is patched (final token)")
+    ax.set_ylabel("zero-shot exact-match accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("task vectors by layer (Hendel et al.)", fontsize=10)
+    ax.legend(fontsize=7)
+    return save(fig, folder, "task_vectors_by_layer")
+
+
 def clean_scan_figure(scan: CleanScan, folder: Path) -> Path:
     """Clean few-shot accuracy of a pretrained model per prompt format (lines) against the number of shots."""
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -159,6 +176,8 @@ def plot_all(res: dict[str, Any], cfg: Any, folder: Path) -> list[Path]:
     """Every figure of the results at hand: the localisation's and subspaces' (when the model was localised) and the
     accuracy scan over prompt formats (pretrained models)."""
     figs = []
+    if res.get("task_vectors") is not None:
+        figs.append(task_vector_curve(res, folder))
     if "localisation" in res:
         figs += [mask_sorted(res, folder), accuracies(res, folder)]
         if res["subspaces"].heads:

@@ -148,6 +148,9 @@ class AddKConfig:
     max_offset: int = 0
     label_noise: float = 0.0
     digits: bool = False  # numbers as fixed-width digit tokens (DigitTokenizer) instead of one token per number
+    # other operations mixed into training (each prompt's operation drawn uniformly from ``op`` and these, with a k of
+    # the training tasks), so the demonstrations must say which task it is, not only which k; evaluation is ``op`` only
+    mix_ops: tuple[Op, ...] = ()
 
     def __post_init__(self) -> None:
         require(self.op in ("add", "sub", "mul"), "op", f"must be add, sub or mul, got {self.op!r}")
@@ -160,16 +163,22 @@ class AddKConfig:
                 f"must lie in [0, shots={self.shots}], or null for always {self.shots}")
         require(self.max_offset >= 0, "max_offset", f"must be at least 0, got {self.max_offset}")
         require(0 <= self.label_noise < 1, "label_noise", f"must lie in [0, 1), got {self.label_noise}")
+        require(all(o in ("add", "sub", "mul") and o != self.op for o in self.mix_ops) and len(set(self.mix_ops)) == len(self.mix_ops),
+                "mix_ops", f"must be distinct operations among add, sub, mul other than op={self.op!r}, got {list(self.mix_ops)}")
 
     @property
     def train_tasks(self) -> list[int]:
         return [k for k in range(1, self.k_max + 1) if k not in self.held_out]
 
-    def apply(self, x: torch.Tensor | int, k: torch.Tensor | int) -> torch.Tensor | int:
-        return x + k if self.op == "add" else x - k if self.op == "sub" else x * k
+    def apply(self, x: torch.Tensor | int, k: torch.Tensor | int, op: Op | None = None) -> torch.Tensor | int:
+        """op_k(x) for the task's operation (or ``op``)."""
+        op = op or self.op
+        return x + k if op == "add" else x - k if op == "sub" else x * k
 
     def number_range(self) -> tuple[int, int]:
-        values = [self.apply(x, k) for x in (self.x_min, self.x_max) for k in (1, self.k_max)] + [self.x_min, self.x_max]
+        """The smallest and largest number any prompt of the training mix writes."""
+        values = [self.apply(x, k, op) for op in (self.op, *self.mix_ops) for x in (self.x_min, self.x_max) for k in (1, self.k_max)]
+        values += [self.x_min, self.x_max]
         return min(values), max(values)
 
     def tokenizer(self) -> NumberTokenizer | DigitTokenizer:
@@ -258,14 +267,21 @@ class AddKTask:
         ks = tasks[torch.randint(len(tasks), (batch_size,), generator=g)]
         shots = cfg.shots if cfg.min_shots is None else int(torch.randint(cfg.min_shots, cfg.shots + 1, (), generator=g))
         xs, ys = sample(cfg, ks, shots, g)
-        shown, trusted = ys, torch.ones(batch_size, shots + 1, dtype=torch.bool)
+        k_shown = ks.unsqueeze(1).expand(-1, shots + 1)  # the k each label is written with
+        trusted = torch.ones(batch_size, shots + 1, dtype=torch.bool)
         if cfg.label_noise > 0:
             wrong = torch.rand(batch_size, shots + 1, generator=g) < cfg.label_noise
             wrong[:, -1] = False  # the query's answer is always right
             other = torch.randint(1, cfg.k_max, (batch_size, shots + 1), generator=g)
             other = other + (other >= ks.unsqueeze(1)).long()  # k' != k, uniform over the other tasks
-            shown = torch.where(wrong, cfg.apply(xs, other), ys)
+            k_shown = torch.where(wrong, other, k_shown)
             trusted = ~wrong
+        shown = cfg.apply(xs, k_shown)
+        if cfg.mix_ops:  # drawn last, so a mix without other operations keeps the stream it always had
+            ops = (cfg.op, *cfg.mix_ops)
+            which = torch.randint(len(ops), (batch_size, 1), generator=g)  # each prompt's operation
+            for i, op in enumerate(ops[1:], start=1):
+                shown = torch.where(which == i, cfg.apply(xs, k_shown, op), shown)
         ids = prompt_ids(self.tok, xs, shown)
         label = torch.zeros_like(ids, dtype=torch.bool)
         at = label_positions(self.tok.width, shots)  # [shots + 1, w]

@@ -16,6 +16,7 @@ import torch
 
 from iclab.analysis import addk as A
 from iclab.analysis.addk import pipeline as P
+from iclab.analysis.addk.task_vectors import TaskVectorCurve, task_vector_curve
 from iclab.errors import IclabError
 from iclab.heads import HeadModel, from_run, load_model
 from iclab.models import ModelConfig
@@ -119,6 +120,16 @@ def clean_accuracy(ctx: Ctx) -> P.CleanAccuracy:
     return P.CleanAccuracy(float(A.correct(model, train_p).mean()), float(A.correct(model, held_p).mean()))
 
 
+def task_vectors(ctx: Ctx) -> TaskVectorCurve:
+    """Zero-shot accuracy with each task's mean few-shot final-token residual patched in, layer by layer (the property
+    the quick subject's recipe is chosen by)."""
+    cfg, n, shots = ctx.settings, ctx.settings.tv_per_task, ctx.settings.task.shots
+    train_ks, held_ks = cfg.task.train_tasks, list(cfg.task.held_out)
+    return task_vector_curve(ctx.models.model, prompts(ctx, train_ks, n, shots, "tv_few"), prompts(ctx, train_ks, n, 0, "tv_zero"),
+                             prompts(ctx, held_ks, n, shots, "tv_few_held"), prompts(ctx, held_ks, n, 0, "tv_zero_held"),
+                             train_ks, held_ks)
+
+
 def localisation(ctx: Ctx) -> P.Localisation:
     cfg = ctx.settings
     zero = prompts(ctx, cfg.task.train_tasks, cfg.mask_per_task, 0, "zero_shot")
@@ -166,6 +177,7 @@ PARTS = [
     Part("k", lambda ctx: list(range(1, ctx.settings.task.k_max + 1)), cached=False),
     Part("clean_scan", clean_scan, P.CleanScan, when=lambda ctx: ctx.settings.model is not None),
     Part("clean_accuracy", clean_accuracy, P.CleanAccuracy),
+    Part("task_vectors", task_vectors, TaskVectorCurve, when=_behaves),
     Part("task_means", task_means, cached=False, when=_behaves),  # cached by itself as a tensor file
     Part("localisation", localisation, P.Localisation, when=_behaves),
     Part("heads", _analysed_heads, cached=False, when=_behaves),

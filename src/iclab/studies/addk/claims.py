@@ -8,7 +8,16 @@ from typing import Any
 import numpy as np
 
 from iclab.analysis.addk import MeanCI
-from iclab.analysis.addk.pipeline import CleanAccuracy, CleanScan, DemoPatching, Localisation, Projection, SelfCorrection, Subspaces
+from iclab.analysis.addk.pipeline import (
+    CleanAccuracy,
+    CleanScan,
+    DemoPatching,
+    Localisation,
+    Projection,
+    SelfCorrection,
+    Subspaces,
+)
+from iclab.analysis.addk.task_vectors import TaskVectorCurve
 from iclab.claims import Claim, Verdict, measured
 from iclab.studies.addk.settings import AddKStudySettings
 
@@ -133,7 +142,7 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
                            "early error hurts less)", f"accuracy {sc.clean:.2f} clean, {sc.first_wrong:.2f} with the first wrong, "
                            f"{sc.last_wrong:.2f} with the last wrong", "iclab",
                            {"accuracy_clean": sc.clean, "accuracy_first_wrong": sc.first_wrong, "accuracy_last_wrong": sc.last_wrong}))
-    claims += patching_claims(res)
+    claims += patching_claims(res) + task_vector_claims(res)
     numbers = {
         "model": res["model"],
         "clean_accuracy": clean.train_tasks,
@@ -146,6 +155,22 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
         "label_token_signal_share": {h: s.signal_label_share for h, s in sub.heads.items()},
     }
     return claims, numbers
+
+
+def task_vector_claims(res: dict[str, Any]) -> list[Claim]:
+    """The task-vector curve (measured: Hendel et al.'s patching, the property the quick subject is chosen by)."""
+    tv: TaskVectorCurve | None = res.get("task_vectors")
+    if tv is None:
+        return []
+    return [measured(
+        "task vectors by layer (Hendel et al. 2023): each task's mean final-token residual of its few-shot prompts, "
+        "in place of a zero-shot prompt's at one layer's input; zero-shot accuracy by layer, training (held-out) tasks",
+        ", ".join(f"L{layer} {a:.2f} ({h:.2f})" for layer, a, h in zip(tv.layers, tv.train, tv.held_out))
+        + f"; unpatched zero-shot {tv.zero_shot:.2f}, few-shot {tv.few_shot:.2f}; peak at L{tv.best_layer}",
+        "Hendel et al. 2023; Yang et al. 2025 (task vectors in small transformers trained from scratch)",
+        {"task_vector_best_accuracy": tv.best, "task_vector_best_layer": tv.best_layer,
+         **{f"task_vector_L{layer}_accuracy": a for layer, a in zip(tv.layers, tv.train)},
+         **{f"task_vector_L{layer}_held_out_accuracy": h for layer, h in zip(tv.layers, tv.held_out)}})]
 
 
 def patching_claims(res: dict[str, Any]) -> list[Claim]:

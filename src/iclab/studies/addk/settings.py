@@ -70,6 +70,7 @@ class AddKStudySettings:
     task: AddKConfig = field(default_factory=lambda: AddKConfig(min_shots=1, max_offset=4, label_noise=0.1))
     eval_per_task: int = 20  # few-shot prompts per task for accuracies
     mean_per_task: int = 100  # prompts per task for the task means z_k
+    tv_per_task: int = 20  # few-shot and zero-shot prompts per task for the task-vector curve (Hendel et al.'s patching)
     mask_per_task: int = 40  # zero-shot prompts per training task for the mask optimisation ...
     mask_fit_share: float = 0.8  # ... of which this share fits the mask and the rest tests the head sets
     fv_layer: int | None = None  # injection layer; None: a third of the depth
@@ -103,7 +104,7 @@ class AddKStudySettings:
         require(all(s >= 1 for s in self.scan_shots), "scan_shots", "every number of shots must be at least 1")
         require(bool(self.scan_ks), "scan_tasks", f"needs at least one k within [1, task.k_max={self.task.k_max}]")
 
-        require_positive(self, "eval_per_task", "mean_per_task", "mask_per_task", "patching_prompts")
+        require_positive(self, "eval_per_task", "mean_per_task", "tv_per_task", "mask_per_task", "patching_prompts")
         require(self.task.shots >= 2, "task.shots", "the analyses need at least 2 demonstrations")
         self.search  # the head-set search's own checks (lam, q, main_fraction, ...) before anything is written
 

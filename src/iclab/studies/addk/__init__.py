@@ -11,9 +11,11 @@ the aggregation / extraction identity; self-correction; the projection causal te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from iclab import footprint as F
 from iclab.analysis import addk as A
 from iclab.analysis.addk import pipeline as P
 from iclab.analysis.addk.task_vectors import TaskVectorCurve, task_vector_curve
@@ -26,7 +28,7 @@ from iclab.studies.addk.claims import findings
 from iclab.studies.addk.settings import PRESETS, AddKRecipe, AddKStudySettings, AddKThresholds
 from iclab.studies.common import generator, seeded
 from iclab.studies.runner import Context, Entry, Part, Study
-from iclab.tasks.addk import PROMPT_FORMATS
+from iclab.tasks.addk import PROMPT_FORMATS, prompt_text
 from iclab.train import RunConfig, TrainConfig, train
 from iclab.train.checkpoint import load_tensors, save_tensors
 
@@ -46,11 +48,40 @@ class Subject:
     name: str  # the pretrained model's spec, or "iclab:runs/addk"
 
 
+def check_footprint(ctx: Ctx, folder: Path) -> None:
+    """Print the memory and time the study will need on this device, and stop in one line, before the weights are
+    read, when the largest pass cannot fit (:mod:`iclab.footprint`; prompt lengths from the model's own tokenizer)."""
+    from transformers import AutoTokenizer
+
+    cfg, device = ctx.settings, ctx.device
+    fmt, K = PROMPT_FORMATS[cfg.prompt_format], cfg.task.k_max
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    x, y = cfg.task.x_max, cfg.task.apply(cfg.task.x_max, K)
+    few = len(tok(prompt_text([x] * (cfg.task.shots + 1), [y] * (cfg.task.shots + 1), fmt))["input_ids"]) + 1
+    zero = len(tok(prompt_text([x], [y], fmt))["input_ids"]) + 1
+    answer = len(tok(str(y), add_special_tokens=False)["input_ids"])
+    passes = {"mask optimisation": F.estimate(folder, cfg.dtype, cfg.mask_batch, zero + answer, True, answer),
+              "few-shot passes": F.estimate(folder, cfg.dtype, 64, few, False, 1, answer)}
+    stage, largest = max(passes.items(), key=lambda kv: kv[1].total)
+    ctx.log(f"  footprint ({cfg.preset} preset, {cfg.dtype}): the largest pass ({stage}) needs {largest.describe()}")
+    F.check_fits(largest, device, f"the addk study's {stage} on {folder.name}")
+    n_fit = len(cfg.task.train_tasks) * cfg.mask_per_task * cfg.mask_fit_share
+    tokens = {"task means": K * cfg.mean_per_task * few, "mask optimisation": 3 * cfg.mask_epochs * n_fit * (zero + answer),
+              "recovery scan, per head": (cfg.c_max + 1) * n_fit / 4 * (zero + answer),
+              "accuracies": 4 * K * cfg.eval_per_task * (few + answer)}
+    floor = F.floor_seconds(largest.parameters, tokens, F.matmul_rate(device, cfg.dtype))
+    ctx.log("  time at this device's matrix-product rate (a floor): " + ", ".join(f"{k} {v:.0f} s" for k, v in floor.items()))
+
+
 def get_model(ctx: Ctx) -> Subject:
     cfg = ctx.settings
     if cfg.model is not None:
+        from iclab.pretrained import resolve
+
         ctx.log(f"  model: pretrained model {cfg.model}")
-        return Subject(load_model(cfg.model, ctx.device, cfg.dtype, log=ctx.log), str(cfg.model))
+        folder = resolve(cfg.model, log=ctx.log)
+        check_footprint(ctx, folder)
+        return Subject(load_model(folder, ctx.device, cfg.dtype, log=ctx.log), str(cfg.model))
     if cfg.planted is not None:
         from iclab.analysis.addk.planted import planted_addk_model
 

@@ -1,0 +1,56 @@
+"""The memory and time estimate printed before a pretrained model is loaded, and the early one-line refusal."""
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from iclab import footprint as F  # noqa: E402
+from iclab.errors import IclabError  # noqa: E402
+from iclab.studies import addk  # noqa: E402
+
+SMALL = ["mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2", "task.k_max=6", "task.held_out=[2]", "task.x_max=20"]
+
+
+def test_parameters_are_counted_from_the_safetensors_headers_exactly(hf_folder):
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf_folder, local_files_only=True)
+    assert F.count_parameters(hf_folder) == sum(p.numel() for p in model.parameters())
+    shapes = F.Shapes.of(hf_folder)
+    assert (shapes.n_layers, shapes.d_model, shapes.n_heads, shapes.n_kv_heads, shapes.d_head) == (3, 32, 4, 2, 8)
+
+
+def test_the_estimate_scales_with_dtype_batch_and_the_backward_pass(hf_folder):
+    fp32 = F.estimate(hf_folder, "float32", 8, 20, backward=False)
+    bf16 = F.estimate(hf_folder, "bfloat16", 8, 20, backward=False)
+    assert fp32.weights == 4 * fp32.parameters and bf16.weights == 2 * bf16.parameters
+    with_grad = F.estimate(hf_folder, "float32", 8, 20, backward=True)
+    assert with_grad.activations == 3 * fp32.activations  # every layer's activations kept, not one at a time
+    assert F.estimate(hf_folder, "float32", 16, 20, backward=True).activations == 2 * with_grad.activations
+    with pytest.raises(IclabError, match="dtype"):
+        F.estimate(hf_folder, "int8", 8, 20, backward=False)
+
+
+def test_a_device_too_small_is_refused_in_one_line_before_the_weights_are_read(hf_folder, tmp_path, monkeypatch):
+    fp = F.estimate(hf_folder, "float32", 8, 20, backward=True)
+    with pytest.raises(IclabError) as err:
+        F.check_fits(fp, torch.device("cpu"), "the test", free=fp.total - 1)
+    assert "\n" not in str(err.value) and "needs about" in str(err.value) and "free" in str(err.value)
+    F.check_fits(fp, torch.device("cpu"), "the test", free=fp.total)  # exactly enough is enough
+
+    loaded = []
+
+    def load(*args, **kwargs):
+        loaded.append(1)
+        raise RuntimeError("the weights would be read here")
+
+    monkeypatch.setattr(addk, "load_model", load)
+    monkeypatch.setattr(F, "available", lambda device: 1024)
+    with pytest.raises(IclabError, match="needs about .* free"):
+        addk.run("quick", tmp_path / "small", [*SMALL, f"model={hf_folder}"], torch.device("cpu"), log=lambda s: None)
+    assert not loaded and not list((tmp_path / "small").glob("parts/*.json"))
+
+    lines = []
+    monkeypatch.setattr(F, "available", lambda device: 2**40)
+    with pytest.raises(RuntimeError, match="weights would be read"):  # past the check, the loader is reached
+        addk.run("quick", tmp_path / "big", [*SMALL, f"model={hf_folder}"], torch.device("cpu"), log=lines.append)
+    assert loaded and any("footprint" in s and "MiB" in s for s in lines) and any("a floor" in s for s in lines)

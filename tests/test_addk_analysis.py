@@ -281,3 +281,39 @@ def test_projection_arms_split_the_six_dimensional_span_and_the_fv_follows_the_a
     torch.testing.assert_close(fv, expected, rtol=1e-5, atol=1e-5)
     whole = A.projected_fv(results, (1, 2), [], None, c=1.0).double()
     torch.testing.assert_close(whole, r, rtol=1e-5, atol=1e-5)  # no projection, c = 1, no other heads: the result itself
+
+
+@pytest.mark.parametrize("digits", [False, True])
+def test_the_tvp_loss_patches_the_same_site_the_task_vector_analysis_reads(digits):
+    """Yang et al.'s TVP loss = few-shot loss + weight x the zero-shot query's loss with the prompt's residual entering
+    tvp_layer at the query's arrow put in its place: recomputed here through HeadModel's replace intervention."""
+    import torch.nn.functional as F
+
+    from iclab.models.intervention import Intervention
+
+    cfg = AddKConfig(k_max=6, held_out=(2,), x_max=20, max_offset=2, digits=digits, tvp_layer=1, tvp_weight=0.5)
+    task, w = AddKTask(cfg), cfg.tokenizer().width
+    mcfg = ModelConfig(n_layers=2, d_model=32, n_heads=2, **cfg.model_io())
+    net = Transformer(mcfg, torch.Generator().manual_seed(0))
+    batch = task.batch(3, 8, "train")
+    total = task.model_loss(net, net, batch)
+    few = task.loss(net(batch.inputs), batch)
+    model, ids = IclabHeadModel(net, cfg.tokenizer()), batch.inputs
+    kept = {}
+
+    def keep(resid):
+        kept["v"] = resid[:, ids.shape[1] - w - 1].clone()
+        return resid
+
+    with model.hooked(resid={1: keep}):
+        model.logits(ids)
+    zero = torch.cat([ids[:, :1], ids[:, -2 * w - 1:]], dim=1)
+    iv = Intervention(add_layer=1, add_vector=kept["v"], add_mode="replace", start=w + 1, stop=w + 2)
+    logits = model.logits(zero, iv)
+    tvp = F.cross_entropy(logits[:, -w - 1:-1].reshape(-1, logits.shape[-1]), zero[:, -w:].reshape(-1))
+    assert torch.allclose(total, few + 0.5 * tvp, atol=1e-5)
+    assert float((total - few).detach()) > 0
+    total.backward()  # gradients reach the layers before tvp_layer through the kept vector
+    assert net.blocks[0].attn.W_Q.grad is not None and float(net.blocks[0].attn.W_Q.grad.abs().sum()) > 0
+    with pytest.raises(IclabError, match="tvp_layer"):
+        AddKTask(AddKConfig(tvp_layer=5)).model_loss(net, net, AddKTask(AddKConfig(tvp_layer=5)).batch(0, 2, "train"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +151,11 @@ class AddKConfig:
     # other operations mixed into training (each prompt's operation drawn uniformly from ``op`` and these, with a k of
     # the training tasks), so the demonstrations must say which task it is, not only which k; evaluation is ``op`` only
     mix_ops: tuple[Op, ...] = ()
+    # Yang et al. (2025)'s task-vector prompting loss: each prompt's residual stream entering layer ``tvp_layer`` at
+    # its query's arrow replaces that of the same query asked zero-shot (BOS, x, arrow), whose answer is then also
+    # trained, weighted ``tvp_weight``; a model trained so holds its task vector at that layer by construction
+    tvp_layer: int | None = None
+    tvp_weight: float = 1.0
 
     def __post_init__(self) -> None:
         require(self.op in ("add", "sub", "mul"), "op", f"must be add, sub or mul, got {self.op!r}")
@@ -163,6 +168,8 @@ class AddKConfig:
                 f"must lie in [0, shots={self.shots}], or null for always {self.shots}")
         require(self.max_offset >= 0, "max_offset", f"must be at least 0, got {self.max_offset}")
         require(0 <= self.label_noise < 1, "label_noise", f"must lie in [0, 1), got {self.label_noise}")
+        require(self.tvp_layer is None or self.tvp_layer >= 0, "tvp_layer", f"must be a layer (>= 0) or null, got {self.tvp_layer}")
+        require(self.tvp_weight > 0, "tvp_weight", f"must be > 0, got {self.tvp_weight}")
         require(all(o in ("add", "sub", "mul") and o != self.op for o in self.mix_ops) and len(set(self.mix_ops)) == len(self.mix_ops),
                 "mix_ops", f"must be distinct operations among add, sub, mul other than op={self.op!r}, got {list(self.mix_ops)}")
 
@@ -296,6 +303,40 @@ class AddKTask:
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         label = batch.extras["label"][:, 1:]
         return F.cross_entropy(outputs[:, :-1][label], batch.targets[:, 1:][label])
+
+    def model_loss(self, model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], batch: Batch) -> torch.Tensor:
+        """The training loss, given the model: the few-shot loss, plus with ``tvp_layer`` the TVP loss (Yang et al.
+        2025): the prompt's residual entering that layer at the query's arrow, put in place of the zero-shot query's,
+        must give the query's answer. Gradients flow through both passes, so the few-shot pass learns to put the task
+        there and the zero-shot pass to read it."""
+        layer = self.config.tvp_layer
+        if layer is None:
+            return self.loss(forward(batch.inputs), batch)
+        if layer >= len(model.blocks):
+            raise IclabError(f"task.tvp_layer={layer} is outside the model's layers [0, {len(model.blocks) - 1}]")
+        w, ids = self.tok.width, batch.inputs
+        arrow = ids.shape[1] - w - 1  # the query's arrow: its answer's w tokens close every training prompt
+        hook = model.blocks[layer].hook_resid_pre
+        kept: list[torch.Tensor] = []
+        handle = hook.register_forward_hook(lambda mod, inp, out: kept.append(out[:, arrow]))
+        try:
+            few = self.loss(forward(ids), batch)
+        finally:
+            handle.remove()
+        zero = torch.cat([ids[:, :1], ids[:, -2 * w - 1 :]], dim=1)  # BOS, x_q, arrow, y_q
+
+        def put(mod, inp, out):
+            out = out.clone()
+            out[:, w + 1] = kept[0]
+            return out
+
+        handle = hook.register_forward_hook(put)
+        try:
+            logits = forward(zero)
+        finally:
+            handle.remove()
+        tvp = F.cross_entropy(logits[:, -w - 1 : -1].reshape(-1, logits.shape[-1]), zero[:, -w:].reshape(-1))
+        return few + self.config.tvp_weight * tvp
 
     def metrics(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
         w = self.tok.width

@@ -225,7 +225,8 @@ def train(
                 lr = learning_rate(cfg, step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss = task.loss(forward(batch.inputs), batch)
+                # a task whose loss needs the model itself (more passes, hooks) gives model_loss
+                loss = task.model_loss(model, forward, batch) if hasattr(task, "model_loss") else task.loss(forward(batch.inputs), batch)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     run.write_summary({"status": "diverged", "diverged_at_step": step, "last_good_step": start})

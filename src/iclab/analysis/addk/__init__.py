@@ -4,6 +4,9 @@
 - :mod:`.heads`: function vectors, the sparse head mask, single-head sufficiency, main heads, ablations (section 3).
 - :mod:`.subspaces`: task-mean PCA and periodic features, the aggregation / extraction identity and its signals, the
   projection causal test (sections 4-5, appendix F).
+- :mod:`.task_vectors`: task vectors by layer (Hendel et al. 2023): the mean final-token residual of k's few-shot
+  prompts in place of a zero-shot prompt's, zero-shot accuracy by layer.
+- :mod:`.planted`: a hand-set model whose mechanism is known (the pipeline's known-answer test).
 - :mod:`.pipeline`: the study's steps on these, each returning a typed result (localisation, subspaces, projection).
 
 The building blocks are re-exported here (``from iclab.analysis import addk as A; A.correct(...)``).
@@ -63,11 +66,12 @@ from iclab.analysis.addk.subspaces import (
                                        successive_correlation,
                                        wrong_demonstration,
 )
+from iclab.analysis.addk.task_vectors import TaskVectorCurve, final_residuals, patched_accuracy, task_vector_curve
 
 __all__ = ["ARROW", "MAGNITUDE_TARGETS", "PERIODIC", "PROJECTION_SUBSPACES", "UNIT_TARGETS", "Extraction", "FeatureFit", "HeadPCA",
            "HeadTest", "MainHeadRule", "MaskFit", "MeanCI", "ModFit", "PeriodicFeature", "Prompt", "RecoveryScan", "SignalRouting",
-           "WrongDemonstration", "ablate_only", "benjamini_hochberg", "correct", "encode_prompt", "extraction", "function_vectors",
+           "TaskVectorCurve", "WrongDemonstration", "ablate_only", "benjamini_hochberg", "correct", "encode_prompt", "extraction", "final_residuals", "function_vectors",
            "fv_injection", "fv_intervention", "groups", "head_pca", "heads_mask", "largest_gap_set", "make_prompts", "mcnemar_one_sided",
-           "mean_ablation", "mod_vector_fit", "optimise_mask", "other_task_pairs", "paired_significance", "periodic_fit", "projected_fv",
-           "projection_basis", "recovery_scan", "signal_routing", "successive_correlation", "task_mean_z", "task_results",
+           "mean_ablation", "mod_vector_fit", "optimise_mask", "other_task_pairs", "paired_significance", "patched_accuracy", "periodic_fit", "projected_fv",
+           "projection_basis", "recovery_scan", "signal_routing", "successive_correlation", "task_mean_z", "task_vector_curve", "task_results",
            "unified_main_heads", "wrong_demonstration", "wrong_label_prompts"]

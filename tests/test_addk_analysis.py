@@ -307,7 +307,12 @@ def test_the_tvp_loss_patches_the_same_site_the_task_vector_analysis_reads(digit
 
     with model.hooked(resid={1: keep}):
         model.logits(ids)
-    zero = torch.cat([ids[:, :1], ids[:, -2 * w - 1:]], dim=1)
+    zero = batch.extras["tvp_zero"]  # a zero-shot query of the same task with a new x
+    tok = cfg.tokenizer()
+    for row, k in zip(zero.tolist(), batch.extras["k"].tolist()):
+        x, y = (int(v) for v in tok.decode(row[1:]).split("->"))  # "x'->y'"
+        assert y == x + k and row[0] == tok.bos_id
+    assert not torch.equal(zero[:, 1:1 + w], ids[:, -2 * w - 1:-w - 1])  # not the prompt's own query
     iv = Intervention(add_layer=1, add_vector=kept["v"], add_mode="replace", start=w + 1, stop=w + 2)
     logits = model.logits(zero, iv)
     tvp = F.cross_entropy(logits[:, -w - 1:-1].reshape(-1, logits.shape[-1]), zero[:, -w:].reshape(-1))

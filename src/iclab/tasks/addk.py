@@ -284,11 +284,19 @@ class AddKTask:
             k_shown = torch.where(wrong, other, k_shown)
             trusted = ~wrong
         shown = cfg.apply(xs, k_shown)
-        if cfg.mix_ops:  # drawn last, so a mix without other operations keeps the stream it always had
-            ops = (cfg.op, *cfg.mix_ops)
+        ops = (cfg.op, *cfg.mix_ops)
+        which = torch.zeros(batch_size, 1, dtype=torch.long)
+        if cfg.mix_ops:  # drawn after the rest, so a mix without other operations keeps the stream it always had
             which = torch.randint(len(ops), (batch_size, 1), generator=g)  # each prompt's operation
             for i, op in enumerate(ops[1:], start=1):
                 shown = torch.where(which == i, cfg.apply(xs, k_shown, op), shown)
+        extras = {}
+        if cfg.tvp_layer is not None:  # the TVP loss's zero-shot query: a new x, the prompt's task
+            x_new = torch.randint(cfg.x_min, cfg.x_max + 1, (batch_size, 1), generator=g)
+            y_new = cfg.apply(x_new, ks.unsqueeze(1))
+            for i, op in enumerate(ops[1:], start=1):
+                y_new = torch.where(which == i, cfg.apply(x_new, ks.unsqueeze(1), op), y_new)
+            extras["tvp_zero"] = prompt_ids(self.tok, x_new, y_new).to(device)  # BOS, x', arrow, y'
         ids = prompt_ids(self.tok, xs, shown)
         label = torch.zeros_like(ids, dtype=torch.bool)
         at = label_positions(self.tok.width, shots)  # [shots + 1, w]
@@ -298,7 +306,7 @@ class AddKTask:
             pad = torch.full((batch_size, offset), self.tok.sep_id)
             ids = torch.cat([ids[:, :1], pad, ids[:, 1:]], dim=1)
             label = torch.cat([label[:, :1], torch.zeros(batch_size, offset, dtype=torch.bool), label[:, 1:]], dim=1)
-        return Batch(inputs=ids.to(device), targets=ids.to(device), extras={"label": label.to(device), "k": ks.to(device)})
+        return Batch(inputs=ids.to(device), targets=ids.to(device), extras={"label": label.to(device), "k": ks.to(device), **extras})
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         label = batch.extras["label"][:, 1:]
@@ -306,9 +314,10 @@ class AddKTask:
 
     def model_loss(self, model: torch.nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], batch: Batch) -> torch.Tensor:
         """The training loss, given the model: the few-shot loss, plus with ``tvp_layer`` the TVP loss (Yang et al.
-        2025): the prompt's residual entering that layer at the query's arrow, put in place of the zero-shot query's,
-        must give the query's answer. Gradients flow through both passes, so the few-shot pass learns to put the task
-        there and the zero-shot pass to read it."""
+        2025): the prompt's residual entering that layer at the query's arrow, put in place of that of a zero-shot
+        query of the same task with another x (drawn with the batch), must give that query's answer. Gradients flow
+        through both passes, so the few-shot pass learns to put the task there and the zero-shot pass to read it; a
+        new x keeps the vector from carrying the prompt's own query and answer instead of the task."""
         layer = self.config.tvp_layer
         if layer is None:
             return self.loss(forward(batch.inputs), batch)
@@ -323,7 +332,7 @@ class AddKTask:
             few = self.loss(forward(ids), batch)
         finally:
             handle.remove()
-        zero = torch.cat([ids[:, :1], ids[:, -2 * w - 1 :]], dim=1)  # BOS, x_q, arrow, y_q
+        zero = batch.extras["tvp_zero"]  # BOS, x', arrow, y'
 
         def put(mod, inp, out):
             out = out.clone()

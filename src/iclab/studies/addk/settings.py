@@ -65,9 +65,10 @@ class AddKStudySettings:
     planted: Literal["periodic", "random"] | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
     recipe: AddKRecipe = field(default_factory=AddKRecipe)
-    # The quick model's training mix (docs/addk.md): 1-5 shots, 0-4 extra "#" before the first demonstration, one
-    # label in ten another task's answer. Without the offset and the noise it reads k off the first demonstration.
-    task: AddKConfig = field(default_factory=lambda: AddKConfig(min_shots=1, max_offset=4, label_noise=0.1))
+    # The quick model's training mix (docs/addk.md): 1-5 shots, one label in ten another task's answer. Chosen among the
+    # recipes tried by the rule stated before any was run: the accuracy targets (>= 0.95 / 0.9 held out), then the
+    # strongest task vector by layer, then the cheapest. No recipe tried without the TVP loss has a task vector.
+    task: AddKConfig = field(default_factory=lambda: AddKConfig(min_shots=1, label_noise=0.1))
     eval_per_task: int = 20  # few-shot prompts per task for accuracies
     mean_per_task: int = 100  # prompts per task for the task means z_k
     tv_per_task: int = 20  # few-shot and zero-shot prompts per task for the task-vector curve (Hendel et al.'s patching)

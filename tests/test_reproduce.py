@@ -49,50 +49,50 @@ def fake_studies(monkeypatch, calls, presets=None):
 def test_failures_are_isolated_and_finished_studies_are_skipped(tmp_path, monkeypatch):
     calls = []
     fake_studies(monkeypatch, calls)
-    record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None)
+    record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1)
     assert record["studies"]["good"]["status"] == "complete"
     assert record["studies"]["good"]["findings"] == ["MEASURED: good ok (3)."]
     assert record["studies"]["bad"]["status"] == "failed" and "boom" in record["studies"]["bad"]["error"]
     assert json.loads((tmp_path / "reproduce.json").read_text())["studies"]["bad"]["status"] == "failed"
     assert "torch" in record["versions"]
     calls.clear()
-    record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None)
+    record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1)
     assert calls == ["bad"], "the finished study must be skipped, the failed one retried"
     assert record["studies"]["good"]["skipped"]
     calls.clear()
     before = (tmp_path / "reproduce.json").read_bytes()
     with pytest.raises(IclabError, match="holds a reproduction at preset quick, not paper"):  # results of two presets never mix
-        rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None)
+        rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1)
     assert calls == [] and (tmp_path / "reproduce.json").read_bytes() == before
 
 
 def test_a_finished_study_with_other_settings_or_version_is_run_again(tmp_path, monkeypatch):
     calls = []
     fake_studies(monkeypatch, calls)
-    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["good"])
+    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1, only=["good"])
     calls.clear()
     fake_studies(monkeypatch, calls, presets={"quick": FakeSettings(4)})  # the preset changed since
-    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["good"])
+    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1, only=["good"])
     assert calls == ["good"]
     calls.clear()
     monkeypatch.setattr(iclab, "__version__", "0.0.0-other")
     summary = json.loads((tmp_path / "good" / "summary.json").read_text())
     summary["identity"]["iclab"] = "0.0.1"
     (tmp_path / "good" / "summary.json").write_text(json.dumps(summary))
-    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["good"])
+    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1, only=["good"])
     assert calls == ["good"], "a result of another iclab version is not reused"
 
 
 def test_entry_by_entry_runs_build_up_one_record_and_report(tmp_path, monkeypatch):
     calls = []
     fake_studies(monkeypatch, calls)
-    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["good"])
-    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, only=["bad"])
+    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1, only=["good"])
+    rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1, only=["bad"])
     record = json.loads((tmp_path / "reproduce.json").read_text())
     assert list(record["studies"]) == ["good", "bad"]  # the first entry is kept, in the jobs' order
     assert record["studies"]["good"]["status"] == "complete" and record["studies"]["bad"]["status"] == "failed"
     with pytest.raises(IclabError, match="holds a reproduction at preset quick"):  # another preset needs another folder
-        rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None, only=["bad"])
+        rep.reproduce("paper", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1, only=["bad"])
 
 
 def test_entries_run_side_by_side_in_worker_processes(tmp_path, monkeypatch):
@@ -120,3 +120,10 @@ def test_lanes_keep_the_pretrained_entries_together_and_start_the_longest_first(
     assert minutes == sorted(minutes, reverse=True) and [j.name for j in groups[0]] == ["linreg"]
     assert [[j.name for j in g] for g in groups if len(g) > 1] == [["induction-smollm2", "addk-smollm2"]]
     assert sorted(j.name for g in groups for j in g) == sorted(j.name for j in todo)
+
+
+def test_the_default_worker_count_follows_the_machine():
+    import os
+
+    assert rep.default_workers(torch.device("cpu")) == len(os.sched_getaffinity(0))
+    assert rep.default_workers(torch.device("cuda")) == 1  # the entries would share one accelerator

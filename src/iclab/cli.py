@@ -645,8 +645,9 @@ def reproduce(
     out: Path = typer.Option(Path("runs/reproduce"), "--out", help="Output directory; finished studies are skipped on re-run."),
     only: list[str] = typer.Option([], "--only", help="Run only this study or entry, e.g. linreg or induction-smollm2 (repeatable)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    workers: int = typer.Option(1, "--workers", help="Entries run side by side in this many processes, the CPU threads "
-                                "split among them; memory adds up (measured times and memory: docs/scaling.md)."),
+    workers: int | None = typer.Option(None, "--workers", help="Entries run side by side in this many processes, the CPU "
+                                       "threads split among them; memory adds up (docs/scaling.md). Default: one per CPU "
+                                       "core on the CPU, one on an accelerator."),
 ) -> None:
     """Reproduce every built study at a preset and record what each found."""
     from iclab.device import resolve_device
@@ -655,7 +656,7 @@ def reproduce(
 
     if preset not in ("quick", "paper"):
         raise IclabError(f"--preset {preset!r} is not one of quick, paper")
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise IclabError(f"--workers must be at least 1, got {workers}")
     names = [j.name for j in jobs("quick")]
     for name in only:

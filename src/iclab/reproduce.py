@@ -9,7 +9,8 @@ settings, result schemas and iclab version) is skipped, so an interrupted reprod
 loses nothing that was finished; a study done with other settings or another
 version is run again (its cached parts are reused where their settings match).
 
-With ``workers > 1`` the entries run side by side in that many processes, the
+By default one worker per CPU core (:func:`default_workers`); with ``workers > 1`` the entries run side by side
+in that many processes, the
 CPU threads split among them (small models are bound by per-operation
 overhead, so two processes of one thread each train more steps per second than
 one of two; docs/scaling.md has the measurements);
@@ -127,6 +128,17 @@ def _read_record(out: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) and isinstance(data.get("studies"), dict) else {}
 
 
+def default_workers(device: torch.device) -> int:
+    """One worker per CPU core this process may use, on the CPU (each entry's small models run faster on one thread
+    of their own than sharing two: docs/scaling.md); one on an accelerator, which the entries would share."""
+    if device.type != "cpu":
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 @holding_locks()
 def reproduce(
     preset: str,
@@ -134,10 +146,10 @@ def reproduce(
     device: torch.device,
     log: Callable[[str], None] = print,
     only: list[str] | None = None,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Run the studies (or ``only`` these entries) into ``out/<name>``, in ``workers`` processes side by side;
-    write ``out/reproduce.json`` after each entry.
+    """Run the studies (or ``only`` these entries) into ``out/<name>``, in ``workers`` processes side by side
+    (default :func:`default_workers`); write ``out/reproduce.json`` after each entry.
 
     With ``only``, the entries of an earlier run in ``out`` stay in the record, so the report covers every entry
     the folder holds (entry by entry runs build up one report). A folder holding a reproduction at another preset is
@@ -169,6 +181,7 @@ def reproduce(
             save(name, {"status": "complete", "skipped": True, "findings": done.findings})
         else:
             todo.append(job)
+    workers = default_workers(device) if workers is None else workers
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
             save(job.name, run_entry(job, preset, out, device, log))

@@ -88,9 +88,11 @@ def get_model(ctx: Ctx) -> Subject:
         ctx.log(f"  model: the planted add-k model ({cfg.planted} code in task heads L1H0, L1H1; the known answer)")
         return Subject(planted_addk_model(cfg.task, cfg.planted, seed=cfg.seed, device=ctx.device), f"planted:{cfg.planted}")
     config = run_config(cfg)
-    ctx.log(f"  model: training iclab decoder ({config.model.n_layers} layers, d_model {config.model.d_model}), {config.train.steps} steps")
+    tvp = cfg.task.tvp_layer
+    variant = "" if tvp is None else f" (TVP loss at layer {tvp}: a known-answer variant, its task vector trained in)"
+    ctx.log(f"  model: training iclab decoder ({config.model.n_layers} layers, d_model {config.model.d_model}), {config.train.steps} steps{variant}")
     result = train(config, ctx.out / "runs" / "addk", ctx.device, progress=False, label="addk/model")
-    return Subject(from_run(result.run.path, device=ctx.device), "iclab:runs/addk")
+    return Subject(from_run(result.run.path, device=ctx.device), "iclab:runs/addk" + variant)
 
 
 def prompts(ctx: Ctx, ks: list[int], per_task: int, shots: int, part: str) -> list[A.Prompt]:

@@ -12,6 +12,12 @@ from iclab.studies import addk  # noqa: E402
 SMALL = ["mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2", "task.k_max=6", "task.held_out=[2]", "task.x_max=20"]
 
 
+def load_refused(loaded: list) -> None:
+    """Stands in for the loader: records the call and stops the study where the weights would be read."""
+    loaded.append(1)
+    raise RuntimeError("the weights would be read here")
+
+
 def test_parameters_are_counted_from_the_safetensors_headers_exactly(hf_folder):
     model = transformers.AutoModelForCausalLM.from_pretrained(hf_folder, local_files_only=True)
     assert F.count_parameters(hf_folder) == sum(p.numel() for p in model.parameters())
@@ -38,12 +44,7 @@ def test_a_device_too_small_is_refused_in_one_line_before_the_weights_are_read(h
     F.check_fits(fp, torch.device("cpu"), "the test", free=fp.total)  # exactly enough is enough
 
     loaded = []
-
-    def load(*args, **kwargs):
-        loaded.append(1)
-        raise RuntimeError("the weights would be read here")
-
-    monkeypatch.setattr(addk, "load_model", load)
+    monkeypatch.setattr(addk, "load_model", lambda *a, **k: load_refused(loaded))
     monkeypatch.setattr(F, "available", lambda device: 1024)
     with pytest.raises(IclabError, match="needs about .* free"):
         addk.run("quick", tmp_path / "small", [*SMALL, f"model={hf_folder}"], torch.device("cpu"), log=lambda s: None)
@@ -54,3 +55,15 @@ def test_a_device_too_small_is_refused_in_one_line_before_the_weights_are_read(h
     with pytest.raises(RuntimeError, match="weights would be read"):  # past the check, the loader is reached
         addk.run("quick", tmp_path / "big", [*SMALL, f"model={hf_folder}"], torch.device("cpu"), log=lines.append)
     assert loaded and any("footprint" in s and "MiB" in s for s in lines) and any("a floor" in s for s in lines)
+
+
+def test_a_folder_without_safetensors_headers_is_loaded_without_an_estimate(tmp_path, monkeypatch):
+    """An iclab run folder (config.yaml, no config.json) or pickled weights: no estimate, and no refusal either."""
+    lines = []
+    monkeypatch.setattr(addk, "load_model", lambda *a, **k: load_refused(loaded=[]))
+    run = tmp_path / "iclab-run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: {}\n")
+    with pytest.raises(RuntimeError, match="weights would be read"):
+        addk.run("quick", tmp_path / "out", [*SMALL, f"model={run}"], torch.device("cpu"), log=lines.append)
+    assert any("footprint: not estimated" in s for s in lines)

@@ -54,6 +54,9 @@ def check_footprint(ctx: Ctx, folder: Path) -> None:
     from transformers import AutoTokenizer
 
     cfg, device = ctx.settings, ctx.device
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        ctx.log("  footprint: not estimated (it reads a Hugging Face folder's config.json and safetensors headers)")
+        return
     fmt, K = PROMPT_FORMATS[cfg.prompt_format], cfg.task.k_max
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     x, y = cfg.task.x_max, cfg.task.apply(cfg.task.x_max, K)

@@ -68,7 +68,8 @@ def test_a_missing_model_folder_is_a_clear_error(tmp_path):
     assert not (tmp_path / "o").exists(), "a refused study leaves no folder"
 
 
-@pytest.mark.parametrize("bad,field", [("q=2", "q"), ("lam=0", "lam"), ("main_fraction=0", "main_fraction"), ("eval_per_task=0", "eval_per_task")])
+@pytest.mark.parametrize("bad,field", [("q=2", "q"), ("lam=0", "lam"), ("main_fraction=0", "main_fraction"), ("eval_per_task=0", "eval_per_task"),
+                                       ("task.tvp_layer=3", "tvp_layer"), ("tv_per_task=0", "tv_per_task")])
 def test_bad_search_settings_are_refused_before_the_folder_is_touched(tmp_path, bad, field):
     from iclab.errors import IclabError
 

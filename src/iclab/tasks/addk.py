@@ -152,8 +152,8 @@ class AddKConfig:
     # the training tasks), so the demonstrations must say which task it is, not only which k; evaluation is ``op`` only
     mix_ops: tuple[Op, ...] = ()
     # Yang et al. (2025)'s task-vector prompting loss: each prompt's residual stream entering layer ``tvp_layer`` at
-    # its query's arrow replaces that of the same query asked zero-shot (BOS, x, arrow), whose answer is then also
-    # trained, weighted ``tvp_weight``; a model trained so holds its task vector at that layer by construction
+    # its query's arrow replaces that of a zero-shot prompt of the same task with a new x (BOS, x', arrow), whose
+    # answer is then also trained, weighted ``tvp_weight``; a model trained so holds its task vector at that layer
     tvp_layer: int | None = None
     tvp_weight: float = 1.0
 

@@ -99,6 +99,8 @@ class AddKStudySettings:
         require(self.model is None or self.planted is None, "planted", "is a subject of its own: give --model or planted, not both")
         require(self.planted is None or (self.task.op == "add" and not self.task.digits), "planted",
                 "the planted model does add-k with one token per number (task.op = add, task.digits = false)")
+        require(self.task.tvp_layer is None or self.task.tvp_layer < self.recipe.n_layers, "task.tvp_layer",
+                f"must be a layer of the model trained here, [0, recipe.n_layers - 1 = {self.recipe.n_layers - 1}]")
         require(self.model is not None or self.prompt_format == "arrow", "prompt_format",
                 "iclab's own add-k model is trained on the arrow format only; other formats need --model")
         require(0 <= self.min_clean_accuracy <= 1, "min_clean_accuracy", f"must lie in [0, 1], got {self.min_clean_accuracy}")

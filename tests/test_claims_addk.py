@@ -96,3 +96,13 @@ def test_heads_appear_in_their_one_text_form():
     text = " ".join(c.statement + " " + c.measured for c in claims)
     assert f"main 1 ({MAIN})" in text and f"head {MAIN} takes its signal" in text and "Head(" not in text
     assert numbers["heads"]["main"] == [MAIN]
+
+
+def test_the_task_vector_curve_is_reported_layer_by_layer_with_its_peak():
+    from iclab.analysis.addk import TaskVectorCurve
+
+    claims, _ = findings(CFG, {**results(), "task_vectors": TaskVectorCurve([0, 1, 2], [0.02, 0.4, 0.9], [0.0, 0.3, 0.8], 0.03, 0.95)})
+    tv = next(c for c in claims if c.statement.startswith("task vectors by layer"))
+    assert tv.verdict == Verdict.MEASURED and "L2 0.90 (0.80)" in tv.measured and "peak at L2" in tv.measured
+    assert tv.values["task_vector_best_accuracy"] == 0.9 and tv.values["task_vector_best_layer"] == 2
+    assert not any(c.statement.startswith("task vectors by layer") for c in findings(CFG, results())[0])  # not run: no line

@@ -139,6 +139,21 @@ def test_copying_scores_layer_by_layer_in_chunks_equal_the_full_tensor():
     assert torch.allclose(rank, copying_rank(full, index), atol=1e-6)
 
 
+def test_copying_statistics_at_once_equal_the_three_scores_and_overwrite_their_input():
+    from iclab.analysis.heads import copying_statistics
+
+    logits = torch.randn(3, 2, 7, 50, generator=torch.Generator().manual_seed(0))  # [L, H, N, V]
+    tokens = torch.tensor([0, 4, 9, 9, 20, 33, 49])
+    logits[1, 0, torch.arange(7), tokens] += 10.0  # a copying head among random ones
+    score, top1, rank = copying_statistics(logits.clone(), tokens)
+    assert torch.allclose(score, copying_score(logits, tokens), atol=1e-6)
+    assert torch.equal(top1, copying_top1(logits, tokens)) and torch.allclose(rank, copying_rank(logits, tokens))
+    assert top1[1, 0] == 1.0 and top1[0, 0] < 0.5
+    mine = logits.clone()
+    copying_statistics(mine, tokens)
+    assert not torch.equal(mine, logits)
+
+
 def test_eigenvalue_copying_is_one_for_a_copying_head_and_minus_one_for_a_suppressing_one():
     from iclab.analysis.heads import ov_eigenvalue_copying
     from iclab.heads import IclabHeadModel

@@ -211,6 +211,32 @@ def test_direct_ov_logits_layer_by_layer_for_every_family(family):
     assert torch.allclose(model.direct_ov_logits(tokens)[1], per_layer)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_direct_ov_logits_among_chosen_columns_are_those_columns_of_the_full_logits(family):
+    model = HFHeadModel(tiny(family))
+    tokens, columns = torch.tensor([3, 5, 7]), torch.tensor([2, 3, 5, 7, 11, 13])
+    full = model.ov_logits(1, tokens)
+    assert torch.equal(model.ov_logits(1, tokens, columns), full[..., columns])
+    assert torch.equal(model.ov_logits(1, tokens), full)  # the cached columns follow the request
+
+
+def test_copying_scores_survive_the_bf16_unembedding_product(monkeypatch):
+    """The unembedding product in bfloat16 (where the CPU multiplies it natively) moves no copying score by more than
+    0.02 on a random model, whose logits have near-ties a trained model's copying heads do not."""
+    import iclab.heads.hf as hf
+    from iclab.analysis.induction.scores import copying_scores
+
+    model = HFHeadModel(tiny("llama"))
+    vocab = torch.arange(1, V)
+    tokens = vocab[torch.randperm(len(vocab), generator=torch.Generator().manual_seed(0))[:40]]
+    fast = copying_scores(model, tokens, vocab)
+    monkeypatch.setattr(hf, "OV_PRODUCT_BF16", False)
+    model._unembedding = None
+    exact = copying_scores(model, tokens, vocab)
+    for a, b in zip(fast, exact):
+        assert (a - b).abs().max() <= 0.02
+
+
 def test_an_unsupported_family_says_what_an_adapter_needs():
     cfg = transformers.FalconConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, vocab_size=V)
     with pytest.raises(IclabError, match="an adapter .* names the decoder layers"):

@@ -41,13 +41,31 @@ def force_explicit(model):
         {"d_head": 5},
     ],
 )
-def test_fused_and_explicit_attention_agree(options):
+@pytest.mark.parametrize("path", ["plain", "fused"])
+def test_plain_fused_and_explicit_attention_agree(options, path, monkeypatch):
+    import iclab.models.attention as attention
+
+    monkeypatch.setattr(attention, "PLAIN_MAX_POSITIONS", 64 if path == "plain" else 0)
     model = tiny(**options)
     x = tokens()
-    fused = model(x)
+    fast = model(x)
     with force_explicit(model):
         explicit = model(x)
-    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast, explicit, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_and_fused_attention_give_the_same_gradients(monkeypatch):
+    """Training takes the plain path for short sequences: its backward is the fused path's."""
+    import iclab.models.attention as attention
+
+    grads = {}
+    for limit in (64, 0):
+        monkeypatch.setattr(attention, "PLAIN_MAX_POSITIONS", limit)
+        model = tiny(smeared_keys=True)
+        model(tokens()).logsumexp(-1).mean().backward()
+        grads[limit] = [p.grad for p in model.parameters()]
+    for a, b in zip(grads[64], grads[0]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_continuous_input_paths_agree():

@@ -25,3 +25,15 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "mps" and not mps:
         raise IclabError("--device mps: no Apple MPS device is available here; use --device cpu or auto")
     return torch.device(choice)
+
+
+def fast_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively (a CUDA GPU with bf16, or a CPU with AVX-512 BF16 or
+    AMX), where a bf16 product is 2-3x faster than float32; elsewhere it is emulated and slower."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return False

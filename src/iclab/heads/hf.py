@@ -164,6 +164,10 @@ def _get(obj: Any, path: str) -> Any:
 
 
 VOCAB_CHUNK = 8192  # tokens at a time when a quantity sums over the vocabulary
+# The unembedding product of the direct OV path ([H N, D] x [D, V], the largest of the head scores) runs in bfloat16
+# where the device multiplies it natively (iclab.device.fast_bf16): about 2x faster on AVX-512 BF16 CPUs. Checked on
+# SmolLM2-135M: copying scores within 0.01 of float32's, the same top heads (tests/test_heads_hf.py, docs/pretrained.md).
+OV_PRODUCT_BF16 = True
 
 
 class HFHeadModel(HeadModel):
@@ -187,6 +191,7 @@ class HFHeadModel(HeadModel):
         if self.n_heads % self.n_kv_heads:
             raise IclabError(f"{self.n_heads} query heads do not split into {self.n_kv_heads} key/value groups")
         self.bos_id = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else getattr(cfg, "bos_token_id", None)
+        self._unembedding: tuple | None = None  # (columns, [V', D] weight, [V'] bias or None) of the last ov_logits
 
     @property
     def device(self) -> torch.device:
@@ -354,10 +359,30 @@ class HFHeadModel(HeadModel):
             _FROZEN.update(saved)
 
     @torch.no_grad()
-    def ov_logits(self, layer: int, tokens: torch.Tensor) -> torch.Tensor:
+    def _unembedding_rows(self, columns: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The unembedding's [V', D] weight and [V'] bias (None: no bias) for ``columns`` (None: every token), in the
+        dtype of the OV product; kept for the next call with the same columns (a scoring pass asks for the same
+        probe vocabulary layer after layer)."""
+        cached = self._unembedding
+        if cached is not None and (cached[0] is None) == (columns is None) and (
+                columns is None or torch.equal(cached[0], columns.to(cached[0].device))):
+            return cached[1], cached[2]
+        from iclab.device import fast_bf16
+
+        unembed = self.model.get_output_embeddings()
+        weight, bias = unembed.weight, getattr(unembed, "bias", None)
+        if columns is not None:
+            rows = columns.to(weight.device)
+            weight, bias = weight[rows], None if bias is None else bias[rows]
+        dtype = torch.bfloat16 if OV_PRODUCT_BF16 and fast_bf16(weight.device) else torch.float32
+        weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+        self._unembedding = (columns, weight, bias)
+        return weight, bias
+
+    def ov_logits(self, layer: int, tokens: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
         x = self.model.get_input_embeddings()(tokens.to(self.device))  # [N, D]
         final = _get(self.model, self.family.final_norm)
-        unembed = self.model.get_output_embeddings()
+        weight, bias = self._unembedding_rows(columns)
         group = self.n_heads // self.n_kv_heads
         block = self.layers[layer]
         normed = x.unsqueeze(0) if self.family.input_norm is None else getattr(block, self.family.input_norm)(x.unsqueeze(0))
@@ -366,7 +391,7 @@ class HFHeadModel(HeadModel):
         result = torch.einsum("hne,hed->hnd", v, self.W_O(layer))  # [H, N, D]
         if self.family.post_attn_norm is not None:
             result = getattr(block, self.family.post_attn_norm)(result)
-        logits = unembed(final(result)).float()
+        logits = torch.nn.functional.linear(final(result).to(weight.dtype), weight, bias).float()  # [H, N, V']
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return logits if cap is None else cap * torch.tanh(logits / cap)
 

@@ -42,15 +42,17 @@ class ByteTokenizer:
 
 
 @torch.no_grad()
-def transformer_ov_logits(model: Transformer, layer: int, tokens: torch.Tensor) -> torch.Tensor:
-    """[H, N, V]: the logits each head of ``layer`` of an iclab Transformer writes through its direct path when
-    attending to a token of ``tokens`` [N] (embedding -> ln1 -> W_V, W_O -> final norm -> W_U; the value and
-    output biases left out: they do not depend on the token). The model is not changed."""
+def transformer_ov_logits(model: Transformer, layer: int, tokens: torch.Tensor,
+                          columns: torch.Tensor | None = None) -> torch.Tensor:
+    """[H, N, V] (or [H, N, V'] for ``columns`` [V']): the logits each head of ``layer`` of an iclab Transformer writes
+    through its direct path when attending to a token of ``tokens`` [N] (embedding -> ln1 -> W_V, W_O -> final norm ->
+    W_U; the value and output biases left out: they do not depend on the token). The model is not changed."""
     x = model.W_E[tokens]  # [N, D]
     block = model.blocks[layer]
     v = torch.einsum("nd,hde->hne", block.ln1(x), block.attn.W_V)  # [H, N, E]
     result = torch.einsum("hne,hed->hnd", v, block.attn.W_O)  # [H, N, D]
-    return (model.ln_final(result) @ model.W_U).float()  # [H, N, V]
+    W_U = model.W_U if columns is None else model.W_U[:, columns.to(model.W_U.device)]
+    return (model.ln_final(result) @ W_U).float()  # [H, N, V]
 
 
 class IclabHeadModel(HeadModel):
@@ -127,8 +129,8 @@ class IclabHeadModel(HeadModel):
             _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_pattern"))
         return cache.stack("attn.hook_pattern")
 
-    def ov_logits(self, layer: int, tokens: torch.Tensor) -> torch.Tensor:
-        return transformer_ov_logits(self.model, layer, tokens.to(self.device))
+    def ov_logits(self, layer: int, tokens: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        return transformer_ov_logits(self.model, layer, tokens.to(self.device), columns)
 
     @torch.no_grad()
     def ov_factors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

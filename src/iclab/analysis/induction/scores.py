@@ -19,9 +19,7 @@ import numpy as np
 import torch
 
 from iclab.analysis.heads import (
-    copying_rank,
-    copying_score,
-    copying_top1,
+    copying_statistics,
     ov_eigenvalue_copying,
     prefix_matching_score,
     previous_token_score,
@@ -59,8 +57,12 @@ def make_probe_sequences(sequences: dict[str, torch.Tensor], vocab: torch.Tensor
 def restricted_ov(ov_logits: torch.Tensor, tokens: torch.Tensor, vocab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep only the logits of ``vocab`` [V'] (the probe tokens; a model trained on a sub-alphabet raises all of it
     together, which says nothing about copying) and re-index ``tokens`` [N] into it: ([..., N, V'], [N])."""
-    index = (tokens.unsqueeze(1) == vocab.to(tokens.device).unsqueeze(0)).float().argmax(1)
-    return ov_logits[..., vocab.to(ov_logits.device)], index
+    return ov_logits[..., vocab.to(ov_logits.device)], vocab_index(tokens, vocab)
+
+
+def vocab_index(tokens: torch.Tensor, vocab: torch.Tensor) -> torch.Tensor:
+    """Where each of ``tokens`` [N] sits in ``vocab`` [V']: [N] indices into it."""
+    return (tokens.unsqueeze(1) == vocab.to(tokens.device).unsqueeze(0)).float().argmax(1)
 
 
 LOSS_BATCH = 256  # sequences per forward pass when scoring iclab's small models
@@ -136,8 +138,9 @@ def copying_scores(model, tokens: torch.Tensor, vocab: torch.Tensor,
     tokens ``tokens`` [N] with logits compared among ``vocab`` [V'].
 
     Computed layer by layer and ``chunk`` source tokens at a time, so at most [H, chunk, V] logits exist at once
-    (never [L, H, N, V]: 10 GB for SmolLM2 at N = 200). Equal to :func:`copying_score` / :func:`copying_top1` /
-    :func:`copying_rank` on the full tensor (tested)."""
+    (never [L, H, N, V]: 10 GB for SmolLM2 at N = 200), each head's logits only among ``vocab``. Equal to
+    :func:`copying_score` / :func:`copying_top1` / :func:`copying_rank` on the full tensor (tested; for a Hugging Face
+    model the unembedding product runs in bfloat16 where that is fast, ``iclab.heads.hf.OV_PRODUCT_BF16``)."""
     vocab = vocab.to(model.device)
     copying = torch.zeros(model.n_layers, model.n_heads)
     top1 = torch.zeros(model.n_layers, model.n_heads)
@@ -145,11 +148,11 @@ def copying_scores(model, tokens: torch.Tensor, vocab: torch.Tensor,
     for layer in track(range(model.n_layers), what="layers' OV circuits"):
         for i in range(0, len(tokens), chunk):
             part = tokens[i : i + chunk]
-            ov, index = restricted_ov(model.ov_logits(layer, part), part.to(vocab.device), vocab)
+            score, share, ranked = copying_statistics(model.ov_logits(layer, part, vocab), vocab_index(part.to(vocab.device), vocab))
             n = len(part)
-            copying[layer] += ((copying_score(ov, index) + 1) * n).cpu()  # copying_score = 4 * mean ratio - 1
-            top1[layer] += (copying_top1(ov, index) * n).cpu()
-            rank[layer] += (copying_rank(ov, index) * n).cpu()
+            copying[layer] += ((score + 1) * n).cpu()  # copying_score = 4 * mean ratio - 1
+            top1[layer] += (share * n).cpu()
+            rank[layer] += (ranked * n).cpu()
     return copying / len(tokens) - 1, top1 / len(tokens), rank / len(tokens)
 
 

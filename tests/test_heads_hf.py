@@ -211,6 +211,17 @@ def test_direct_ov_logits_layer_by_layer_for_every_family(family):
     assert torch.allclose(model.direct_ov_logits(tokens)[1], per_layer)
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_fast_patterns_stay_within_a_hundredth_of_the_exact_ones(family):
+    """The head scores' bf16 pass (where the CPU has bf16): patterns sum to one and move by less than 0.01 (a family that
+    returns its pattern in the values' dtype rounds it to bf16's 8 bits)."""
+    model = HFHeadModel(tiny(family))
+    x = ids(B=2, T=8)
+    exact, fast = model.patterns(x), model.patterns(x, fast=True)
+    assert fast.dtype == torch.float32 and torch.allclose(fast.sum(-1), torch.ones_like(fast[..., 0]), atol=0.01)
+    assert (fast - exact).abs().max() < 0.01
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_direct_ov_logits_among_chosen_columns_are_those_columns_of_the_full_logits(family):
     model = HFHeadModel(tiny(family))

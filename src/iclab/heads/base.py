@@ -148,8 +148,10 @@ class HeadModel(ABC):
         262k vocabulary's [B, T, V] is most of a step's time) and the new cache (None when unsupported)."""
 
     @abstractmethod
-    def patterns(self, ids: torch.Tensor) -> torch.Tensor:
-        """[L, B, H, T, S] attention patterns."""
+    def patterns(self, ids: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """[L, B, H, T, S] attention patterns, float32. ``fast``: the model's matrix products may run in a faster,
+        lower precision where the family and device allow it (scores read off the patterns move by a few thousandths);
+        never for patterns that are frozen back into the model or compared with its own computation."""
 
     @abstractmethod
     def values(self, ids: torch.Tensor) -> torch.Tensor:

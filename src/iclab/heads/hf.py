@@ -168,6 +168,12 @@ VOCAB_CHUNK = 8192  # tokens at a time when a quantity sums over the vocabulary
 # where the device multiplies it natively (iclab.device.fast_bf16): about 2x faster on AVX-512 BF16 CPUs. Checked on
 # SmolLM2-135M: copying scores within 0.01 of float32's, the same top heads (tests/test_heads_hf.py, docs/pretrained.md).
 OV_PRODUCT_BF16 = True
+# The head scores' pass that records attention patterns (``patterns(ids, fast=True)``) runs its matrix products in
+# bfloat16 (autocast) where the device has them: 2x faster on 2 AVX-512 BF16 cores for SmolLM2-135M; its detection and
+# prefix-matching scores moved by at most 0.0023, the same top heads (benchmarks/transformer_lens.py prints the
+# comparison; docs/pretrained.md). Patterns that are frozen back into the model, ablations, patching and logits stay
+# in the model's own dtype.
+PATTERNS_BF16 = True
 
 
 class HFHeadModel(HeadModel):
@@ -332,10 +338,13 @@ class HFHeadModel(HeadModel):
                 c._attn_implementation = impl
 
     @torch.no_grad()
-    def patterns(self, ids: torch.Tensor) -> torch.Tensor:
+    def patterns(self, ids: torch.Tensor, fast: bool = False) -> torch.Tensor:
         # only eager attention returns its weights; the backbone alone (no [B, T, V] logits: 1.7 GB for 16 x 101 tokens
-        # of a 262k vocabulary)
-        with self._attention("eager"), self.inference():
+        # of a 262k vocabulary); when fast, its matrix products in bfloat16 where the device has them (PATTERNS_BF16)
+        from iclab.device import fast_bf16
+
+        bf16 = fast and PATTERNS_BF16 and self.device.type in ("cpu", "cuda") and fast_bf16(self.device)
+        with self._attention("eager"), self.inference(), torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
             out = self.model.base_model(input_ids=ids.to(self.device), output_attentions=True)
         return torch.stack([a.float() for a in out.attentions])
 

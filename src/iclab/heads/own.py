@@ -124,8 +124,8 @@ class IclabHeadModel(HeadModel):
         return (logits[:, -1:] if last else logits), None
 
     @torch.no_grad()
-    def patterns(self, ids: torch.Tensor) -> torch.Tensor:
-        with self.inference():
+    def patterns(self, ids: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        with self.inference():  # small models: float32 always
             _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_pattern"))
         return cache.stack("attn.hook_pattern")
 

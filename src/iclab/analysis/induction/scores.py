@@ -107,7 +107,7 @@ def head_scores(model, repeated: torch.Tensor, ov_tokens: torch.Tensor, vocab: t
     also Olsson et al.'s eigenvalue copying measure, the copying rank (meaningful at any vocabulary size, where the
     specified score tends to -1) and TransformerLens "mul" detection scores.
     Grouped-query heads are scored per query head."""
-    patterns = model.patterns(repeated).cpu()  # [L, B, H, T, T]
+    patterns = model.patterns(repeated, fast=True).cpu()  # [L, B, H, T, T]
     copying, top1, rank = copying_scores(model, ov_tokens, vocab)
     out = {"prefix_matching": prefix_matching_score(patterns, repeated.cpu()), "previous_token": previous_token_score(patterns),
            "copying": copying, "copying_top1": top1}

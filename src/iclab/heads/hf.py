@@ -371,7 +371,7 @@ class HFHeadModel(HeadModel):
     def _unembedding_rows(self, columns: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The unembedding's [V', D] weight and [V'] bias (None: no bias) for ``columns`` (None: every token), in the
         dtype of the OV product; kept for the next call with the same columns (a scoring pass asks for the same
-        probe vocabulary layer after layer)."""
+        probe vocabulary layer after layer; iclab's analyses never change the weights, whose copy this is)."""
         cached = self._unembedding
         if cached is not None and (cached[0] is None) == (columns is None) and (
                 columns is None or torch.equal(cached[0], columns.to(cached[0].device))):
@@ -388,6 +388,7 @@ class HFHeadModel(HeadModel):
         self._unembedding = (columns, weight, bias)
         return weight, bias
 
+    @torch.no_grad()
     def ov_logits(self, layer: int, tokens: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
         x = self.model.get_input_embeddings()(tokens.to(self.device))  # [N, D]
         final = _get(self.model, self.family.final_norm)

@@ -1,4 +1,4 @@
-"""Causal multi-head attention with per-head weights and two paths.
+"""Causal multi-head attention with per-head weights and three paths to the same function.
 
 Weights are stored per head so that a head is an index:
 W_Q, W_K, W_V: [H, D, E], W_O: [H, E, D]. Three paths compute the same

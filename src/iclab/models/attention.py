@@ -7,7 +7,7 @@ function. Without hooks or a head mask, sequences of at most
 products around a softmax, the pattern never kept as a hook's tensor) and
 longer ones the *fused* path, ``torch.nn.functional.scaled_dot_product_attention``:
 on CPU the fused kernel's per-call cost outweighs its saving for short
-sequences (``benchmarks/train_throughput.py --attention`` times both). The
+sequences (docs/scaling.md, "Training speed", has the measurements). The
 *explicit* path materialises scores and pattern as hook points and runs
 whenever a hook in this module is active or a head mask is given, so every
 cached pattern and every intervention sees the real computation.
@@ -24,9 +24,10 @@ from torch import nn
 from iclab.models.config import ModelConfig
 from iclab.models.hooks import HookPoint
 
-# The longest sequence that takes the plain path: one training step (forward and backward) of attention at 4 heads
-# of 8 to 16 dimensions on 2 CPU cores was 10-50% faster plain than fused at 18 to 64 positions, 1.5-3x slower at
-# 128 and 256 (measured with torch 2.13).
+# The longest sequence that takes the plain path. Attention alone (forward and backward, 4 heads of 8 to 16
+# dimensions, 2 CPU cores, torch 2.13) was 10-50% faster plain than fused at 18 to 64 positions and 1.5-3x slower at
+# 128 and 256; a whole training step of the quick models was 1.13-1.17x faster plain at 18 positions (linreg), level
+# at 12 (add-k) and 0.95x at 64 (induction): hence 32.
 PLAIN_MAX_POSITIONS = 32
 
 _CAUSAL: dict[tuple, torch.Tensor] = {}

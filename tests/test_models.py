@@ -41,11 +41,11 @@ def force_explicit(model):
         {"d_head": 5},
     ],
 )
-@pytest.mark.parametrize("path", ["plain", "fused"])
-def test_plain_fused_and_explicit_attention_agree(options, path, monkeypatch):
+@pytest.mark.parametrize("path", ["narrow", "plain", "fused"])
+def test_narrow_plain_fused_and_explicit_attention_agree(options, path, monkeypatch):
     import iclab.models.attention as attention
 
-    monkeypatch.setattr(attention, "PLAIN_MAX_POSITIONS", 64 if path == "plain" else 0)
+    monkeypatch.setattr(attention, "attention_path", lambda T, E: path)
     model = tiny(**options)
     x = tokens()
     fast = model(x)
@@ -54,18 +54,28 @@ def test_plain_fused_and_explicit_attention_agree(options, path, monkeypatch):
     torch.testing.assert_close(fast, explicit, rtol=1e-5, atol=1e-5)
 
 
-def test_plain_and_fused_attention_give_the_same_gradients(monkeypatch):
-    """Training takes the plain path for short sequences: its backward is the fused path's."""
+@pytest.mark.parametrize("d_head", [8, 16])
+def test_narrow_plain_and_fused_attention_give_the_same_gradients(d_head, monkeypatch):
+    """Training takes the narrow or plain path for short sequences: their backward is the fused path's."""
     import iclab.models.attention as attention
 
     grads = {}
-    for limit in (64, 0):
-        monkeypatch.setattr(attention, "PLAIN_MAX_POSITIONS", limit)
-        model = tiny(smeared_keys=True)
+    for path in ("narrow", "plain", "fused"):
+        monkeypatch.setattr(attention, "attention_path", lambda T, E: path)
+        model = tiny(smeared_keys=True, d_head=d_head)
         model(tokens()).logsumexp(-1).mean().backward()
-        grads[limit] = [p.grad for p in model.parameters()]
-    for a, b in zip(grads[64], grads[0]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        grads[path] = [p.grad for p in model.parameters()]
+    for path in ("narrow", "plain"):
+        for a, b in zip(grads[path], grads["fused"]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_attention_path_follows_head_width_and_length():
+    from iclab.models.attention import attention_path
+
+    assert attention_path(64, 8) == "narrow" and attention_path(18, 8) == "narrow"
+    assert attention_path(256, 8) == "fused"
+    assert attention_path(18, 16) == "plain" and attention_path(64, 16) == "fused"
 
 
 def test_continuous_input_paths_agree():

@@ -167,19 +167,24 @@ class _Chains:
             for p, w in zip(model.parameters(), self.saved):
                 p.copy_(w)
         start = [p.detach().clone() for p in params]
+        masked = [(i, mask) for i, (_, mask) in enumerate(sampled) if mask is not None]
         row = np.zeros(s.burnin + s.draws)
         for step in range(s.burnin + s.draws):
             idx = torch.randint(self.n, (s.batch_size,), generator=g)
             value = self.loss(model, idx)
             grads = torch.autograd.grad(value, params)
             row[step] = float(value.detach())
-            with torch.no_grad():
-                for p, grad, w0, (_, mask) in zip(params, grads, start, sampled):
-                    drift = self.nbeta * grad + s.localization * (p - w0)
-                    noise = torch.randn(p.shape, generator=g).to(p)
-                    if mask is not None:
-                        drift, noise = drift * mask, noise * mask
-                    p.add_(drift, alpha=-s.step_size / 2).add_(noise, alpha=math.sqrt(s.step_size))
+            with torch.no_grad():  # every tensor at once (one call per operation, not per parameter)
+                drift = torch._foreach_mul(grads, self.nbeta)
+                pull = torch._foreach_sub(params, start)
+                torch._foreach_mul_(pull, s.localization)
+                torch._foreach_add_(drift, pull)
+                noise = [torch.randn(p.shape, generator=g).to(p) for p in params]
+                for i, mask in masked:
+                    drift[i].mul_(mask)
+                    noise[i].mul_(mask)
+                torch._foreach_add_(params, drift, alpha=-s.step_size / 2)
+                torch._foreach_add_(params, noise, alpha=math.sqrt(s.step_size))
         return index, row
 
     def run_all(self):

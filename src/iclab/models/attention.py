@@ -1,16 +1,21 @@
-"""Causal multi-head attention with per-head weights and three paths to the same function.
+"""Causal multi-head attention with per-head weights and four paths to the same function.
 
 Weights are stored per head so that a head is an index:
-W_Q, W_K, W_V: [H, D, E], W_O: [H, E, D]. Three paths compute the same
-function. Without hooks or a head mask, sequences of at most
-``PLAIN_MAX_POSITIONS`` positions take the *plain* path (two batched matrix
-products around a softmax, the pattern never kept as a hook's tensor) and
-longer ones the *fused* path, ``torch.nn.functional.scaled_dot_product_attention``:
-on CPU the fused kernel's per-call cost outweighs its saving for short
-sequences (docs/scaling.md, "Training speed", has the measurements). The
-*explicit* path materialises scores and pattern as hook points and runs
-whenever a hook in this module is active or a head mask is given, so every
-cached pattern and every intervention sees the real computation.
+W_Q, W_K, W_V: [H, D, E], W_O: [H, E, D]. Four paths compute the same
+function. Without hooks or a head mask, :func:`attention_path` picks one by
+the head width E and the sequence length: heads narrower than
+``NARROW_HEAD_DIM`` take the *narrow* path up to ``NARROW_MAX_POSITIONS``
+(the plain path's products computed transposed, so that the head dimension
+is always the rows of a product's output: on CPU the matrix-product library
+is several times slower when the output has 8 columns than when it has 8
+rows); wider heads take the *plain* path (two batched matrix products around
+a softmax) up to ``PLAIN_MAX_POSITIONS`` and the *fused* path,
+``torch.nn.functional.scaled_dot_product_attention``, beyond: on CPU the
+fused kernel's per-call cost outweighs its saving for short sequences
+(docs/scaling.md, "Training speed", has the measurements). The *explicit*
+path materialises scores and pattern as hook points and runs whenever a hook
+in this module is active or a head mask is given, so every cached pattern
+and every intervention sees the real computation.
 """
 
 from __future__ import annotations
@@ -29,6 +34,19 @@ from iclab.models.hooks import HookPoint
 # 128 and 256; a whole training step of the quick models was 1.13-1.17x faster plain at 18 positions (linreg), level
 # at 12 (add-k) and 0.95x at 64 (induction): hence 32.
 PLAIN_MAX_POSITIONS = 32
+# Heads narrower than this take the narrow path, up to NARROW_MAX_POSITIONS. Attention alone, forward and backward,
+# 4 heads of 8 dimensions, one thread: narrow 1.1-1.5x faster than plain and 1.3-2.1x faster than fused from 18 to 128
+# positions, 0.6-0.8x of fused at 256 and 512; at 16 and 32 dimensions no faster than plain (docs/scaling.md).
+NARROW_HEAD_DIM = 16
+NARROW_MAX_POSITIONS = 128
+
+
+def attention_path(T: int, E: int) -> str:
+    """The path ("narrow", "plain" or "fused") for T positions of heads of E dimensions, without hooks or head mask."""
+    if E < NARROW_HEAD_DIM and T <= NARROW_MAX_POSITIONS:
+        return "narrow"
+    return "plain" if T <= PLAIN_MAX_POSITIONS else "fused"
+
 
 _CAUSAL: dict[tuple, torch.Tensor] = {}
 
@@ -41,14 +59,50 @@ def causal_bias(T: int, S: int, device: torch.device, dtype: torch.dtype) -> tor
     return _CAUSAL[key]
 
 
+def _heads_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q [B, T, H, E], k and v [B, S, H, E] -> [B * H, T or S, E] each, one (batch, head) pair per matrix."""
+    B, _, H, E = q.shape
+    return tuple(t.transpose(1, 2).reshape(B * H, -1, E) for t in (q, k, v))
+
+
 def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Causal softmax(q k^T / sqrt(E)) v for q [B, T, H, E], k and v [B, S, H, E] -> z [B, T, H, E], as batched
     matrix products over the B * H (batch, head) pairs."""
     B, T, H, E = q.shape
-    S = k.shape[1]
-    qh, kh, vh = (t.transpose(1, 2).reshape(B * H, -1, E) for t in (q, k, v))
-    scores = torch.baddbmm(causal_bias(T, S, q.device, q.dtype), qh, kh.transpose(1, 2), alpha=1 / math.sqrt(E))
+    qh, kh, vh = _heads_first(q, k, v)
+    scores = torch.baddbmm(causal_bias(T, k.shape[1], q.device, q.dtype), qh, kh.transpose(1, 2), alpha=1 / math.sqrt(E))
     return torch.bmm(scores.softmax(dim=-1), vh).view(B, H, T, E).transpose(1, 2)
+
+
+class _NarrowAttention(torch.autograd.Function):
+    """The plain path's function and its gradient for [N, T or S, E] heads, every product whose output has E columns
+    computed as its transpose (E rows): z^T = v^T p^T forward; dv^T = dz^T p, dq^T = k^T ds^T, dk^T = q^T ds
+    backward. Same numbers, another memory layout of the outputs (returned as transposed views)."""
+
+    @staticmethod
+    def forward(ctx, qh, kh, vh, bias, scale):
+        pattern = torch.baddbmm(bias, qh, kh.transpose(1, 2), alpha=scale).softmax(dim=-1)  # [N, T, S]
+        ctx.save_for_backward(qh, kh, vh, pattern)
+        ctx.scale = scale
+        return torch.bmm(vh.transpose(1, 2), pattern.transpose(1, 2)).transpose(1, 2)  # [N, T, E]
+
+    @staticmethod
+    def backward(ctx, dz):
+        qh, kh, vh, pattern = ctx.saved_tensors
+        d_pattern = torch.bmm(dz, vh.transpose(1, 2))  # [N, T, S]
+        d_scores = torch._softmax_backward_data(d_pattern, pattern, -1, pattern.dtype).mul_(ctx.scale)
+        dq = torch.bmm(kh.transpose(1, 2), d_scores.transpose(1, 2)).transpose(1, 2)
+        dk = torch.bmm(qh.transpose(1, 2), d_scores).transpose(1, 2)
+        dv = torch.bmm(dz.transpose(1, 2), pattern).transpose(1, 2)
+        return dq, dk, dv, None, None
+
+
+def narrow_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """:func:`plain_attention` for narrow heads (E < ``NARROW_HEAD_DIM``): the same function, its products transposed."""
+    B, T, H, E = q.shape
+    qh, kh, vh = _heads_first(q, k, v)
+    z = _NarrowAttention.apply(qh, kh, vh, causal_bias(T, k.shape[1], q.device, q.dtype), 1 / math.sqrt(E))
+    return z.reshape(B, H, T, E).transpose(1, 2)
 
 
 def _project(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -115,9 +169,12 @@ class Attention(nn.Module):
             k = self.smear(k)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
 
-        if self._explicit_needed(head_mask):
+        path = "explicit" if self._explicit_needed(head_mask) else attention_path(T, self.d_head)
+        if path == "explicit":
             z = self._explicit(q, k, v)
-        elif T <= PLAIN_MAX_POSITIONS:
+        elif path == "narrow":
+            z = narrow_attention(q, k, v)
+        elif path == "plain":
             z = plain_attention(q, k, v)
         else:
             z = F.scaled_dot_product_attention(

@@ -281,6 +281,87 @@ def test_the_chunked_ov_core_equals_the_full_factors(family, monkeypatch):
         assert torch.allclose(K, U @ E_n, atol=1e-4, rtol=1e-4) and torch.equal(W_V, W_V2) and torch.equal(W_O, W_O2)
 
 
+def randomise_norms(model: torch.nn.Module, seed: int = 0) -> None:
+    """Every norm's gain (and bias, where it has one) set to random values, so that layers differ by them."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or ".ln_" in name or "layernorm" in name.lower():
+                p.copy_(0.5 + torch.rand(p.shape, generator=g) if p.dim() == 1 and not name.endswith("bias")
+                        else 0.1 * torch.randn(p.shape, generator=g))
+
+
+def randomised(family: str) -> torch.nn.Module:
+    model = tiny(family)
+    randomise_norms(model)
+    return model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_shared_ov_core_equals_each_layers_own_product(family):
+    """U E_n read off one product for every layer (norms differing by gain and bias only) equals each layer's own
+    [D, V] x [V, D] product; the check that allows it holds for every family's norms."""
+    hf = tiny(family)
+    randomise_norms(hf)
+    model = HFHeadModel(hf)
+    for layer in range(model.n_layers):
+        E_n, _, _, U = model.ov_factors(layer)
+        assert torch.allclose(model.ov_core(layer)[2], U @ E_n, atol=1e-4, rtol=1e-4)
+    if model.family.input_norm is not None:
+        assert model._shared_core and model._norm_shares_core(1), "the shared product was not used"
+
+
+def test_a_layer_whose_norm_differs_by_more_than_its_gain_gets_its_own_product():
+    """The negative control: a second layer normalising with another epsilon is not n(x) g + b of the first's n, so
+    the check refuses the shared product and the layer's own is computed (equal to the full factors' product)."""
+    hf = tiny("llama")
+    randomise_norms(hf)
+    hf.model.layers[1].input_layernorm.variance_epsilon = 0.5
+    model = HFHeadModel(hf)
+    E_n, _, _, U = model.ov_factors(1)
+    K = model.ov_core(1)[2]
+    assert not model._norm_shares_core(1)
+    assert torch.allclose(K, U @ E_n, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_folding_the_final_norm_into_the_circuit_gives_the_same_ov_logits(family, monkeypatch):
+    """The direct OV logits with the final norm folded into each head's circuit (its scale read off the norm per row)
+    equal the per-token product in float32, for every family whose head writes reach the final norm unnormalised;
+    families with a norm after attention (Gemma 2 / 3, OLMo 2) take the per-token product."""
+    import iclab.heads.hf as hf
+
+    monkeypatch.setattr(hf, "OV_PRODUCT_BF16", False)
+    model = HFHeadModel(randomised(family))
+    tokens, columns = torch.arange(2, 40), torch.arange(0, V, 2)
+    monkeypatch.setattr(hf, "FOLD_FINAL_NORM", False)
+    direct = model.ov_logits(1, tokens, columns)
+    monkeypatch.setattr(hf, "FOLD_FINAL_NORM", True)
+    folded = model.ov_logits(1, tokens, columns)
+    assert (model._folded is not None) == (model.family.post_attn_norm is None)
+    assert torch.allclose(folded, direct, atol=1e-5, rtol=1e-5)
+    assert torch.equal(model.ov_logits(1, tokens, columns, float32=False).float(), folded)
+
+
+def test_a_final_norm_of_another_form_is_not_folded(monkeypatch):
+    """The negative control: a final norm that is not g * centre(x) * scale + b (here tanh after an RMSNorm) fails the
+    check, so the logits come from the per-token product, equal to the norm applied then unembedded."""
+    import iclab.heads.hf as hf
+
+    monkeypatch.setattr(hf, "OV_PRODUCT_BF16", False)
+    hf_model = randomised("llama")
+    rms = hf_model.model.norm
+    hf_model.model.norm = torch.nn.Sequential(rms, torch.nn.Tanh())
+    model = HFHeadModel(hf_model)
+    tokens = torch.arange(2, 20)
+    logits = model.ov_logits(1, tokens)
+    assert model._folded is None
+    x = model.model.get_input_embeddings()(tokens)
+    v = model.family.values(model._attn(1), model.layers[1].input_layernorm(x.unsqueeze(0)), model.n_kv_heads, model.d_head)[0]
+    result = torch.einsum("hne,hed->hnd", v.repeat_interleave(2, dim=1).transpose(0, 1), model.W_O(1))
+    assert torch.allclose(logits, hf_model.lm_head(hf_model.model.norm(result)), atol=1e-5)
+
+
 def test_wrapping_and_analysing_leave_the_callers_model_as_it_was():
     hf = tiny("llama").train()
     hf.config._attn_implementation = "sdpa"

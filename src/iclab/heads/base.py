@@ -158,10 +158,12 @@ class HeadModel(ABC):
         """[L, B, S, H, E] value vectors seen by each query head."""
 
     @abstractmethod
-    def ov_logits(self, layer: int, tokens: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+    def ov_logits(self, layer: int, tokens: torch.Tensor, columns: torch.Tensor | None = None,
+                  float32: bool = True) -> torch.Tensor:
         """[H, N, V] float32: the logits each head of ``layer`` writes through its direct OV path when attending to
         a token of ``tokens`` [N] (embedding -> the layer's input norm -> W_V -> W_O -> final norm -> W_U); with
-        ``columns`` [V'], only those tokens' logits, [H, N, V'] (never the whole vocabulary's)."""
+        ``columns`` [V'], only those tokens' logits, [H, N, V'] (never the whole vocabulary's). ``float32=False``: in
+        the dtype the product ran in, for a caller that converts a block at a time (the same values once converted)."""
 
     @abstractmethod
     def ov_factors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from iclab.errors import IclabError
 from iclab.heads.base import HeadModel, ResidFn, ZFn
-from iclab.models.norms import frozen_norm, norm_gain
+from iclab.models.norms import frozen_norm, norm_at_input, norm_gain
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,14 @@ VOCAB_CHUNK = 8192  # tokens at a time when a quantity sums over the vocabulary
 # where the device multiplies it natively (iclab.device.fast_bf16): about 2x faster on AVX-512 BF16 CPUs. Checked on
 # SmolLM2-135M: copying scores within 0.01 of float32's, the same top heads (tests/test_heads_hf.py, docs/pretrained.md).
 OV_PRODUCT_BF16 = True
+# The direct OV logits fold the final norm into each head's circuit (W_O centre diag(g) W_U^T, [E, V'] per head, once
+# per layer; then [N, E] x [E, V'] per head in place of [N, D] x [D, V']: 2.3x fewer products on SmolLM2 at 200 source
+# tokens) where the norm is g * centre(x) * scale + b to this relative error.
+FOLD_FINAL_NORM = True
+FOLD_TOLERANCE = 1e-4
+# A layer's input norm shares the first layer's normalisation (U E_n read off one product for every layer) when norm(x)
+# = n(x) g + b holds on sampled embeddings to this relative error (float32 rounding is about 1e-7).
+SHARED_CORE_TOLERANCE = 1e-4
 # The head scores' pass that records attention patterns (``patterns(ids, fast=True)``) runs its matrix products in
 # bfloat16 (autocast) where the device has them: 2x faster on 2 AVX-512 BF16 cores for SmolLM2-135M; its detection and
 # prefix-matching scores moved by at most 0.0023, the same top heads (benchmarks/transformer_lens.py prints the
@@ -198,6 +206,8 @@ class HFHeadModel(HeadModel):
             raise IclabError(f"{self.n_heads} query heads do not split into {self.n_kv_heads} key/value groups")
         self.bos_id = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else getattr(cfg, "bos_token_id", None)
         self._unembedding: tuple | None = None  # (columns, [V', D] weight, [V'] bias or None) of the last ov_logits
+        self._folded: tuple | None = None  # (layer, unembedding rows, [H, E, V'] circuits, [V'] offset) of the last ov_logits
+        self._shared_core: tuple | None = None  # (reference norm's gain and bias, U n(E), U 1) or () where not shared
 
     @property
     def device(self) -> torch.device:
@@ -389,10 +399,10 @@ class HFHeadModel(HeadModel):
         return weight, bias
 
     @torch.no_grad()
-    def ov_logits(self, layer: int, tokens: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+    def ov_logits(self, layer: int, tokens: torch.Tensor, columns: torch.Tensor | None = None,
+                  float32: bool = True) -> torch.Tensor:
         x = self.model.get_input_embeddings()(tokens.to(self.device))  # [N, D]
         final = _get(self.model, self.family.final_norm)
-        weight, bias = self._unembedding_rows(columns)
         group = self.n_heads // self.n_kv_heads
         block = self.layers[layer]
         normed = x.unsqueeze(0) if self.family.input_norm is None else getattr(block, self.family.input_norm)(x.unsqueeze(0))
@@ -401,9 +411,37 @@ class HFHeadModel(HeadModel):
         result = torch.einsum("hne,hed->hnd", v, self.W_O(layer))  # [H, N, D]
         if self.family.post_attn_norm is not None:
             result = getattr(block, self.family.post_attn_norm)(result)
-        logits = torch.nn.functional.linear(final(result).to(weight.dtype), weight, bias).float()  # [H, N, V']
         cap = getattr(self.model.config, "final_logit_softcapping", None)
+        float32 = float32 or cap is not None
+        logits = (self._folded_logits(layer, v, result, columns, float32)
+                  if FOLD_FINAL_NORM and self.family.post_attn_norm is None else None)
+        if logits is None:
+            weight, bias = self._unembedding_rows(columns)
+            logits = torch.nn.functional.linear(final(result).to(weight.dtype), weight, bias)  # [H, N, V']
+        logits = logits.float() if float32 else logits
         return logits if cap is None else cap * torch.tanh(logits / cap)
+
+    def _folded_logits(self, layer: int, v: torch.Tensor, result: torch.Tensor, columns: torch.Tensor | None,
+                       float32: bool) -> torch.Tensor | None:
+        """The direct OV logits [H, N, V'] as (v M_h) * scale + c, the final norm folded into each head's circuit
+        M_h = W_O[h] centre diag(g) W_U^T [E, V'] (one per layer, kept for the layer's next chunk of tokens) and its
+        scale read off the norm's own output for each row: [E, V'] per head in place of [D, V'] per token. None where
+        the final norm is not of that form (:class:`~iclab.models.norms.NormAtInput`'s error above the tolerance)."""
+        H, N, D = result.shape
+        at = norm_at_input(_get(self.model, self.family.final_norm), result.reshape(H * N, D))
+        if at.error > FOLD_TOLERANCE:
+            return None
+        weight, bias = self._unembedding_rows(columns)
+        cached = self._folded
+        if cached is None or cached[0] != layer or cached[1] is not weight:
+            W_O = self.W_O(layer).float()  # [H, E, D]
+            E = W_O.shape[1]
+            circuit = torch.nn.functional.linear((at.centre(W_O) * at.gain).reshape(H * E, D).to(weight.dtype), weight)
+            offset = torch.nn.functional.linear(at.bias.to(weight.dtype), weight, bias).float()  # [V']
+            self._folded = cached = (layer, weight, circuit.view(H, E, -1), offset if offset.any() else None)
+        circuit, offset = cached[2], cached[3]
+        logits = torch.bmm((v.float() * at.scale.view(H, N, 1)).to(circuit.dtype), circuit)  # the scale is per row
+        return logits if offset is None and not float32 else logits.float().add_(0 if offset is None else offset)
 
     @torch.no_grad()
     def ov_factors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -419,18 +457,66 @@ class HFHeadModel(HeadModel):
     @torch.no_grad()
     def ov_core(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """U E_n summed over the vocabulary in chunks of :data:`VOCAB_CHUNK` tokens: a 262k vocabulary never holds a
-        [V, D] copy of the embeddings or of the unembedding (each 0.7 GB at Gemma 3 270M's size)."""
+        [V, D] copy of the embeddings or of the unembedding (each 0.7 GB at Gemma 3 270M's size). Where the layer's
+        input norm is the first layer's up to its own gain and bias (checked, :meth:`_norm_shares_core`), U E_n is
+        read off one product shared by every layer instead of a [D, V] x [V, D] product per layer."""
+        K = self._shared_ov_core(layer)
+        if K is None:
+            norm = (lambda x: x) if self.family.input_norm is None else getattr(self.layers[layer], self.family.input_norm)
+            K = self._unembed_times(norm)
+        return self._value_weights(layer).float(), self.W_O(layer).float(), K
+
+    def _unembed_times(self, norm: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """[D, D]: (g_f U) norm(E), the unembedding (final norm's gain g_f folded in) times the normed embeddings."""
         D = self.d_model
         embed, unembed = self.model.get_input_embeddings(), self.model.get_output_embeddings().weight  # [V, D]
-        block = self.layers[layer]
-        norm = (lambda x: x) if self.family.input_norm is None else getattr(block, self.family.input_norm)
         gain = norm_gain(_get(self.model, self.family.final_norm), D).float()  # [D]
         K = torch.zeros(D, D, device=self.device)
         for i in range(0, self.model.config.vocab_size, VOCAB_CHUNK):
             ids = torch.arange(i, min(i + VOCAB_CHUNK, self.model.config.vocab_size), device=self.device)
             E_n = norm(embed(ids).unsqueeze(0))[0].float()  # [c, D]
             K += (gain.unsqueeze(1) * unembed[ids].T.float()) @ E_n
-        return self._value_weights(layer).float(), self.W_O(layer).float(), K
+        return K
+
+    def _gain_and_bias(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        norm = getattr(self.layers[layer], self.family.input_norm)
+        bias = getattr(norm, "bias", None)
+        gain = norm_gain(norm, self.d_model).to(self.device)
+        return gain, torch.zeros_like(gain) if bias is None else bias.detach().float()
+
+    @torch.no_grad()
+    def _norm_shares_core(self, layer: int) -> bool:
+        """Whether the layer's input norm is n(x) g + b with the first layer's n (n(x) = (norm_0(x) - b_0) / g_0), on
+        embedding rows spread over the vocabulary, to float32 rounding: true of LayerNorm and RMSNorm (every family's
+        epsilon and upcast being the same in each layer), checked rather than assumed."""
+        g0, b0 = self._shared_core[0]
+        g, b = self._gain_and_bias(layer)
+        rows = torch.linspace(0, self.model.config.vocab_size - 1, 256, device=self.device).long()
+        x = self.model.get_input_embeddings()(rows).unsqueeze(0)
+        first = getattr(self.layers[0], self.family.input_norm)(x)[0].float()
+        actual = getattr(self.layers[layer], self.family.input_norm)(x)[0].float()
+        predicted = (first - b0) / g0 * g + b
+        return bool((predicted - actual).abs().max() <= SHARED_CORE_TOLERANCE * actual.abs().max().clamp_min(1e-30))
+
+    def _shared_ov_core(self, layer: int) -> torch.Tensor | None:
+        """U E_n = (U n(E)) diag(g) + (U 1) b^T for a layer whose input norm is n(x) g + b (None: not of that form)."""
+        if self.family.input_norm is None:
+            return None
+        if self._shared_core is None:
+            g0, b0 = self._gain_and_bias(0)
+            if bool((g0.abs() < 1e-6).any()):  # n(x) cannot be read off a norm with a zero gain
+                self._shared_core = ()
+            else:
+                first = getattr(self.layers[0], self.family.input_norm)
+                U_n = self._unembed_times(lambda x: (first(x).float() - b0) / g0)
+                final_gain = norm_gain(_get(self.model, self.family.final_norm), self.d_model).float()
+                U_1 = final_gain * self.model.get_output_embeddings().weight.sum(0, dtype=torch.float32)  # [D]: U 1
+                self._shared_core = ((g0, b0), U_n, U_1)
+        if not self._shared_core or not self._norm_shares_core(layer):
+            return None
+        (_, _), U_n, U_1 = self._shared_core
+        g, b = self._gain_and_bias(layer)
+        return U_n * g + U_1.unsqueeze(1) * b
 
     @torch.no_grad()
     def _value_weights(self, layer: int) -> torch.Tensor:

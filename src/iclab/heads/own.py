@@ -129,7 +129,8 @@ class IclabHeadModel(HeadModel):
             _, cache = run_with_cache(self.model, ids.to(self.device), names=lambda n: n.endswith("attn.hook_pattern"))
         return cache.stack("attn.hook_pattern")
 
-    def ov_logits(self, layer: int, tokens: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+    def ov_logits(self, layer: int, tokens: torch.Tensor, columns: torch.Tensor | None = None,
+                  float32: bool = True) -> torch.Tensor:
         return transformer_ov_logits(self.model, layer, tokens.to(self.device), columns)
 
     @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -20,11 +21,26 @@ def norm_gain(norm: nn.Module, D: int) -> torch.Tensor:
     return norm(ones)[0].detach().float()  # RMSNorm(1) = its gain
 
 
-def frozen_norm(norm: nn.Module, x: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
-    """The norm at its input x [N, D] as a linear map, its scale held at x's (the convention of direct logit attribution):
-    (f, bias) with f(c) for parts c [N, K, D] of x, so that sum over parts of f(c) + bias = norm(x). Centring (LayerNorm)
-    is kept; the scale is read off the norm's own output, so every family's variant (Gemma's 1 + w, epsilons, float32
-    upcasts) is the module's own. An identity (no norm) gives f(c) = c."""
+@dataclass(frozen=True)
+class NormAtInput:
+    """A norm at its input x [N, D] as a linear map with its scale held at x's: norm(x) ~ g * centre(x) * scale + bias,
+    centre the mean's removal where the norm centres (LayerNorm) and the identity where it only rescales (RMSNorm);
+    ``error`` the largest deviation of that form from the norm's own output, relative to the output's largest entry
+    (float32 rounding for LayerNorm and RMSNorm of every family; large for a norm of another form)."""
+
+    gain: torch.Tensor  # [D]
+    bias: torch.Tensor  # [D]
+    scale: torch.Tensor  # [N, 1]
+    centred: bool
+    error: float
+
+    def centre(self, c: torch.Tensor) -> torch.Tensor:
+        return c - c.mean(-1, keepdim=True) if self.centred else c
+
+
+def norm_at_input(norm: nn.Module, x: torch.Tensor) -> NormAtInput:
+    """The norm at x [N, D] as :class:`NormAtInput`: the scale is read off the norm's own output, so every family's
+    variant (Gemma's 1 + w, epsilons, float32 upcasts) is the module's own."""
     D = x.shape[-1]
     centred = _centres(norm, x)
     b = getattr(norm, "bias", None)
@@ -34,12 +50,20 @@ def frozen_norm(norm: nn.Module, x: torch.Tensor) -> tuple[Callable[[torch.Tenso
     x = x.float()
     gx = g * (x - x.mean(-1, keepdim=True) if centred else x)
     scale = ((y - bias) * gx).sum(-1, keepdim=True) / (gx * gx).sum(-1, keepdim=True).clamp_min(1e-30)  # [N, 1]
+    error = float((gx * scale + bias - y).abs().max() / y.abs().max().clamp_min(1e-30))
+    return NormAtInput(g, bias, scale, centred, error)
+
+
+def frozen_norm(norm: nn.Module, x: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """The norm at its input x [N, D] as a linear map, its scale held at x's (the convention of direct logit attribution):
+    (f, bias) with f(c) for parts c [N, K, D] of x, so that sum over parts of f(c) + bias = norm(x). Centring (LayerNorm)
+    is kept (:func:`norm_at_input`). An identity (no norm) gives f(c) = c."""
+    at = norm_at_input(norm, x)
 
     def apply(c: torch.Tensor) -> torch.Tensor:
-        c = c.float()
-        return g * (c - c.mean(-1, keepdim=True) if centred else c) * scale.unsqueeze(-2)
+        return at.gain * at.centre(c.float()) * at.scale.unsqueeze(-2)
 
-    return apply, bias.expand_as(x)
+    return apply, at.bias.expand_as(x)
 
 
 def _centres(norm: nn.Module, x: torch.Tensor) -> bool:

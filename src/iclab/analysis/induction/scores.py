@@ -148,11 +148,14 @@ def copying_scores(model, tokens: torch.Tensor, vocab: torch.Tensor,
     for layer in track(range(model.n_layers), what="layers' OV circuits"):
         for i in range(0, len(tokens), chunk):
             part = tokens[i : i + chunk]
-            score, share, ranked = copying_statistics(model.ov_logits(layer, part, vocab), vocab_index(part.to(vocab.device), vocab))
-            n = len(part)
-            copying[layer] += ((score + 1) * n).cpu()  # copying_score = 4 * mean ratio - 1
-            top1[layer] += (share * n).cpu()
-            rank[layer] += (ranked * n).cpu()
+            logits = model.ov_logits(layer, part, vocab, float32=False)  # [H, n, V'] in the product's dtype
+            index = vocab_index(part.to(vocab.device), vocab)
+            for h in range(model.n_heads):  # a head at a time in float32: [n, V'] stays in cache for every pass over it
+                score, share, ranked = copying_statistics(logits[h : h + 1].float(), index)
+                n = len(part)
+                copying[layer, h] += float((score + 1) * n)  # copying_score = 4 * mean ratio - 1
+                top1[layer, h] += float(share * n)
+                rank[layer, h] += float(ranked * n)
     return copying / len(tokens) - 1, top1 / len(tokens), rank / len(tokens)
 
 

@@ -117,7 +117,7 @@ def test_lanes_keep_the_pretrained_entries_together_and_start_the_longest_first(
     todo = rep.jobs("quick")
     groups = rep.lanes(todo)
     minutes = [sum(j.minutes for j in g) for g in groups]
-    assert minutes == sorted(minutes, reverse=True) and [j.name for j in groups[0]] == ["linreg"]
+    assert minutes == sorted(minutes, reverse=True) and [j.name for j in groups[0]] == ["induction"]
     assert [[j.name for j in g] for g in groups if len(g) > 1] == [["induction-smollm2", "addk-smollm2"]]
     assert sorted(j.name for g in groups for j in g) == sorted(j.name for j in todo)
 

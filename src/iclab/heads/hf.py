@@ -510,7 +510,8 @@ class HFHeadModel(HeadModel):
                 first = getattr(self.layers[0], self.family.input_norm)
                 U_n = self._unembed_times(lambda x: (first(x).float() - b0) / g0)
                 final_gain = norm_gain(_get(self.model, self.family.final_norm), self.d_model).float()
-                U_1 = final_gain * self.model.get_output_embeddings().weight.sum(0, dtype=torch.float32)  # [D]: U 1
+                unembed = self.model.get_output_embeddings().weight[: self.model.config.vocab_size]
+                U_1 = final_gain * unembed.sum(0, dtype=torch.float32)  # [D]: U 1, the sum over the vocabulary
                 self._shared_core = ((g0, b0), U_n, U_1)
         if not self._shared_core or not self._norm_shares_core(layer):
             return None

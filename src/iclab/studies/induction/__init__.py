@@ -180,8 +180,8 @@ def notes(cfg: InductionStudySettings) -> list[str]:
 STUDY: Study[InductionStudySettings] = Study(
     "induction", PRESETS, parts=parts, claims=findings, figures=plot_all, models=train_models, notes=notes,
     variant=lambda cfg: pretrained.STUDY if cfg.model is not None else None,
-    title="Induction heads and the ICL phase change", paper="Olsson et al. 2022", minutes=8.3,
-    extra_entries=(Entry("induction-smollm2", ("model=smollm2-135m",), " (SmolLM2-135M, a pretrained LM)", minutes=3.4, pretrained=True),))
+    title="Induction heads and the ICL phase change", paper="Olsson et al. 2022", minutes=15.7,
+    extra_entries=(Entry("induction-smollm2", ("model=smollm2-135m",), " (SmolLM2-135M, a pretrained LM)", minutes=4.3, pretrained=True),))
 run = STUDY.run
 
 __all__ = ["PRESETS", "STUDY", "run", "run_config", "probe_sequences_for", "InductionStudySettings"]

@@ -98,7 +98,7 @@ NOTES = [
 STUDY: Study[LinRegStudySettings] = Study(
     "linreg", PRESETS, parts=lambda cfg: PARTS + (DEVELOPMENT if cfg.llc.snapshots else []), claims=findings, figures=plot_all,
     models=lambda ctx: train_models(ctx.settings, ctx.out, ctx.device, ctx.log), notes=lambda cfg: NOTES,
-    title="Which learning algorithm is in-context linear regression?", paper="Akyürek et al. 2023; Garg et al. 2022", minutes=11.7)
+    title="Which learning algorithm is in-context linear regression?", paper="Akyürek et al. 2023; Garg et al. 2022", minutes=14.6)
 run = STUDY.run
 
 __all__ = ["PRESETS", "STUDY", "run", "run_config", "LinRegStudySettings"]

@@ -48,7 +48,7 @@ NOTES = [
 
 STUDY: Study[SpinGlassSettings] = Study(
     "spinglass", PRESETS, parts=lambda s: [*PARTS.values(), TASK_DIVERSITY], claims=findings, figures=plot_all,
-    notes=lambda s: NOTES, title="Linear attention as a spin glass; ICL from task diversity", paper="Li, Bai, Huang 2024", minutes=0.5)
+    notes=lambda s: NOTES, title="Linear attention as a spin glass; ICL from task diversity", paper="Li, Bai, Huang 2024", minutes=0.8)
 run = STUDY.run
 
 __all__ = ["PRESETS", "PARTS", "STUDY", "run", "SpinGlassSettings", "SpinGlassThresholds", "Solver", "Fig2", "Fig4a", "Fig4b",

@@ -149,10 +149,9 @@ def copying_scores(model, tokens: torch.Tensor, vocab: torch.Tensor,
         for i in range(0, len(tokens), chunk):
             part = tokens[i : i + chunk]
             logits = model.ov_logits(layer, part, vocab, float32=False)  # [H, n, V'] in the product's dtype
-            index = vocab_index(part.to(vocab.device), vocab)
+            index, n = vocab_index(part.to(vocab.device), vocab), len(part)
             for h in range(model.n_heads):  # a head at a time in float32: [n, V'] stays in cache for every pass over it
                 score, share, ranked = copying_statistics(logits[h : h + 1].float(), index)
-                n = len(part)
                 copying[layer, h] += float((score + 1) * n)  # copying_score = 4 * mean ratio - 1
                 top1[layer, h] += float(share * n)
                 rank[layer, h] += float(ranked * n)

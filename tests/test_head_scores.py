@@ -154,6 +154,20 @@ def test_copying_statistics_at_once_equal_the_three_scores_and_overwrite_their_i
     assert not torch.equal(mine, logits)
 
 
+def test_copying_top1_breaks_ties_as_argmax_does():
+    """A tie for the largest logit goes to the first token (argmax's rule): the own token loses it to an equal logit
+    before it and keeps it against one after it; a row without a tie is decided by the values alone."""
+    from iclab.analysis.heads import copying_statistics
+
+    logits = torch.zeros(1, 3, 10)
+    tokens = torch.tensor([5, 5, 5])
+    logits[0, 0, 5] = logits[0, 0, 2] = 3.0  # tie, another token first: not top-1
+    logits[0, 1, 5] = logits[0, 1, 8] = 3.0  # tie, the own token first: top-1
+    logits[0, 2, 5] = 3.0  # alone at the top
+    top1 = copying_statistics(logits.clone(), tokens)[1]
+    assert torch.equal(top1, copying_top1(logits, tokens)) and top1.item() == pytest.approx(2 / 3)
+
+
 def test_eigenvalue_copying_is_one_for_a_copying_head_and_minus_one_for_a_suppressing_one():
     from iclab.analysis.heads import ov_eigenvalue_copying
     from iclab.heads import IclabHeadModel

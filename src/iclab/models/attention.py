@@ -36,7 +36,8 @@ from iclab.models.hooks import HookPoint
 PLAIN_MAX_POSITIONS = 32
 # Heads narrower than this take the narrow path, up to NARROW_MAX_POSITIONS. Attention alone, forward and backward,
 # 4 heads of 8 dimensions, one thread: narrow 1.1-1.5x faster than plain and 1.3-2.1x faster than fused from 18 to 128
-# positions, 0.6-0.8x of fused at 256 and 512; at 16 and 32 dimensions no faster than plain (docs/scaling.md).
+# positions, 0.8-1.2x of fused at 256 (between runs) and 0.6x at 512; at 16 and 32 dimensions no faster than plain
+# (docs/scaling.md; benchmarks/attention.py).
 NARROW_HEAD_DIM = 16
 NARROW_MAX_POSITIONS = 128
 

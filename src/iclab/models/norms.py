@@ -35,7 +35,12 @@ class NormAtInput:
     error: float
 
     def centre(self, c: torch.Tensor) -> torch.Tensor:
-        return c - c.mean(-1, keepdim=True) if self.centred else c
+        return _centre(c, self.centred)
+
+
+def _centre(c: torch.Tensor, centred: bool) -> torch.Tensor:
+    """c [..., D] less its mean over D where the norm centres (LayerNorm); c itself where it only rescales."""
+    return c - c.mean(-1, keepdim=True) if centred else c
 
 
 def norm_at_input(norm: nn.Module, x: torch.Tensor) -> NormAtInput:
@@ -48,7 +53,7 @@ def norm_at_input(norm: nn.Module, x: torch.Tensor) -> NormAtInput:
     g = norm_gain(norm, D).to(x.device).float()
     y = norm(x.to(next(iter(norm.parameters()), x).dtype)).float()
     x = x.float()
-    gx = g * (x - x.mean(-1, keepdim=True) if centred else x)
+    gx = g * _centre(x, centred)
     scale = ((y - bias) * gx).sum(-1, keepdim=True) / (gx * gx).sum(-1, keepdim=True).clamp_min(1e-30)  # [N, 1]
     error = float((gx * scale + bias - y).abs().max() / y.abs().max().clamp_min(1e-30))
     return NormAtInput(g, bias, scale, centred, error)

@@ -92,6 +92,7 @@ def learner_llc_figure(t: LLCTrajectory, learners: LearnerTrajectory, folder: Pa
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(7.5, 7), sharex=True)
     x = np.maximum(np.array(t.step, dtype=float), 1.0)
     ax.errorbar(x, t.llc(), yerr=[e.stderr for e in t.estimates], color="k", marker="o", ms=3, capsize=2)
+    ax.margins(y=0.15)  # room above the highest point for its label
     closest = dict(zip(learners.step, learners.closest()))
     shown = None
     for xi, yi, step in zip(x, t.llc(), t.step):

@@ -1,5 +1,6 @@
 """Random-head controls for ablations: same layers and count when possible, and an honest note when not."""
 
+import pytest
 import torch
 
 from iclab.analysis.induction.evidence import control_note, random_heads_like
@@ -53,3 +54,31 @@ def test_token_losses_and_mean_z_shrink_their_batch_to_the_logit_budget_with_the
     assert torch.allclose(E.token_losses(model, ids, batch=8), whole, atol=1e-6)
     assert torch.allclose(E.mean_head_z(model, ids, batch=8), z_whole, atol=1e-6)
     assert max(calls) == 2
+
+
+def test_ablation_effects_from_the_clean_prefix_equal_whole_ablated_passes():
+    """Every ablated pass starts at the first layer an ablation changes (layer 2 here); its losses are those of the
+    whole pass, so the effects equal ones computed by hand from whole passes."""
+    import iclab.analysis.induction.evidence as E
+    from iclab.heads import IclabHeadModel
+    from iclab.models import ModelConfig, Transformer
+
+    model = IclabHeadModel(Transformer(ModelConfig(n_layers=3, d_model=16, n_heads=2, d_vocab=50, n_ctx=24),
+                                       generator=torch.Generator().manual_seed(0)))
+    g = torch.Generator().manual_seed(1)
+    text = torch.randint(0, 50, (5, 20), generator=g)
+    probe = E.InductionProbe.make(model, 4, 6, g)
+    sets = {"a": [Head(2, 0)], "b": [Head(2, 1)]}
+    z_mean = E.mean_head_z(model, text, batch=2)
+    effects = E.ablation_effects(model, sets, ("zero", "mean"), z_mean, text, probe, batch=2)
+    for mode in ("zero", "mean"):
+        for name, heads in sets.items():
+            iv = E.ablation(model, heads, mode, z_mean)
+            by_hand = E.AblationEffect(probe.copy_losses(E.token_losses(model, probe.ids, iv, 2))[1],
+                                       E.text_icl(E.token_losses(model, text, iv, 2))[0])
+            got = effects[mode][name]
+            assert abs(got.second_copy_loss - by_hand.second_copy_loss) < 1e-5 and abs(got.icl_score - by_hand.icl_score) < 1e-5
+    assert effects["zero"]["a"] != effects["zero"]["clean"]
+    with_prefix = E.clean_token_losses(model, text, 2, 2)[1]
+    with pytest.raises(ValueError, match="changes layer 1"):
+        E.token_losses(model, text, E.ablation(model, [Head(1, 0)], "zero"), 2, with_prefix)

@@ -512,3 +512,46 @@ def test_frozen_patterns_of_the_same_ids_change_nothing_and_others_take_over(fam
     assert torch.allclose(same, clean, atol=1e-4)
     assert (other - clean).abs().max() > 1e-2
     assert torch.allclose(model.logits(a), clean, atol=1e-6)
+
+
+def _resumed_pass_checks(model, x, atol=0.0):
+    """A layer-1 ablation resumed from layer 1's recorded input gives the whole pass's logits (exactly, or to ``atol``
+    where hooks change the attention's path), without running layer 0's attention; resumed from other sequences'
+    stream (the negative control) it gives other logits."""
+    scale = torch.ones(2, 4)
+    scale[1, 2] = 0
+    iv = Intervention(head_scale=scale)
+    assert iv.first_layer_changed() == 1 and Intervention(head_scale=torch.ones(2, 4)).first_layer_changed() is None
+    with model.recording_resid(1) as kept:
+        clean = model.logits(x)
+    whole = model.logits(x, iv)
+    calls = []
+    handle = model._layer_module(0).register_forward_hook(lambda *a: calls.append(1))
+    attn0 = [m for m in model._layer_module(0).modules() if m is not model._layer_module(0)][0]
+    inner = attn0.register_forward_hook(lambda *a: calls.append("inner"))
+    try:
+        with model.resumed_at(1, kept[0]):
+            resumed_clean, resumed = model.logits(x), model.logits(x, iv)
+        with model.resumed_at(1, kept[0].flip(0)):
+            other = model.logits(x)
+    finally:
+        handle.remove()
+        inner.remove()
+    assert torch.equal(resumed_clean, clean) and torch.allclose(resumed, whole, rtol=0, atol=atol)
+    assert not torch.allclose(resumed, clean)
+    assert "inner" not in calls and len(calls) == 3  # layer 0 answered from the record, its insides never ran
+    assert not torch.allclose(other, clean)
+    assert torch.equal(model.logits(x), clean)  # the skip is gone after the block
+    with pytest.raises(IclabError, match="recorded residual stream has shape"), model.resumed_at(1, kept[0][:1]):
+        model.logits(x)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_pass_resumed_from_a_recorded_residual_stream_equals_the_whole_pass(family):
+    _resumed_pass_checks(HFHeadModel(tiny(family)), ids())
+
+
+def test_an_iclab_model_resumes_from_a_recorded_residual_stream_too():
+    model = IclabHeadModel(Transformer(ModelConfig(n_layers=2, d_model=32, n_heads=4, d_vocab=V, n_ctx=16),
+                                       generator=torch.Generator().manual_seed(0)))
+    _resumed_pass_checks(model, ids(B=3, T=8), atol=1e-6)  # a hook on z takes the explicit attention path: last bits differ

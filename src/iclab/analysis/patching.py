@@ -23,6 +23,8 @@ Several prompt pairs are patched one by one and averaged; ``stderr`` is the stan
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -145,10 +147,21 @@ def _units(model: HeadModel, site: str, T: int | None) -> list[tuple[int, int, i
     return [(layer, h, t) for layer in range(_n_layers(model, site)) for h in heads for t in (range(T) if T else [-1])]
 
 
+def residual_streams(model: HeadModel, ids: torch.Tensor) -> list[torch.Tensor]:
+    """The residual stream entering each layer of one run of ids [T], and the final one: [1, T, D] each, L + 1 of them."""
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        kept = [stack.enter_context(model.recording_resid(layer)) for layer in range(model.n_layers + 1)]
+        model.logits_grad(ids.unsqueeze(0), last=True)
+    return [k[0] for k in kept]
+
+
 def _patched_metrics(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.Tensor], site: str, pair: PromptPair,
                      metric: str, batch: int, each_position: bool = True) -> torch.Tensor:
-    """The metric of the ``run_ids`` [T] run with each site in turn set to its ``donor`` activation: [units]."""
+    """The metric of the ``run_ids`` [T] run with each site in turn set to its ``donor`` activation: [units]. Every
+    batch of patched runs starts at its first patched layer from the unpatched run's residual stream there (nothing
+    before that layer differs), so a batch costs only the layers from there on."""
     units = _units(model, site, len(run_ids) if each_position else None)
+    stream = residual_streams(model, run_ids)
     out = torch.empty(len(units))
     for start in track(range(0, len(units), batch), total=-(-len(units) // batch), what="patched batches"):
         chunk = units[start : start + batch]
@@ -175,7 +188,9 @@ def _patched_metrics(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.
             return put
 
         hooks = {layer: patch(layer) for layer in by_layer}
-        with torch.no_grad(), model.hooked(**_hooks(site, hooks)):
+        first = min(by_layer)
+        with torch.no_grad(), model.resumed_at(first, stream[first].expand(len(chunk), -1, -1).contiguous()), \
+                model.hooked(**_hooks(site, hooks)):
             logits = model.logits_grad(run_ids.unsqueeze(0).expand(len(chunk), -1), last=True)[:, -1]
         out[start : start + len(chunk)] = metric_value(logits.float(), pair.answer, pair.wrong, metric).cpu()
     return out

@@ -104,6 +104,10 @@ class HeadModel(ABC):
         """Register ``fn`` on what the layer's attention adds to the residual stream (so adding v there adds v to
         the residual after attention, before the MLP: the mid-residual, where :attr:`parallel_blocks` is False)."""
 
+    @abstractmethod
+    def _layer_module(self, layer: int) -> torch.nn.Module:
+        """The module that runs ``layer`` (a decoder layer / block: residual stream in, residual stream out)."""
+
     @property
     def parallel_blocks(self) -> bool:
         """Whether attention and MLP read the same layer input in parallel (GPT-NeoX, Phi): no mid-residual."""
@@ -338,6 +342,57 @@ class HeadModel(ABC):
         finally:
             for h in handles:
                 h.remove()
+
+    @contextlib.contextmanager
+    def recording_resid(self, layer: int) -> Iterator[list[torch.Tensor]]:
+        """Within the block, each forward pass appends the residual stream entering ``layer`` [B, T, D] (detached) to
+        the list it yields: what :meth:`resumed_at` starts a later pass of the same ids from."""
+        kept: list[torch.Tensor] = []
+
+        def keep(resid: torch.Tensor) -> torch.Tensor:
+            kept.append(resid.detach())
+            return resid
+
+        def note_format(mod: torch.nn.Module, args: tuple, out: Any) -> None:
+            self._layer_output_tuple = isinstance(out, tuple)
+
+        handles = [self._hook_resid(layer, keep), self._layer_module(0).register_forward_hook(note_format)]
+        try:
+            yield kept
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextlib.contextmanager
+    def resumed_at(self, layer: int, resid: torch.Tensor) -> Iterator["HeadModel"]:
+        """Within the block, forward passes skip the layers before ``layer`` and enter it with ``resid`` [B, T, D]: the
+        residual stream a clean pass of the same ids recorded there (:meth:`recording_resid`; the ids are still given,
+        for the embeddings' positions and the attention masks). Interventions that change nothing before ``layer``
+        (:meth:`Intervention.first_layer_changed`) then give the logits of the whole pass, at the cost of the layers
+        from ``layer`` on only: how ablations and patching of later layers avoid rerunning the early ones."""
+        if not 0 <= layer <= self.n_layers:
+            raise IclabError(f"layer {layer} is not in [0, {self.n_layers}]")
+        as_tuple = getattr(self, "_layer_output_tuple", False)  # older transformers return (hidden_states, ...)
+
+        def skip(*args: Any, **kwargs: Any) -> Any:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            return (hidden,) if as_tuple else hidden
+
+        def enter(x: torch.Tensor) -> torch.Tensor:
+            if x.shape != resid.shape:
+                raise IclabError(f"the recorded residual stream has shape {tuple(resid.shape)}, this pass {tuple(x.shape)}")
+            return resid
+
+        skipped = [self._layer_module(i) for i in range(layer)]
+        handle = self._hook_resid(layer, enter)
+        try:
+            for module in skipped:
+                module.forward = skip  # an instance attribute: nn.Module calls it in place of the class's forward
+            yield self
+        finally:
+            handle.remove()
+            for module in skipped:
+                del module.forward
 
     @contextlib.contextmanager
     def capture_z(self, positions: slice | int | None = None) -> Iterator[ZCache]:

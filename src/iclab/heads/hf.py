@@ -216,6 +216,9 @@ class HFHeadModel(HeadModel):
     def _attn(self, layer: int) -> nn.Module:
         return getattr(self.layers[layer], self.family.attn)
 
+    def _layer_module(self, layer: int) -> nn.Module:
+        return self.layers[layer]
+
     def _proj(self, layer: int) -> nn.Module:
         return getattr(self._attn(layer), self.family.out_proj)
 

@@ -77,6 +77,9 @@ class IclabHeadModel(HeadModel):
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
 
+    def _layer_module(self, layer: int) -> torch.nn.Module:
+        return self.model.blocks[layer]
+
     def W_O(self, layer: int) -> torch.Tensor:
         return self.model.blocks[layer].attn.W_O.detach()
 

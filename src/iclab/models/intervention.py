@@ -44,6 +44,19 @@ class Intervention:
             out |= {int(i) for i in torch.nonzero(self.replace_mask.any(-1)).flatten()}
         return out
 
+    def first_layer_changed(self) -> int | None:
+        """The first layer whose computation this intervention changes (None: it changes nothing): the layers before
+        it run as in a clean pass, so a pass under it may start from a clean pass's residual stream there
+        (:meth:`iclab.heads.HeadModel.resumed_at`). A head scale of 1 changes nothing."""
+        layers: set[int] = set()
+        if self.head_scale is not None:
+            layers |= {int(i) for i in torch.nonzero((self.head_scale != 1).any(-1)).flatten()}
+        if self.replace_mask is not None:
+            layers |= {int(i) for i in torch.nonzero(self.replace_mask.any(-1)).flatten()}
+        if self.add_vector is not None and self.add_layer is not None:
+            layers.add(self.add_layer)
+        return min(layers) if layers else None
+
 
 def edit_z(iv: Intervention, layer: int, z: torch.Tensor, positions: slice, offset: int = 0) -> torch.Tensor:
     """``iv``'s head edits of one layer applied to z [B, T, H, E] at ``positions`` of this call, whose first token

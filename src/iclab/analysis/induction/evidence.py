@@ -14,6 +14,7 @@ Natural text is the Python reference documentation shipped with CPython
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -50,18 +51,41 @@ def natural_text_ids(model: HeadModel, n_seq: int, length: int, generator: torch
 LOGIT_BUDGET = 2**27  # numbers of logits one forward pass may hold (512 MB in float32)
 
 
+@dataclass
+class CleanPrefix:
+    """A clean pass's residual stream entering ``layer``, one [b, T, D] per batch of :func:`token_losses` over the same
+    ids: passes under interventions that change nothing before ``layer`` start there (:meth:`HeadModel.resumed_at`)
+    and give the same losses without rerunning the layers before it."""
+
+    layer: int
+    resid: list[torch.Tensor]
+
+
 @torch.no_grad()
-def token_losses(model: HeadModel, ids: torch.Tensor, intervention: Intervention | None = None, batch: int = 8) -> torch.Tensor:
+def token_losses(model: HeadModel, ids: torch.Tensor, intervention: Intervention | None = None, batch: int = 8,
+                 prefix: CleanPrefix | None = None) -> torch.Tensor:
     """[B, T-1] next-token losses (nats) under ``intervention``, computed ``batch`` sequences at a time: the one
     per-token loss of every analysis (the induction task's own definition, :meth:`InductionTask.token_losses`).
     The batch shrinks so that its logits stay under :data:`LOGIT_BUDGET` numbers (8 x 256 positions of a 262k
-    vocabulary would be 2.1 GB, twice over with the log-softmax)."""
+    vocabulary would be 2.1 GB, twice over with the log-softmax). With ``prefix`` (from :func:`clean_token_losses` on
+    the same ids and batch), each batch starts at the prefix's layer."""
     batch = max(1, min(batch, LOGIT_BUDGET // max(1, ids.shape[1] * model.d_vocab)))
+    first = None if intervention is None else intervention.first_layer_changed()
+    if prefix is not None and first is not None and first < prefix.layer:
+        raise ValueError(f"the intervention changes layer {first}, before the clean prefix's layer {prefix.layer}")
     out = []
-    for i in range(0, len(ids), batch):
+    for k, i in enumerate(range(0, len(ids), batch)):
         x = ids[i : i + batch].to(model.device)
-        out.append(InductionTask.token_losses(model.logits(x, intervention), x).cpu())  # logits [b, T, V]
+        with model.resumed_at(prefix.layer, prefix.resid[k]) if prefix is not None else contextlib.nullcontext():
+            out.append(InductionTask.token_losses(model.logits(x, intervention), x).cpu())  # logits [b, T, V]
     return torch.cat(out)
+
+
+def clean_token_losses(model: HeadModel, ids: torch.Tensor, batch: int, layer: int) -> tuple[torch.Tensor, CleanPrefix]:
+    """:func:`token_losses` of ``ids`` without intervention, and each batch's residual stream entering ``layer``."""
+    with model.recording_resid(layer) as kept:
+        losses = token_losses(model, ids, None, batch)
+    return losses, CleanPrefix(layer, kept)
 
 
 @torch.no_grad()
@@ -178,12 +202,18 @@ def ablation_effects(model: HeadModel, condition_heads: dict[str, list[Head]], m
     """For each mode and each named head set: the second-copy loss on ``probe`` and the ICL score on ``text``
     with those heads ablated; ``"clean"`` (no ablation) under every mode for reference."""
 
-    def effect(iv: Intervention | None) -> AblationEffect:
-        return AblationEffect(probe.copy_losses(token_losses(model, probe.ids, iv, batch))[1], text_icl(token_losses(model, text, iv, batch))[0])
+    ablations = {(mode, name): ablation(model, heads, mode, z_mean) for mode in modes for name, heads in condition_heads.items()}
+    # every ablated pass starts at the first layer any of them changes, from the clean pass's residual stream there
+    start = min((layer for iv in ablations.values() if (layer := iv.first_layer_changed()) is not None), default=model.n_layers)
+    probe_clean, probe_prefix = clean_token_losses(model, probe.ids, batch, start)
+    text_clean, text_prefix = clean_token_losses(model, text, batch, start)
 
-    clean = effect(None)
-    runs = track([(mode, name, heads) for mode in modes for name, heads in condition_heads.items()], what="ablated head sets")
-    effects = {(mode, name): effect(ablation(model, heads, mode, z_mean)) for mode, name, heads in runs}
+    def effect(probe_losses: torch.Tensor, text_losses: torch.Tensor) -> AblationEffect:
+        return AblationEffect(probe.copy_losses(probe_losses)[1], text_icl(text_losses)[0])
+
+    clean = effect(probe_clean, text_clean)
+    effects = {key: effect(token_losses(model, probe.ids, iv, batch, probe_prefix), token_losses(model, text, iv, batch, text_prefix))
+               for key, iv in track(list(ablations.items()), what="ablated head sets")}
     return {mode: {"clean": clean, **{name: effects[mode, name] for name in condition_heads}} for mode in modes}
 
 

@@ -74,25 +74,28 @@ def span_sequences(cfg: InductionConfig, batch: int, g: torch.Generator) -> tupl
     """
     T = cfg.n_ctx
     tokens = torch.randint(cfg.synthetic_vocab, (batch, T), generator=g)
-    repeated = torch.zeros(batch, T, dtype=torch.bool)
+    rows = tokens.tolist()  # the placements edit Python lists: a tensor op per check cost more than the draws
+    repeated = [[False] * T for _ in range(batch)]
 
     def draw(lo: int, hi: int) -> int:  # uniform integer in [lo, hi]
         return lo + int(torch.randint(hi - lo + 1, (1,), generator=g))
 
     for b in range(batch):  # small loops: B x n_spans placements of at most span_max tokens
-        used = torch.zeros(T, dtype=torch.bool)
+        used = [False] * T
+        row = rows[b]
         for _ in range(cfg.n_spans):
             for _attempt in range(20):
                 L = draw(cfg.span_min, cfg.span_max)
                 dst = draw(L, T - 2)  # copy start; a copy running past the end is cut there
                 src = draw(0, dst - L)
                 n = min(L, T - dst)
-                if not used[src : src + L].any() and not used[dst : dst + n].any():
-                    tokens[b, dst : dst + n] = tokens[b, src : src + n]
-                    used[src : src + L] = used[dst : dst + n] = True
-                    repeated[b, dst + 1 : dst + n] = True
+                if not any(used[src : src + L]) and not any(used[dst : dst + n]):
+                    row[dst : dst + n] = row[src : src + n]
+                    used[src : src + L] = [True] * len(used[src : src + L])
+                    used[dst : dst + n] = [True] * n
+                    repeated[b][dst + 1 : dst + n] = [True] * (n - 1)
                     break
-    return tokens, repeated
+    return torch.tensor(rows, dtype=tokens.dtype), torch.tensor(repeated)
 
 
 def repeat_sequences(cfg: InductionConfig, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,6 @@ Several prompt pairs are patched one by one and averaged; ``stderr`` is the stan
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -155,6 +154,11 @@ def residual_streams(model: HeadModel, ids: torch.Tensor) -> list[torch.Tensor]:
     return [k[0] for k in kept]
 
 
+def _copies(stream: list[torch.Tensor], layer: int, n: int) -> torch.Tensor:
+    """The run's residual stream entering ``layer`` for a batch of ``n`` patched runs of it: [n, T, D]."""
+    return stream[layer].expand(n, -1, -1).contiguous()
+
+
 def _patched_metrics(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.Tensor], site: str, pair: PromptPair,
                      metric: str, batch: int, each_position: bool = True) -> torch.Tensor:
     """The metric of the ``run_ids`` [T] run with each site in turn set to its ``donor`` activation: [units]. Every
@@ -189,7 +193,7 @@ def _patched_metrics(model: HeadModel, run_ids: torch.Tensor, donor: list[torch.
 
         hooks = {layer: patch(layer) for layer in by_layer}
         first = min(by_layer)
-        with torch.no_grad(), model.resumed_at(first, stream[first].expand(len(chunk), -1, -1).contiguous()), \
+        with torch.no_grad(), model.resumed_at(first, _copies(stream, first, len(chunk))), \
                 model.hooked(**_hooks(site, hooks)):
             logits = model.logits_grad(run_ids.unsqueeze(0).expand(len(chunk), -1), last=True)[:, -1]
         out[start : start + len(chunk)] = metric_value(logits.float(), pair.answer, pair.wrong, metric).cpu()
@@ -366,12 +370,19 @@ class PathPatching(Result):
     normalised: np.ndarray
 
 
+class _Captured(Exception):
+    """Raised by a hook that has what its pass was run for: the layers after it are not needed."""
+
+
 def _path_metrics(model: HeadModel, run_ids: torch.Tensor, base: dict[str, list[torch.Tensor]], donor_z: list[torch.Tensor],
                   receiver: tuple[int, int], into: str, pair: PromptPair, metric: str, batch: int) -> torch.Tensor:
-    """The metric of the run with each sender's path into the receiver patched: [receiver layer * H]."""
+    """The metric of the run with each sender's path into the receiver patched: [receiver layer * H]. The first pass
+    of a batch runs from its first sender's layer (the run's own stream before it) to the receiver's input and stops
+    there; the second runs from the receiver's layer on."""
     lr, hr = receiver
     slot = hr if into == "q" else model.kv_head(hr)
     senders = [(layer, h) for layer in range(lr) for h in range(model.n_heads)]
+    stream = residual_streams(model, run_ids)
     out = torch.empty(len(senders))
     for start in track(range(0, len(senders), batch), total=-(-len(senders) // batch), what="sender batches"):
         chunk = senders[start : start + batch]
@@ -394,10 +405,12 @@ def _path_metrics(model: HeadModel, run_ids: torch.Tensor, base: dict[str, list[
 
         def grab(x: torch.Tensor) -> torch.Tensor:
             captured["x"] = x[:, :, slot].detach().clone()
-            return x
+            raise _Captured
 
+        first = chunk[0][0]  # senders are in layer order
         mlps = {layer: frozen(base["mlp_out"], layer) for layer in range(lr)} if "mlp_out" in base else {}
-        with torch.no_grad(), model.hooked(z={layer: frozen_z(layer) for layer in range(lr)}, mlp_out=mlps, **{into: {lr: grab}}):
+        with contextlib.suppress(_Captured), torch.no_grad(), model.resumed_at(first, _copies(stream, first, len(chunk))), \
+                model.hooked(z={layer: frozen_z(layer) for layer in range(lr)}, mlp_out=mlps, **{into: {lr: grab}}):
             model.logits_grad(ids, last=True)
 
         def receive(x: torch.Tensor) -> torch.Tensor:
@@ -405,7 +418,7 @@ def _path_metrics(model: HeadModel, run_ids: torch.Tensor, base: dict[str, list[
             x[:, :, slot] = captured["x"].to(x)
             return x
 
-        with torch.no_grad(), model.hooked(**{into: {lr: receive}}):
+        with torch.no_grad(), model.resumed_at(lr, _copies(stream, lr, len(chunk))), model.hooked(**{into: {lr: receive}}):
             logits = model.logits_grad(ids, last=True)[:, -1]
         out[start : start + len(chunk)] = metric_value(logits.float(), pair.answer, pair.wrong, metric).cpu()
     return out

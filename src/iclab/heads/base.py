@@ -47,6 +47,7 @@ class HeadModel(ABC):
 
     def __init__(self) -> None:
         self._offset = 0  # absolute position of the first token of the current forward call
+        self._layer_output_tuple = False  # whether a layer returns (hidden_states, ...): older transformers; seen when recording
 
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:
@@ -372,7 +373,7 @@ class HeadModel(ABC):
         from ``layer`` on only: how ablations and patching of later layers avoid rerunning the early ones."""
         if not 0 <= layer <= self.n_layers:
             raise IclabError(f"layer {layer} is not in [0, {self.n_layers}]")
-        as_tuple = getattr(self, "_layer_output_tuple", False)  # older transformers return (hidden_states, ...)
+        as_tuple = self._layer_output_tuple
 
         def skip(*args: Any, **kwargs: Any) -> Any:
             hidden = args[0] if args else kwargs["hidden_states"]

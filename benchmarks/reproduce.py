@@ -115,7 +115,9 @@ def against_previous(ref: str, out: Path, workers: int | None, only: list[str] |
     """The job with ``ref``'s code, then with this checkout's: times, peaks and verdicts side by side."""
     repo = Path(__file__).resolve().parents[1]
     tree = Path(tempfile.mkdtemp(prefix="iclab-previous-")) / "src-tree"
-    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), ref], check=True, capture_output=True)
+    made = subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(tree), ref], capture_output=True, text=True)
+    if made.returncode:
+        raise SystemExit(f"--previous {ref}: no such tag or commit in {repo} ({made.stderr.strip().splitlines()[-1]})")
     try:
         runs = {}
         for name, src in (("previous", tree / "src"), ("current", repo / "src")):

@@ -22,8 +22,8 @@ def patching_heatmap(p: Patching, folder: Path, name: str | None = None) -> Path
         im = ax.imshow(values, aspect="auto", cmap="RdBu", vmin=-vmax, vmax=vmax, interpolation="nearest")
         ax.set_xlabel("head" if p.site in HEAD_SITES else "")
         ax.set_ylabel("layer")
-        ax.set_title(f"{p.method} {p.direction} patching of {p.site} at every position on {p.metric}; clean "
-                     f"{p.clean_metric:.2f}, corrupted {p.corrupted_metric:.2f}", fontsize=8)
+        ax.set_title(f"{p.method} {p.direction} patching of {p.site} at every position\non {p.metric}; clean "
+                     f"{p.clean_metric:.2f}, corrupted {p.corrupted_metric:.2f}", fontsize=8)  # two lines: the figure is narrow
         plt.colorbar(im, ax=ax, fraction=0.04, label=label)
         return save(fig, folder, name or f"patching_{p.site}_all_{p.method}")
     if p.site in HEAD_SITES:

@@ -70,8 +70,8 @@ def token_losses(model: HeadModel, ids: torch.Tensor, intervention: Intervention
     vocabulary would be 2.1 GB, twice over with the log-softmax). With ``prefix`` (from :func:`clean_token_losses` on
     the same ids and batch), each batch starts at the prefix's layer."""
     batch = max(1, min(batch, LOGIT_BUDGET // max(1, ids.shape[1] * model.d_vocab)))
-    first = None if intervention is None else intervention.first_layer_changed()
-    if prefix is not None and first is not None and first < prefix.layer:
+    first = None if intervention is None or prefix is None else intervention.first_layer_changed()
+    if first is not None and first < prefix.layer:
         raise ValueError(f"the intervention changes layer {first}, before the clean prefix's layer {prefix.layer}")
     out = []
     for k, i in enumerate(range(0, len(ids), batch)):

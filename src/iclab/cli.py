@@ -35,7 +35,8 @@ class _State:
 
 STATE = _State()
 
-DEVICE_HELP = "Where to compute: auto (cuda, then mps, then cpu), cpu, cuda or mps."
+DEVICE_HELP = ("Where to compute: auto (cuda, then mps, then cpu), cpu, cuda or mps. With auto or cuda, a Hugging Face "
+               "model larger than one GPU's free memory is spread over every GPU here, then CPU (accelerate's device map).")
 SET_HELP = "Override a config key, e.g. --set model.n_layers=4 --set train.lr=3e-4 (repeatable)."
 
 

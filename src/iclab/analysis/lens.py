@@ -92,7 +92,8 @@ def direct_logit_attribution(model: HeadModel, ids: torch.Tensor, answer: int, w
         hooks["mlp_out"] = {layer: keep("mlp_out", layer) for layer in range(L)}
     with model.hooked(**hooks):
         model.logits_grad(ids.to(model.device).unsqueeze(0))
-    final, norm_bias = frozen_norm(model.final_norm(), parts["resid"][L])
+    with model.reading_weights():
+        final, norm_bias = frozen_norm(model.final_norm(), parts["resid"][L])
     tokens = torch.tensor([answer] if wrong is None else [answer, wrong])
     rows, row_bias = model.unembed_rows(tokens)
     direction = rows[0] - rows[1] if wrong is not None else rows[0]  # [D]

@@ -30,7 +30,7 @@ class ZCache:
     def z(self) -> torch.Tensor:
         if any(p is None for p in self.parts):
             raise IclabError("no forward pass ran inside capture_z(), nothing was captured")
-        return torch.stack(self.parts)
+        return torch.stack([p.to(self.parts[0].device) for p in self.parts])  # layers may sit on several devices
 
 
 class HeadModel(ABC):
@@ -48,6 +48,14 @@ class HeadModel(ABC):
     def __init__(self) -> None:
         self._offset = 0  # absolute position of the first token of the current forward call
         self._layer_output_tuple = False  # whether a layer returns (hidden_states, ...): older transformers; seen when recording
+
+    @contextlib.contextmanager
+    def reading_weights(self, *layers: int) -> Iterator[None]:
+        """Within the block, the weights of ``layers`` and of the model's ends (embedding, final norm, unembedding) can
+        be read directly: a no-op for a model on one device; a model placed across devices with weights offloaded
+        (:mod:`iclab.heads.placement`) has them loaded for the block. The weight-reading methods enter it themselves;
+        an analysis that reads a module's weights on its own (the final norm, frozen at an input) enters it."""
+        yield
 
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:
@@ -385,6 +393,8 @@ class HeadModel(ABC):
             return resid
 
         skipped = [self._layer_module(i) for i in range(layer)]
+        # a module placed by a device map already has an instance `forward` (accelerate's wrapper): put it back after
+        own = [module.__dict__.get("forward") for module in skipped]
         handle = self._hook_resid(layer, enter)
         try:
             for module in skipped:
@@ -392,8 +402,11 @@ class HeadModel(ABC):
             yield self
         finally:
             handle.remove()
-            for module in skipped:
-                del module.forward
+            for module, forward in zip(skipped, own):
+                if forward is None:
+                    del module.forward
+                else:
+                    module.forward = forward
 
     @contextlib.contextmanager
     def capture_z(self, positions: slice | int | None = None) -> Iterator[ZCache]:

@@ -23,6 +23,7 @@ Nothing is ever downloaded: only ``local_files_only`` loading.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import pickle
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ import torch.nn as nn
 
 from iclab.errors import IclabError
 from iclab.heads.base import HeadModel, ResidFn, ZFn
+from iclab.heads.placement import dispatched, execution_device, onloaded, spread_over_gpus
 from iclab.models.norms import frozen_norm, norm_at_input, norm_gain
 
 
@@ -146,7 +148,7 @@ def _frozen_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
         raise IclabError(f"recorded patterns have shape {tuple(pattern.shape)}, this input gives queries {tuple(query.shape)} and "
                          f"values {tuple(value.shape)}; freeze patterns recorded on the same ids")
     v = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)  # grouped-query heads read their group's values
-    return torch.matmul(pattern.to(v.dtype), v).transpose(1, 2).contiguous(), pattern
+    return torch.matmul(pattern.to(v), v).transpose(1, 2).contiguous(), pattern
 
 
 def _register_frozen_attention() -> None:
@@ -184,6 +186,21 @@ SHARED_CORE_TOLERANCE = 1e-4
 PATTERNS_BF16 = True
 
 
+def _reads_weights(method: Callable) -> Callable:
+    """Runs ``method`` (whose first argument, when an int, is a layer) inside :meth:`HFHeadModel.reading_weights` for
+    that layer: on a model placed across devices its offloaded weights are loaded for the call; otherwise nothing."""
+
+    @functools.wraps(method)
+    def call(self: "HFHeadModel", *args: Any, **kwargs: Any) -> Any:
+        if not self._dispatched:
+            return method(self, *args, **kwargs)
+        layer = args[0] if args and isinstance(args[0], int) else kwargs.get("layer")
+        with self.reading_weights(*(() if layer is None else (layer,))):
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class HFHeadModel(HeadModel):
     """A ``transformers`` causal LM (already built) with its tokenizer (optional for id-only use)."""
 
@@ -208,10 +225,24 @@ class HFHeadModel(HeadModel):
         self._unembedding: tuple | None = None  # (columns, [V', D] weight, [V'] bias or None) of the last ov_logits
         self._folded: tuple | None = None  # (layer, unembedding rows, [H, E, V'] circuits, [V'] offset) of the last ov_logits
         self._shared_core: tuple | None = None  # (reference norm's gain and bias, U n(E), U 1) or () where not shared
+        self._dispatched = dispatched(model)  # placed by a device map (several devices, offloaded weights)
 
     @property
     def device(self) -> torch.device:
+        """Where token ids go in: the embedding's device (with a device map, the first block's)."""
+        if self._dispatched:
+            return execution_device(self.model.get_input_embeddings())
         return next(self.model.parameters()).device
+
+    @contextlib.contextmanager
+    def reading_weights(self, *layers: int) -> Iterator[None]:
+        if not self._dispatched:
+            yield
+            return
+        ends = [self.model.get_input_embeddings(), _get(self.model, self.family.final_norm), self.model.get_output_embeddings()]
+        first_norm = [] if self.family.input_norm is None else [getattr(self.layers[0], self.family.input_norm)]
+        with onloaded([*ends, *first_norm, *(self.layers[i] for i in layers)], self.device):
+            yield
 
     def _attn(self, layer: int) -> nn.Module:
         return getattr(self.layers[layer], self.family.attn)
@@ -239,6 +270,7 @@ class HFHeadModel(HeadModel):
         return self.tokenizer.decode(ids)
 
     # ------------------------------------------------------------------ weights
+    @_reads_weights
     def W_O(self, layer: int) -> torch.Tensor:
         W = self._proj(layer).weight.detach()
         H, E, D = self.n_heads, self.d_head, self.d_model
@@ -246,6 +278,7 @@ class HFHeadModel(HeadModel):
             return W.view(H, E, D)
         return W.view(D, H, E).permute(1, 2, 0)  # Linear [D, H*E] -> [H, E, D]
 
+    @_reads_weights
     def b_O(self, layer: int) -> torch.Tensor:
         b = self._proj(layer).bias
         return torch.zeros(self.d_model, device=self.device) if b is None else b.detach()
@@ -257,20 +290,20 @@ class HFHeadModel(HeadModel):
         def pre(mod: nn.Module, args: tuple) -> tuple:
             x = args[0]
             z = fn(x.view(*x.shape[:-1], H, E))
-            return (z.reshape(x.shape).to(x.dtype), *args[1:])
+            return (z.reshape(x.shape).to(x), *args[1:])
 
         return self._proj(layer).register_forward_pre_hook(pre)
 
     def _hook_resid(self, layer: int, fn: ResidFn) -> Any:
         if layer == self.n_layers:  # the final norm's input
             norm = _get(self.model, self.family.final_norm)
-            return norm.register_forward_pre_hook(lambda mod, args: (fn(args[0]).to(args[0].dtype), *args[1:]))
+            return norm.register_forward_pre_hook(lambda mod, args: (fn(args[0]).to(args[0]), *args[1:]))
 
         def pre(mod: nn.Module, args: tuple, kwargs: dict) -> tuple:
             if args:
-                return (fn(args[0]).to(args[0].dtype), *args[1:]), kwargs
+                return (fn(args[0]).to(args[0]), *args[1:]), kwargs
             kwargs = dict(kwargs)
-            kwargs["hidden_states"] = fn(kwargs["hidden_states"]).to(kwargs["hidden_states"].dtype)
+            kwargs["hidden_states"] = fn(kwargs["hidden_states"]).to(kwargs["hidden_states"])
             return args, kwargs
 
         return self.layers[layer].register_forward_pre_hook(pre, with_kwargs=True)
@@ -282,8 +315,8 @@ class HFHeadModel(HeadModel):
 
         def hook(mod: nn.Module, args: tuple, out: Any) -> Any:
             if isinstance(out, tuple):
-                return (fn(out[0]).to(out[0].dtype), *out[1:])
-            return fn(out).to(out.dtype)
+                return (fn(out[0]).to(out[0]), *out[1:])
+            return fn(out).to(out)
 
         return module.register_forward_hook(hook)
 
@@ -295,7 +328,7 @@ class HFHeadModel(HeadModel):
     def _hook_mlp_out(self, layer: int, fn: ResidFn) -> Any:
         block = self.layers[layer]
         name = self.family.post_mlp_norm or self.family.mlp  # what the residual stream receives
-        return getattr(block, name).register_forward_hook(lambda mod, args, out: fn(out).to(out.dtype))
+        return getattr(block, name).register_forward_hook(lambda mod, args, out: fn(out).to(out))
 
     def _hook_qkv(self, layer: int, which: str, fn: ZFn) -> Any:
         module, part = _qkv_slice(self._attn(layer), which, self.n_heads, self.n_kv_heads, self.d_head)
@@ -303,7 +336,7 @@ class HFHeadModel(HeadModel):
         def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
             out = out.clone()
             view = part(out)
-            view.copy_(fn(view.clone()).to(out.dtype))
+            view.copy_(fn(view.clone()).to(out))
             return out
 
         return module.register_forward_hook(hook)
@@ -311,12 +344,14 @@ class HFHeadModel(HeadModel):
     def final_norm(self) -> nn.Module:
         return _get(self.model, self.family.final_norm)
 
+    @_reads_weights
     def unembed_rows(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         head = self.model.get_output_embeddings()
         tokens = tokens.to(self.device)
         bias = torch.zeros(len(tokens), device=self.device) if head.bias is None else head.bias.detach()[tokens].float()
         return head.weight.detach()[tokens].float(), bias
 
+    @_reads_weights
     def head_writes(self, layer: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         writes, rest = super().head_writes(layer, z)
         if self.family.post_attn_norm is None:
@@ -359,7 +394,7 @@ class HFHeadModel(HeadModel):
         bf16 = fast and PATTERNS_BF16 and self.device.type in ("cpu", "cuda") and fast_bf16(self.device)
         with self._attention("eager"), self.inference(), torch.autocast(self.device.type, torch.bfloat16, enabled=bf16):
             out = self.model.base_model(input_ids=ids.to(self.device), output_attentions=True)
-        return torch.stack([a.float() for a in out.attentions])
+        return torch.stack([a.float().to(self.device) for a in out.attentions])
 
     @contextlib.contextmanager
     def frozen_patterns(self, patterns: torch.Tensor) -> Iterator["HFHeadModel"]:
@@ -402,6 +437,7 @@ class HFHeadModel(HeadModel):
         return weight, bias
 
     @torch.no_grad()
+    @_reads_weights
     def ov_logits(self, layer: int, tokens: torch.Tensor, columns: torch.Tensor | None = None,
                   float32: bool = True) -> torch.Tensor:
         x = self.model.get_input_embeddings()(tokens.to(self.device))  # [N, D]
@@ -447,6 +483,7 @@ class HFHeadModel(HeadModel):
         return logits if offset is None and not float32 else logits.float().add_(0 if offset is None else offset)
 
     @torch.no_grad()
+    @_reads_weights
     def ov_factors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         D = self.d_model
         embed = self.model.get_input_embeddings()
@@ -458,6 +495,7 @@ class HFHeadModel(HeadModel):
         return E_n, self._value_weights(layer).float(), self.W_O(layer).float(), norm_gain(_get(self.model, self.family.final_norm), D).unsqueeze(1) * U
 
     @torch.no_grad()
+    @_reads_weights
     def ov_core(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """U E_n summed over the vocabulary in chunks of :data:`VOCAB_CHUNK` tokens: a 262k vocabulary never holds a
         [V, D] copy of the embeddings or of the unembedding (each 0.7 GB at Gemma 3 270M's size). Where the layer's
@@ -531,6 +569,7 @@ class HFHeadModel(HeadModel):
         return W_V.permute(1, 0, 2).repeat_interleave(self.n_heads // kv, dim=0)  # [D, kv, E] -> [H, D, E]
 
     @torch.no_grad()
+    @_reads_weights
     def circuit_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-head W_Q, W_K, W_V [H, D, E] with the input norm's gain folded in, and W_O [H, E, D] (float64); rotary
         embeddings are left out (the direct QK circuit at relative distance 0). Families that normalise queries and keys
@@ -547,6 +586,7 @@ class HFHeadModel(HeadModel):
         W_K = g * Wk.double().view(kv, E, D).transpose(1, 2).repeat_interleave(H // kv, dim=0)
         return W_Q, W_K, g * self._value_weights(layer).double(), self.W_O(layer).double()
 
+    @_reads_weights
     def embedding(self) -> torch.Tensor:
         """The token embedding matrix (a family's constant embedding scale, Gemma's sqrt(D), left out: circuits' ratios
         and eigenvalue signs do not depend on it)."""
@@ -557,6 +597,7 @@ class HFHeadModel(HeadModel):
         return self.model.get_output_embeddings().weight.shape[0]
 
     @torch.no_grad()
+    @_reads_weights
     def resid_logits(self, resid: torch.Tensor) -> torch.Tensor:
         final = _get(self.model, self.family.final_norm)
         unembed = self.model.get_output_embeddings()
@@ -582,7 +623,7 @@ class HFHeadModel(HeadModel):
             def grab(mod, args, kwargs):
                 x = args[0] if args else kwargs["hidden_states"]
                 v = self.family.values(mod, x, self.n_kv_heads, self.d_head)  # [B, S, H_kv, E]
-                captured[layer] = v.repeat_interleave(group, dim=2).float()
+                captured[layer] = v.repeat_interleave(group, dim=2).float().to(self.device)
 
             return grab
 
@@ -597,8 +638,15 @@ class HFHeadModel(HeadModel):
         return torch.stack(captured)
 
 
-def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "float32") -> HFHeadModel:
-    """Load a causal LM and its tokenizer from a local folder (never from the hub)."""
+def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "float32", device_map: str | dict | None = None,
+            max_memory: dict | None = None) -> HFHeadModel:
+    """Load a causal LM and its tokenizer from a local folder (never from the hub).
+
+    ``device``: where the model goes whole; ``cuda`` without an index (what ``--device auto`` and ``--device cuda``
+    give) spreads a model whose weights do not fit the GPU's free memory over every GPU here, then CPU and disk
+    (:func:`iclab.heads.placement.spread_over_gpus`); ``cuda:N`` keeps it on that GPU. ``device_map`` / ``max_memory``:
+    ``accelerate``'s placement, given explicitly (e.g. ``device_map="auto", max_memory={"cpu": "2GiB"}``: the blocks
+    past 2 GiB are read from disk during each pass); every head analysis runs on a model so placed."""
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
@@ -619,8 +667,15 @@ def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    device = torch.device(device)
+    placement = {} if device_map is None else {"device_map": device_map, "max_memory": max_memory}
+    if device_map is None and device.type == "cuda" and device.index is None and torch.cuda.device_count() > 0:
+        placement = spread_over_gpus(folder, dtypes[dtype]) or {}
+    verbosity = hf_logging.get_verbosity()
+    if placement:
+        hf_logging.set_verbosity_error()  # "some parameters are on the meta device": the offloading asked for
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtypes[dtype]).eval()
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtypes[dtype], **placement).eval()
         for p in model.parameters():  # iclab owns this copy: analyses never train its weights
             p.requires_grad_(False)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -635,4 +690,6 @@ def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "
             raise
         raise IclabError(f"{folder}: its safetensors weights are damaged or incomplete ({str(e).splitlines()[0]}); "
                          "copy or fetch them again (a catalogue model: iclab models get NAME --force)") from None
-    return HFHeadModel(model.to(device), tokenizer)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return HFHeadModel(model if placement else model.to(device), tokenizer)

@@ -13,7 +13,7 @@ from iclab.analysis.induction.scores import score_heads  # noqa: E402
 from iclab.analysis.lens import direct_logit_attribution, logit_lens  # noqa: E402
 from iclab.analysis.patching import PromptPair, patch, path_patch  # noqa: E402
 from iclab.heads import HFHeadModel, Intervention, greedy_generate, load_hf  # noqa: E402
-from iclab.heads.placement import WEIGHTS_SHARE_OF_FREE, dispatched, spread_placement  # noqa: E402
+from iclab.heads.placement import WEIGHTS_SHARE_OF_FREE, dispatched, spread_placement, spread_room  # noqa: E402
 
 
 def offloaded(hf, folder) -> HFHeadModel:
@@ -116,3 +116,4 @@ def test_a_model_spreads_over_the_gpus_only_when_it_does_not_fit_the_current_one
                                     "cpu": int(WEIGHTS_SHARE_OF_FREE * 100 * GiB)}
     assert spread_placement(35 * GiB, {0: 40 * GiB}, 8 * GiB) is not None  # above the share left for activations
     assert spread_placement(10 * GiB, {0: 5 * GiB, 1: 40 * GiB}, 0, current=1) is None
+    assert spread_room(torch.device("cpu")) is None  # a CPU model must fit the CPU alone (the memory checks' default)

@@ -116,3 +116,15 @@ def spread_over_gpus(folder: Path, dtype: torch.dtype) -> dict | None:
     gpu_free = {i: available(torch.device("cuda", i)) for i in range(torch.cuda.device_count())}
     return spread_placement(count_parameters(folder) * dtype.itemsize, gpu_free, available(torch.device("cpu")),
                             torch.cuda.current_device())
+
+
+def spread_room(device: torch.device) -> int | None:
+    """Bytes a model may take on ``device`` when a model too large for one GPU is spread (``cuda`` without an index:
+    every GPU's free memory and the CPU's available memory together); None for any other device, where a model must
+    fit that device alone. What a memory check before loading compares with."""
+    if device.type != "cuda" or device.index is not None or torch.cuda.device_count() == 0:
+        return None
+    from iclab.footprint import available
+
+    gpus = sum(available(torch.device("cuda", i)) for i in range(torch.cuda.device_count()))
+    return gpus + max(available(torch.device("cpu")), 0)

@@ -21,6 +21,7 @@ from iclab.analysis.addk import pipeline as P
 from iclab.analysis.addk.task_vectors import TaskVectorCurve, task_vector_curve
 from iclab.errors import IclabError
 from iclab.heads import HeadModel, from_run, load_model
+from iclab.heads.placement import spread_room
 from iclab.models import ModelConfig
 from iclab.plots.addk import plot_all
 from iclab.results import Head
@@ -67,7 +68,7 @@ def check_footprint(ctx: Ctx, folder: Path) -> None:
               "few-shot passes": F.estimate(folder, cfg.dtype, 64, few, False, 1, answer)}
     stage, largest = max(passes.items(), key=lambda kv: kv[1].total)
     ctx.log(f"  footprint ({cfg.preset} preset, {cfg.dtype}): the largest pass ({stage}) needs {largest.describe()}")
-    F.check_fits(largest, device, f"the addk study's {stage} on {folder.name}")
+    F.check_fits(largest, device, f"the addk study's {stage} on {folder.name}", free=spread_room(device))
     n_fit = len(cfg.task.train_tasks) * cfg.mask_per_task * cfg.mask_fit_share
     tokens = {"task means": K * cfg.mean_per_task * few, "mask optimisation": 3 * cfg.mask_epochs * n_fit * (zero + answer),
               "recovery scan, per head": (cfg.c_max + 1) * n_fit / 4 * (zero + answer),

@@ -117,3 +117,20 @@ def test_a_model_spreads_over_the_gpus_only_when_it_does_not_fit_the_current_one
     assert spread_placement(35 * GiB, {0: 40 * GiB}, 8 * GiB) is not None  # above the share left for activations
     assert spread_placement(10 * GiB, {0: 5 * GiB, 1: 40 * GiB}, 0, current=1) is None
     assert spread_room(torch.device("cpu")) is None  # a CPU model must fit the CPU alone (the memory checks' default)
+
+
+def test_max_memory_on_the_command_line_gives_the_same_scores_and_bad_sizes_are_one_line(hf_folder, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def iclab(*args):
+        return subprocess.run([sys.executable, "-m", "iclab.cli", *args], capture_output=True, text=True)
+
+    whole = iclab("heads", str(hf_folder), "--device", "cpu", "--json", "--top", "12")
+    placed = iclab("heads", str(hf_folder), "--device", "cpu", "--json", "--top", "12", "--max-memory", "40KB")
+    assert whole.returncode == 0 and placed.returncode == 0, placed.stderr
+    assert json.loads(placed.stdout) == json.loads(whole.stdout)
+    bad = iclab("heads", str(hf_folder), "--device", "cpu", "--max-memory", "lots")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+    assert "--max-memory 'lots' is not a size" in bad.stderr and "2GiB" in bad.stderr

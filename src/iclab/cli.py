@@ -37,6 +37,8 @@ STATE = _State()
 
 DEVICE_HELP = ("Where to compute: auto (cuda, then mps, then cpu), cpu, cuda or mps. With auto or cuda, a Hugging Face "
                "model larger than one GPU's free memory is spread over every GPU here, then CPU (accelerate's device map).")
+MAX_MEMORY_HELP = ("Keep at most this much of a Hugging Face model's weights on the device (e.g. 2GiB); the rest is read "
+                   "from CPU memory or disk in each pass (accelerate's device map). The numbers are the same.")
 SET_HELP = "Override a config key, e.g. --set model.n_layers=4 --set train.lr=3e-4 (repeatable)."
 
 
@@ -159,6 +161,7 @@ def heads(
     out: Optional[Path] = typer.Option(None, "--out", help="Also write every head's scores to this JSON file."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random probe tokens (the same seed gives the same scores)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the top heads' scores as JSON on stdout instead of a table."),
 ) -> None:
     """Score every head for induction: prefix-matching, copying, previous-token and detection scores."""
@@ -174,7 +177,7 @@ def heads(
 
         check_output_file(out)
     say = _err_say if as_json else _say  # with --json, stdout holds the JSON alone
-    m = load_model(model, resolve_device(device), log=say)
+    m = load_model(model, resolve_device(device), log=say, max_memory=max_memory)
     from iclab.progress import reporting
 
     with reporting(say, "head scores", every_s=5):
@@ -273,6 +276,7 @@ def patch_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for patching.json and the heatmaps (default "
                                        "runs/patch-<model>-<site>)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP),
 ) -> None:
     """Activation patching between a clean and a corrupted prompt: which heads / layers and positions carry the answer."""
     import numpy as np
@@ -294,7 +298,7 @@ def patch_command(
     if metric == "logit_diff" and any(w is None for *_, w in texts):
         raise IclabError("--metric logit_diff needs a wrong answer for every pair (--wrong, or \"wrong\" on each --pairs line: "
                          "the token the corruption points to); or use --metric logprob")
-    m = load_model(model, resolve_device(device), log=_say)
+    m = load_model(model, resolve_device(device), log=_say, max_memory=max_memory)
     pairs = [PromptPair(m.encode(c), m.encode(x), _one_token(m, f"{where}answer", a),
                         _one_token(m, f"{where}wrong", w) if w is not None else None) for where, c, x, a, w in texts]
     folder = output_dir(out or default_folder("patch", site, model))
@@ -354,6 +358,7 @@ def lens_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for lens.json, attribution.json and their figures "
                                        "(default runs/lens-<model>)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP),
 ) -> None:
     """The logit lens (every layer's residual stream read through the model's own final norm and unembedding) and direct
     logit attribution (each head's and MLP's share of the answer's logit at the last position)."""
@@ -366,7 +371,7 @@ def lens_command(
     from iclab.plots.lens import attribution_figure, lens_heatmap
     from iclab.results import encode
 
-    m = load_model(model, resolve_device(device), log=_say)
+    m = load_model(model, resolve_device(device), log=_say, max_memory=max_memory)
     ids = torch.tensor(m.encode(prompt))
     target = _one_token(m, "--answer", answer)
     other = _one_token(m, "--wrong", wrong) if wrong is not None else None
@@ -455,6 +460,7 @@ def view_command(
     out: Optional[Path] = typer.Option(None, "--out", help="The page to write (default: TARGET/view.html for a patching "
                                        "folder, runs/view-<model>.html for a model)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP),
 ) -> None:
     """A stand-alone interactive page (no network needed): hover tokens to see where a head attends, click heads, read
     each cell's numbers; or a patching result's grid with the prompt coloured by each site's effect."""
@@ -476,7 +482,7 @@ def view_command(
         from iclab.device import resolve_device
         from iclab.heads import load_model
 
-        m = load_model(target, resolve_device(device), log=_say)
+        m = load_model(target, resolve_device(device), log=_say, max_memory=max_memory)
         ids = torch.tensor(m.encode(prompt or DEFAULT_VIEW_PROMPT))
         if len(ids) > VIEW_MAX_TOKENS:  # the page holds every head's [T, T] pattern: L * H * T^2 bytes
             raise IclabError(f"--prompt is {len(ids)} tokens; a view holds at most {VIEW_MAX_TOKENS} (every head's pattern "

@@ -128,3 +128,26 @@ def spread_room(device: torch.device) -> int | None:
 
     gpus = sum(available(torch.device("cuda", i)) for i in range(torch.cuda.device_count()))
     return gpus + max(available(torch.device("cpu")), 0)
+
+
+def memory_limit(size: str, device: torch.device) -> dict:
+    """The ``load_hf`` arguments that keep at most ``size`` (e.g. "2GiB", "500MB") of a model's weights on ``device``:
+    on a GPU the rest goes to CPU memory, then disk; on the CPU, to disk (read from the safetensors file in each
+    pass). A size that does not parse is one line naming the form."""
+    from accelerate.utils import convert_file_size_to_int
+
+    from iclab.errors import IclabError
+    from iclab.footprint import available
+
+    try:
+        limit = convert_file_size_to_int(size.replace(" ", ""))
+    except (ValueError, TypeError):
+        limit = -1
+    if limit <= 0:
+        raise IclabError(f"--max-memory {size!r} is not a size: write it as a number with a unit, e.g. 2GiB, 1.5GB or 500MB")
+    if device.type == "cpu":
+        return {"device_map": "auto", "max_memory": {"cpu": limit}}
+    if device.type != "cuda":
+        raise IclabError(f"--max-memory places a model on the CPU or CUDA GPUs; this device is {device.type}")
+    gpu = torch.cuda.current_device() if device.index is None else device.index
+    return {"device_map": "auto", "max_memory": {gpu: limit, "cpu": max(available(torch.device("cpu")), 0)}}

@@ -134,3 +134,20 @@ def test_max_memory_on_the_command_line_gives_the_same_scores_and_bad_sizes_are_
     bad = iclab("heads", str(hf_folder), "--device", "cpu", "--max-memory", "lots")
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
     assert "--max-memory 'lots' is not a size" in bad.stderr and "2GiB" in bad.stderr
+
+
+def test_the_spread_is_sized_from_the_folders_weights_and_each_devices_free_memory(hf_folder, monkeypatch):
+    import iclab.footprint as footprint
+    from iclab.heads.placement import spread_over_gpus
+
+    weights = footprint.count_parameters(hf_folder) * 4  # float32 bytes
+    free = {"cuda:0": weights // 2, "cuda:1": 10 * weights, "cpu": 100 * weights}  # GPU 0 too small for the weights
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(footprint, "available", lambda device: free[str(device)])
+    spread = spread_over_gpus(hf_folder, torch.float32)
+    assert spread["device_map"] == "auto" and set(spread["max_memory"]) == {0, 1, "cpu"}
+    assert spread["max_memory"][1] == int(WEIGHTS_SHARE_OF_FREE * 10 * weights)
+    free["cuda:0"] = 2 * weights  # now it fits the current GPU: loaded whole there
+    assert spread_over_gpus(hf_folder, torch.float32) is None
+    assert spread_over_gpus(hf_folder, torch.bfloat16) is None

@@ -55,6 +55,12 @@ def test_weights_and_passes_of_an_offloaded_model_equal_the_whole_models(family,
         for p, q in zip(whole.circuit_weights(1), placed.circuit_weights(1)):
             assert torch.equal(p, q)
     assert torch.equal(whole.patterns(x), placed.patterns(x))
+    pinned = whole.patterns(x).flip(-1).tril()  # any fixed pattern will do: it must replace the heads' own
+    with whole.frozen_patterns(pinned):
+        expected = whole.logits(x)
+    with placed.frozen_patterns(pinned):
+        frozen = placed.logits(x)
+    assert torch.equal(expected, frozen) and not torch.equal(frozen, placed.logits(x))
     assert torch.equal(whole.values(x), placed.values(x))
     resid = torch.randn(3, 32, generator=torch.Generator().manual_seed(2))
     assert torch.equal(whole.resid_logits(resid), placed.resid_logits(resid))

@@ -9,6 +9,8 @@ mask search; a Markdown table with the device named, for docs/scaling.md.
   warm-up steps (the device synchronised around each), tokens per second and the peak memory allocated.
 - Head scores: every head's scores (``iclab heads``) of each model in ``--models`` found locally (catalogue names
   are never fetched here), load time apart.
+- Placement: the first model's head scores again with ``--placed-memory`` of its weights on the device and the rest
+  offloaded (beside a GPU, to CPU memory), against the whole model's scores.
 - Mask search: ``iclab run addk --preset paper --model M`` for ``--addk-model`` (a local model), its parts' times as
   the study logs them (localisation is the mask search).
 
@@ -90,7 +92,9 @@ def time_training(config, device: torch.device, steps: int) -> dict:
             "batch": bs, "peak_gb": peak_gb(device)}
 
 
-def time_head_scores(spec: str, device: torch.device) -> dict | None:
+def time_head_scores(spec: str, device: torch.device, max_memory: str | None = None) -> dict | None:
+    """Load ``spec`` (with ``max_memory``: at most that much of its weights on the device, the rest offloaded) and time
+    every head's scores; None for a catalogue model that is not here."""
     from iclab.analysis.induction.scores import score_heads
     from iclab.heads import load_model
     from iclab.pretrained import CATALOGUE, is_here
@@ -99,13 +103,15 @@ def time_head_scores(spec: str, device: torch.device) -> dict | None:
         return None  # never fetched here
     reset_peak(device)
     t0 = time.perf_counter()
-    model = load_model(spec, device, log=lambda s: None)
+    model = load_model(spec, device, log=lambda s: None, max_memory=max_memory)
     loaded = time.perf_counter() - t0
     t0 = time.perf_counter()
-    score_heads(model, torch.Generator().manual_seed(0))
+    scores = score_heads(model, torch.Generator().manual_seed(0))
     sync(device)
+    offloaded = sum(p.numel() for p in model.model.parameters() if p.device.type == "meta") if max_memory else 0
     return {"load_s": loaded, "score_s": time.perf_counter() - t0, "heads": model.n_layers * model.n_heads,
-            "peak_gb": peak_gb(device)}
+            "peak_gb": peak_gb(device), "scores": {k: v.cpu() for k, v in scores.items()},
+            "offloaded": offloaded / sum(p.numel() for p in model.model.parameters())}
 
 
 def time_mask_search(spec: str, device: torch.device) -> dict:
@@ -127,6 +133,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["smollm2-135m", "gemma-3-270m"])
     parser.add_argument("--addk-model", default=None, help="a local model for the add-k paper preset's mask search")
     parser.add_argument("--preset", default="paper", choices=["paper", "quick"], help="whose models' training steps")
+    parser.add_argument("--placed-memory", default="150MB", help="the head scores again with at most this much of the "
+                        "first model's weights on the device, the rest offloaded (accelerate's device map)")
     parser.add_argument("--out", type=Path, default=Path("gpu.md"))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -140,6 +148,7 @@ def main() -> None:
         lines.append(f"| {label} | {r['params'] / 1e6:.2f}M | {r['batch']} | {r['ms']:.1f} | {r['tokens_s']:,.0f} | {r['peak_gb']} |")
         print(lines[-1], flush=True)
     lines += ["", "| head scores (every head) | heads | load | scores | peak memory |", "|---|---|---|---|---|"]
+    whole = {}
     for spec in args.models:
         try:
             r = time_head_scores(spec, device)
@@ -147,6 +156,15 @@ def main() -> None:
             raise SystemExit(f"--models {spec}: {err}") from None
         lines.append(f"| {spec} | " + ("not here (`iclab models get` it first) | | | |" if r is None else
                                        f"{r['heads']} | {r['load_s']:.1f} s | {r['score_s']:.1f} s | {r['peak_gb']} |"))
+        print(lines[-1], flush=True)
+        if r is not None and not whole:
+            whole = {"spec": spec, **r}
+    if whole:  # the device map's path on this device: most of the weights offloaded (beside a GPU: to CPU memory)
+        r = time_head_scores(whole["spec"], device, max_memory=args.placed_memory)
+        diff = max(float((whole["scores"][k] - r["scores"][k]).abs().nan_to_num().max()) for k in r["scores"])
+        lines += ["", f"{whole['spec']} placed with `--max-memory {args.placed_memory}` ({100 * r['offloaded']:.0f}% of the "
+                  f"weights offloaded): scores {r['score_s']:.1f} s ({r['score_s'] / whole['score_s']:.2f}x whole), peak "
+                  f"{r['peak_gb']}, largest score difference from the whole model's {diff:.1e}."]
         print(lines[-1], flush=True)
     if args.addk_model:
         r = time_mask_search(args.addk_model, device)

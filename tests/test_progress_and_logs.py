@@ -19,6 +19,21 @@ def test_a_tracked_loop_reports_how_far_it_is_only_inside_a_reporting_block():
         f"  scan: heads scanned {i}/4, Ns so far, eta Ns" for i in (1, 2, 3)]  # the last one is the part's own "done"
 
 
+def test_the_eta_of_a_loop_is_its_own_rate_not_that_of_the_loops_before_it(monkeypatch):
+    import iclab.progress as progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    lines = []
+    with reporting(lines.append, "scores", every_s=0):
+        for _ in track(range(2), what="slow"):
+            clock[0] += 100.0  # 100 s an item
+        for _ in track(range(10), what="fast"):
+            clock[0] += 1.0  # 1 s an item, 200 s after the block began
+    assert lines[0] == "  scores: slow 1/2, 100s so far, eta 100s"
+    assert lines[1] == "  scores: fast 1/10, 201s so far, eta 9s"  # not 201 s an item
+
+
 def test_a_sweep_shows_runs_done_of_total_with_an_eta(tmp_path):
     lines = []
     sweep("spinglass", "quick", ["figS7.N=10,20"], tmp_path, base=TINY_SPINGLASS, log=lines.append)

@@ -29,13 +29,15 @@ class _Reporter:
         self.t0 = time.perf_counter()
         self.last = self.t0
 
-    def tick(self, done: int, total: int, what: str) -> None:
+    def tick(self, done: int, total: int, what: str, started: float) -> None:
+        """``done`` of ``total`` items of a loop that began at ``started``: the eta is that loop's own rate (an
+        analysis runs several loops in turn; the time of the earlier ones says nothing about this one's)."""
         now = time.perf_counter()
         if now - self.last < self.every_s or done <= 0 or done >= total:
             return
         self.last = now
         elapsed = now - self.t0
-        eta = elapsed / done * (total - done)
+        eta = (now - started) / done * (total - done)
         self.log(f"  {self.label}: {what + ' ' if what else ''}{done}/{total}, {elapsed:.0f}s so far, eta {eta:.0f}s")
 
 
@@ -56,9 +58,10 @@ def track(items: Iterable[T], total: int | None = None, what: str = "") -> Itera
         yield from items
         return
     n = total if total is not None else len(items)  # type: ignore[arg-type]
+    started = time.perf_counter()
     for i, item in enumerate(items):
         yield item
-        reporter.tick(i + 1, n, what)
+        reporter.tick(i + 1, n, what, started)
 
 
 def open_log(folder_key: str, path) -> None:

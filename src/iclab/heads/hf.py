@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -671,9 +672,11 @@ def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "
     placement = {} if device_map is None else {"device_map": device_map, "max_memory": max_memory}
     if device_map is None and device.type == "cuda" and device.index is None and torch.cuda.device_count() > 0:
         placement = spread_over_gpus(folder, dtypes[dtype]) or {}
-    verbosity = hf_logging.get_verbosity()
-    if placement:
-        hf_logging.set_verbosity_error()  # "some parameters are on the meta device": the offloading asked for
+    verbosity, placing = hf_logging.get_verbosity(), logging.getLogger("accelerate.big_modeling")
+    level = placing.level
+    if placement:  # "some parameters are on the meta device ...": the offloading asked for
+        hf_logging.set_verbosity_error()
+        placing.setLevel(logging.ERROR)
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtypes[dtype], **placement).eval()
         for p in model.parameters():  # iclab owns this copy: analyses never train its weights
@@ -692,4 +695,5 @@ def load_hf(path: Path | str, device: torch.device | str = "cpu", dtype: str = "
                          "copy or fetch them again (a catalogue model: iclab models get NAME --force)") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        placing.setLevel(level)
     return HFHeadModel(model if placement else model.to(device), tokenizer)

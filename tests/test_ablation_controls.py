@@ -49,7 +49,7 @@ def test_token_losses_and_mean_z_shrink_their_batch_to_the_logit_budget_with_the
     whole, z_whole = E.token_losses(model, ids, batch=8), E.mean_head_z(model, ids, batch=8)
     calls = []
     real = model.logits
-    monkeypatch.setattr(model, "logits", lambda x, iv=None: calls.append(len(x)) or real(x, iv))
+    monkeypatch.setattr(model, "logits", lambda x, iv=None, positions=None: calls.append(len(x)) or real(x, iv, positions))
     monkeypatch.setattr(E, "LOGIT_BUDGET", 2 * 12 * 50)  # two sequences' logits
     assert torch.allclose(E.token_losses(model, ids, batch=8), whole, atol=1e-6)
     assert torch.allclose(E.mean_head_z(model, ids, batch=8), z_whole, atol=1e-6)

@@ -555,3 +555,19 @@ def test_an_iclab_model_resumes_from_a_recorded_residual_stream_too():
     model = IclabHeadModel(Transformer(ModelConfig(n_layers=2, d_model=32, n_heads=4, d_vocab=V, n_ctx=16),
                                        generator=torch.Generator().manual_seed(0)))
     _resumed_pass_checks(model, ids(B=3, T=8), atol=1e-6)  # a hook on z takes the explicit attention path: last bits differ
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_at_chosen_positions_are_those_positions_of_the_whole_pass(family):
+    import iclab.analysis.induction.evidence as E
+
+    model = HFHeadModel(tiny(family))
+    x = ids(T=12)
+    positions = torch.tensor([9, 2, 5])
+    whole = model.logits(x)
+    part = model.logits(x, positions=positions)
+    assert part.shape == (3, 3, whole.shape[-1])
+    assert torch.allclose(part, whole[:, positions], atol=1e-6)
+    assert not torch.allclose(part[:, 0], part[:, 1])  # each position its own logits (the negative control)
+    losses = E.token_losses(model, x, batch=2)
+    assert torch.allclose(E.token_losses(model, x, batch=2, positions=positions), losses[:, positions], atol=1e-6)

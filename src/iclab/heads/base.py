@@ -155,10 +155,11 @@ class HeadModel(ABC):
         return writes, self.b_O(layer).float().expand(z.shape[0], -1)
 
     @abstractmethod
-    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False,
-                 last: bool = False) -> tuple[torch.Tensor, Any]:
+    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False, last: bool = False,
+                 positions: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
         """Logits [B, T, V] (float32; with ``last``, [B, 1, V] of the last position only: decoding needs no more, and a
-        262k vocabulary's [B, T, V] is most of a step's time) and the new cache (None when unsupported)."""
+        262k vocabulary's [B, T, V] is most of a step's time; with ``positions`` [P], [B, P, V] at those positions, the
+        others never unembedded where the model allows it) and the new cache (None when unsupported)."""
 
     @abstractmethod
     def patterns(self, ids: torch.Tensor, fast: bool = False) -> torch.Tensor:
@@ -255,9 +256,12 @@ class HeadModel(ABC):
         return torch.stack([self.W_O(layer).float() for layer in range(self.n_layers)])
 
     @torch.no_grad()
-    def logits(self, ids: torch.Tensor, intervention: Intervention | None = None) -> torch.Tensor:
+    def logits(self, ids: torch.Tensor, intervention: Intervention | None = None,
+               positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, T, V] of ``ids`` [B, T] under ``intervention``; with ``positions`` [P], [B, P, V] at those
+        positions only (an analysis that reads a few positions skips the rest of the unembedding)."""
         with self.intervene(intervention):
-            return self._forward(ids.to(self.device))[0]
+            return self._forward(ids.to(self.device), positions=positions)[0]
 
     def logits_grad(self, ids: torch.Tensor, intervention: Intervention | None = None, last: bool = False) -> torch.Tensor:
         """Logits with gradients flowing into the intervention's tensors (the model's weights stay frozen); with

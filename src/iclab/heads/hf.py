@@ -362,16 +362,20 @@ class HFHeadModel(HeadModel):
         return f(writes), f(rest.unsqueeze(1))[:, 0] + bias
 
     # ------------------------------------------------------------------ passes
-    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False,
-                 last: bool = False) -> tuple[torch.Tensor, Any]:
+    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False, last: bool = False,
+                 positions: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
         # the key/value cache is `cache` in recent transformers (5.2x; `past_key_values` is deprecated there and goes
         # in 5.40) and `past_key_values` before: use whichever this model's forward takes
         params = inspect.signature(self.model.forward).parameters
         name = "cache" if "cache" in params else "past_key_values"
-        keep = {"logits_to_keep": 1} if last and "logits_to_keep" in params else {}  # the unembedding of one position
+        keep = {}  # the unembedding of the positions read only, where the family's forward takes logits_to_keep
+        if "logits_to_keep" in params and (last or positions is not None):
+            keep = {"logits_to_keep": 1 if last else positions.to(ids.device)}
         out = self.model(input_ids=ids, use_cache=use_cache, **{name: past}, **keep)
         logits = out.logits.float()
-        return (logits[:, -1:] if last else logits), (out[name] if use_cache else None)
+        if not keep and (last or positions is not None):
+            logits = logits[:, -1:] if last else logits[:, positions.to(logits.device)]
+        return logits, (out[name] if use_cache else None)
 
     @contextlib.contextmanager
     def _attention(self, implementation: str) -> Iterator[None]:

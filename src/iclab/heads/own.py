@@ -117,13 +117,15 @@ class IclabHeadModel(HeadModel):
         tokens = tokens.to(self.device)
         return self.model.W_U.detach()[:, tokens].T.float(), self.model.b_U.detach()[tokens].float()
 
-    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False,
-                 last: bool = False) -> tuple[torch.Tensor, Any]:
+    def _forward(self, ids: torch.Tensor, past: Any = None, use_cache: bool = False, last: bool = False,
+                 positions: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
         if past is not None:
             raise IclabError("iclab models have no key / value cache; call without past")
         if ids.shape[1] > self.model.cfg.n_ctx:
             raise IclabError(f"sequence of {ids.shape[1]} tokens exceeds the model's context of {self.model.cfg.n_ctx}")
-        logits = self.model(ids).float()
+        logits = self.model(ids).float()  # small vocabularies: every position unembedded, then the ones read kept
+        if positions is not None:
+            logits = logits[:, positions.to(logits.device)]
         return (logits[:, -1:] if last else logits), None
 
     @torch.no_grad()

@@ -178,11 +178,15 @@ class InductionTask:
         return Batch(inputs=tokens, targets=tokens, extras={"repeated": repeated, "family": family})
 
     @staticmethod
-    def token_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Per-token loss [B, T-1]: -log p(token t+1 | tokens <= t). Over the class dimension of [B, V, T-1]: the same
-        loss over contiguous rows [B (T-1), V] is 3x faster but rounds differently, and that moved three of the
-        induction study's quick verdicts in the main job (docs/scaling.md, iclab 0.14), so it is kept as trained."""
-        return F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+    def token_losses(logits: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-token loss [B, T-1]: -log p(token t+1 | tokens <= t), from logits [B, T, V] of tokens [B, T]; with
+        ``positions`` [P] (indices t into the T-1 losses), from logits [B, P, V] at those positions only: [B, P].
+        Over the class dimension of [B, V, T-1]: the same loss over contiguous rows [B (T-1), V] is 3x faster but
+        rounds differently, and that moved three of the induction study's quick verdicts in the main job
+        (docs/scaling.md, iclab 0.14), so it is kept as trained."""
+        if positions is None:
+            return F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+        return F.cross_entropy(logits.transpose(1, 2), tokens[:, positions.to(tokens.device) + 1], reduction="none")
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         return self.token_losses(outputs, batch.targets).mean()

@@ -63,12 +63,14 @@ class CleanPrefix:
 
 @torch.no_grad()
 def token_losses(model: HeadModel, ids: torch.Tensor, intervention: Intervention | None = None, batch: int = 8,
-                 prefix: CleanPrefix | None = None) -> torch.Tensor:
+                 prefix: CleanPrefix | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
     """[B, T-1] next-token losses (nats) under ``intervention``, computed ``batch`` sequences at a time: the one
     per-token loss of every analysis (the induction task's own definition, :meth:`InductionTask.token_losses`).
     The batch shrinks so that its logits stay under :data:`LOGIT_BUDGET` numbers (8 x 256 positions of a 262k
     vocabulary would be 2.1 GB, twice over with the log-softmax). With ``prefix`` (from :func:`clean_token_losses` on
-    the same ids and batch), each batch starts at the prefix's layer."""
+    the same ids and batch), each batch starts at the prefix's layer. With ``positions`` [P] (loss indices), [B, P]:
+    the losses there only, the other positions never unembedded (a real vocabulary's unembedding and log-softmax are
+    most of a pass that reads two positions of 255)."""
     batch = max(1, min(batch, LOGIT_BUDGET // max(1, ids.shape[1] * model.d_vocab)))
     first = None if intervention is None or prefix is None else intervention.first_layer_changed()
     if first is not None and first < prefix.layer:
@@ -77,14 +79,17 @@ def token_losses(model: HeadModel, ids: torch.Tensor, intervention: Intervention
     for k, i in enumerate(range(0, len(ids), batch)):
         x = ids[i : i + batch].to(model.device)
         with model.resumed_at(prefix.layer, prefix.resid[k]) if prefix is not None else contextlib.nullcontext():
-            out.append(InductionTask.token_losses(model.logits(x, intervention), x).cpu())  # logits [b, T, V]
+            logits = model.logits(x, intervention, positions)  # [b, T, V], or [b, P, V]
+            out.append(InductionTask.token_losses(logits, x, positions).cpu())
     return torch.cat(out)
 
 
-def clean_token_losses(model: HeadModel, ids: torch.Tensor, batch: int, layer: int) -> tuple[torch.Tensor, CleanPrefix]:
-    """:func:`token_losses` of ``ids`` without intervention, and each batch's residual stream entering ``layer``."""
+def clean_token_losses(model: HeadModel, ids: torch.Tensor, batch: int, layer: int,
+                       positions: torch.Tensor | None = None) -> tuple[torch.Tensor, CleanPrefix]:
+    """:func:`token_losses` of ``ids`` (at ``positions``) without intervention, and each batch's residual stream
+    entering ``layer``."""
     with model.recording_resid(layer) as kept:
-        losses = token_losses(model, ids, None, batch)
+        losses = token_losses(model, ids, None, batch, positions=positions)
     return losses, CleanPrefix(layer, kept)
 
 
@@ -95,7 +100,7 @@ def mean_head_z(model: HeadModel, ids: torch.Tensor, batch: int = 8) -> torch.Te
     batch = max(1, min(batch, LOGIT_BUDGET // max(1, ids.shape[1] * model.d_vocab)))  # as token_losses does
     for i in range(0, len(ids), batch):
         with model.capture_z() as cache:
-            model.logits(ids[i : i + batch].to(model.device))
+            model.logits(ids[i : i + batch].to(model.device), positions=torch.tensor([0]))  # z is all it reads
         z = cache.z  # [L, b, T, H, E]
         part = z.sum(dim=(1, 2))
         total = part if total is None else total + part
@@ -174,13 +179,17 @@ class InductionProbe:
     def make(cls, model: HeadModel, batch: int, length: int, generator: torch.Generator) -> "InductionProbe":
         return cls(repeated_random_tokens(batch, length, 2, model.probe_vocab(), generator, bos=model.bos_id), length)
 
+    def copy_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss indices [length - 1] of the first and of the second copy's tokens, the first token of each copy
+        left out (it cannot be predicted in either copy)."""
+        off = self.ids.shape[1] - 2 * self.length  # 0 without BOS, 1 with (loss t predicts token t + 1)
+        first = torch.arange(off, off + self.length - 1)
+        return first, first + self.length
+
     def copy_losses(self, losses: torch.Tensor) -> tuple[float, float]:
-        """Mean loss on the first and on the second copy (the second is predictable by induction); losses [B, T-1].
-        The first token of each copy is left out (it cannot be predicted in either copy)."""
-        off = losses.shape[1] - 2 * self.length + 1  # 0 without BOS, 1 with (loss t predicts token t + 1)
-        first = losses[:, off : off + self.length - 1]
-        second = losses[:, off + self.length : off + 2 * self.length - 1]
-        return float(first.mean()), float(second.mean())
+        """Mean loss on the first and on the second copy (the second is predictable by induction); losses [B, T-1]."""
+        first, second = self.copy_positions()
+        return float(losses[:, first].mean()), float(losses[:, second].mean())
 
 
 def text_icl(losses: torch.Tensor) -> tuple[float, list[float]]:
@@ -205,14 +214,18 @@ def ablation_effects(model: HeadModel, condition_heads: dict[str, list[Head]], m
     ablations = {(mode, name): ablation(model, heads, mode, z_mean) for mode in modes for name, heads in condition_heads.items()}
     # every ablated pass starts at the first layer any of them changes, from the clean pass's residual stream there
     start = min((layer for iv in ablations.values() if (layer := iv.first_layer_changed()) is not None), default=model.n_layers)
-    probe_clean, probe_prefix = clean_token_losses(model, probe.ids, batch, start)
-    text_clean, text_prefix = clean_token_losses(model, text, batch, start)
+    # and unembeds only the positions the effects read: the probe's second copy, the text's late and early tokens
+    second = probe.copy_positions()[1]
+    late, early = icl_positions(text.shape[1])
+    probe_clean, probe_prefix = clean_token_losses(model, probe.ids, batch, start, second)
+    text_clean, text_prefix = clean_token_losses(model, text, batch, start, torch.tensor([late, early]))
 
-    def effect(probe_losses: torch.Tensor, text_losses: torch.Tensor) -> AblationEffect:
-        return AblationEffect(probe.copy_losses(probe_losses)[1], text_icl(text_losses)[0])
+    def effect(second_copy: torch.Tensor, late_early: torch.Tensor) -> AblationEffect:  # [B, length - 1], [B, 2]
+        return AblationEffect(float(second_copy.mean()), icl_score(late_early, 0, 1))
 
     clean = effect(probe_clean, text_clean)
-    effects = {key: effect(token_losses(model, probe.ids, iv, batch, probe_prefix), token_losses(model, text, iv, batch, text_prefix))
+    effects = {key: effect(token_losses(model, probe.ids, iv, batch, probe_prefix, second),
+                           token_losses(model, text, iv, batch, text_prefix, torch.tensor([late, early])))
                for key, iv in track(list(ablations.items()), what="ablated head sets")}
     return {mode: {"clean": clean, **{name: effects[mode, name] for name in condition_heads}} for mode in modes}
 

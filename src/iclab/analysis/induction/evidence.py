@@ -179,12 +179,11 @@ class InductionProbe:
     def make(cls, model: HeadModel, batch: int, length: int, generator: torch.Generator) -> "InductionProbe":
         return cls(repeated_random_tokens(batch, length, 2, model.probe_vocab(), generator, bos=model.bos_id), length)
 
-    def copy_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss indices [length - 1] of the first and of the second copy's tokens, the first token of each copy
-        left out (it cannot be predicted in either copy)."""
+    def copy_positions(self) -> tuple[slice, slice]:
+        """The loss indices of the first and of the second copy's tokens (length - 1 each), the first token of each
+        copy left out (it cannot be predicted in either copy)."""
         off = self.ids.shape[1] - 2 * self.length  # 0 without BOS, 1 with (loss t predicts token t + 1)
-        first = torch.arange(off, off + self.length - 1)
-        return first, first + self.length
+        return slice(off, off + self.length - 1), slice(off + self.length, off + 2 * self.length - 1)
 
     def copy_losses(self, losses: torch.Tensor) -> tuple[float, float]:
         """Mean loss on the first and on the second copy (the second is predictable by induction); losses [B, T-1]."""
@@ -215,7 +214,7 @@ def ablation_effects(model: HeadModel, condition_heads: dict[str, list[Head]], m
     # every ablated pass starts at the first layer any of them changes, from the clean pass's residual stream there
     start = min((layer for iv in ablations.values() if (layer := iv.first_layer_changed()) is not None), default=model.n_layers)
     # and unembeds only the positions the effects read: the probe's second copy, the text's late and early tokens
-    second = probe.copy_positions()[1]
+    second = torch.arange(probe.ids.shape[1])[probe.copy_positions()[1]]
     late, early = icl_positions(text.shape[1])
     probe_clean, probe_prefix = clean_token_losses(model, probe.ids, batch, start, second)
     text_clean, text_prefix = clean_token_losses(model, text, batch, start, torch.tensor([late, early]))

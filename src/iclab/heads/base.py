@@ -50,9 +50,9 @@ class HeadModel(ABC):
         self._layer_output_tuple = False  # whether a layer returns (hidden_states, ...): older transformers; seen when recording
 
     @contextlib.contextmanager
-    def reading_weights(self, *layers: int) -> Iterator[None]:
-        """Within the block, the weights of ``layers`` and of the model's ends (embedding, final norm, unembedding) can
-        be read directly: a no-op for a model on one device; a model placed across devices with weights offloaded
+    def reading_weights(self, *layers: int, ends: bool = True) -> Iterator[None]:
+        """Within the block, the weights of ``layers`` and (``ends``) of the model's ends (embedding, final norm,
+        unembedding) can be read directly: a no-op for a model on one device; a model placed across devices with weights offloaded
         (:mod:`iclab.heads.placement`) has them loaded for the block. The weight-reading methods enter it themselves;
         an analysis that reads a module's weights on its own (the final norm, frozen at an input) enters it."""
         yield

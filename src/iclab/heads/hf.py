@@ -187,19 +187,24 @@ SHARED_CORE_TOLERANCE = 1e-4
 PATTERNS_BF16 = True
 
 
-def _reads_weights(method: Callable) -> Callable:
+def _reads_weights(method: Callable | None = None, *, ends: bool = True) -> Callable:
     """Runs ``method`` (whose first argument, when an int, is a layer) inside :meth:`HFHeadModel.reading_weights` for
-    that layer: on a model placed across devices its offloaded weights are loaded for the call; otherwise nothing."""
+    that layer (``ends``: and the model's embedding, final norm and unembedding): on a model placed across devices
+    its offloaded weights are loaded for the call; otherwise nothing. ``@_reads_weights(ends=False)`` for a method
+    that reads one layer's weights only (W_O, the circuits): a vocabulary's unembedding is not moved for it."""
 
-    @functools.wraps(method)
-    def call(self: "HFHeadModel", *args: Any, **kwargs: Any) -> Any:
-        if not self._dispatched:
-            return method(self, *args, **kwargs)
-        layer = args[0] if args and isinstance(args[0], int) else kwargs.get("layer")
-        with self.reading_weights(*(() if layer is None else (layer,))):
-            return method(self, *args, **kwargs)
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def call(self: "HFHeadModel", *args: Any, **kwargs: Any) -> Any:
+            if not self._dispatched:
+                return method(self, *args, **kwargs)
+            layer = args[0] if args and isinstance(args[0], int) else kwargs.get("layer")
+            with self.reading_weights(*(() if layer is None else (layer,)), ends=ends):
+                return method(self, *args, **kwargs)
 
-    return call
+        return call
+
+    return wrap if method is None else wrap(method)
 
 
 class HFHeadModel(HeadModel):
@@ -236,13 +241,16 @@ class HFHeadModel(HeadModel):
         return next(self.model.parameters()).device
 
     @contextlib.contextmanager
-    def reading_weights(self, *layers: int) -> Iterator[None]:
+    def reading_weights(self, *layers: int, ends: bool = True) -> Iterator[None]:
         if not self._dispatched:
             yield
             return
-        ends = [self.model.get_input_embeddings(), _get(self.model, self.family.final_norm), self.model.get_output_embeddings()]
-        first_norm = [] if self.family.input_norm is None else [getattr(self.layers[0], self.family.input_norm)]
-        with onloaded([*ends, *first_norm, *(self.layers[i] for i in layers)], self.device):
+        modules = [self.layers[i] for i in layers]
+        if ends:  # and the first layer's input norm, which the OV core's shared normalisation reads
+            modules += [self.model.get_input_embeddings(), _get(self.model, self.family.final_norm),
+                        self.model.get_output_embeddings()]
+            modules += [] if self.family.input_norm is None else [getattr(self.layers[0], self.family.input_norm)]
+        with onloaded(modules, self.device):
             yield
 
     def _attn(self, layer: int) -> nn.Module:
@@ -271,7 +279,7 @@ class HFHeadModel(HeadModel):
         return self.tokenizer.decode(ids)
 
     # ------------------------------------------------------------------ weights
-    @_reads_weights
+    @_reads_weights(ends=False)
     def W_O(self, layer: int) -> torch.Tensor:
         W = self._proj(layer).weight.detach()
         H, E, D = self.n_heads, self.d_head, self.d_model
@@ -279,7 +287,7 @@ class HFHeadModel(HeadModel):
             return W.view(H, E, D)
         return W.view(D, H, E).permute(1, 2, 0)  # Linear [D, H*E] -> [H, E, D]
 
-    @_reads_weights
+    @_reads_weights(ends=False)
     def b_O(self, layer: int) -> torch.Tensor:
         b = self._proj(layer).bias
         return torch.zeros(self.d_model, device=self.device) if b is None else b.detach()
@@ -352,7 +360,7 @@ class HFHeadModel(HeadModel):
         bias = torch.zeros(len(tokens), device=self.device) if head.bias is None else head.bias.detach()[tokens].float()
         return head.weight.detach()[tokens].float(), bias
 
-    @_reads_weights
+    @_reads_weights(ends=False)
     def head_writes(self, layer: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         writes, rest = super().head_writes(layer, z)
         if self.family.post_attn_norm is None:
@@ -574,7 +582,7 @@ class HFHeadModel(HeadModel):
         return W_V.permute(1, 0, 2).repeat_interleave(self.n_heads // kv, dim=0)  # [D, kv, E] -> [H, D, E]
 
     @torch.no_grad()
-    @_reads_weights
+    @_reads_weights(ends=False)
     def circuit_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-head W_Q, W_K, W_V [H, D, E] with the input norm's gain folded in, and W_O [H, E, D] (float64); rotary
         embeddings are left out (the direct QK circuit at relative distance 0). Families that normalise queries and keys

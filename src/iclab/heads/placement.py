@@ -106,16 +106,23 @@ def spread_placement(weights: int, gpu_free: dict[int, int], cpu_free: int, curr
     return {"device_map": "auto", "max_memory": {where: int(WEIGHTS_SHARE_OF_FREE * free) for where, free in room.items()}}
 
 
+def _free_memory() -> tuple[dict[int, int], int]:
+    """Bytes free on each GPU here (by index) and available on the CPU (0 when unknown)."""
+    from iclab.footprint import available
+
+    gpus = {i: available(torch.device("cuda", i)) for i in range(torch.cuda.device_count())}
+    return gpus, max(available(torch.device("cpu")), 0)
+
+
 def spread_over_gpus(folder: Path, dtype: torch.dtype) -> dict | None:
     """:func:`spread_placement` for a model folder's weights in ``dtype`` on the GPUs here (None without safetensors
     headers to size the weights by: such a model goes to one GPU)."""
-    from iclab.footprint import available, count_parameters
+    from iclab.footprint import count_parameters
 
     if not any(folder.glob("*.safetensors")):
         return None
-    gpu_free = {i: available(torch.device("cuda", i)) for i in range(torch.cuda.device_count())}
-    return spread_placement(count_parameters(folder) * dtype.itemsize, gpu_free, available(torch.device("cpu")),
-                            torch.cuda.current_device())
+    gpu_free, cpu_free = _free_memory()
+    return spread_placement(count_parameters(folder) * dtype.itemsize, gpu_free, cpu_free, torch.cuda.current_device())
 
 
 def spread_room(device: torch.device) -> int | None:
@@ -124,10 +131,8 @@ def spread_room(device: torch.device) -> int | None:
     fit that device alone. What a memory check before loading compares with."""
     if device.type != "cuda" or device.index is not None or torch.cuda.device_count() == 0:
         return None
-    from iclab.footprint import available
-
-    gpus = sum(available(torch.device("cuda", i)) for i in range(torch.cuda.device_count()))
-    return gpus + max(available(torch.device("cpu")), 0)
+    gpu_free, cpu_free = _free_memory()
+    return sum(gpu_free.values()) + cpu_free
 
 
 def memory_limit(size: str, device: torch.device) -> dict:
@@ -137,7 +142,6 @@ def memory_limit(size: str, device: torch.device) -> dict:
     from accelerate.utils import convert_file_size_to_int
 
     from iclab.errors import IclabError
-    from iclab.footprint import available
 
     try:
         limit = convert_file_size_to_int(size.replace(" ", ""))
@@ -150,4 +154,4 @@ def memory_limit(size: str, device: torch.device) -> dict:
     if device.type != "cuda":
         raise IclabError(f"--max-memory places a model on the CPU or CUDA GPUs; this device is {device.type}")
     gpu = torch.cuda.current_device() if device.index is None else device.index
-    return {"device_map": "auto", "max_memory": {gpu: limit, "cpu": max(available(torch.device("cpu")), 0)}}
+    return {"device_map": "auto", "max_memory": {gpu: limit, "cpu": _free_memory()[1]}}

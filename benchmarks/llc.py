@@ -1,19 +1,24 @@
 """iclab's LLC estimator side by side with devinterp's (``pip install devinterp``), on the same model, data and
-hyperparameters, in one run: both estimates with their standard errors (over chains), whether they agree within them,
-each one's time and the ratio (iclab with two chains at once in single-thread processes, and one after the other).
+hyperparameters, in one run: both estimates at three seeds, whether they agree over the seeds, each one's time and the
+ratio (iclab with two chains at once in single-thread processes, and one after the other; devinterp 2.x runs its chains
+one after the other).
 
-The model: a two-layer attention-only induction model trained here for a few hundred steps (or the final weights of
-the run given as an argument). The data: 1,024 sequences of its task; the loss: mean next-token cross-entropy.
-devinterp 2.x averages its loss over every sampling step, burn-in included, so both run without burn-in here (the
-same estimator either way); its initial loss is a mean over 32 minibatches, iclab's over every sample.
+The models: the two workloads iclab's studies estimate the LLC of, each trained here for a few hundred steps (or the
+final weights of the runs given as arguments): the induction study's two-layer attention-only model (loss: mean
+next-token cross-entropy over 1,024 sequences) and the linreg study's deepest model at its quick shape (loss: mean
+squared error of every prediction over 1,024 noiseless prompts). devinterp reads the same fixed samples: its dataset
+holds their indices and its loss function returns their per-token (per-prediction) losses. devinterp 2.x averages its
+loss over every sampling step, burn-in included, so both run without burn-in here (the same estimator either way); its
+initial loss is a mean over 32 minibatches, iclab's over every sample.
 
-    python benchmarks/llc.py [RUN]
+    python benchmarks/llc.py [RUN ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import math
-import sys
+import statistics
 from dataclasses import replace
 import tempfile
 import time
@@ -29,8 +34,19 @@ from iclab.tasks import make_task
 from iclab.tasks.induction import InductionTask
 
 SAMPLES, CHAINS, DRAWS, BATCH = 1024, 4, 300, 32
+SEEDS = (0, 1, 2)  # whole estimates repeated: their spread is what the agreement is judged by
 WORKERS = 2  # iclab runs two chains at once, one thread each; devinterp runs its chains one after the other
 LR, LOCALIZATION = 1e-4, 100.0
+# the workloads iclab's studies estimate the LLC of, each trained here for a few hundred steps: the induction study's
+# two-layer attention-only model and the linreg study's deepest model (its quick preset's shape)
+WORKLOADS = {
+    "induction-attn2": ("induction", ["model.n_layers=2", "model.d_model=32", "model.attn_only=true", "train.steps=400",
+                                      "task.n_ctx=64"]),
+    "linreg-L4": ("linreg", ["task.d=4", "task.n_points=9", "task.encoding=akyurek", "model.n_layers=4", "model.d_model=32",
+                             "model.n_heads=4", "model.n_ctx=18", "model.d_input=5", "model.init=torch", "train.lr=3e-3",
+                             "train.batch_size=512", "train.warmup_steps=100", "train.steps=400"]),
+}
+STEP_SIZES = {"linreg": 3e-4}  # the linreg study's step size (docs/llc.md); the induction row keeps its earlier 1e-4
 
 
 class Plain(torch.nn.Module):
@@ -44,56 +60,83 @@ class Plain(torch.nn.Module):
         return self.inner(ids)
 
 
-def trained_run(folder: Path) -> Path:
+def trained_run(folder: Path, workload: str) -> Path:
     from iclab.train import train
     from iclab.train.config import apply_overrides, default_config
 
-    cfg = apply_overrides(default_config("induction"), ["model.n_layers=2", "model.d_model=32", "model.attn_only=true",
-                                                       "train.steps=400", "task.n_ctx=64"])
-    return train(cfg, folder / "run", "cpu", progress=False).run.path
+    task, overrides = WORKLOADS[workload]
+    cfg = apply_overrides(default_config(task), overrides)
+    return train(cfg, folder / workload, "cpu", progress=False).run.path
 
 
-def main() -> None:
+def per_token(task, data):
+    """devinterp's loss function over rows of sample indices [B, k + 1] -> the per-token (per-prediction) losses
+    [B, k] of those samples, whose mean is the task's loss: its dataset holds indices, so both estimators read the
+    same fixed samples through the same model."""
+    if isinstance(task, InductionTask):
+        return lambda m, rows: InductionTask.token_losses(m(data.inputs[rows[:, 0]]), data.targets[rows[:, 0]])
+    return lambda m, rows: (task.predictions(m(data.inputs[rows[:, 0]])) - data.targets[rows[:, 0]]).pow(2)
+
+
+def side_by_side(name: str, path: Path, lr: float, tmp: Path) -> None:
+    """Both estimators at each seed of SEEDS on one run's final weights: the estimates, their agreement over the seeds
+    (the spread of whole estimates, which four chains' standard error understates) and the times summed over seeds."""
     import datasets
     from devinterp.slt.llc import llc as devinterp_llc
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(sys.argv[1]) if len(sys.argv) > 1 else trained_run(Path(tmp))
-        run = load_run(path)
-        model, task = run.model, make_task(run.config.task)
-        data = task.batch(0, SAMPLES, "eval", "cpu")
-        settings = SGLDSettings(step_size=LR, localization=LOCALIZATION, chains=CHAINS, burnin=0, draws=DRAWS, batch_size=BATCH,
-                                workers=WORKERS)
-        nbeta = settings.inverse_temperature
-        print(f"model: {path} ({sum(p.numel() for p in model.parameters())} weights), {SAMPLES} sequences of "
-              f"{data.inputs.shape[1]} tokens; {CHAINS} chains x {DRAWS} draws, batch {BATCH}, lr {LR}, "
-              f"localization {LOCALIZATION}, nbeta {nbeta:.2f}, {torch.get_num_threads()} threads")
-
+    run = load_run(path)
+    model, task = run.model, make_task(run.config.task)
+    data = task.batch(0, SAMPLES, "eval", "cpu")
+    settings = SGLDSettings(step_size=lr, localization=LOCALIZATION, chains=CHAINS, burnin=0, draws=DRAWS, batch_size=BATCH,
+                            workers=WORKERS)
+    nbeta = settings.inverse_temperature
+    loss, losses = task_loss(task, data), per_token(task, data)
+    width = losses(model, torch.zeros(1, 1, dtype=torch.long)).shape[1] + 1
+    rows = torch.arange(SAMPLES)[:, None].expand(SAMPLES, width)
+    dataset = datasets.Dataset.from_dict({"input_ids": rows.tolist()}).with_format("torch")
+    print(f"{name}: {path} ({sum(p.numel() for p in model.parameters())} weights), {SAMPLES} samples of "
+          f"{tuple(data.inputs.shape[1:])}; {CHAINS} chains x {DRAWS} draws, batch {BATCH}, lr {lr}, "
+          f"localization {LOCALIZATION}, nbeta {nbeta:.2f}, {torch.get_num_threads()} threads, seeds {SEEDS}")
+    ours, theirs, times = [], [], {"at once": 0.0, "one after the other": 0.0, "devinterp": 0.0}
+    for seed in SEEDS:
         t0 = time.perf_counter()
-        ours = estimate_llc(model, task_loss(task, data), SAMPLES, settings)
-        t_ours = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        serial = estimate_llc(model, task_loss(task, data), SAMPLES, replace(settings, workers=1))
-        t_serial = time.perf_counter() - t0
-
-        dataset = datasets.Dataset.from_dict({"input_ids": data.inputs.tolist()}).with_format("torch")
-        t0 = time.perf_counter()
+        est = estimate_llc(model, loss, SAMPLES, replace(settings, seed=seed))
+        t1 = time.perf_counter()
+        estimate_llc(model, loss, SAMPLES, replace(settings, seed=seed, workers=1))
+        t2 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            theirs = devinterp_llc(Plain(model), dataset, {}, lr=LR, n_beta=nbeta, localization=LOCALIZATION, num_chains=CHAINS,
-                                   num_draws=DRAWS, batch_size=BATCH, num_burnin_steps=0, device="cpu",
-                                   loss_fn=lambda m, ids: InductionTask.token_losses(m(ids), ids),
-                                   output_path=Path(tmp) / "devinterp.zarr")
-        t_theirs = time.perf_counter() - t0
-        d_mean, d_std = float(theirs["llc_mean"]), float(theirs["llc_std"])
-        d_err = d_std / math.sqrt(CHAINS)
-        gap = abs(ours.llc - d_mean)
-        both = math.hypot(ours.stderr, d_err)
-        print(f"iclab     LLC {ours.llc:8.3f} +- {ours.stderr:.3f}  ({t_ours:.1f} s, {WORKERS} chains at once; one after the "
-              f"other {serial.llc:.3f} in {t_serial:.1f} s)")
-        print(f"devinterp LLC {d_mean:8.3f} +- {d_err:.3f}  ({t_theirs:.1f} s)")
-        print(f"difference {gap:.3f} = {gap / both:.2f} combined standard errors ({'agree' if gap <= 2 * both else 'DISAGREE'}); "
-              f"iclab {t_theirs / t_ours:.2f}x faster")
+            out = devinterp_llc(Plain(model), dataset, {}, lr=lr, n_beta=nbeta, localization=LOCALIZATION, num_chains=CHAINS,
+                                num_draws=DRAWS, batch_size=BATCH, num_burnin_steps=0, device="cpu", loss_fn=losses,
+                                init_seed=seed, output_path=tmp / f"devinterp-{name}-{seed}.zarr")
+        t3 = time.perf_counter()
+        for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[key] += dt
+        ours.append(est.llc)
+        theirs.append(float(out["llc_mean"]))
+        d_err = float(out["llc_std"]) / math.sqrt(CHAINS)
+        print(f"  seed {seed}: iclab {est.llc:7.3f} +- {est.stderr:.3f} (chains)  devinterp {theirs[-1]:7.3f} +- {d_err:.3f}  "
+              f"iclab {t1 - t0:.1f} s at once, {t2 - t1:.1f} s one after the other; devinterp {t3 - t2:.1f} s")
+    mean_o, mean_t = statistics.fmean(ours), statistics.fmean(theirs)
+    both = math.hypot(statistics.stdev(ours) / math.sqrt(len(SEEDS)), statistics.stdev(theirs) / math.sqrt(len(SEEDS)))
+    gap = abs(mean_o - mean_t)
+    print(f"  over the seeds: iclab {mean_o:.3f}, devinterp {mean_t:.3f}; difference {gap:.3f} = {gap / both:.2f} combined "
+          f"standard errors of the seeds' means ({'agree' if gap <= 2 * both else 'DISAGREE'})")
+    print(f"  time: iclab {times['at once']:.1f} s ({WORKERS} chains at once), {times['one after the other']:.1f} s (one after "
+          f"the other); devinterp {times['devinterp']:.1f} s: iclab {times['devinterp'] / times['at once']:.2f}x faster at once, "
+          f"{times['devinterp'] / times['one after the other']:.2f}x one after the other")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="*", type=Path, help="runs to estimate (default: the two workloads, trained here)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        runs = [(p.name, p) for p in args.runs] or [(name, trained_run(tmp, name)) for name in WORKLOADS]
+        for name, path in runs:
+            lr = STEP_SIZES.get(load_run(path).config.task.name, LR)
+            side_by_side(name, path, lr, tmp)
 
 
 if __name__ == "__main__":

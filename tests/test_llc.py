@@ -244,3 +244,21 @@ def test_the_linreg_llc_claims_follow_the_closest_learner_and_the_noise():
     assert verdicts(_linreg_results([1.0, 2.0, 2.1, 2.2, 3.0, 4.0], path)) == [Verdict.NOT_REPRODUCED, Verdict.NOT_REPRODUCED]
     # never closest to the prior's mean: no stage to compare
     assert verdicts(_linreg_results([1.0, 2.0, 5.0, 9.0, 7.0, 6.5], ["gd_1step"] * 2 + ["ols"] * 4)) == [Verdict.NOT_APPLICABLE]
+
+
+def test_iclab_llc_runs_on_a_linreg_and_an_addk_run_with_their_eval_loss(tmp_path):
+    """`iclab llc` on the other tasks' runs: linreg logs its eval loss as "mse", which the trajectory reads as the loss
+    at the steps it was logged (NaN outside them); an add-k run (a token task) logs "loss"."""
+    from iclab.analysis.llc_runs import llc_trajectory
+    from iclab.train import train
+    from iclab.train.config import apply_overrides, default_config
+
+    settings = SGLDSettings(chains=2, burnin=2, draws=10, batch_size=16)
+    for task, extra in (("linreg", ["task.d=2", "task.n_points=6", "task.curriculum=null"]),
+                        ("addk", ["task.k_max=5", "task.x_max=20", "task.held_out=[2]", "task.shots=2"])):
+        cfg = apply_overrides(default_config(task), [*extra, "model.n_layers=1", "model.d_model=16", "train.steps=20",
+                                                     "train.snapshots=2", "train.eval_every=10"])
+        path = train(cfg, tmp_path / task, "cpu", progress=False).run.path
+        t = llc_trajectory(path, settings, 64)
+        assert t.step == [0, 20] and all(math.isfinite(e.llc) for e in t.estimates)
+        assert math.isnan(t.eval_loss[0]) and math.isfinite(t.eval_loss[1]), (task, t.eval_loss)

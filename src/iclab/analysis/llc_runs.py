@@ -113,6 +113,9 @@ def best_prefix_matching(model: Transformer, vocab: torch.Tensor, seed: int = 0,
     return float(prefix_matching_score(heads.patterns(ids), ids).max())
 
 
+EVAL_LOSS_KEYS = ("loss", "mse")  # the eval metric that is the task's loss: token tasks log "loss", linreg its "mse"
+
+
 def _logged(metrics: list[dict], steps: list[int], key: str) -> list[float]:
     """A logged eval metric at ``steps``, interpolated between the steps it was logged at (NaN outside them)."""
     rows = sorted((int(r["step"]), float(r[key])) for r in metrics if r.get("split") == "eval" and key in r)
@@ -168,5 +171,6 @@ def llc_trajectory(path: Path | str, settings: SGLDSettings = SGLDSettings(), n_
         s, v = zip(*sorted(all_icl))
         w = phase_change_window(np.array(s, dtype=float) * per_step, np.array(v))
         window = None if w is None else (w.start_tokens, w.end_tokens)
+    loss_key = next((k for k in EVAL_LOSS_KEYS if any(r.get("split") == "eval" and k in r for r in metrics)), "loss")
     return LLCTrajectory(str(path), settings, n_samples, steps, [s * per_step for s in steps], estimates, per_head,
-                         _logged(metrics, steps, "loss"), icl, window, induction)
+                         _logged(metrics, steps, loss_key), icl, window, induction)

@@ -1,5 +1,7 @@
 """The memory and time estimate printed before a pretrained model is loaded, and the early one-line refusal."""
 
+import re
+
 import pytest
 import torch
 
@@ -67,3 +69,23 @@ def test_a_folder_without_safetensors_headers_is_loaded_without_an_estimate(tmp_
     with pytest.raises(RuntimeError, match="weights would be read"):
         addk.run("quick", tmp_path / "out", [*SMALL, f"model={run}"], torch.device("cpu"), log=lines.append)
     assert any("footprint: not estimated" in s for s in lines)
+
+
+def test_with_max_memory_the_check_counts_at_most_that_much_of_the_weights(hf_folder, tmp_path, monkeypatch):
+    """`iclab run addk --model M --max-memory SIZE`: the rest of the weights is offloaded, so the check before loading
+    counts at most SIZE of them on the device (and the loader is asked for that placement)."""
+    monkeypatch.setattr(F, "available", lambda device: 2**40)
+    calls, lines = [], {}
+    monkeypatch.setattr(addk, "load_model", lambda *a, **k: calls.append(k) or load_refused(loaded=[]))
+    from iclab.studies import study
+
+    declared = study("addk")
+    settings = declared.settings("quick", [*SMALL, f"model={hf_folder}"])
+    for limit in (None, "1KB"):
+        lines[limit] = []
+        with pytest.raises(RuntimeError, match="weights would be read"):
+            declared.run_settings(settings, tmp_path / str(limit), torch.device("cpu"), log=lines[limit].append, max_memory=limit)
+    whole, placed = ([s for s in lines[k] if "footprint" in s][0] for k in (None, "1KB"))
+    mib = [float(re.search(r"weights ([\d.]+) MiB", line).group(1)) for line in (whole, placed)]
+    assert mib[0] >= 0.1 and mib[1] == 0.0, (whole, placed)  # 29,920 float32 weights against 1,000 bytes of them
+    assert [c.get("max_memory") for c in calls] == [None, "1KB"]

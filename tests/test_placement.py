@@ -157,3 +157,34 @@ def test_the_spread_is_sized_from_the_folders_weights_and_each_devices_free_memo
     free["cuda:0"] = 2 * weights  # now it fits the current GPU: loaded whole there
     assert spread_over_gpus(hf_folder, torch.float32) is None
     assert spread_over_gpus(hf_folder, torch.bfloat16) is None
+
+
+def test_a_pretrained_study_with_max_memory_runs_on_the_placed_model_with_the_same_findings(hf_folder, tmp_path, monkeypatch):
+    """`iclab run induction --model M --max-memory SIZE`: the study loads M placed (checked on the model it got) and
+    every claim and number equals the study on M loaded whole; --max-memory without --model, or with a bad size, is
+    one line before anything runs."""
+    import json
+
+    import iclab.heads as heads
+    from iclab.studies import study
+    from test_robustness import iclab, one_line_error
+
+    loaded = []
+    real = heads.load_hf
+    monkeypatch.setattr(heads, "load_hf", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    small = ["pretrained.probe_length=6", "pretrained.probe_batch=2", "pretrained.text_sequences=2", "pretrained.text_length=24",
+             "pretrained.top_k=2", "pretrained.random_draws=2", "pretrained.batch=2", f"model={hf_folder}"]
+    induction = study("induction")
+    settings = induction.settings("quick", small)
+    runs = {}
+    for name, limit in (("whole", None), ("placed", "40KB")):
+        induction.run_settings(settings, tmp_path / name, torch.device("cpu"), log=lambda s: None, max_memory=limit)
+        runs[name] = json.loads((tmp_path / name / "summary.json").read_text())
+    assert [m._dispatched for m in loaded] == [False, True]  # planted: the second run's model really is placed
+    assert runs["whole"]["claims"] and runs["whole"]["numbers"]
+    assert runs["placed"]["claims"] == runs["whole"]["claims"] and runs["placed"]["numbers"] == runs["whole"]["numbers"]
+    one_line_error(iclab("run", "linreg", "--max-memory", "1GB", "--out", str(tmp_path / "lr")),
+                   "--max-memory places a pretrained model (--model)")
+    one_line_error(iclab("run", "induction", "--model", str(hf_folder), "--max-memory", "lots", "--out", str(tmp_path / "x")),
+                   "is not a size")
+    assert not (tmp_path / "lr").exists() and not (tmp_path / "x").exists()

@@ -135,10 +135,8 @@ def spread_room(device: torch.device) -> int | None:
     return sum(gpu_free.values()) + cpu_free
 
 
-def memory_limit(size: str, device: torch.device) -> dict:
-    """The ``load_hf`` arguments that keep at most ``size`` (e.g. "2GiB", "500MB") of a model's weights on ``device``:
-    on a GPU the rest goes to CPU memory, then disk; on the CPU, to disk (read from the safetensors file in each
-    pass). A size that does not parse is one line naming the form."""
+def limit_bytes(size: str) -> int:
+    """Bytes of a ``--max-memory`` size ("2GiB", "1.5GB", "500MB"); one line naming the form when it does not parse."""
     from accelerate.utils import convert_file_size_to_int
 
     from iclab.errors import IclabError
@@ -149,6 +147,16 @@ def memory_limit(size: str, device: torch.device) -> dict:
         limit = -1
     if limit <= 0:
         raise IclabError(f"--max-memory {size!r} is not a size: write it as a number with a unit, e.g. 2GiB, 1.5GB or 500MB")
+    return limit
+
+
+def memory_limit(size: str, device: torch.device) -> dict:
+    """The ``load_hf`` arguments that keep at most ``size`` (e.g. "2GiB", "500MB") of a model's weights on ``device``:
+    on a GPU the rest goes to CPU memory, then disk; on the CPU, to disk (read from the safetensors file in each
+    pass). A size that does not parse is one line naming the form."""
+    from iclab.errors import IclabError
+
+    limit = limit_bytes(size)
     if device.type == "cpu":
         return {"device_map": "auto", "max_memory": {"cpu": limit}}
     if device.type != "cuda":

@@ -36,7 +36,9 @@ S = TypeVar("S")
 @dataclass
 class Context(Generic[S]):
     """What a part sees: the settings, the study folder, the device, the study's models (whatever its ``models``
-    step returned) and the results of the parts before it, by name."""
+    step returned) and the results of the parts before it, by name. ``max_memory``: how much of a pretrained model's
+    weights to keep on the device (``--max-memory``; the rest offloaded): where it lives, not what is computed, so
+    it is not a setting and not in any part's key (placed and whole give the same numbers, tests/test_placement.py)."""
 
     settings: S
     out: Path
@@ -44,6 +46,7 @@ class Context(Generic[S]):
     log: Callable[[str], None]
     models: Any = None
     results: dict[str, Any] = field(default_factory=dict)
+    max_memory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,26 +144,28 @@ class Study(Generic[S]):
 
     @holding_locks()  # the study folder is this process's while it runs
     def run_settings(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None] = print,
-                     preset: str | None = None) -> Summary:
-        """Run the study on validated ``settings`` (``preset``: the preset's name, for the summary)."""
+                     preset: str | None = None, max_memory: str | None = None) -> Summary:
+        """Run the study on validated ``settings`` (``preset``: the preset's name, for the summary; ``max_memory``: see
+        :class:`Context`)."""
         other = self.variant(settings) if self.variant is not None else None
         if other is not None:
-            return other.run_settings(settings, out, device, log, preset)
+            return other.run_settings(settings, out, device, log, preset, max_memory)
         if self.check is not None:
             self.check(settings)
         new = not out.exists() or (out.is_dir() and all(p.name in BOOKKEEPING for p in out.iterdir()))
         try:
-            return self._run(settings, out, device, log, preset)
+            return self._run(settings, out, device, log, preset, max_memory)
         except BaseException:
             # a run that failed before finishing anything leaves no folder (only one this process made and holds)
             if new and held(out) and not StudyDir(out).holds_results():
                 shutil.rmtree(out, ignore_errors=True)
             raise
 
-    def _run(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None], preset: str | None) -> Summary:
+    def _run(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None], preset: str | None,
+             max_memory: str | None = None) -> Summary:
         preset = preset or getattr(settings, "preset", "custom")
         parts = Parts(self.name, out, settings, log, preset, self.identity(settings))
-        ctx: Context[S] = Context(settings, out, device, log)
+        ctx: Context[S] = Context(settings, out, device, log, max_memory=max_memory)
         ctx.models = self.models(ctx) if self.models is not None else None
         keys: dict[str, str] = {}
         for part in self.parts(settings):

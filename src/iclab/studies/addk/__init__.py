@@ -10,7 +10,7 @@ the aggregation / extraction identity; self-correction; the projection causal te
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from iclab.analysis.addk import pipeline as P
 from iclab.analysis.addk.task_vectors import TaskVectorCurve, task_vector_curve
 from iclab.errors import IclabError
 from iclab.heads import HeadModel, from_run, load_model
-from iclab.heads.placement import spread_room
+from iclab.heads.placement import limit_bytes, spread_room
 from iclab.models import ModelConfig
 from iclab.plots.addk import plot_all
 from iclab.results import Head
@@ -67,6 +67,8 @@ def check_footprint(ctx: Ctx, folder: Path) -> None:
     passes = {"mask optimisation": F.estimate(folder, cfg.dtype, cfg.mask_batch, zero + answer, True, answer),
               "few-shot passes": F.estimate(folder, cfg.dtype, 64, few, False, 1, answer)}
     stage, largest = max(passes.items(), key=lambda kv: kv[1].total)
+    if ctx.max_memory is not None:  # at most that much of the weights on the device, the rest offloaded
+        largest = replace(largest, weights=min(largest.weights, limit_bytes(ctx.max_memory)))
     ctx.log(f"  footprint ({cfg.preset} preset, {cfg.dtype}): the largest pass ({stage}) needs {largest.describe()}")
     F.check_fits(largest, device, f"the addk study's {stage} on {folder.name}", free=spread_room(device))
     n_fit = len(cfg.task.train_tasks) * cfg.mask_per_task * cfg.mask_fit_share
@@ -85,7 +87,7 @@ def get_model(ctx: Ctx) -> Subject:
         ctx.log(f"  model: pretrained model {cfg.model}")
         folder = resolve(cfg.model, log=ctx.log)
         check_footprint(ctx, folder)
-        return Subject(load_model(folder, ctx.device, cfg.dtype, log=ctx.log), str(cfg.model))
+        return Subject(load_model(folder, ctx.device, cfg.dtype, log=ctx.log, max_memory=ctx.max_memory), str(cfg.model))
     if cfg.planted is not None:
         from iclab.analysis.addk.planted import planted_addk_model
 

@@ -234,7 +234,7 @@ class Loaded:
 
 def load(ctx: Context) -> Loaded:
     cfg, p = ctx.settings, ctx.settings.pretrained
-    model = load_model(cfg.model, ctx.device, log=ctx.log)
+    model = load_model(cfg.model, ctx.device, log=ctx.log, max_memory=ctx.max_memory)
     text = E.natural_text_ids(model, p.text_sequences, p.text_length, generator(cfg.seed, "lm_text"))
     probe = E.InductionProbe.make(model, p.probe_batch, p.probe_length, generator(cfg.seed, "lm_probe"))
     return Loaded(model, text, probe)

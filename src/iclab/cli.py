@@ -633,14 +633,14 @@ def run_study(
             takes = [s.name for s in all_studies() if s.takes_model]
             raise IclabError(f"--model applies to the {' and '.join(takes)} studies, not {study!r}")
         overrides.append(f"model={model}")
+    settings = declared.settings(preset, overrides)  # validated before any folder is named or touched
     if max_memory is not None:
         from iclab.heads.placement import memory_limit
 
-        if model is None:
+        if getattr(settings, "model", None) is None:
             raise IclabError(f"--max-memory places a pretrained model (--model); without one the {study} study trains "
                              "its own, which is loaded whole")
         memory_limit(max_memory, resolve_device(device))  # a bad size or device: one line before anything runs
-    settings = declared.settings(preset, overrides)  # validated before any folder is named or touched
     folder = out or default_folder(study, preset, getattr(settings, "model", None))
     summary = declared.run_settings(settings, folder, resolve_device(device), log=_err_say if as_json else _say, preset=preset,
                                     max_memory=max_memory)

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_SPINGLASS
+from iclab.claims import Verdict
 from iclab.errors import IclabError
 from iclab.sweep import expand, parse_grid, plot_sweep, run_directory, sweep
 
@@ -66,6 +67,11 @@ def test_the_results_table_carries_every_claims_measured_values_so_the_swept_eff
     assert {"result.claim.contrast_ratio_most_tasks", "result.verdicts.REPRODUCED", "result.verdicts.NOT_REPRODUCED"} <= set(table.columns)
     assert (table["result.verdicts.REPRODUCED"] + table["result.verdicts.NOT_REPRODUCED"] + table["result.verdicts.MEASURED"]
             + table["result.verdicts.NOT_APPLICABLE"] > 5).all()
+    verdicts = table[[c for c in table.columns if c.startswith("result.verdict.")]]  # each claim's own verdict
+    assert len(verdicts.columns) >= 5 and verdicts.isin([v.value for v in Verdict]).all().all()
+    for name in ("REPRODUCED", "NOT REPRODUCED"):  # as many claims with that verdict as the count says
+        assert ((verdicts == name).sum(axis=1) <= table[f"result.verdicts.{name.replace(' ', '_')}"]).all()
+    assert ((verdicts == "REPRODUCED").sum(axis=1) + (verdicts == "NOT REPRODUCED").sum(axis=1) > 0).all()
     figure = plot_sweep(tmp_path, "diversity.D")  # default metric: the first claim value
     assert figure.stem.startswith("sweep_result_claim_")
     with pytest.raises(IclabError, match="'status' is not a numeric result"):

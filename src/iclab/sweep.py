@@ -8,7 +8,8 @@ carries today's run identity) is skipped on re-run; a failing run writes ``error
 others go on; the command exits non-zero if any failed. At the end
 every run's results become one table, ``DIR/results.parquet`` and
 ``DIR/results.csv``: the grid values, every claim's measured values by name
-(``result.claim.<name>``), the count of each verdict and the summary's scalar numbers.
+(``result.claim.<name>``), each claim's verdict (``result.verdict.<name>``), the count of each verdict and the
+summary's scalar numbers.
 """
 
 from __future__ import annotations
@@ -150,10 +151,14 @@ def run_point(study: str, preset: str, overrides: tuple[str, ...], values: dict[
 
 
 def _flatten(summary: Summary) -> dict[str, Any]:
-    """A summary as columns: every claim's measured values by name (``claim.<name>``), the count of each verdict
-    (``verdicts.<VERDICT>``) and the scalar numbers as dotted columns (``<key>.<key>``; lists left out)."""
+    """A summary as columns: every claim's measured values by name (``claim.<name>``), its verdict under the name of
+    its first value (``verdict.<name>``: over a sweep of seeds, which verdicts hold at every seed and which flip), the
+    count of each verdict (``verdicts.<VERDICT>``) and the scalar numbers as dotted columns (``<key>.<key>``; lists
+    left out)."""
     row: dict[str, Any] = {}
     for claim in summary.claims:
+        if claim.values:
+            row[f"verdict.{next(iter(claim.values))}"] = claim.verdict.value
         for name, value in claim.values.items():
             key = f"claim.{name}"
             if key in row and row[key] != value:  # two claims name different numbers alike: keep both

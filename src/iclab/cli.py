@@ -729,6 +729,13 @@ def sweep(
                       log=_say)
     failed = int((table["status"] == "failed").sum())
     console.print(f"{len(table)} runs, {failed} failed; results: {out}/results.parquet and results.csv")
+    if seeds > 1:
+        from iclab.sweep import verdict_flips
+
+        flips = verdict_flips(table)
+        console.print(f"verdicts that differ between seeds: {len(flips) or 'none'}", markup=False)
+        for flip in flips:
+            console.print(f"- {flip.line()}", markup=False)
     if failed:
         print(f"error: {failed} of {len(table)} sweep runs failed (their error.txt says why)", file=sys.stderr)
         raise typer.Exit(1)

@@ -229,6 +229,39 @@ def sweep(
     return table
 
 
+@dataclass(frozen=True)
+class VerdictFlip:
+    """A claim whose verdict differs between the seeds of one grid point: ``point`` its grid values (seed left out),
+    ``claim`` the name of its first value, ``counts`` verdict -> number of seeds."""
+
+    point: dict[str, Any]
+    claim: str
+    counts: dict[str, int]
+
+    def line(self) -> str:
+        at = ", ".join(f"{k}={v}" for k, v in self.point.items())
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
+        return f"{self.claim}{f' ({at})' if at else ''}: {counts}"
+
+
+def verdict_flips(table: pd.DataFrame) -> list[VerdictFlip]:
+    """The claims whose verdict is not the same at every seed of a grid point, over the table's finished runs (those
+    with verdict columns): the fragile verdicts a single seed would not show."""
+    columns = [c for c in table.columns if c.startswith("result.verdict.")]
+    if "seed" not in table.columns or not columns:
+        return []
+    keys = [c for c in table.columns if c not in ("run", "status", "error", "seed") and not c.startswith("result.")]
+    done = table.dropna(subset=columns, how="all")
+    flips = []
+    for point, group in (done.groupby(keys, dropna=False, sort=False) if keys else [((), done)]):
+        values = dict(zip(keys, point if isinstance(point, tuple) else (point,)))
+        for column in columns:
+            counts = group[column].dropna().value_counts()
+            if len(counts) > 1:
+                flips.append(VerdictFlip(values, column.removeprefix("result.verdict."), {str(k): int(v) for k, v in counts.items()}))
+    return flips
+
+
 def _done(rows: Iterable[dict[str, Any]], total: int, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:
     """Pass the finished runs' rows through, logging each with runs done / total and an ETA."""
     t0 = time.perf_counter()

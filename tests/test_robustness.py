@@ -248,6 +248,43 @@ def test_a_corrupt_resume_checkpoint_names_the_last_good_snapshot_and_recover_us
     assert load_run(tmp_path / "run").step == 20
 
 
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_inside_a_write_is_delivered_once_the_file_is_whole(tmp_path, signame):
+    """Planted: the signal is sent from inside the write, before any byte is written; it arrives after the rename
+    (the file whole, no temporary left). Control: with the signal sent after the write, it arrives at once."""
+    import signal
+    import time
+
+    from iclab.io import atomic_write
+
+    number, events = getattr(signal, signame), []
+
+    def stop(signum, frame):
+        events.append(("stopped", (tmp_path / "out.txt").is_file()))
+        raise KeyboardInterrupt
+
+    def write(tmp):
+        os.kill(os.getpid(), number)
+        time.sleep(0.05)  # without the hold, the stop is raised here, mid-write
+        tmp.write_text("whole")
+        events.append("written")
+
+    before = signal.signal(number, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write(tmp_path / "out.txt", write)
+        assert events == ["written", ("stopped", True)]
+        assert (tmp_path / "out.txt").read_text() == "whole" and not list(tmp_path.glob(".*.tmp"))
+        events.clear()
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write(tmp_path / "other.txt", lambda tmp: tmp.write_text("x"))
+            os.kill(os.getpid(), number)
+            time.sleep(0.05)
+        assert events == [("stopped", True)]
+    finally:
+        signal.signal(number, before)
+
+
 @pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_outside_training_stops_saying_what_was_kept_and_keeps_finished_parts(tmp_path, signame, code):
     import signal

@@ -41,22 +41,57 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+STOP_SIGNALS = ("SIGINT", "SIGTERM")  # what `iclab` turns into a clean stop (cli.main)
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM arriving inside are handled when it ends, by the handlers that were in place: a write is
+    never cut between creating its temporary file and renaming or removing it (a stop raised there left a stray
+    ``.tmp`` file). Python runs signal handlers in the main thread only, so this holds them there (elsewhere, and for
+    SIGKILL, which nothing can hold, :func:`remove_stale_temporaries` cleans up)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    numbers = [getattr(signal, name) for name in STOP_SIGNALS]
+    before = {n: signal.getsignal(n) for n in numbers}
+    pending: list[tuple[int, Any]] = []
+    for n in numbers:
+        signal.signal(n, lambda signum, frame: pending.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for n, handler in before.items():
+            signal.signal(n, handler)
+        if pending:
+            signum, frame = pending[0]
+            handler = before[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)  # the default action, now that the file is whole
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file to ``path``."""
+    """Call ``write(tmp_path)`` then rename the temporary file to ``path``; a stop signal waits until it is done."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, file_mode())
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _stop_signals_held():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.chmod(tmp, file_mode())
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def remove_stale_temporaries(folder: Path) -> int:

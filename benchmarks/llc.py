@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from iclab.analysis.llc import SGLDSettings, estimate_llc
-from iclab.analysis.llc_runs import task_loss
+from iclab.analysis.llc_runs import head_masks, task_loss
+from iclab.results import Head
 from iclab.runs import load_run
 from iclab.tasks import make_task
 from iclab.tasks.induction import InductionTask
@@ -46,6 +47,7 @@ WORKLOADS = {
                              "model.n_heads=4", "model.n_ctx=18", "model.d_input=5", "model.init=torch", "train.lr=3e-3",
                              "train.batch_size=512", "train.warmup_steps=100", "train.steps=400"]),
 }
+REFINED_HEAD = Head(1, 0)  # the first head of the induction model's second layer (fixed before any run)
 STEP_SIZES = {"linreg": 3e-4}  # the linreg study's step size (docs/llc.md); the induction row keeps its earlier 1e-4
 
 
@@ -78,9 +80,11 @@ def per_token(task, data):
     return lambda m, rows: (task.predictions(m(data.inputs[rows[:, 0]])) - data.targets[rows[:, 0]]).pow(2)
 
 
-def side_by_side(name: str, path: Path, lr: float, tmp: Path) -> None:
+def side_by_side(name: str, path: Path, lr: float, tmp: Path, head: Head | None = None) -> None:
     """Both estimators at each seed of SEEDS on one run's final weights: the estimates, their agreement over the seeds
-    (the spread of whole estimates, which four chains' standard error understates) and the times summed over seeds."""
+    (the spread of whole estimates, which four chains' standard error understates) and the times summed over seeds.
+    With ``head``, the refined LLC of that head's weights (Wang et al. 2024): iclab's masks, given to devinterp as its
+    ``param_masks``."""
     import datasets
     from devinterp.slt.llc import llc as devinterp_llc
 
@@ -94,19 +98,23 @@ def side_by_side(name: str, path: Path, lr: float, tmp: Path) -> None:
     width = losses(model, torch.zeros(1, 1, dtype=torch.long)).shape[1] + 1
     rows = torch.arange(SAMPLES)[:, None].expand(SAMPLES, width)
     dataset = datasets.Dataset.from_dict({"input_ids": rows.tolist()}).with_format("torch")
+    masks = None if head is None else head_masks(model, head)
+    theirs_masks = None if masks is None else {f"inner.{k}": v for k, v in masks.items()}  # Plain's names
+    if head is not None:
+        name = f"{name}, head {head} refined"
     print(f"{name}: {path} ({sum(p.numel() for p in model.parameters())} weights), {SAMPLES} samples of "
           f"{tuple(data.inputs.shape[1:])}; {CHAINS} chains x {DRAWS} draws, batch {BATCH}, lr {lr}, "
           f"localization {LOCALIZATION}, nbeta {nbeta:.2f}, {torch.get_num_threads()} threads, seeds {SEEDS}")
     ours, theirs, times = [], [], {"at once": 0.0, "one after the other": 0.0, "devinterp": 0.0}
     for seed in SEEDS:
         t0 = time.perf_counter()
-        est = estimate_llc(model, loss, SAMPLES, replace(settings, seed=seed))
+        est = estimate_llc(model, loss, SAMPLES, replace(settings, seed=seed), masks=masks)
         t1 = time.perf_counter()
-        estimate_llc(model, loss, SAMPLES, replace(settings, seed=seed, workers=1))
+        estimate_llc(model, loss, SAMPLES, replace(settings, seed=seed, workers=1), masks=masks)
         t2 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = devinterp_llc(Plain(model), dataset, {}, lr=lr, n_beta=nbeta, localization=LOCALIZATION, num_chains=CHAINS,
+            out = devinterp_llc(Plain(model), dataset, {}, param_masks=theirs_masks, lr=lr, n_beta=nbeta, localization=LOCALIZATION, num_chains=CHAINS,
                                 num_draws=DRAWS, batch_size=BATCH, num_burnin_steps=0, device="cpu", loss_fn=losses,
                                 init_seed=seed, output_path=tmp / f"devinterp-{name}-{seed}.zarr")
         t3 = time.perf_counter()
@@ -135,8 +143,11 @@ def main() -> None:
         tmp = Path(tmp)
         runs = [(p.name, p) for p in args.runs] or [(name, trained_run(tmp, name)) for name in WORKLOADS]
         for name, path in runs:
-            lr = STEP_SIZES.get(load_run(path).config.task.name, LR)
+            task = load_run(path).config.task.name
+            lr = STEP_SIZES.get(task, LR)
             side_by_side(name, path, lr, tmp)
+            if task == "induction":  # the refined LLC the induction study estimates per head
+                side_by_side(name, path, lr, tmp, REFINED_HEAD)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ one after the other).
 The models: the two workloads iclab's studies estimate the LLC of, each trained here for a few hundred steps (or the
 final weights of the runs given as arguments): the induction study's two-layer attention-only model (loss: mean
 next-token cross-entropy over 1,024 sequences) and the linreg study's deepest model at its quick shape (loss: mean
-squared error of every prediction over 1,024 noiseless prompts). devinterp reads the same fixed samples: its dataset
+squared error of every prediction over 1,024 noiseless prompts); for an induction model also one head's refined LLC
+(its weights alone: iclab's masks, devinterp's ``param_masks``). devinterp reads the same fixed samples: its dataset
 holds their indices and its loss function returns their per-token (per-prediction) losses. devinterp 2.x averages its
 loss over every sampling step, burn-in included, so both run without burn-in here (the same estimator either way); its
 initial loss is a mean over 32 minibatches, iclab's over every sample.

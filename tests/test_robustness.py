@@ -248,6 +248,20 @@ def test_a_corrupt_resume_checkpoint_names_the_last_good_snapshot_and_recover_us
     assert load_run(tmp_path / "run").step == 20
 
 
+def test_a_write_leaves_a_stop_handler_set_outside_python_alone(tmp_path, monkeypatch):
+    """signal.getsignal gives None for a handler installed outside Python (an embedding runtime's): the write must
+    neither replace nor 'restore' it (setting None is an error), and still write."""
+    import signal
+
+    from iclab.io import atomic_write
+
+    touched = []
+    monkeypatch.setattr(signal, "getsignal", lambda n: None)
+    monkeypatch.setattr(signal, "signal", lambda n, h: touched.append(n))
+    atomic_write(tmp_path / "out.txt", lambda tmp: tmp.write_text("whole"))
+    assert (tmp_path / "out.txt").read_text() == "whole" and touched == []
+
+
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_a_stop_signal_inside_a_write_is_delivered_once_the_file_is_whole(tmp_path, signame):
     """Planted: the signal is sent from inside the write, before any byte is written; it arrives after the rename

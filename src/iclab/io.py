@@ -56,10 +56,10 @@ def _stop_signals_held() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    numbers = [getattr(signal, name) for name in STOP_SIGNALS]
-    before = {n: signal.getsignal(n) for n in numbers}
+    before = {n: signal.getsignal(n) for n in (getattr(signal, name) for name in STOP_SIGNALS)}
+    before = {n: h for n, h in before.items() if h is not None}  # None: a handler set outside Python, left alone
     pending: list[tuple[int, Any]] = []
-    for n in numbers:
+    for n in before:
         signal.signal(n, lambda signum, frame: pending.append((signum, frame)))
     try:
         yield

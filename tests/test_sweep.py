@@ -100,8 +100,10 @@ def test_verdict_flips_name_the_claims_whose_verdict_changes_with_the_seed_and_n
             for i, (d, s, a) in enumerate([(3, 0, R), (3, 1, N), (3, 2, R), (6, 0, N), (6, 1, N)])]
     rows.append({"run": "r9", "status": "failed", "diversity.D": 6, "seed": 2})
     flips = verdict_flips(pd.DataFrame(rows))
-    assert [(f.point, f.claim, f.counts) for f in flips] == [({"diversity.D": 3}, "a", {R: 2, N: 1})]
+    assert [(f.point, f.claim, f.counts) for f in flips] == [({"diversity.D": "3"}, "a", {R: 2, N: 1})]
     assert flips[0].line() == "a (diversity.D=3): 1 NOT REPRODUCED, 2 REPRODUCED"
     seeds_only = pd.DataFrame([{k: v for k, v in r.items() if k != "diversity.D"} for r in rows])
     assert [f.counts for f in verdict_flips(seeds_only)] == [{R: 2, N: 3}]
     assert verdict_flips(pd.DataFrame([{k: v for k, v in r.items() if k != "seed"} for r in rows])) == []
+    listed = pd.DataFrame([{**r, "diversity.D": [r["diversity.D"]]} for r in rows])  # a list-valued grid key
+    assert [f.line() for f in verdict_flips(listed)] == ["a (diversity.D=[3]): 1 NOT REPRODUCED, 2 REPRODUCED"]

@@ -252,8 +252,9 @@ def verdict_flips(table: pd.DataFrame) -> list[VerdictFlip]:
         return []
     keys = [c for c in table.columns if c not in ("run", "status", "error", "seed") and not c.startswith("result.")]
     done = table.dropna(subset=columns, how="all")
+    labels = [done[k].astype(str) for k in keys]  # grid values as written: a list value (depths=[1]) cannot be grouped
     flips = []
-    for point, group in (done.groupby(keys, dropna=False, sort=False) if keys else [((), done)]):
+    for point, group in (done.groupby(labels, dropna=False, sort=False) if keys else [((), done)]):
         values = dict(zip(keys, point if isinstance(point, tuple) else (point,)))
         for column in columns:
             counts = group[column].dropna().value_counts()

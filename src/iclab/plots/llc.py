@@ -25,8 +25,9 @@ def llc_figure(t: LLCTrajectory, folder: Path) -> Path:
         other.plot(x, t.eval_loss, color="tab:blue", alpha=0.7, marker="s", ms=3, label="eval loss")
     if np.isfinite(t.icl_score).any():
         other.plot(x, t.icl_score, color="tab:orange", alpha=0.7, marker="s", ms=3, label="ICL score")
-    other.set_ylabel("nats")
-    if np.isfinite(t.induction_score).any():
+    tokens = np.isfinite(t.induction_score).any()  # a token model (a regression run has no prefix-matching score)
+    other.set_ylabel("nats" if tokens else "eval loss (mean squared error)")
+    if tokens:
         third = ax.twinx()
         third.spines["right"].set_position(("axes", 1.12))
         third.plot(x, t.induction_score, color="tab:green", ls="--", marker="^", ms=3, alpha=0.8, label="best prefix matching")
@@ -48,7 +49,7 @@ def llc_figure(t: LLCTrajectory, folder: Path) -> Path:
             bx.plot(x, values, marker=".", ms=3, label=name)
         bx.set_ylabel("refined LLC (one head's weights)")
         bx.legend(fontsize=6, ncol=4)
-    axes[-1, 0].set_xlabel("tokens seen" if t.tokens != t.step else "step")
+    axes[-1, 0].set_xlabel(("tokens seen" if tokens else "prompts seen") if t.tokens != t.step else "step")
     return save(fig, folder, "llc")
 
 

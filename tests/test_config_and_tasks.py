@@ -33,6 +33,19 @@ def test_bad_values_name_the_field_and_what_is_allowed(override, message):
         apply_overrides(default_config("linreg"), [override])
 
 
+@pytest.mark.parametrize("name", ["task", "model", "train"])
+@pytest.mark.parametrize("value, kind", [("linreg", "a string"), ([1, 2], "a list"), (3, "a number"), (True, "true / false")])
+def test_a_value_where_a_section_belongs_names_the_section_and_a_null_section_is_every_default(name, value, kind):
+    data = {"task": {"name": "linreg"}, name: value}
+    with pytest.raises(ConfigError, match=f"^{name}: is a section of settings, a mapping .* not {kind}; got"):
+        RunConfig.from_dict(data)
+    with pytest.raises(ConfigError, match=r"task\.d: got \[3\] \(list\); allowed: int"):  # a level deeper: the key
+        RunConfig.from_dict({"task": {"name": "linreg", "d": [3]}})
+    defaults = RunConfig.from_dict({"task": {"name": "linreg"}})
+    if name != "task":
+        assert RunConfig.from_dict({"task": {"name": "linreg"}, name: None, "seed": None}) == defaults
+
+
 def test_model_fields_follow_the_task_and_configs_round_trip():
     cfg = apply_overrides(default_config("linreg"), ["task.d=5", "task.encoding=akyurek", "model.n_layers=3"])
     assert cfg.model.d_input == 6 and cfg.model.n_ctx == 80 and cfg.model.n_layers == 3

@@ -376,3 +376,36 @@ def test_direct_logit_attribution_sums_to_the_models_own_logit_difference_for_ev
     assert abs(dla.heads).max() > 1e-3
     paths = path_patch(model, [PromptPair(ids.tolist(), [5, 9, 11, 30, 23, 40, 17], 11, 30)], (1, 1), "v", "logprob")
     assert paths.effect.shape == (2, 4) and abs(paths.effect[0]).max() > 0 and torch.isnan(torch.tensor(paths.effect[1])).all()
+
+
+def test_largest_entries_ranks_by_absolute_value_across_any_shape():
+    from iclab.analysis.ranking import largest_entries
+    import numpy as np
+
+    grid = np.array([[0.1, -3.0, 0.0], [2.0, 0.5, -0.2]])
+    assert largest_entries(grid, 3) == [(0, 1), (1, 0), (1, 1)]
+    assert largest_entries(np.zeros((2, 2)), 10) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # k beyond the grid: every entry
+
+
+def test_prompt_pairs_from_texts_or_a_file_and_their_one_line_errors(tmp_path):
+    from iclab.analysis.prompt_pairs import encode_pairs, pair_texts
+
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, attn_only=True, d_vocab=256, n_ctx=16)
+    model = IclabHeadModel(Transformer(cfg, generator=torch.Generator().manual_seed(0)))  # bytes as tokens
+    one = pair_texts(None, "ab", "ac", "b", None)
+    assert len(one) == 1 and one[0].where == "--"
+    with pytest.raises(IclabError, match="missing --corrupt, --answer"):
+        pair_texts(None, "ab", None, None, None)
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"clean": "ab", "corrupt": "ac", "answer": "b"}\n\n{"clean": "xy", "corrupt": "xz", "answer": "y", "wrong": "z"}\n')
+    with pytest.raises(IclabError, match="not both"):
+        pair_texts(f, "ab", None, None, None)
+    two = pair_texts(f, None, None, None, None)
+    assert [p.wrong for p in two] == [None, "z"] and two[1].where == "p.jsonl line 2: "
+    pairs = encode_pairs(model, two)
+    assert pairs[0].clean == [97, 98] and pairs[0].answer == 98 and pairs[0].wrong is None and pairs[1].wrong == 122
+    with pytest.raises(IclabError, match=r"p.jsonl line 2: answer 'yy' is 2 tokens"):
+        encode_pairs(model, [two[1].__class__(two[1].where, "xy", "xz", "yy")])
+    f.write_text("\n")
+    with pytest.raises(IclabError, match="holds no pair"):
+        pair_texts(f, None, None, None, None)

@@ -355,6 +355,8 @@ def test_a_value_where_a_section_belongs_is_one_line_and_writes_nothing(tmp_path
     ("folder.yaml", None, "is a folder, not a config file"),
     ("twice.yaml", b"seed: 1\nseed: 2\n", "line 2: key 'seed' is given twice"),
     ("nested.yaml", b"task:\n  name: linreg\n  d: 3\n  d: 4\n", "line 4: key 'd' is given twice"),
+    ("task.yaml", b"task: linreg\n", "task: is a section of settings, a mapping (in YAML `task: {name: linreg}`"),
+    ("model.yaml", b"task: {name: linreg}\nmodel: [2, 64]\n", "model: is a section of settings, a mapping"),
 ])
 def test_a_bad_config_file_is_one_line_and_writes_nothing(tmp_path, name, content, message):
     path = tmp_path / name
@@ -364,6 +366,9 @@ def test_a_bad_config_file_is_one_line_and_writes_nothing(tmp_path, name, conten
         path.write_bytes(content)
     one_line_error(iclab("train", "--config", str(path), "--out", str(tmp_path / "out")), message)
     assert not (tmp_path / "out").exists()
+    if name == "task.yaml":  # --task beside the file changes nothing: the file is still wrong
+        one_line_error(iclab("train", "--task", "linreg", "--config", str(path), "--out", str(tmp_path / "out")), message)
+        assert not (tmp_path / "out").exists()
 
 
 def test_a_study_folder_is_named_for_what_it_is_by_train_heads_and_sweep(tmp_path):

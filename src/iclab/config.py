@@ -132,13 +132,19 @@ def unknown_key_message(key: str, allowed: list[str], where: str) -> str:
     return f"{where}{key}: unknown key{hint}; valid keys: {', '.join(allowed)}"
 
 
+_KIND_OF_VALUE = {"str": "a string", "int": "a number", "float": "a number", "bool": "true / false", "list": "a list"}
+
+
 def section(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The mapping under ``name`` in ``data`` ({} when absent); a one-line error when it is a value instead."""
+    """The mapping under ``name`` in ``data`` ({} when absent or null: every default); a one-line error when it is a
+    value (a string, number or list) instead."""
     value = data.get(name)
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{name}: is a section of settings (e.g. --set {name}.<key>=...), not a value; got {value!r}")
+        example = f"{name}: {{name: {value}}}" if name == "task" and isinstance(value, str) else f"{name}: {{key: value}}"
+        raise ConfigError(f"{name}: is a section of settings, a mapping (in YAML `{example}`, or --set {name}.key=value), "
+                          f"not {_KIND_OF_VALUE.get(type(value).__name__, 'a ' + type(value).__name__)}; got {value!r}")
     return dict(value)
 
 

@@ -81,6 +81,13 @@ class HeadModel(ABC):
     @abstractmethod
     def decode(self, ids: list[int]) -> str: ...
 
+    def token_id(self, text: str, what: str = "token") -> int:
+        """The one token ``text`` is (an answer to patch or read); a one-line error naming ``what`` when it is several."""
+        ids = self.encode(text, bos=False)
+        if len(ids) != 1:
+            raise IclabError(f"{what} {text!r} is {len(ids)} tokens ({ids}); give one token (a leading space often makes one)")
+        return ids[0]
+
     def token_strings(self, ids: list[int]) -> list[str]:
         """Each token as text (for axes and tables); ``<id>`` for one the tokenizer cannot spell alone (a byte of a
         multi-byte character)."""

@@ -121,7 +121,7 @@ class RunConfig:
                 "task": task,
                 "model": build(ModelConfig, model_data, "model"),
                 "train": build(TrainConfig, section(data, "train"), "train"),
-                "seed": data.get("seed", 0),
+                "seed": 0 if data.get("seed") is None else data["seed"],  # null, like an empty section: the default
             },
         )
 

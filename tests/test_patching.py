@@ -317,7 +317,7 @@ def test_the_logit_lens_sees_the_planted_answer_appear_after_the_copying_layer()
 def test_patching_a_key_or_an_mlp_output_equals_the_same_edit_written_by_hand(family):
     """q/k/v live in different projections per family (q/k/v_proj, GPT-2's c_attn, NeoX's per-head rows, Phi-3's fused
     qkv_proj); MLP outputs after a norm in Gemma 3 and OLMo 2."""
-    from iclab.heads.hf import _qkv_slice
+    from iclab.heads.hf.families import qkv_slice
     from test_heads_hf import tiny
 
     model = HFHeadModel(tiny(family).eval())
@@ -326,7 +326,7 @@ def test_patching_a_key_or_an_mlp_output_equals_the_same_edit_written_by_hand(fa
     for site, layer in (("k", 1), ("mlp_out", 0)):
         p = patch(model, [pair], site, "logprob", "denoising")
         if site == "k":
-            module, part = _qkv_slice(model._attn(layer), "k", model.n_heads, model.n_kv_heads, model.d_head)
+            module, part = qkv_slice(model._attn(layer), "k", model.n_heads, model.n_kv_heads, model.d_head)
             select = lambda out: part(out)[:, t, 0]  # noqa: E731 (key/value head 0)
             expected_at = (layer, 0, t)
         else:
@@ -379,8 +379,9 @@ def test_direct_logit_attribution_sums_to_the_models_own_logit_difference_for_ev
 
 
 def test_largest_entries_ranks_by_absolute_value_across_any_shape():
-    from iclab.analysis.ranking import largest_entries
     import numpy as np
+
+    from iclab.analysis.ranking import largest_entries
 
     grid = np.array([[0.1, -3.0, 0.0], [2.0, 0.5, -0.2]])
     assert largest_entries(grid, 3) == [(0, 1), (1, 0), (1, 1)]

@@ -16,8 +16,9 @@ weights are read as they are, and its numbers are bitwise those of before.
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -163,3 +164,23 @@ def memory_limit(size: str, device: torch.device) -> dict:
         raise IclabError(f"--max-memory places a model on the CPU or CUDA GPUs; this device is {device.type}")
     gpu = torch.cuda.current_device() if device.index is None else device.index
     return {"device_map": "auto", "max_memory": {gpu: limit, "cpu": _free_memory()[1]}}
+
+
+def reads_weights(method: Callable | None = None, *, ends: bool = True) -> Callable:
+    """Runs ``method`` (whose first argument, when an int, is a layer) inside :meth:`~iclab.heads.base.HeadModel.reading_weights` for
+    that layer (``ends``: and the model's embedding, final norm and unembedding): on a model placed across devices
+    its offloaded weights are loaded for the call; otherwise nothing. ``@reads_weights(ends=False)`` for a method
+    that reads one layer's weights only (W_O, the circuits): a vocabulary's unembedding is not moved for it."""
+
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not getattr(self, "_dispatched", False):  # a model placed whole: its weights are where it runs
+                return method(self, *args, **kwargs)
+            layer = args[0] if args and isinstance(args[0], int) else kwargs.get("layer")
+            with self.reading_weights(*(() if layer is None else (layer,)), ends=ends):
+                return method(self, *args, **kwargs)
+
+        return call
+
+    return wrap if method is None else wrap(method)

@@ -140,7 +140,7 @@ def copying_scores(model, tokens: torch.Tensor, vocab: torch.Tensor,
     Computed layer by layer and ``chunk`` source tokens at a time, so at most [H, chunk, V] logits exist at once
     (never [L, H, N, V]: 10 GB for SmolLM2 at N = 200), each head's logits only among ``vocab``. Equal to
     :func:`copying_score` / :func:`copying_top1` / :func:`copying_rank` on the full tensor (tested; for a Hugging Face
-    model the unembedding product runs in bfloat16 where that is fast, ``iclab.heads.hf.OV_PRODUCT_BF16``)."""
+    model the unembedding product runs in bfloat16 where that is fast, ``iclab.heads.hf.circuits.OV_PRODUCT_BF16``)."""
     vocab = vocab.to(model.device)
     copying = torch.zeros(model.n_layers, model.n_heads)
     top1 = torch.zeros(model.n_layers, model.n_heads)

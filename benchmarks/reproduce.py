@@ -35,6 +35,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from iclab.memory import tree_gb
+
 
 def run_entry(name: str, out: Path) -> tuple[float, float, str]:
     """(wall seconds, peak GB, status) of one entry in its own process."""
@@ -47,21 +49,6 @@ def run_entry(name: str, out: Path) -> tuple[float, float, str]:
     record = json.loads((out / "reproduce.json").read_text()) if (out / "reproduce.json").is_file() else {}
     status = record.get("studies", {}).get(name, {}).get("status", f"exit {done.returncode}")
     return wall, (peak if peak > before else before) / 2**20, status
-
-
-def tree_rss_gb(pid: int) -> float:
-    """Resident memory of ``pid`` and all its descendants (Linux /proc), in GB."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, StopIteration, ValueError):
-            continue
-    return total / 2**20
 
 
 def run_parallel(out: Path, workers: int | None, only: list[str] | None, env: dict | None = None) -> tuple[dict, float, float, int, str]:
@@ -77,7 +64,7 @@ def run_parallel(out: Path, workers: int | None, only: list[str] | None, env: di
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss_gb(proc.pid))
+            peak[0] = max(peak[0], tree_gb(proc.pid))
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)

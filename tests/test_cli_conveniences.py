@@ -73,3 +73,28 @@ def test_a_model_error_names_the_argument_as_it_was_typed(args, typed):
     result = iclab(*args)
     one_line_error(result, f"error: {typed}: no such folder or .gguf file")
     assert "--model /no" not in result.stderr
+
+
+def test_tasks_alone_is_an_overview_not_every_config():
+    shown = iclab("tasks").stdout
+    assert len(shown.splitlines()) < 15  # one row per task (piped: rows are not wrapped), not 165 lines of configs
+    for task in ("linreg", "induction", "addk"):
+        assert task in shown
+    assert "Hu et al. 2025" in shown and "iclab tasks NAME" in shown
+
+
+def test_runs_on_a_reproduce_folder_lists_its_studies_with_their_verdicts(tmp_path):
+    import torch
+
+    from iclab import reproduce as rep
+
+    rep_jobs = [rep.Job("sg-a", "spinglass", tuple(TINY_SPINGLASS))]
+    from unittest import mock
+
+    with mock.patch.object(rep, "jobs", lambda preset: rep_jobs):
+        rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1)
+    rows = json.loads(iclab("runs", str(tmp_path), "--json").stdout)
+    assert [r["name"] for r in rows] == ["sg-a"] and rows[0]["status"] == "complete"
+    assert sum(rows[0]["verdicts"].values()) > 0 and rows[0]["wall_time_s"] > 0
+    shown = iclab("runs", str(tmp_path)).stdout
+    assert "sg-a" in shown and "reproduced" in shown and f"iclab runs {tmp_path}/NAME" in shown.replace("\n", "")

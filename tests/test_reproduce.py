@@ -108,9 +108,31 @@ def test_entries_run_side_by_side_in_worker_processes(tmp_path, monkeypatch):
         assert json.loads((tmp_path / name / "summary.json").read_text())["study"] == "spinglass"
     a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("sg-a", "sg-b"))
     assert a["numbers"]["fig4b"] != b["numbers"]["fig4b"]  # each worker ran its own entry (another seed, other numbers)
-    assert json.loads((tmp_path / "reproduce.json").read_text())["studies"].keys() == {"sg-a", "sg-b"}
+    saved = json.loads((tmp_path / "reproduce.json").read_text())
+    assert saved["studies"].keys() == {"sg-a", "sg-b"}
+    for entry in saved["studies"].values():  # a script can check each entry's time and memory, and the job's
+        assert entry["wall_time_s"] > 0 and 0.05 < entry["peak_memory_gb"] < 8
+    assert saved["wall_time_s"] >= max(e["wall_time_s"] for e in saved["studies"].values())
+    assert saved["peak_memory_gb"] > 0.05
     record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=2)
     assert all(e.get("skipped") for e in record["studies"].values())
+    assert all(record["studies"][n]["peak_memory_gb"] == saved["studies"][n]["peak_memory_gb"] for n in saved["studies"])
+
+
+def test_the_peak_memory_counts_what_a_process_held_since_its_reset():
+    import numpy as np
+
+    from iclab import memory
+
+    if not memory.reset_peak():
+        pytest.skip("no per-process peak reset on this platform")
+    base = memory.peak_gb()
+    block = np.ones(2**28 // 8)  # 0.25 GB, touched
+    held = memory.peak_gb()
+    del block
+    assert held - base > 0.2
+    memory.reset_peak()
+    assert memory.peak_gb() < held - 0.2  # the reset forgets the freed block
 
 
 def test_lanes_keep_the_pretrained_entries_together_and_start_the_longest_first():

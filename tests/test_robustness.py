@@ -329,15 +329,41 @@ def test_tensorboard_logging_writes_event_files(tmp_path):
     small_run(tmp_path / "run", extra=["train.tensorboard=false"])  # logging is not part of the run's identity
 
 
-def test_report_on_a_corrupt_record_or_summary_is_one_line_or_a_re_run_row(tmp_path):
+@pytest.mark.parametrize("damage", [b"{truncated", b"\xff\xfe binary", b'["a list"]'])
+def test_report_on_a_damaged_record_or_summary_is_one_line_and_leaves_the_old_page(tmp_path, damage):
     (tmp_path / "reproduce.json").write_text("{not json")
     one_line_error(iclab("report", str(tmp_path)), "reproduce.json: cannot be read (JSONDecodeError)")
     (tmp_path / "reproduce.json").write_text(json.dumps({"preset": "quick", "studies": {"spinglass": {"status": "complete"}}}))
     (tmp_path / "spinglass").mkdir()
-    (tmp_path / "spinglass" / "summary.json").write_text("{truncated")
+    (tmp_path / "spinglass" / "summary.json").write_bytes(damage)
+    (tmp_path / "report.html").write_text("<p>the good page of an earlier run</p>")
+    one_line_error(iclab("report", str(tmp_path)), "spinglass/summary.json: ")
+    assert (tmp_path / "report.html").read_text() == "<p>the good page of an earlier run</p>"
+
+
+def test_report_on_a_study_folder_with_a_damaged_summary_is_one_line_and_leaves_the_old_page(tmp_path):
+    from iclab.report import build_report
+    from iclab.studies import spinglass
+
+    study = tmp_path / "sg"
+    spinglass.run("quick", study, TINY_SPINGLASS, torch.device("cpu"), log=lambda s: None)
+    good = build_report(study).read_bytes()
+    (study / "summary.json").write_text('{"schema": "iclab.studies.common.Summary/4", "study": ')
+    result = iclab("report", str(study))
+    one_line_error(result, "summary.json: cannot be read (JSONDecodeError)")
+    assert "report.html not written" in result.stderr
+    assert (study / "report.html").read_bytes() == good
+
+
+def test_report_on_a_summary_of_an_older_iclab_is_a_re_run_row(tmp_path):
+    (tmp_path / "reproduce.json").write_text(json.dumps({"preset": "quick", "studies": {"spinglass": {"status": "complete"}}}))
+    (tmp_path / "spinglass").mkdir()
+    (tmp_path / "spinglass" / "summary.json").write_text(json.dumps({"schema": "iclab.studies.common.Summary/3",
+                                                                      "study": "spinglass", "identity": {"iclab": "0.16.0"}}))
     result = iclab("report", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "summary.json: cannot be read (JSONDecodeError); re-run the study" in (tmp_path / "report.html").read_text()
+    page = (tmp_path / "report.html").read_text()
+    assert "written by iclab 0.16.0 in an older format; re-run the study" in page and 'class="badge bad">re-run' in page
 
 
 @pytest.mark.parametrize("args, message", [

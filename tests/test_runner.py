@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from iclab.claims import Claim, Verdict
+from iclab.claims import Claim, Verdict, recipe
 from iclab.errors import IclabError, RunDirError
 from iclab.results import Head, Result, SchemaError, decode, encode
 from iclab.studies.common import Summary
@@ -51,7 +51,7 @@ def toy_study(calls: list[str], check=None) -> Study:
     def claims(s, res):
         value = res["double"]
         return [Claim("double is large", Verdict.of(value > s.thresholds.least), f"{value}", "toy",
-                      {"thresholds.least": s.thresholds.least})], {"double": value, "gated": "gated" in res}
+                      {"thresholds.least": s.thresholds.least}, why=recipe("a toy"))], {"double": value, "gated": "gated" in res}
 
     return Study("toy", {"quick": Toy()}, parts=lambda s: parts, claims=claims, figures=lambda res, s, folder: [],
                  models=lambda ctx: calls.append("models"), check=check)
@@ -114,7 +114,7 @@ def typed_study(calls: list[str], result_type=Fit) -> Study:
     def claims(s, res):
         fit = res["fit"]
         assert isinstance(fit, result_type) and fit.head == Head(1, s.a)  # the cached value is the typed one
-        return [Claim(f"head {fit.head} fits", Verdict.of(fit.r2[1] > 0.4), f"R^2 {fit.r2[1]}")], {"head": fit.head}
+        return [Claim(f"head {fit.head} fits", Verdict.of(fit.r2[1] > 0.4), f"R^2 {fit.r2[1]}", why=recipe("a toy"))], {"head": fit.head}
 
     return Study("toy", {"quick": Toy()}, parts=lambda s: [Part("fit", compute, result=result_type)], claims=claims,
                  figures=lambda res, s, folder: [])

@@ -187,7 +187,7 @@ def test_killed_training_resumes_to_bitwise_equal_weights(tmp_path, sig):
             assert proc.returncode == Interrupted.exit_code, err.decode()
         if sig in (signal.SIGINT, signal.SIGTERM):
             assert proc.returncode == 128 + sig, err.decode()
-            assert b"checkpoint saved" in err
+            assert f"stopped by {sig.name} at step ".encode() in err and b"checkpoint saved" in err and b"error" not in err
     assert not (tmp_path / "killed" / "summary.json").exists(), "the run should have been stopped before its end"
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     assert_bitwise_equal(weights(tmp_path / "full"), weights(tmp_path / "killed"))

@@ -24,12 +24,32 @@ class Verdict(str, Enum):
         return cls.REPRODUCED if holds else cls.NOT_REPRODUCED
 
 
+class Differs(str, Enum):
+    """Why a claim measured the paper's way does not hold here: the four kinds a researcher asks about."""
+
+    SCALE = "scale"  # the paper's models, data or training are far larger than this preset's
+    RECIPE = "recipe"  # iclab trains or measures in a way the paper does not (its settings say how)
+    SUBJECT = "subject"  # the model studied is not of the kind the paper studied
+    REFERENCE = "reference"  # the paper's own definition, figure or code does not support the claim as stated
+
+
+@dataclass(frozen=True)
+class Why:
+    """One plain line of why a claim may not hold here, and its kind."""
+
+    differs_by: Differs
+    text: str
+
+    def line(self) -> str:
+        return f"{self.differs_by.value.capitalize()}: {self.text}"
+
+
 @dataclass(frozen=True)
 class Claim:
     """``statement``: the paper's claim (or, for MEASURED, what is measured); ``source``: where it comes from
     (paper, section or figure; "iclab" for iclab's own measurements); ``measured``: the numbers in words;
-    ``thresholds``: the settings fields (name -> value) the verdict used; ``scale_note``: why a verdict may
-    differ at this scale (empty when it does not apply); ``values``: the measured numbers the verdict reads, by name
+    ``thresholds``: the settings fields (name -> value) the verdict used; ``why``: why the claim may not hold
+    here (shown with a NOT REPRODUCED verdict; every claim that can fail carries one); ``values``: the measured numbers the verdict reads, by name
     (unique within a study: a sweep makes each one a column of its results table)."""
 
     statement: str
@@ -37,17 +57,58 @@ class Claim:
     measured: str
     source: str = ""
     thresholds: dict[str, float | str] = field(default_factory=dict)
-    scale_note: str = ""
+    why: Why | None = None
     values: dict[str, float | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # plain floats (numpy and torch scalars too); a non-finite number is None
+        if self.verdict is Verdict.NOT_REPRODUCED and self.why is None:
+            raise ValueError(f"claim {self.statement!r} does not hold and says no why: give it why=scale(...), recipe(...), "
+                             "subject(...) or reference(...)")
         object.__setattr__(self, "values", {k: None if v is None or not math.isfinite(float(v)) else float(v)
                                             for k, v in self.values.items()})
 
     def line(self) -> str:
         """One plain line: 'VERDICT: statement (measured).'"""
-        note = f" {self.scale_note}" if self.scale_note and self.verdict is Verdict.NOT_REPRODUCED else ""
+        note = f" {self.why.line()}" if self.why is not None and self.verdict is Verdict.NOT_REPRODUCED else ""
         return f"{self.verdict.value}: {self.statement} ({self.measured}).{note}"
+
+
+def scale(text: str) -> Why:
+    return Why(Differs.SCALE, text)
+
+
+def recipe(text: str) -> Why:
+    return Why(Differs.RECIPE, text)
+
+
+def subject(text: str) -> Why:
+    return Why(Differs.SUBJECT, text)
+
+
+def reference(text: str) -> Why:
+    return Why(Differs.REFERENCE, text)
+
+
+def at_scale(here: str, paper: str, smaller: bool) -> Why:
+    """The why of a claim that reads a preset's trained models: ``here`` (this preset's sizes) against ``paper`` (the
+    paper's); at the paper's sizes (``smaller`` false) what is left is the recipe."""
+    if smaller:
+        return scale(f"{here}; the paper's: {paper}")
+    return recipe(f"{here}, the paper's sizes; iclab's recipe (initialisation, data stream, seed) is not the authors'")
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``n noun`` with the noun in the plural (``nouns``, default noun + s) unless n is 1: "1 main head", "3 main heads"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {nouns or noun + 's'}"
+
+
+def plus_minus(value: float, error: float) -> str:
+    """``value +- error`` with the error to two significant figures and the value to the same decimal place (a
+    standard error of 0.04 reads 0.040, not 0.0)."""
+    if not (math.isfinite(error) and error > 0):
+        return f"{value:.3g} +- {error:.2g}"
+    decimals = max(0, 1 - math.floor(math.log10(error)))
+    return f"{value:.{decimals}f} +- {error:.{decimals}f}"
 
 
 def measured(statement: str, numbers: str, source: str = "", values: dict[str, float | None] | None = None) -> Claim:

@@ -24,6 +24,10 @@ class RunDirError(IclabError):
     """A run directory is missing, corrupt, or holds a different config."""
 
 
+class OlderFormatError(RunDirError):
+    """A result file written by an older iclab in a format this one does not read: re-run to bring it up to date."""
+
+
 class CheckpointError(RunDirError):
     """A checkpoint is missing, corrupt, or not a safetensors file."""
 
@@ -37,7 +41,8 @@ class TrainingDiverged(IclabError):
 class Interrupted(IclabError):
     """Ctrl-C or SIGTERM during training: a checkpoint was saved; re-run the command to resume.
 
-    Exit status 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM).
+    Exit status 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM). The message starts with the signal's
+    name and the command line prints it after "stopped by " (a clean stop, not an error).
     """
 
     exit_code = 130

@@ -15,12 +15,13 @@ from __future__ import annotations
 import base64
 import html
 import json
+import struct
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from iclab.claims import Claim, Verdict
-from iclab.errors import RunDirError
+from iclab.claims import Claim, Differs, Verdict
+from iclab.errors import OlderFormatError, RunDirError
 from iclab.io import atomic_write_text
 from iclab.results import encode
 from iclab.studies.common import Summary
@@ -35,6 +36,9 @@ table{border-collapse:collapse;width:100%;margin:.5em 0} td,th{border:1px solid 
 .fig.full{display:block}.fig.full img{max-width:100%;cursor:zoom-out}
 .counts td{text-align:center}.counts td:first-child{text-align:left}
 pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.8em;max-height:420px} .muted{color:#777}
+table.values{width:auto;margin:.2em 0;font-size:.85em} table.values td{padding:.1em .4em;border-color:#eee}
+.takeaway{font-size:1.05em;background:#f6f8fa;border-left:4px solid #bbb;padding:.4em .7em}
+.claims td:first-child{width:8em} .claims td:nth-child(2){width:34%}
 """
 
 IMAGE_CHECK = """
@@ -58,45 +62,113 @@ BADGES = {  # verdict -> (label, css class)
 }
 
 
+WIDE_FIGURE_PX = 1200  # a PNG wider than this, or more than WIDE_ASPECT times as wide as tall, spans the page's width
+WIDE_ASPECT = 2.0
+
+
+def _value(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
 def _claim_row(claim: Claim) -> str:
+    """verdict | the paper's claim (and its source) | what this run measured: the numbers by name, then in words | why it
+    may not hold (for a claim that does not) and the thresholds the verdict used."""
     label, css = BADGES[claim.verdict]
-    text = f"{claim.statement} ({claim.measured})." + (f" {claim.scale_note}" if claim.scale_note and claim.verdict is Verdict.NOT_REPRODUCED else "")
     source = f'<br><span class="muted">{html.escape(claim.source)}</span>' if claim.source else ""
+    words = html.escape(claim.measured)
+    if claim.values:
+        table = "".join(f"<tr><td>{html.escape(k)}</td><td>{_value(v)}</td></tr>" for k, v in claim.values.items())
+        measured = f'<table class="values">{table}</table><details><summary>in words</summary>{words}</details>'
+    else:
+        measured = words
+    why = ""
+    if claim.why is not None and claim.verdict is Verdict.NOT_REPRODUCED:
+        why = f"<b>{html.escape(claim.why.differs_by.value)}</b>: {html.escape(claim.why.text)}"
     limits = ", ".join(f"{k} = {v}" for k, v in claim.thresholds.items())
     limits = f'<br><span class="muted">thresholds: {html.escape(limits)}</span>' if limits else ""
-    return f'<tr><td><span class="badge {css}">{label}</span></td><td>{html.escape(text)}{source}{limits}</td></tr>'
+    return (f'<tr><td><span class="badge {css}">{label}</span></td><td>{html.escape(claim.statement)}{source}</td>'
+            f"<td>{measured}</td><td>{why}{limits}</td></tr>")
+
+
+def takeaway(claims: list[Claim]) -> str:
+    """One line for a study: how many of the paper's claims reproduced, and what kind of reason each that did not has,
+    e.g. "7 of 10 claims reproduced; 3 not (scale 2, recipe 1); 3 measurements"."""
+    judged = [c for c in claims if c.verdict in (Verdict.REPRODUCED, Verdict.NOT_REPRODUCED)]
+    failed = [c for c in claims if c.verdict is Verdict.NOT_REPRODUCED]
+    line = f"{sum(c.verdict is Verdict.REPRODUCED for c in judged)} of {len(judged)} claims reproduced"
+    if failed:
+        kinds = [(d.value, sum(c.why is not None and c.why.differs_by is d for c in failed)) for d in Differs]
+        line += f"; {len(failed)} not (" + ", ".join(f"{kind} {n}" for kind, n in kinds if n) + ")"
+    na = sum(c.verdict is Verdict.NOT_APPLICABLE for c in claims)
+    if na:
+        line += f"; {na} not applicable on this model"
+    n_measured = sum(c.verdict is Verdict.MEASURED for c in claims)
+    if n_measured:
+        line += f"; {n_measured} measurement{'s' if n_measured != 1 else ''} without a verdict"
+    return line
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) in pixels from a PNG's header (its IHDR chunk); None for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", head[16:24])
 
 
 def _figure(path: Path) -> str:
     name = html.escape(path.stem.replace("_", " "))
     if path.suffix == ".html":  # an HTML figure (a fragment the study wrote, e.g. coloured text): embedded as it is
         return f'<div class="fig wide">{path.read_text()}<br>{name}</div>'
+    size = png_size(path)
+    wide = size is not None and (size[0] > WIDE_FIGURE_PX or size[0] > WIDE_ASPECT * size[1])
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<div class="fig"><img alt="{name}" title="click: full size" src="data:image/png;base64,{data}"><br>{name}</div>'
+    title = "click: smaller" if wide else "click: full size"
+    return (f'<div class="fig{" full" if wide else ""}"><img alt="{name}" title="{title}" '
+            f'src="data:image/png;base64,{data}"><br>{name}</div>')
 
 
 def _numbers(summary: Summary) -> str:
     return html.escape(json.dumps({"identity": encode(summary.identity), **summary.numbers}, indent=1)[:200_000])
 
 
-def _study_section(name: str, entry: dict[str, Any], folder: Path) -> str:
+Loaded = Summary | str | None  # a study's summary, why there is none to show (a "re-run" line), or None: it failed
+
+
+def _load(entry: dict[str, Any], folder: Path) -> Loaded:
+    """A study's summary for the page. One written by an older iclab is a "re-run" line; one that is damaged (not
+    JSON, not a summary) stops the report before anything is written, so the page there stays as it was."""
+    if entry.get("status") == "failed":
+        return None
+    summary_file = folder / "summary.json"
+    if not summary_file.is_file():
+        return "summary.json is missing."
+    try:
+        return Summary.load(summary_file)
+    except OlderFormatError as err:
+        return str(err)
+    except RunDirError as err:
+        raise RunDirError(f"{err}; report.html not written (the one there is as it was)") from None
+
+
+def _study_section(name: str, entry: dict[str, Any], folder: Path, summary: Loaded) -> str:
     title = html.escape(entry.get("title", name))
     head = f'<h2 id="{name}">{html.escape(name)}: {title}</h2><p class="muted">{html.escape(entry.get("paper", ""))}'
     if "wall_time_s" in entry:
         head += f" &middot; run time {entry['wall_time_s']} s"
+    if "peak_memory_gb" in entry:
+        head += f" &middot; peak memory {entry['peak_memory_gb']} GB"
     head += "</p>"
-    status = entry.get("status")
-    if status == "failed":
+    if summary is None:
         return head + f'<p><span class="badge bad">failed</span> {html.escape(entry.get("error", ""))}</p><pre>{html.escape(entry.get("traceback", ""))}</pre>'
-    summary_file = folder / "summary.json"
-    if not summary_file.is_file():
-        return head + '<p><span class="badge bad">no results</span> summary.json is missing.</p>'
-    try:
-        summary = Summary.load(summary_file)
-    except RunDirError as err:
-        return head + f'<p><span class="badge bad">re-run</span> {html.escape(str(err))}</p>'
+    if isinstance(summary, str):
+        return head + f'<p><span class="badge bad">re-run</span> {html.escape(summary)}</p>'
     rows = [_claim_row(c) for c in summary.claims]
-    parts = [head, "<h3>The paper's claims and this run</h3>", f"<table><tr><th>verdict</th><th>claim and measurement</th></tr>{''.join(rows)}</table>"]
+    parts = [head, f'<p class="takeaway">{html.escape(takeaway(summary.claims))}.</p>',
+             "<h3>The paper's claims and this run</h3>",
+             '<table class="claims"><tr><th>verdict</th><th>claim</th><th>measured</th><th>why not, and thresholds</th></tr>'
+             f"{''.join(rows)}</table>"]
     figures = [folder / f for f in summary.figures if (folder / f).is_file()]
     if figures:
         parts.append("<h3>Figures</h3>" + "".join(_figure(f) for f in figures))
@@ -111,23 +183,14 @@ def _study_section(name: str, entry: dict[str, Any], folder: Path) -> str:
     return "\n".join(parts)
 
 
-def _summary_of(entry: dict[str, Any], folder: Path) -> Summary | None:
-    if entry.get("status") == "failed":
-        return None
-    try:
-        return Summary.load(folder / "summary.json")
-    except RunDirError:
-        return None
-
-
-def _verdict_counts(studies: dict[str, dict[str, Any]], folder_of: Callable[[str], Path]) -> str:
+def _verdict_counts(studies: dict[str, dict[str, Any]], summaries: dict[str, Loaded]) -> str:
     """The page's opening table: per study, how many claims got each verdict (or why there are none)."""
     head = "".join(f"<th>{BADGES[v][0]}</th>" for v in Verdict)
     rows = []
     for name, entry in studies.items():
-        summary = _summary_of(entry, folder_of(name))
-        if summary is None:
-            why = "failed" if entry.get("status") == "failed" else "no readable results"
+        summary = summaries[name]
+        if not isinstance(summary, Summary):
+            why = "failed" if summary is None else "re-run"
             cells = f'<td colspan="{len(Verdict)}"><span class="badge bad">{why}</span></td>'
         else:
             cells = "".join(f"<td>{sum(c.verdict is v for c in summary.claims)}</td>" for v in Verdict)
@@ -173,19 +236,31 @@ def build_report(out: Path) -> Path:
     return _write(out, record, lambda name: out / name)
 
 
+def _job_cost(record: dict[str, Any]) -> str:
+    """' · run time 22 min 28 s · peak memory 2.07 GB' from reproduce.json (empty where it has neither)."""
+    text = ""
+    if isinstance(record.get("wall_time_s"), (int, float)):
+        minutes, seconds = divmod(round(record["wall_time_s"]), 60)
+        text += f" &middot; run time {minutes} min {seconds} s"
+    if isinstance(record.get("peak_memory_gb"), (int, float)):
+        text += f" &middot; peak memory {record['peak_memory_gb']} GB (all processes)"
+    return text
+
+
 def _write(out: Path, record: dict[str, Any], folder_of: Callable[[str], Path]) -> Path:
     """The page for ``record`` (reproduce.json's shape); ``folder_of(name)``: where study ``name``'s results lie."""
     studies = record["studies"]
+    summaries = {n: _load(e, folder_of(n)) for n, e in studies.items()}  # every one read before anything is written
     toc = " &middot; ".join(f'<a href="#{n}">{html.escape(n)}</a> ({html.escape(e.get("status", "?"))})' for n, e in studies.items())
     versions = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in record.get("versions", {}).items())
     single = record.get("single", False)
     body = [
         f"<h1>iclab: {'study' if single else 'reproduction'} report</h1>",
         f'<p class="muted">preset <b>{html.escape(record.get("preset", "?"))}</b> &middot; device {html.escape(record.get("device", "?"))} '
-        f'&middot; written {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}</p>',
+        f'&middot; written {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}{_job_cost(record)}</p>',
         "" if single else f"<p>{toc}</p>",
-        _verdict_counts(studies, folder_of),
-        *(_study_section(n, e, folder_of(n)) for n, e in studies.items()),
+        _verdict_counts(studies, summaries),
+        *(_study_section(n, e, folder_of(n), summaries[n]) for n, e in studies.items()),
         f"<h2>Software</h2><table>{versions}</table>",
     ]
     page = (

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from iclab import studies
+from iclab import memory, studies
 from iclab.errors import IclabError, Interrupted
 from iclab.io import atomic_write_json, holding_locks, lock_folder, output_dir
 from iclab.studies.common import Summary, finished
@@ -93,9 +93,11 @@ def lanes(todo: list[Job]) -> list[list[Job]]:
 
 
 def run_entry(job: Job, preset: str, out: Path, device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run one entry; its status, findings (or error) and wall time. Only an interruption propagates."""
+    """Run one entry; its status, findings (or error), wall time and peak resident memory. Only an interruption
+    propagates."""
     log(f"[{job.name}] running preset {preset} ...")
     entry: dict[str, Any] = {}
+    fresh = memory.reset_peak()
     t0 = time.perf_counter()
     try:
         summary = studies.study(job.study).run(preset, out / job.name, list(job.overrides), device)
@@ -106,6 +108,9 @@ def run_entry(job: Job, preset: str, out: Path, device: torch.device, log: Calla
         entry.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         log(f"[{job.name}] FAILED: {type(err).__name__}: {err}")
     entry["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    entry["peak_memory_gb"] = round(memory.peak_gb(), 2)  # this entry's own process, from its start where it could reset
+    if not fresh:
+        entry["peak_memory_note"] = "the process's lifetime peak (no per-entry reset on this platform)"
     return entry
 
 
@@ -126,6 +131,26 @@ def _read_record(out: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) and isinstance(data.get("studies"), dict) else {}
+
+
+def list_entries(out: Path) -> list[dict[str, Any]]:
+    """One row per entry of the reproduction in ``out`` (its reproduce.json): name, status, the count of each verdict
+    (from its summary.json; None where there is none to read), wall time and peak memory."""
+    from iclab.claims import Verdict
+
+    record = _read_record(Path(out))
+    if not record:
+        raise IclabError(f"{out}: holds no readable reproduce.json; give a folder written by `iclab reproduce`")
+    rows = []
+    for name, entry in record["studies"].items():
+        try:
+            claims = Summary.load(Path(out) / name / "summary.json").claims if entry.get("status") == "complete" else None
+        except IclabError:
+            claims = None
+        rows.append({"name": name, "status": entry.get("status", "?"),
+                     "verdicts": None if claims is None else {v.value: sum(c.verdict is v for c in claims) for v in Verdict},
+                     "wall_time_s": entry.get("wall_time_s"), "peak_memory_gb": entry.get("peak_memory_gb")})
+    return rows
 
 
 def default_workers(device: torch.device) -> int:
@@ -178,10 +203,27 @@ def reproduce(
         titles[name] = {"title": declared.title + job.title_suffix, "paper": declared.paper}
         if (done := _complete_job(out / name, job, preset)) is not None:
             log(f"[{name}] already complete, skipped")
-            save(name, {"status": "complete", "skipped": True, "findings": done.findings})
+            was = earlier.get("studies", {}).get(name, {})  # the run that made it: its time and memory
+            save(name, {"status": "complete", "skipped": True, "findings": done.findings,
+                        **{k: was[k] for k in ("wall_time_s", "peak_memory_gb") if k in was}})
         else:
             todo.append(job)
     workers = default_workers(device) if workers is None else workers
+    t0 = time.perf_counter()
+    with memory.TreePeak(os.getpid()) as tree:
+        _run(todo, preset, out, device, log, workers, save)
+    record["wall_time_s"] = round(time.perf_counter() - t0, 1)  # this invocation's, skipped entries not counted
+    record["peak_memory_gb"] = round(tree.gb, 2)  # the process tree's, workers included, sampled every second
+    atomic_write_json(out / "reproduce.json", record)
+    from iclab.report import build_report
+
+    record["report"] = str(build_report(out))
+    return record
+
+
+def _run(todo: list[Job], preset: str, out: Path, device: torch.device, log: Callable[[str], None], workers: int,
+         save: Callable[[str, dict[str, Any]], None]) -> None:
+    """The entries ``todo``, one after the other or in ``workers`` processes; ``save`` records each as it ends."""
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
             save(job.name, run_entry(job, preset, out, device, log))
@@ -204,7 +246,3 @@ def reproduce(
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-    from iclab.report import build_report
-
-    record["report"] = str(build_report(out))
-    return record

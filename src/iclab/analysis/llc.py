@@ -250,6 +250,17 @@ def estimate_llc(model: nn.Module, loss: LossFn, n: int, settings: SGLDSettings 
     return LLCEstimate(mean, stderr, per_chain, init_loss, nbeta, n_weights, trace, rhat, notes)
 
 
+FEW_CHAINS = 4  # below this many chains, a claim's text says that their standard error is itself rough
+
+
+def chains_note(chains: int) -> str:
+    """What a claim says of a standard error taken over ``chains`` chains (empty for :data:`FEW_CHAINS` or more)."""
+    if chains >= FEW_CHAINS:
+        return ""
+    return (f"; from {chains} chains the standard error is itself rough: chains that happen to agree give a small one "
+            "(a chain warning says where they do not); more chains: --set llc.sampler.chains=4")
+
+
 @dataclass(frozen=True)
 class StageBoundary:
     """A critical point of an LLC curve (Hoogland et al. 2024's stage boundaries): at snapshot ``index`` (``tokens``

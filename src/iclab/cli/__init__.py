@@ -14,7 +14,7 @@ import sys
 import typer
 
 from iclab.cli.common import STATE, app
-from iclab.errors import IclabError
+from iclab.errors import IclabError, Interrupted
 
 # Each module registers its commands on the app; this order is the order of `iclab --help`.
 for _group in ("training", "heads", "studies", "models"):
@@ -63,6 +63,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, _on_signal)
     try:
         app()
+    except Interrupted as err:  # a clean stop, not an error: the checkpoint is saved
+        if STATE.debug:
+            raise
+        print(f"stopped by {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except IclabError as err:
         if STATE.debug:
             raise

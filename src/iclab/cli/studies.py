@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from iclab.cli.common import DEVICE_HELP, MAX_MEMORY_HELP, app, console, err_say, preset_check, print_table, say
+from iclab.claims import plural
 from iclab.errors import IclabError
 from iclab.studies import NAMES as STUDY_NAMES
 
@@ -159,7 +160,7 @@ def sweep(
     table = run_sweep(study, preset, grid, out, seeds, set_, executor, workers, address, cpus, gpus, device,
                       log=say)
     failed = int((table["status"] == "failed").sum())
-    console.print(f"{len(table)} runs, {failed} failed; results: {out}/results.parquet and results.csv")
+    console.print(f"{plural(len(table), 'run')}, {failed} failed; results: {out}/results.parquet and results.csv")
     if seeds > 1:
         from iclab.sweep import verdict_flips
 

@@ -64,9 +64,12 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one list of objects) instead of a table."),
     snapshots: bool = typer.Option(False, "--snapshots", help="List the weight snapshots of the run ROOT (load_run(ROOT, step=...))."),
 ) -> None:
-    """List the runs below a directory: task, model size, steps, final loss, status."""
+    """List the runs below a directory: task, model size, steps, final loss, status (in a folder of `iclab reproduce`:
+    its studies, with their verdicts)."""
     from iclab.runs import list_runs, list_snapshots
 
+    if not snapshots and (root / "reproduce.json").is_file():
+        return _list_entries(root, as_json)
     rows = list_snapshots(root) if snapshots else list_runs(root)
     if as_json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
@@ -86,15 +89,34 @@ def runs(
     print_table(table)
 
 
+def _list_entries(root: Path, as_json: bool) -> None:
+    """The studies of a reproduce folder: status, verdict counts, time and memory."""
+    from iclab.claims import Verdict
+    from iclab.reproduce import list_entries
+
+    rows = list_entries(root)
+    if as_json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return
+    table = Table("study", "status", *(v.value.lower() for v in Verdict), "wall time", "peak memory")
+    for r in rows:
+        counts = [str(r["verdicts"][v.value]) if r["verdicts"] else "-" for v in Verdict]
+        wall = "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f} s"
+        peak = "-" if r["peak_memory_gb"] is None else f"{r['peak_memory_gb']:.2f} GB"
+        table.add_row(r["name"], r["status"], *counts, wall, peak)
+    print_table(table)
+    console.print(f"a reproduction ({root}/reproduce.json); a study's own training runs: iclab runs {root}/NAME")
+
+
 @app.command()
 def tasks(
     name: Optional[str] = typer.Argument(None, help="One task: print its default run config alone, as a starter YAML "
                                          "(iclab tasks linreg > my_run.yaml; iclab train --config my_run.yaml --out runs/x)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (task name -> default run config) instead."),
 ) -> None:
-    """List the tasks and print each one's default run config."""
+    """List the tasks (what each is, its task settings); with NAME, print that task's default run config."""
     from iclab.config import dump_yaml
-    from iclab.tasks import TASKS
+    from iclab.tasks import TASKS, describe
     from iclab.train import default_config
 
     if name is not None and name not in TASKS:
@@ -107,6 +129,9 @@ def tasks(
         print(f"# iclab train --config THIS_FILE --out runs/NAME: the {name} task's default run config\n" + dump_yaml(configs[name]),
               end="")
     else:
+        table = Table("task", "what it is", "task settings (defaults; --set task.KEY=VALUE)")
         for n, config in configs.items():
-            console.rule(n)
-            console.print(dump_yaml(config), markup=False)
+            settings = ", ".join(f"{k}={v}" for k, v in config["task"].items() if k != "name" and not k.endswith("_seed"))
+            table.add_row(n, describe(n), settings)
+        print_table(table)
+        console.print("iclab tasks NAME prints a task's whole default run config (task, model, train) as YAML.")

@@ -10,6 +10,7 @@ import numpy as np
 from iclab.analysis.addk import PERIODIC
 from iclab.analysis.addk.pipeline import CleanScan, Localisation
 from iclab.plots import plt, save
+from iclab.claims import plural
 from iclab.plots.patching import patching_heatmap
 from iclab.plots.views import patching_view, save_view
 
@@ -21,7 +22,7 @@ def mask_sorted(res: dict[str, Any], folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(np.arange(1, len(vals) + 1), vals, marker=".", lw=1)
     n = len(loc.selected)
-    ax.axvline(n + 0.5, color="red", ls="--", label=f"largest gap: {n} selected heads")
+    ax.axvline(n + 0.5, color="red", ls="--", label=f"largest gap: {plural(n, 'selected head')}")
     ax.set_xlabel("head rank")
     ax.set_ylabel("mask coefficient")
     ax.set_title(f"Sparse head mask (FV injected at layer {loc.layer})", fontsize=10)

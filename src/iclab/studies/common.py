@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 from iclab.claims import Claim
 from iclab.config import config_hash, dump_yaml, to_dict, with_overrides
-from iclab.errors import IclabError, RunDirError
+from iclab.errors import IclabError, OlderFormatError, RunDirError
 from iclab.results import Result, SchemaError, decode, encode
 from iclab.tasks.base import part_generator as generator, seeded  # noqa: F401 (the studies' way in)
 from iclab.progress import reporting
@@ -221,7 +221,7 @@ class Summary(Result):
     line), figure paths relative to the folder, part timings and notes on how iclab measured. ``summary.json``
     holds it and is written last, so a summary on disk means a finished study."""
 
-    SCHEMA: ClassVar[int] = 3  # 3: claims carry their measured values by name
+    SCHEMA: ClassVar[int] = 4  # 3: claims carry their measured values by name; 4: and why one may not hold (typed)
 
     study: str
     preset: str
@@ -235,14 +235,18 @@ class Summary(Result):
 
     @classmethod
     def load(cls, path: Path) -> "Summary":
-        """The summary in ``path``; a one-line error for one that is unreadable or was written by an older iclab."""
+        """The summary in ``path``; a one-line error for one that is unreadable (:class:`RunDirError`) or was written
+        by an older iclab (:class:`OlderFormatError`)."""
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise RunDirError(f"{path}: cannot be read ({type(err).__name__}); re-run the study") from None
-        if not isinstance(data, dict) or data.get("schema") != cls.schema():
-            version = data.get("iclab_version") or data.get("identity", {}).get("iclab") if isinstance(data, dict) else None
-            raise RunDirError(f"{path}: written by iclab {version or 'of another version'} in an older format; re-run the study "
+        if not isinstance(data, dict) or not ("study" in data or "schema" in data):
+            raise RunDirError(f"{path}: does not hold a study summary (no study, no schema); re-run the study")
+        if data.get("schema") != cls.schema():
+            identity = data.get("identity")
+            version = data.get("iclab_version") or (identity.get("iclab") if isinstance(identity, dict) else None)
+            raise OlderFormatError(f"{path}: written by iclab {version or 'of another version'} in an older format; re-run the study "
                               "into the same folder to bring it up to date")
         try:
             return decode(cls, {k: v for k, v in data.items() if k != "schema"})

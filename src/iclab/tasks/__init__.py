@@ -28,6 +28,13 @@ def task_classes(name: str) -> tuple[type, type]:
     return TASKS[name]
 
 
+def describe(name: str) -> str:
+    """A task's one-line description: the first line of its module's docstring."""
+    _, task_cls = task_classes(name)
+    module = __import__(task_cls.__module__, fromlist=["_"])
+    return (module.__doc__ or "").strip().splitlines()[0].rstrip(".")
+
+
 def make_task(config: Any) -> Task:
     """The task object for a task config."""
     _, task_cls = task_classes(config.name)
@@ -50,6 +57,7 @@ __all__ = [
     "Split",
     "Task",
     "derive_seed",
+    "describe",
     "make_task",
     "stream",
     "task_classes",

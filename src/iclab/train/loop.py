@@ -109,7 +109,7 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
         if self.raised is not None:  # asked twice: stop now; the last saved checkpoint is what a re-run resumes from
-            raise Interrupted(f"{name} again: stopped at once, mid-step; what was saved before is kept. Re-run the same "
+            raise Interrupted(f"{name} again, at once, mid-step; what was saved before is kept. Re-run the same "
                               "command to resume from the last checkpoint (or start, if none was saved yet)", signum)
         self.raised = signum
         print(f"{name}: stopping after this step and saving a checkpoint (send it again to stop at once)", file=sys.stderr,

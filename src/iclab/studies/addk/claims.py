@@ -18,7 +18,7 @@ from iclab.analysis.addk.pipeline import (
     Subspaces,
 )
 from iclab.analysis.addk.task_vectors import TaskVectorCurve
-from iclab.claims import Claim, Verdict, measured
+from iclab.claims import Claim, Verdict, Why, measured, plural, subject
 from iclab.studies.addk.settings import AddKStudySettings
 
 HU = "Hu et al. 2025"
@@ -26,6 +26,24 @@ HU = "Hu et al. 2025"
 
 def _ci(m: MeanCI, fmt: str = ".2f") -> str:
     return f"{m.mean:{fmt}} [{m.ci[0]:{fmt}}, {m.ci[1]:{fmt}}]"
+
+
+def _subject(cfg: AddKStudySettings, res: dict[str, Any]) -> Why:
+    """Why a claim may not hold on this subject: which model it is, against Hu et al.'s pretrained language models."""
+    if cfg.planted == "random":
+        return subject("the planted negative control: its task heads carry k in a random code, by design not the paper's")
+    if cfg.planted == "periodic":
+        return subject("the planted model carries k in the paper's six periodic features by hand; a claim failing here points "
+                       "at iclab's analysis, not at the paper")
+    name = res["model"]
+    if cfg.model is not None:
+        return subject(f"{name} is not one of Hu et al.'s models (Llama-3-8B-Instruct and other pretrained models of "
+                       "billions of parameters)")
+    tv: TaskVectorCurve | None = res.get("task_vectors")
+    curve = (f"; its task-vector curve peaks at {tv.best:.2f} zero-shot accuracy at L{tv.best_layer} (unpatched "
+             f"{tv.zero_shot:.2f})" if tv is not None else "")
+    return subject(f"iclab's {cfg.recipe.n_layers}-layer subject is trained on add-k prompts alone, where Hu et al.'s models are "
+                   f"pretrained on text and meet add-k among countless tasks{curve}")
 
 
 def _clean_values(clean: CleanAccuracy) -> dict[str, float]:
@@ -38,6 +56,7 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
     sub: Subspaces = res["subspaces"]
     sc: SelfCorrection = res["self_correction"]
     acc, t = loc.accuracy, cfg.thresholds
+    why = _subject(cfg, res)
     claims = [measured("clean few-shot exact-match accuracy",
                        f"{cfg.task.shots}-shot: {clean.train_tasks:.2f} on training tasks, {clean.held_out_tasks:.2f} on held-out "
                        f"tasks k = {list(cfg.task.held_out)}", HU, _clean_values(clean))]
@@ -45,9 +64,9 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
     sparse = len(loc.selected) <= t.max_selected_share * n_heads and acc.selected_fv > acc.zero_shot + t.min_fv_gain
     claims.append(Claim(
         "a sparse set of heads carries the task: their function vector restores it zero-shot", Verdict.of(sparse),
-        f"{len(loc.selected)} of {n_heads} heads selected; their function vector lifts zero-shot accuracy from "
+        f"{len(loc.selected)} of {plural(n_heads, 'head')} selected; their function vector lifts zero-shot accuracy from "
         f"{acc.zero_shot:.2f} to {acc.selected_fv:.2f} (layer {loc.layer})", f"{HU}, section 3",
-        {"thresholds.max_selected_share": t.max_selected_share, "thresholds.min_fv_gain": t.min_fv_gain},
+        {"thresholds.max_selected_share": t.max_selected_share, "thresholds.min_fv_gain": t.min_fv_gain}, why=why,
         values={"n_selected_heads": len(loc.selected), "selected_share": len(loc.selected) / n_heads,
                 "zero_shot_accuracy": acc.zero_shot, "selected_fv_accuracy": acc.selected_fv}))
     best_gain = loc.main_rule.best_gain
@@ -65,9 +84,9 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
         claims.append(Claim(
             "the main heads are necessary: mean-ablating only them at the final token breaks few-shot addition", Verdict.of(ok),
             f"{cfg.task.shots}-shot accuracy {acc.few_shot_clean:.2f} clean, {acc.few_shot_main_ablated:.2f} with the "
-            f"{len(loc.main)} main heads ablated (drop {drop:.2f}); random sets of the same size: drop "
+            f"{plural(len(loc.main), 'main head')} ablated (drop {drop:.2f}); random sets of the same size: drop "
             + ", ".join(f"{r:.2f}" for r in rand), f"{HU}, section 3.2 (five-shot necessity)",
-            {"thresholds.min_necessity_drop": t.min_necessity_drop, "thresholds.necessity_ratio": t.necessity_ratio},
+            {"thresholds.min_necessity_drop": t.min_necessity_drop, "thresholds.necessity_ratio": t.necessity_ratio}, why=why,
             values={"few_shot_accuracy_clean": acc.few_shot_clean, "few_shot_accuracy_main_ablated": acc.few_shot_main_ablated,
                     "random_ablation_mean_drop": rand_mean if rand else None}))
     else:
@@ -93,14 +112,14 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
             f"{s.pcs_to_95} PCs for 95% of the variance; weakest of the six targets {weakest}, R^2 {centred[weakest]:.2f} "
             "(the joint fit on the top 6 PCs, targets centred: the authors' R^2 keeps each target's mean over k, which "
             "no centred coordinate can fit)", f"{HU}, section 4",
-            {"thresholds.max_subspace_dims": t.max_subspace_dims, "thresholds.min_periodic_r2": t.min_periodic_r2},
+            {"thresholds.max_subspace_dims": t.max_subspace_dims, "thresholds.min_periodic_r2": t.min_periodic_r2}, why=why,
             values={f"{head}_weakest_periodic_r2": centred[weakest]}))
         claims.append(Claim(
             f"head {head} takes its signal from the demonstrations' label tokens (paper: 96-99%)",
             Verdict.of(s.signal_label_share > t.min_label_share),
             f"{s.signal_label_share:.0%} of its extracted signal and {s.attention_label_share:.0%} of its attention from label "
             f"tokens; aggregation/extraction identity holds to relative error {s.identity_relative_error:.1e}",
-            f"{HU}, section 5", {"thresholds.min_label_share": t.min_label_share},
+            f"{HU}, section 5", {"thresholds.min_label_share": t.min_label_share}, why=why,
             values={f"{head}_label_signal_share": s.signal_label_share, f"{head}_label_attention_share": s.attention_label_share}))
         sr = s.signal_routing
         if sr:
@@ -129,7 +148,7 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
             "demonstration hurts no more than a late one", Verdict.of(ok),
             f"head {head}: r = {corr:+.2f}; accuracy {sc.first_wrong:.2f} with the first wrong vs {sc.last_wrong:.2f} with the last",
             f"{HU}, section 5", {"thresholds.max_successive_correlation": t.max_successive_correlation,
-                                 "thresholds.correction_tolerance": t.correction_tolerance},
+                                 "thresholds.correction_tolerance": t.correction_tolerance}, why=why,
             values={f"{head}_successive_signal_correlation": corr}))
     projected: Projection | None = res.get("projection")
     for head, pr in (projected.heads if projected else {}).items():

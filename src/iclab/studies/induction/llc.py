@@ -11,13 +11,21 @@ from typing import Any
 import numpy as np
 
 from iclab.analysis.induction.phase_change import PhaseChange
-from iclab.analysis.llc import stage_boundaries
+from iclab.analysis.llc import FEW_CHAINS, chains_note, stage_boundaries
 from iclab.analysis.llc_runs import LLCTrajectory, llc_trajectory
-from iclab.claims import Claim, Verdict, measured
+from iclab.claims import Claim, Verdict, Why, at_scale, measured, plural, plus_minus
 from iclab.studies.induction.settings import InductionStudySettings
 
 HOOGLAND = "Hoogland et al. 2024 (The Developmental Landscape of In-Context Learning)"
 WANG = "Wang et al. 2024 (Differentiation and Specialization of Attention Heads via the Refined LLC)"
+
+
+def sampling(cfg: InductionStudySettings, snapshots: int) -> Why:
+    """Why an LLC claim may not hold: how few snapshots, chains and draws this preset estimates with."""
+    L = cfg.llc.sampler
+    return at_scale(f"the LLC is estimated at {snapshots} snapshots with {L.chains} chains x {L.draws} draws; a change "
+                    f"smaller than {cfg.llc.sigma} combined standard errors is not counted",
+                    "more chains and draws, at many more checkpoints", L.chains < FEW_CHAINS)
 
 
 def llc_models(cfg: InductionStudySettings) -> list[str]:
@@ -67,7 +75,8 @@ def llc_claims(cfg: InductionStudySettings, res: dict[str, Any]) -> list[Claim]:
             f"{m}'s LLC along training ({len(c.step)} snapshots; {L.sampler.chains} chains x {L.sampler.draws} draws each)",
             ", ".join(f"{tok:.3g}: {e.llc:.1f}" for tok, e in zip(c.tokens, c.estimates))
             + f"; standard errors {np.median(errs):.2f} (median) against steps between snapshots of {np.median(steps):.2f} "
-            f"(median); stage boundaries at " + (", ".join(f"{b.tokens:.3g} ({b.kind})" for b in boundaries[m]) or "none")
+            f"(median){chains_note(L.sampler.chains)}; stage boundaries at "
+            + (", ".join(f"{b.tokens:.3g} ({b.kind})" for b in boundaries[m]) or "none")
             + (f"; {warned} estimates with chain warnings (llc_{m}.json)" if warned else ""), HOOGLAND,
             {f"{m}_final_llc": float(c.llc()[-1]), f"{m}_median_llc_stderr": float(np.median(errs)),
              f"{m}_n_stage_boundaries": len(boundaries[m])}))
@@ -83,8 +92,7 @@ def llc_claims(cfg: InductionStudySettings, res: dict[str, Any]) -> list[Claim]:
              + (", ".join(f"{b.tokens:.3g} ({b.kind})" for b in boundaries[m2]) or "none")
              + f"; {sum(bool(e.warnings) for e in curves[m2].estimates)} of {len(curves[m2].step)} estimates with chain warnings"),
             f"{HOOGLAND}, the two-layer attention-only language model", limits,
-            scale_note="the quick preset estimates at few snapshots with few draws; a boundary smaller than the chains' noise "
-            "is not counted" if w is not None else "", values={f"{m2}_boundaries_in_window": len(inside)}))
+            why=sampling(cfg, len(curves[m2].step)), values={f"{m2}_boundaries_in_window": len(inside)}))
     for m in curves:
         if m == m2 or not m.startswith("attn1"):
             continue
@@ -92,8 +100,8 @@ def llc_claims(cfg: InductionStudySettings, res: dict[str, Any]) -> list[Claim]:
         claims.append(Claim(
             f"{m} (no induction heads possible) shows no stage boundary inside {m2}'s phase-change window",
             Verdict.NOT_APPLICABLE if w is None else Verdict.of(not inside),
-            "no window to compare" if w is None else f"{len(inside)} boundaries of {m} in {w.start_tokens:.3g}-{w.end_tokens:.3g} tokens",
-            f"iclab's control for {HOOGLAND}", limits, values={f"{m}_boundaries_in_{m2}_window": len(inside)}))
+            "no window to compare" if w is None else f"{plural(len(inside), 'boundary', 'boundaries')} of {m} in {w.start_tokens:.3g}-{w.end_tokens:.3g} tokens",
+            f"iclab's control for {HOOGLAND}", limits, why=sampling(cfg, len(curves[m].step)), values={f"{m}_boundaries_in_{m2}_window": len(inside)}))
     claims += head_claims(cfg, res)
     return claims
 
@@ -123,7 +131,7 @@ def head_claims(cfg: InductionStudySettings, res: dict[str, Any]) -> list[Claim]
     warned = sum(bool(e.warnings) for v in around.heads.values() for e in v)
     return [Claim(
         title, Verdict.of(ok) if ind_rise else Verdict.NOT_APPLICABLE,
-        f"from step {around.step[0]} to {around.step[-1]}: induction heads ({', '.join(sorted(ind)) or 'none'}) {ri:+.2f} +- {ei:.2f}, "
-        f"the other {len(other_rise)} heads {ro:+.2f} +- {eo:.2f}; per head " + ", ".join(f"{h} {r:+.2f}" for h, (r, _) in sorted(rise.items()))
+        f"from step {around.step[0]} to {around.step[-1]}: induction heads ({', '.join(sorted(ind)) or 'none'}) {plus_minus(ri, ei)}, "
+        f"the other {len(other_rise)} heads {plus_minus(ro, eo)}; per head " + ", ".join(f"{h} {r:+.2f}" for h, (r, _) in sorted(rise.items()))
         + (f"; {warned} of {2 * len(rise)} estimates with chain warnings (llc_heads.json)" if warned else ""),
-        WANG, {"llc.sigma": cfg.llc.sigma}, values={f"{m}_induction_heads_rllc_rise": ri, f"{m}_other_heads_rllc_rise": ro})]
+        WANG, {"llc.sigma": cfg.llc.sigma}, why=sampling(cfg, len(around.step)), values={f"{m}_induction_heads_rllc_rise": ri, f"{m}_other_heads_rllc_rise": ro})]

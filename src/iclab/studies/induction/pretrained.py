@@ -20,7 +20,7 @@ from iclab.analysis.induction.runs import AttentionExample
 from iclab.analysis.induction.scores import score_heads
 from iclab.analysis.lens import PromptAttention, prompt_attention
 from iclab.analysis.patching import Patching, SetPatching, agreement, patch, patch_heads
-from iclab.claims import Claim, Verdict, measured
+from iclab.claims import Claim, Verdict, measured, subject
 from iclab.heads import HeadModel, load_model
 from iclab.pretrained import check_spec
 from iclab.results import Head, Result
@@ -178,6 +178,8 @@ def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
         f"{n_ind} heads with prefix-matching >= {cfg.induction_threshold}; best "
         + ", ".join(f"{h} {pm[h]:.2f}" for h in heads),
         f"{OLSSON}, argument 1 and the prefix-matching score", {"induction_threshold": cfg.induction_threshold},
+        why=subject(f"{name} is a pretrained model of its own size and data; Olsson et al. found induction heads in every "
+                    "model they trained of more than one layer, not in every model there is"),
         values={"n_induction_heads": n_ind, "best_prefix_matching": float(pm.max())})]
     claims.append(measured(
         "eigenvalue copying score of those heads (sum of the OV circuit's eigenvalues over their absolute sum, read off the "
@@ -196,6 +198,8 @@ def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
         f"{name} learns repeated random tokens in context", Verdict.of(drop > p.min_copy_gain),
         f"loss {icl.first_copy_loss:.2f} nats on the first copy, {icl.second_copy_loss:.2f} on the second; gain {drop:.2f}",
         OLSSON, {"pretrained.min_copy_gain": p.min_copy_gain},
+        why=subject(f"{name} is a pretrained model of its own size and data, read on {p.probe_batch} probes of "
+                    f"{p.probe_length} random tokens"),
         values={"first_copy_loss": icl.first_copy_loss, "second_copy_loss": icl.second_copy_loss}))
     claims.append(measured(f"ICL score on Python reference text (pydoc_data.topics, {p.text_sequences} x {p.text_length} tokens)",
                            f"{icl.icl_score:.2f} nats, loss at a late token minus an early one; negative: the context helps", OLSSON,
@@ -212,6 +216,8 @@ def findings(cfg, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
             "heads of the same layers", Verdict.of(ok),
             f"+{rise:.2f} nats vs {np.mean(rand):+.2f} +- {np.std(rand):.2f} over {len(rand)} draws" + (f"; {note}" if note else ""),
             f"{OLSSON}, argument 3 (ablations), here on a model with MLPs", {"pretrained.ablation_ratio": p.ablation_ratio},
+            why=subject(f"{name} has MLPs and many layers; Olsson et al.'s ablations are on small attention-only models, and a "
+                        f"large model can carry copying in more heads than the top {len(heads)}"),
             values={f"{mode}_ablation_second_copy_rise": rise, f"{mode}_ablation_random_second_copy_rise": float(np.mean(rand))}))
         d_icl = eff["induction"].icl_score - clean.icl_score
         r_icl = [eff[k].icl_score - clean.icl_score for k in eff if k.startswith("random")]

@@ -9,11 +9,26 @@ import numpy as np
 
 from iclab.analysis.linreg.comparison import Behaviour, Constructions, ModelComparison, NoiseTable
 from iclab.analysis.linreg.probes import ProbeComparison, ProbeTable
-from iclab.claims import Claim, Verdict, measured
+from iclab.claims import Claim, Verdict, Why, at_scale, measured, recipe, scale
 from iclab.studies.linreg.llc import llc_claims
 from iclab.studies.linreg.settings import OLS_LIKE, LinRegStudySettings
 
 AKYUREK = "Akyürek et al. 2023"
+
+
+def preset_scale(cfg: LinRegStudySettings) -> Why:
+    """Why a claim on this preset's trained models may not hold: their sizes against the paper's."""
+    r = cfg.recipe
+    here = (f"this preset's models are {r.d_model} wide with {'/'.join(map(str, cfg.depths))} layers, trained "
+            f"{'/'.join(f'{n:,}' for n in cfg.steps)} steps on d = {cfg.d}")
+    return at_scale(here, "512 wide, up to 16 layers, 500k steps, d = 8 and 16 (d = 4 for the probes)",
+                    r.d_model < 512 or max(cfg.steps) < 500_000)
+
+
+
+def _probed_scale(cfg: LinRegStudySettings, reading: str = "") -> Why:
+    return at_scale(f"the probed model is {cfg.recipe.d_model} wide with {cfg.probing.n_layers} layers, trained "
+                    f"{cfg.probing.steps:,} steps{reading}", "512 wide, 16 layers, 500k steps", cfg.probing.steps < 500_000)
 
 
 def _depth_trend(cfg: LinRegStudySettings, spd_sum: dict[int, dict[str, float]], beh: dict[int, ModelComparison],
@@ -25,6 +40,11 @@ def _depth_trend(cfg: LinRegStudySettings, spd_sum: dict[int, dict[str, float]],
     closest = {dep: min(v, key=v.get) for dep, v in spd_sum.items()}
     ranks = [rank.get(closest[dep]) for dep in depths]
     middle = ranks[1:-1]
+    one = depths[0]
+    gap = spd_sum[one]["gd_1step"] - spd_sum[one].get("sgd", float("nan"))
+    why = (scale(f"the {one}-layer model is closest to one pass of SGD, one GD step {gap:.3f} behind at "
+                 f"{beh[one].step_sizes['gd_1step'] * cfg.d:.3g}/d: at so small a step the two updates agree to first order; "
+                 + preset_scale(cfg).text) if closest[one] == "sgd" else preset_scale(cfg))
     ok = (len(depths) >= 2 and None not in ranks and ranks[0] == 0 and ranks[-1] == len(trend) - 1
           and all(b >= a for a, b in zip(ranks, ranks[1:])) and (not middle or any(0 < r < len(trend) - 1 for r in middle)))
     return Claim(
@@ -36,7 +56,7 @@ def _depth_trend(cfg: LinRegStudySettings, spd_sum: dict[int, dict[str, float]],
         + f"; GD and SGD take, per model, the step of a grid that brings each closest to it; steps with the learners' own "
         f"lowest error: GD {own_steps['gd_1step_best'] * cfg.d:.3g}/d, SGD {own_steps['sgd_best'] * cfg.d:.3g}/d",
         f"{AKYUREK}, figure 3", {"thresholds.depth_trend": " < ".join("/".join(g) for g in trend)},
-        values={f"depth{d}_spd_closest": spd_sum[d][closest[d]] for d in depths}
+        why=why, values={f"depth{d}_spd_closest": spd_sum[d][closest[d]] for d in depths}
         | {f"depth{d}_closest_rank": None if r is None else float(r) for d, r in zip(depths, ranks)})
 
 
@@ -52,6 +72,7 @@ def _mlp_beats_linear(cfg: LinRegStudySettings, table: ProbeTable, n: int) -> Cl
                  f"best R^2 {max(mlp):.3f} vs {max(lin):.3f}: difference {diff:+.3f} +- {se:.3f} (standard error over "
                  f"{cfg.probing.n_test} held-out prompts), {'above' if diff > z * se else 'not above'} {z:g} standard errors",
                  f"{AKYUREK}, section 5", thresholds={"thresholds.probe_z": z},
+                 why=_probed_scale(cfg, "; a tie says w_OLS is as linearly decodable here as non-linearly"),
                  values={"w_ols_best_r2_mlp": max(mlp), "w_ols_best_r2_linear": max(lin), "w_ols_mlp_minus_linear": diff,
                          "w_ols_mlp_minus_linear_se": se})
 
@@ -74,9 +95,13 @@ def _noise_trend(cfg: LinRegStudySettings, noise: NoiseTable) -> Claim:
         f"{offsets.count(0)}/{len(ratios)} models, next to it for {offsets.count(1)}; noisy models' error vs the Bayes ridge "
         f"(training stops within {cfg.noise_training.bayes_margin:.0%} or at {cfg.noise_training.max_steps} steps): "
         + ", ".join(f"{float(r):.3f}: {e:+.1%}" for r, e in sorted(excess.items(), key=lambda kv: float(kv[0]))),
-        f"{AKYUREK}, figure 4", {"thresholds.noise_offset": cfg.thresholds.noise_offset},
+        f"{AKYUREK}, figure 4", {"thresholds.noise_offset": cfg.thresholds.noise_offset}, why=preset_scale(cfg),
         values={f"noise{float(r):g}_best_ridge_lambda": v for r, v in zip(ratios, vals)}
         | {f"noise{float(r):g}_bayes_excess": e for r, e in excess.items()})
+
+
+EXACT = recipe("the construction is exact in float64; an error above the tolerance is a defect of iclab's weights, not "
+               "a property of the paper's proof")
 
 
 def _construction_claims(cfg: LinRegStudySettings, c: Constructions, probe_r2: dict[str, dict[str, list[float]]]) -> list[Claim]:
@@ -86,7 +111,7 @@ def _construction_claims(cfg: LinRegStudySettings, c: Constructions, probe_r2: d
         Verdict.of(c.max_relative_error <= t.construction_tol),
         f"constructed model: {c.n_layers} blocks, width {c.d_model} = 5d + 5, MLP {c.d_mlp}, one head; max |prediction - "
         f"GD(lr {c.lr * cfg.d:.3g}/d)| / max |prediction| = {c.max_relative_error:.1e} over {c.prompts} prompts (float64)",
-        f"{AKYUREK}, section 3, Theorem 1", {"thresholds.construction_tol": t.construction_tol},
+        f"{AKYUREK}, section 3, Theorem 1", {"thresholds.construction_tol": t.construction_tol}, why=EXACT,
         values={"gd_construction_relative_error": c.max_relative_error})
     r = c.ridge
     ridge = Claim(
@@ -95,7 +120,7 @@ def _construction_claims(cfg: LinRegStudySettings, c: Constructions, probe_r2: d
         f"constructed model at lambda {r.lam:g} (the reference ridge closest to the deepest model): {r.n_layers} blocks = "
         f"5 (n - 1) + 2, width {r.d_model} = d^2 + 6d + 13, MLP {r.d_mlp}, {r.n_heads} heads; division through the "
         f"LayerNorm; max |prediction - ridge| / max |ridge| = {r.max_relative_error:.1e} (float64)",
-        f"{AKYUREK}, section 3, Theorem 2", {"thresholds.construction_tol": t.construction_tol},
+        f"{AKYUREK}, section 3, Theorem 2", {"thresholds.construction_tol": t.construction_tol}, why=EXACT,
         values={"ridge_construction_relative_error": r.max_relative_error})
     model, control = probe_r2["model"], probe_r2["control"]
     compare = measured(
@@ -134,15 +159,14 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
         f"closest: {closest[deepest]}; mean normalised SPD to OLS {s['ols']:.3f}, ridge 0.01 {s['ridge_0.01']:.3f}, ridge 0.1 "
         f"{s['ridge_0.1']:.3f}, kNN {s['knn_3']:.3f}, averaging {s['averaging']:.3f}; SPD/d to OLS at n = 2d {at_2d:.3f}",
         f"{AKYUREK}, section 4 (SPD)", {"thresholds.ols_margin": t.ols_margin, "thresholds.ols_spd_at_2d": t.ols_spd_at_2d},
-        scale_note=f"d = {cfg.d}; the paper's behaviour figures use d = 8 and 16 (d = 4 is its probing setting)."
-        if cfg.d != 8 else "",
+        why=preset_scale(cfg),
         values={f"deepest_spd_{name}": s[name] for name in ("ols", "ridge_0.01", "ridge_0.1", "knn_3", "averaging")}
         | {"deepest_spd_ols_at_2d": at_2d})]
     frac = float(np.mean(np.array(ols_curve[1:]) < t.ols_spd))
     claims.append(Claim(
         "normalised SPD to OLS is tiny at almost every number of examples", Verdict.of(frac > t.share_of_n),
         f"below {t.ols_spd} at {frac:.0%} of n", f"{AKYUREK}, figure 2", {"thresholds.ols_spd": t.ols_spd, "thresholds.share_of_n": t.share_of_n},
-        scale_note="The paper's models are L16 H512 trained 500k steps; this preset's are far smaller and shorter.",
+        why=preset_scale(cfg),
         values={"share_of_n_ols_spd_below": frac}))
     claims.append(_depth_trend(cfg, spd_sum, beh, behaviour.step_sizes))
     stab = behaviour.knn_weight_stability
@@ -166,6 +190,7 @@ def findings(cfg: LinRegStudySettings, res: dict[str, Any]) -> tuple[list[Claim]
         parts.append(f"{target}: model R^2 {m[0]:.2f} (embeddings) -> best {max(m):.2f}, control best {max(c):.2f}")
     claims.append(Claim("probes find X^T y and w_OLS better with depth, and better than in the control model", Verdict.of(ok),
                         f"MLP probes, n={n_max}; " + "; ".join(parts), f"{AKYUREK}, section 5", {"thresholds.probe_gain": t.probe_gain},
+                        why=_probed_scale(cfg),
                         values={f"{target}_r2_{where}": v for target in ("XTy", "w_ols") for where, v in (
                             ("embeddings", summary_r2["model"][target][0]), ("best_layer", max(summary_r2["model"][target])),
                             ("control_best", max(summary_r2["control"][target])))}))

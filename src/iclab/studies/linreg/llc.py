@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from iclab.analysis.linreg.development import LearnerTrajectory, development_learners, learner_trajectory
-from iclab.analysis.llc import stage_boundaries
+from iclab.analysis.llc import chains_note, stage_boundaries
 from iclab.analysis.llc_runs import LLCTrajectory, llc_trajectory
-from iclab.claims import Claim, Verdict, measured
+from iclab.claims import Claim, Verdict, at_scale, measured, plus_minus
 from iclab.studies.linreg.models import eval_data
 from iclab.studies.linreg.settings import OLS_LIKE, RIDGE_LIKE, LinRegStudySettings
 
@@ -52,7 +52,8 @@ def llc_claims(cfg: LinRegStudySettings, res: dict[str, Any]) -> list[Claim]:
     claims = [measured(
         f"{m}'s LLC along training ({len(c.step)} snapshots; {L.sampler.chains} chains x {L.sampler.draws} draws each) and the "
         "learner it is closest to (normalised SPD) at each",
-        ", ".join(f"step {s}: {v:.1f} +- {e:.1f} ({n})" for s, v, e, n in zip(c.step, llc, err, near))
+        ", ".join(f"step {s}: {plus_minus(v, e)} ({n})" for s, v, e, n in zip(c.step, llc, err, near))
+        + f" (mean +- standard error over the {L.sampler.chains} chains{chains_note(L.sampler.chains)})"
         + "; stage boundaries at steps " + (", ".join(f"{c.step[b.index]} ({b.kind})" for b in boundaries) or "none")
         + (f"; {warned} estimates with chain warnings (parts/llc.json)" if warned else ""), HOOGLAND,
         {f"{m}_final_llc": float(llc[-1]), f"{m}_median_llc_stderr": float(np.median(err)),
@@ -71,10 +72,10 @@ def llc_claims(cfg: LinRegStudySettings, res: dict[str, Any]) -> list[Claim]:
     rise, both = float(llc[end] - llc[start]), float(math.hypot(err[end], err[start]))
     claims.append(Claim(
         title, Verdict.of(rise > L.sigma * both),
-        f"step {c.step[start]} ({near[start]}) {llc[start]:.1f} +- {err[start]:.1f} -> step {c.step[end]} ({near[end]}) "
-        f"{llc[end]:.1f} +- {err[end]:.1f}: {rise:+.1f} ({rise / both:+.1f} combined standard errors)", HOOGLAND, limits,
-        scale_note="the paper's model trains 500k steps and its first stage ends near step 1k; the quick model trains "
-        f"{c.step[-1]} steps with {len(c.step)} log-spaced snapshots" if cfg.preset == "quick" else "",
+        f"step {c.step[start]} ({near[start]}) {plus_minus(llc[start], err[start])} -> step {c.step[end]} ({near[end]}) "
+        f"{plus_minus(llc[end], err[end])}: {rise:+.1f} ({rise / both:+.1f} combined standard errors)", HOOGLAND, limits,
+        why=at_scale(f"this preset's model trains {c.step[-1]:,} steps with {len(c.step)} log-spaced snapshots",
+                     "500k steps, the first stage ending near step 1k", c.step[-1] < 500_000),
         values={f"{m}_llc_rise_into_icl": rise, f"{m}_llc_rise_into_icl_sigmas": rise / both if both > 0 else float("nan")}))
     drops = [(float(llc[i] - llc[i + 1]), float(math.hypot(err[i], err[i + 1])), i) for i in range(end, len(llc) - 1)]
     fall = max(drops, default=None, key=lambda d: d[0] / d[1] if d[1] > 0 else d[0])
@@ -85,11 +86,11 @@ def llc_claims(cfg: LinRegStudySettings, res: dict[str, Any]) -> list[Claim]:
     drop, both, i = fall
     claims.append(Claim(
         title, Verdict.of(drop > L.sigma * both),
-        f"largest fall from step {c.step[end]} on: step {c.step[i]} {llc[i]:.1f} +- {err[i]:.2f} -> step {c.step[i + 1]} "
-        f"{llc[i + 1]:.1f} +- {err[i + 1]:.2f} ({-drop:+.1f}, {drop / both if both > 0 else float('nan'):.1f} combined standard "
+        f"largest fall from step {c.step[end]} on: step {c.step[i]} {plus_minus(llc[i], err[i])} -> step {c.step[i + 1]} "
+        f"{plus_minus(llc[i + 1], err[i + 1])} ({-drop:+.1f}, {drop / both if both > 0 else float('nan'):.1f} combined standard "
         f"errors, each from {L.sampler.chains} chains)",
         f"{HOOGLAND}: the LLC falls in stages LR3 and LR4", limits,
-        scale_note="the paper's falls come after 100k steps (layer-norm collapse); the quick model trains "
-        f"{c.step[-1]} steps" if cfg.preset == "quick" else "",
+        why=at_scale(f"this preset's model trains {c.step[-1]:,} steps", "500k steps, the falls after 100k (layer-norm "
+                     "collapse)", c.step[-1] < 500_000),
         values={f"{m}_llc_largest_fall": drop}))
     return claims

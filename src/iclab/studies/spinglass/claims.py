@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from iclab.claims import Claim, Verdict, measured
+from iclab.claims import Claim, Verdict, Why, at_scale, measured
 from iclab.io import finite_or_none
 from iclab.spinglass.experiments import CorrelatedInputs, DiversityCurve, DoubleDescent, Fig2Result, Fig4bResult, ZeroModes
 from iclab.studies.spinglass.settings import SpinGlassSettings
@@ -17,9 +17,18 @@ from iclab.studies.spinglass.settings import SpinGlassSettings
 LI = "Li, Bai, Huang 2024"
 
 
+def _grids(cfg: SpinGlassSettings) -> Why:
+    """Why a claim may not hold here: the quantities are exact, so what differs is how few draws and grid points."""
+    here = (f"this preset averages {cfg.diversity.repeats} draws, on {len(cfg.fig4a.P)} x {len(cfg.fig4a.N)} (P, N) points and "
+            f"{len(cfg.figS1.alpha)} alpha")
+    return at_scale(here, "10 draws, 50 x 50 (P, N) points and 39 alpha (the paper preset)",
+                    cfg.diversity.repeats < 10 or len(cfg.fig4a.P) < 50)
+
+
 def findings(cfg: SpinGlassSettings, results: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:
     """A typed claim per claim of the paper, and the summary numbers."""
     t = cfg.thresholds
+    why = _grids(cfg)
     div: DiversityCurve = results["diversity"]
     err, cr = div.test_error, div.contrast_ratio
     rho_err = float(np.corrcoef(np.log(div.P), err)[0, 1])
@@ -28,12 +37,12 @@ def findings(cfg: SpinGlassSettings, results: dict[str, Any]) -> tuple[list[Clai
         f"D={cfg.diversity.D}, N={cfg.diversity.N}: {err[0]:.3f} at P={div.P[0]} -> {err[-1]:.4f} at P={div.P[-1]}; correlation "
         f"with log P {rho_err:+.2f}; label variance {div.label_variance:.3f}", f"{LI}, section 4",
         {"thresholds.error_drop": t.error_drop, "thresholds.error_correlation": t.error_correlation},
-        values={"test_error_fewest_tasks": float(err[0]), "test_error_most_tasks": float(err[-1]), "error_log_p_correlation": rho_err})]
+        why=why, values={"test_error_fewest_tasks": float(err[0]), "test_error_most_tasks": float(err[-1]), "error_log_p_correlation": rho_err})]
     target = np.sqrt(cfg.diversity.D / (cfg.diversity.D + 1))
     claims.append(Claim(
         "the contrast ratio rises toward the ICL solution's sqrt(D/(D+1)) with P", Verdict.of(cr[-1] > cr[0] and cr[-1] > t.min_contrast_ratio),
         f"{cr[0]:.3f} -> {cr[-1]:.3f}; sqrt(D/(D+1)) = {target:.3f}", f"{LI}, section 4", {"thresholds.min_contrast_ratio": t.min_contrast_ratio},
-        values={"contrast_ratio_fewest_tasks": float(cr[0]), "contrast_ratio_most_tasks": float(cr[-1])}))
+        why=why, values={"contrast_ratio_fewest_tasks": float(cr[0]), "contrast_ratio_most_tasks": float(cr[-1])}))
     grid = np.array(results["fig4a"].grid)
     ok = (grid[-1, -1] > grid[0, 0] and np.all(np.diff(grid.mean(axis=0)) > -t.monotone_slack)
           and np.all(np.diff(grid.mean(axis=1)) > -t.monotone_slack))
@@ -41,7 +50,7 @@ def findings(cfg: SpinGlassSettings, results: dict[str, Any]) -> tuple[list[Clai
         "the contrast ratio grows with both the number of tasks P and the prompt length N", Verdict.of(ok),
         f"lambda0={cfg.fig4a.lambda0}: {grid[0, 0]:.3f} at the smallest (P, N), {grid[-1, -1]:.3f} at the largest", f"{LI}, figure 4a",
         {"thresholds.monotone_slack": t.monotone_slack},
-        values={"fig4a_contrast_ratio_smallest": float(grid[0, 0]), "fig4a_contrast_ratio_largest": float(grid[-1, -1])}))
+        why=why, values={"fig4a_contrast_ratio_smallest": float(grid[0, 0]), "fig4a_contrast_ratio_largest": float(grid[-1, -1])}))
     f4b: Fig4bResult = results["fig4b"]
     rel = [abs(r.gd - r.exact) / r.exact for r in f4b.rows.values()]
     amp_ok = [r.amp is not None for r in f4b.rows.values()]
@@ -57,7 +66,7 @@ def findings(cfg: SpinGlassSettings, results: dict[str, Any]) -> tuple[list[Clai
     claims.append(Claim(
         "the Boltzmann mean and the gradient-trained model agree on test error for every N", Verdict.of(max(rel) < t.gd_gap),
         f"largest relative gap {max(rel):.2%}; AMP converged for {sum(amp_ok)}/{len(amp_ok)} N", f"{LI}, figure 4b", {"thresholds.gd_gap": t.gd_gap},
-        values={"gd_gap_to_exact": float(max(rel)), "amp_converged_share": sum(amp_ok) / len(amp_ok)}))
+        why=why, values={"gd_gap_to_exact": float(max(rel)), "amp_converged_share": sum(amp_ok) / len(amp_ok)}))
     claims.append(claims_amp)
     s7: ZeroModes = results["figS7"]
     thresholds = {}
@@ -69,7 +78,7 @@ def findings(cfg: SpinGlassSettings, results: dict[str, Any]) -> tuple[list[Clai
         Verdict.of(all(abs(thresholds[D] - int(D) * (int(D) + 1)) <= t.zero_mode_offset for D in thresholds)),
         ", ".join(f"D={D}: P={P}" for D, P in thresholds.items()), f"{LI}, figure S7",
         {"thresholds.zero_mode_tol": t.zero_mode_tol, "thresholds.zero_mode_offset": t.zero_mode_offset},
-        values={f"zero_mode_floor_P_D{D}": float(P) for D, P in thresholds.items()}))
+        why=why, values={f"zero_mode_floor_P_D{D}": float(P) for D, P in thresholds.items()}))
     s1: DoubleDescent = results["figS1"]
     peak = s1.alpha[int(np.argmax(s1.test_error))]
     spacing = max(np.diff(sorted(s1.alpha))) if len(s1.alpha) > 1 else 1.0
@@ -79,7 +88,7 @@ def findings(cfg: SpinGlassSettings, results: dict[str, Any]) -> tuple[list[Clai
         Verdict.of(distance < allowed or math.isclose(distance, allowed)),  # isclose: grid values are decimal floats
         f"peak at alpha = {peak}, expected alpha = {s1.threshold_alpha:.3f} (within {t.peak_steps:g} grid step(s)); peak error "
         f"{max(s1.test_error):.3g}", f"{LI}, figure S1", {"thresholds.peak_steps": t.peak_steps},
-        values={"double_descent_peak_alpha": float(peak), "double_descent_expected_alpha": float(s1.threshold_alpha)}))
+        why=why, values={"double_descent_peak_alpha": float(peak), "double_descent_expected_alpha": float(s1.threshold_alpha)}))
     s4: CorrelatedInputs = results["figS4"]
     parts, s4_values = [], {}
     for axis, rows in s4.rows.items():

@@ -422,3 +422,10 @@ def test_a_study_folder_is_named_for_what_it_is_by_train_heads_and_sweep(tmp_pat
 def test_negative_seeds_and_thresholds_out_of_range_are_one_line(tmp_path, args, message):
     one_line_error(iclab(*args, "--out", str(tmp_path / "out")), message)
     assert not (tmp_path / "out").exists()
+
+
+def test_report_on_a_missing_folder_or_a_file_says_which(tmp_path):
+    one_line_error(iclab("report", str(tmp_path / "nosuch")), "nosuch: no such folder; give a folder written by")
+    (tmp_path / "file.txt").write_text("x")
+    one_line_error(iclab("report", str(tmp_path / "file.txt")), "file.txt: is a file, not a folder")
+    assert not (tmp_path / "nosuch").exists()

@@ -38,7 +38,7 @@ table{border-collapse:collapse;width:100%;margin:.5em 0} td,th{border:1px solid 
 pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.8em;max-height:420px} .muted{color:#777}
 table.values{width:auto;margin:.2em 0;font-size:.85em} table.values td{padding:.1em .4em;border-color:#eee}
 .takeaway{font-size:1.05em;background:#f6f8fa;border-left:4px solid #bbb;padding:.4em .7em}
-.claims td:first-child{width:8em} .claims td:nth-child(2){width:34%}
+.claims td:first-child{width:7em} .claims td:nth-child(2){width:28%} .claims td:nth-child(4){width:30%}
 """
 
 IMAGE_CHECK = """
@@ -95,7 +95,8 @@ def takeaway(claims: list[Claim]) -> str:
     e.g. "7 of 10 claims reproduced; 3 not (scale 2, recipe 1); 3 measurements"."""
     judged = [c for c in claims if c.verdict in (Verdict.REPRODUCED, Verdict.NOT_REPRODUCED)]
     failed = [c for c in claims if c.verdict is Verdict.NOT_REPRODUCED]
-    line = f"{sum(c.verdict is Verdict.REPRODUCED for c in judged)} of {len(judged)} claims reproduced"
+    line = (f"{sum(c.verdict is Verdict.REPRODUCED for c in judged)} of {len(judged)} claims reproduced" if judged
+            else "no claim judged")
     if failed:
         kinds = [(d.value, sum(c.why is not None and c.why.differs_by is d for c in failed)) for d in Differs]
         line += f"; {len(failed)} not (" + ", ".join(f"{kind} {n}" for kind, n in kinds if n) + ")"
@@ -220,6 +221,9 @@ def build_report(out: Path) -> Path:
     """Write ``out/report.html`` from the results on disk (a folder of ``iclab reproduce``, or of one study written by
     ``iclab run``); returns its path."""
     out = Path(out)
+    if not out.is_dir():
+        raise RunDirError(f"{out}: {'is a file, not a folder' if out.exists() else 'no such folder'}; give a folder written "
+                          "by `iclab reproduce` or `iclab run`")
     record_file = out / "reproduce.json"
     if not record_file.is_file():
         record = _single_study(out)

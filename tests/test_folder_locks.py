@@ -88,7 +88,7 @@ def test_a_second_ctrl_c_in_a_slow_training_step_stops_at_once_and_keeps_the_las
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert "SIGINT again: stopped at once, mid-step; what was saved before is kept" in err and "Traceback" not in err
+    assert "stopped by SIGINT again, at once, mid-step; what was saved before is kept" in err and "Traceback" not in err and "error" not in err
     assert not list(out.rglob("*.tmp"))
     from iclab.runs import RunDir
 

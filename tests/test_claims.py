@@ -74,3 +74,17 @@ def test_a_wide_figure_spans_the_page_and_a_square_one_does_not(tmp_path):
     assert 'class="fig"' in _figure(tmp_path / "square.png")
     (tmp_path / "not.png").write_bytes(b"GIF89a" + bytes(30))
     assert png_size(tmp_path / "not.png") is None
+
+
+def test_the_verdict_over_seeds_is_the_one_they_share_and_inconclusive_when_they_differ():
+    from iclab.claims import over_seeds
+
+    R, N, NA, M, I = (Verdict.REPRODUCED, Verdict.NOT_REPRODUCED, Verdict.NOT_APPLICABLE, Verdict.MEASURED,
+                      Verdict.INCONCLUSIVE)
+    assert over_seeds([R, R, R]) is R  # holds at every seed
+    assert over_seeds([N, N, N]) is N  # fails at every seed
+    assert over_seeds([R, N, R]) is I  # split: the recipe does not decide it
+    assert over_seeds([NA, NA]) is NA and over_seeds([M]) is M
+    assert over_seeds([R, NA, R]) is I  # untestable at one seed: not decided either
+    with pytest.raises(ValueError):
+        over_seeds([])

@@ -105,5 +105,11 @@ def test_verdict_flips_name_the_claims_whose_verdict_changes_with_the_seed_and_n
     seeds_only = pd.DataFrame([{k: v for k, v in r.items() if k != "diversity.D"} for r in rows])
     assert [f.counts for f in verdict_flips(seeds_only)] == [{R: 2, N: 3}]
     assert verdict_flips(pd.DataFrame([{k: v for k, v in r.items() if k != "seed"} for r in rows])) == []
+    from iclab.sweep import verdicts_over_seeds, verdicts_table
+
+    over = verdicts_table(verdicts_over_seeds(pd.DataFrame(rows)))  # the one rule, claim by claim and point by point
+    assert over[["diversity.D", "claim", "verdict"]].values.tolist() == [
+        ["3", "a", "INCONCLUSIVE"], ["3", "b", R], ["6", "a", N], ["6", "b", R]]
+    assert over["seeds.REPRODUCED"].fillna(0).tolist() == [2, 3, 0, 2]
     listed = pd.DataFrame([{**r, "diversity.D": [r["diversity.D"]]} for r in rows])  # a list-valued grid key
     assert [f.line() for f in verdict_flips(listed)] == ["a (diversity.D=[3]): 1 NOT REPRODUCED, 2 REPRODUCED"]

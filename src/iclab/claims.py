@@ -18,6 +18,7 @@ class Verdict(str, Enum):
     NOT_REPRODUCED = "NOT REPRODUCED"  # measured the paper's way, it does not hold (the measurement says why)
     MEASURED = "MEASURED"  # a number reported without a verdict (iclab's own measurement, or context)
     NOT_APPLICABLE = "NOT APPLICABLE"  # the claim cannot be tested on this model (the measurement says why)
+    INCONCLUSIVE = "INCONCLUSIVE"  # over several seeds: it holds at some and not at others (:func:`over_seeds`)
 
     @classmethod
     def of(cls, holds: bool) -> "Verdict":
@@ -42,6 +43,17 @@ class Why:
 
     def line(self) -> str:
         return f"{self.differs_by.value.capitalize()}: {self.text}"
+
+
+def over_seeds(verdicts: "list[Verdict]") -> Verdict:
+    """The one rule that turns a claim's verdicts at several seeds (one each) into the recipe's verdict: the verdict
+    every seed gives, when they all give the same; INCONCLUSIVE when they differ (it holds at some seeds and not at
+    others, or cannot be tested at some). No statistics: with 3 seeds, one that disagrees is enough to say the recipe
+    does not decide the claim."""
+    kinds = set(verdicts)
+    if not kinds:
+        raise ValueError("a verdict over seeds needs at least one seed's verdict")
+    return kinds.pop() if len(kinds) == 1 else Verdict.INCONCLUSIVE
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ BADGES = {  # verdict -> (label, css class)
     Verdict.NOT_REPRODUCED: ("not reproduced", "bad"),
     Verdict.MEASURED: ("measured", "info"),
     Verdict.NOT_APPLICABLE: ("not applicable", "na"),
+    Verdict.INCONCLUSIVE: ("inconclusive", "na"),
 }
 
 

@@ -9,7 +9,8 @@ others go on; the command exits non-zero if any failed. At the end
 every run's results become one table, ``DIR/results.parquet`` and
 ``DIR/results.csv``: the grid values, every claim's measured values by name
 (``result.claim.<name>``), each claim's verdict (``result.verdict.<name>``), the count of each verdict and the
-summary's scalar numbers.
+summary's scalar numbers. With ``--seeds N`` (N > 1), ``DIR/verdicts.csv`` holds each claim's verdict over the
+seeds of each grid point by :func:`iclab.claims.over_seeds` (the same verdict at every seed, else INCONCLUSIVE).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import pandas as pd
 import yaml
 
-from iclab.claims import Verdict
+from iclab.claims import Verdict, over_seeds
 from iclab.config import config_hash
 from iclab.errors import IclabError
 from iclab.io import holding_locks, lock_folder, output_dir
@@ -226,17 +227,30 @@ def sweep(
     table.to_csv(out / "results.csv", index=False)
     table.to_parquet(out / "results.parquet", index=False)
     (out / "sweep.json").write_text(json.dumps({"study": study, "preset": preset, "grid": list(grids), "seeds": seeds, "base": list(base)}, indent=1))
+    if seeds > 1:
+        verdicts_table(verdicts_over_seeds(table)).to_csv(out / "verdicts.csv", index=False)
     return table
 
 
+def verdicts_table(verdicts: list["SeedVerdict"]) -> pd.DataFrame:
+    """One row per grid point and claim: the grid values, the claim, its verdict over the seeds and how many seeds
+    gave each verdict (``seeds.<VERDICT>``)."""
+    return pd.DataFrame([{**v.point, "claim": v.claim, "verdict": v.verdict.value,
+                          **{f"seeds.{k}": n for k, n in v.counts.items()}} for v in verdicts])
+
+
 @dataclass(frozen=True)
-class VerdictFlip:
-    """A claim whose verdict differs between the seeds of one grid point: ``point`` its grid values (seed left out),
-    ``claim`` the name of its first value, ``counts`` verdict -> number of seeds."""
+class SeedVerdict:
+    """A claim's verdict over the seeds of one grid point: ``point`` its grid values (seed left out), ``claim`` the
+    name of its first value, ``counts`` verdict -> number of seeds, ``verdict`` by :func:`iclab.claims.over_seeds`."""
 
     point: dict[str, Any]
     claim: str
     counts: dict[str, int]
+
+    @property
+    def verdict(self) -> Verdict:
+        return over_seeds([Verdict(v) for v, n in self.counts.items() for _ in range(n)])
 
     def line(self) -> str:
         at = ", ".join(f"{k}={v}" for k, v in self.point.items())
@@ -244,23 +258,34 @@ class VerdictFlip:
         return f"{self.claim}{f' ({at})' if at else ''}: {counts}"
 
 
-def verdict_flips(table: pd.DataFrame) -> list[VerdictFlip]:
-    """The claims whose verdict is not the same at every seed of a grid point, over the table's finished runs (those
-    with verdict columns): the fragile verdicts a single seed would not show."""
+VerdictFlip = SeedVerdict  # a claim whose seeds disagree (the name :func:`verdict_flips` returns)
+
+
+def verdicts_over_seeds(table: pd.DataFrame) -> list[SeedVerdict]:
+    """Every claim's verdict over the seeds of each grid point, over the table's finished runs (those with verdict
+    columns), in the table's order."""
     columns = [c for c in table.columns if c.startswith("result.verdict.")]
-    if "seed" not in table.columns or not columns:
+    if not columns:
         return []
     keys = [c for c in table.columns if c not in ("run", "status", "error", "seed") and not c.startswith("result.")]
     done = table.dropna(subset=columns, how="all")
     labels = [done[k].astype(str) for k in keys]  # grid values as written: a list value (depths=[1]) cannot be grouped
-    flips = []
+    found = []
     for point, group in (done.groupby(labels, dropna=False, sort=False) if keys else [((), done)]):
         values = dict(zip(keys, point if isinstance(point, tuple) else (point,)))
         for column in columns:
             counts = group[column].dropna().value_counts()
-            if len(counts) > 1:
-                flips.append(VerdictFlip(values, column.removeprefix("result.verdict."), {str(k): int(v) for k, v in counts.items()}))
-    return flips
+            if len(counts):
+                found.append(SeedVerdict(values, column.removeprefix("result.verdict."), {str(k): int(v) for k, v in counts.items()}))
+    return found
+
+
+def verdict_flips(table: pd.DataFrame) -> list[SeedVerdict]:
+    """The claims whose verdict is not the same at every seed of a grid point (INCONCLUSIVE by
+    :func:`~iclab.claims.over_seeds`): the fragile verdicts a single seed would not show."""
+    if "seed" not in table.columns:
+        return []
+    return [v for v in verdicts_over_seeds(table) if v.verdict is Verdict.INCONCLUSIVE]
 
 
 def _done(rows: Iterable[dict[str, Any]], total: int, log: Callable[[str], None]) -> Iterator[dict[str, Any]]:

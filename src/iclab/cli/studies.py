@@ -162,10 +162,16 @@ def sweep(
     failed = int((table["status"] == "failed").sum())
     console.print(f"{plural(len(table), 'run')}, {failed} failed; results: {out}/results.parquet and results.csv")
     if seeds > 1:
-        from iclab.sweep import verdict_flips
+        from collections import Counter
 
-        flips = verdict_flips(table)
-        console.print(f"verdicts that differ between seeds: {len(flips) or 'none'}", markup=False)
+        from iclab.sweep import verdicts_over_seeds
+
+        over = verdicts_over_seeds(table)
+        counts = Counter(v.verdict.value for v in over)
+        console.print(f"verdicts over {seeds} seeds ({out}/verdicts.csv): "
+                      + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), markup=False)
+        flips = [v for v in over if v.verdict.value == "INCONCLUSIVE"]
+        console.print(f"verdicts that differ between seeds (INCONCLUSIVE): {len(flips) or 'none'}", markup=False)
         for flip in flips:
             console.print(f"- {flip.line()}", markup=False)
     if failed:

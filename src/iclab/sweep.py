@@ -258,9 +258,6 @@ class SeedVerdict:
         return f"{self.claim}{f' ({at})' if at else ''}: {counts}"
 
 
-VerdictFlip = SeedVerdict  # a claim whose seeds disagree (the name :func:`verdict_flips` returns)
-
-
 def verdicts_over_seeds(table: pd.DataFrame) -> list[SeedVerdict]:
     """Every claim's verdict over the seeds of each grid point, over the table's finished runs (those with verdict
     columns), in the table's order."""

@@ -164,13 +164,13 @@ def sweep(
     if seeds > 1:
         from collections import Counter
 
-        from iclab.sweep import verdicts_over_seeds
+        from iclab.sweep import verdict_flips, verdicts_over_seeds
 
         over = verdicts_over_seeds(table)
         counts = Counter(v.verdict.value for v in over)
         console.print(f"verdicts over {seeds} seeds ({out}/verdicts.csv): "
                       + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), markup=False)
-        flips = [v for v in over if v.verdict.value == "INCONCLUSIVE"]
+        flips = verdict_flips(table)
         console.print(f"verdicts that differ between seeds (INCONCLUSIVE): {len(flips) or 'none'}", markup=False)
         for flip in flips:
             console.print(f"- {flip.line()}", markup=False)

@@ -56,13 +56,27 @@ def over_seeds(verdicts: "list[Verdict]") -> Verdict:
     return kinds.pop() if len(kinds) == 1 else Verdict.INCONCLUSIVE
 
 
+SHOWS_WHY = (Verdict.NOT_REPRODUCED, Verdict.INCONCLUSIVE)  # the verdicts shown with their claim's why
+
+
+@dataclass(frozen=True)
+class AtSeed:
+    """What one seed's run gave for a claim: its verdict, the numbers in words and by name."""
+
+    seed: int
+    verdict: Verdict
+    measured: str
+    values: dict[str, float | None] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Claim:
     """``statement``: the paper's claim (or, for MEASURED, what is measured); ``source``: where it comes from
     (paper, section or figure; "iclab" for iclab's own measurements); ``measured``: the numbers in words;
     ``thresholds``: the settings fields (name -> value) the verdict used; ``why``: why the claim may not hold
     here (shown with a NOT REPRODUCED verdict; every claim that can fail carries one); ``values``: the measured numbers the verdict reads, by name
-    (unique within a study: a sweep makes each one a column of its results table)."""
+    (unique within a study: a sweep makes each one a column of its results table); ``per_seed``: for a claim judged
+    over several seeds (:func:`judge_over_seeds`), what each seed gave (``values`` then holds their means)."""
 
     statement: str
     verdict: Verdict
@@ -71,6 +85,7 @@ class Claim:
     thresholds: dict[str, float | str] = field(default_factory=dict)
     why: Why | None = None
     values: dict[str, float | None] = field(default_factory=dict)
+    per_seed: list[AtSeed] = field(default_factory=list)
 
     def __post_init__(self) -> None:  # plain floats (numpy and torch scalars too); a non-finite number is None
         if self.verdict is Verdict.NOT_REPRODUCED and self.why is None:
@@ -81,8 +96,41 @@ class Claim:
 
     def line(self) -> str:
         """One plain line: 'VERDICT: statement (measured).'"""
-        note = f" {self.why.line()}" if self.why is not None and self.verdict is Verdict.NOT_REPRODUCED else ""
+        note = f" {self.why.line()}" if self.why is not None and self.verdict in SHOWS_WHY else ""
         return f"{self.verdict.value}: {self.statement} ({self.measured}).{note}"
+
+
+def judge_over_seeds(claims_at: dict[int, list[Claim]]) -> list[Claim]:
+    """One study's claims at several seeds (seed -> that run's claims) as one list judged by :func:`over_seeds`.
+
+    Claims are matched by statement (in the first seed's order; one a seed did not make counts as NOT APPLICABLE
+    there). Each keeps its statement, source and thresholds; ``per_seed`` holds every seed's verdict and numbers,
+    ``values`` their mean (None where a seed has none), ``measured`` the count of each verdict and the first seed's
+    words, ``why`` the first why a seed gave (the failing seeds' first, so a NOT REPRODUCED or INCONCLUSIVE claim says
+    why it does not hold everywhere)."""
+    if not claims_at:
+        raise ValueError("judging over seeds needs at least one seed's claims")
+    order: dict[str, Claim] = {}
+    for claims in claims_at.values():
+        for claim in claims:
+            order.setdefault(claim.statement, claim)
+    judged = []
+    for statement, first in order.items():
+        at = {seed: next((c for c in claims if c.statement == statement), None) for seed, claims in claims_at.items()}
+        per_seed = [AtSeed(seed, c.verdict, c.measured, dict(c.values)) if c is not None
+                    else AtSeed(seed, Verdict.NOT_APPLICABLE, "this seed's run made no such claim") for seed, c in at.items()]
+        verdict = over_seeds([a.verdict for a in per_seed])
+        made = [c for c in at.values() if c is not None]
+        whys = [c.why for c in made if c.why is not None and c.verdict is Verdict.NOT_REPRODUCED] + \
+               [c.why for c in made if c.why is not None]
+        names = list(dict.fromkeys(k for c in made for k in c.values))
+        values = {k: (None if any(a.values.get(k) is None for a in per_seed) else
+                      sum(a.values[k] for a in per_seed) / len(per_seed)) for k in names}
+        counts = ", ".join(f"{n} {v.value}" for v in Verdict if (n := sum(a.verdict is v for a in per_seed)))
+        words = f"over {plural(len(per_seed), 'seed')}: {counts}; seed {per_seed[0].seed}: {per_seed[0].measured}"
+        judged.append(Claim(statement, verdict, words, first.source, dict(first.thresholds), whys[0] if whys else None,
+                            values, per_seed))
+    return judged
 
 
 def scale(text: str) -> Why:

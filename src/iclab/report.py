@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from iclab.claims import Claim, Differs, Verdict
+from iclab.claims import SHOWS_WHY, Claim, Differs, Verdict, plural
 from iclab.errors import OlderFormatError, RunDirError
 from iclab.io import atomic_write_text
 from iclab.results import encode
@@ -77,13 +77,21 @@ def _claim_row(claim: Claim) -> str:
     label, css = BADGES[claim.verdict]
     source = f'<br><span class="muted">{html.escape(claim.source)}</span>' if claim.source else ""
     words = html.escape(claim.measured)
-    if claim.values:
+    if claim.per_seed:  # judged over seeds: a column per seed (its verdict on top), then their mean
+        head = "".join(f'<th>seed {a.seed}<br><span class="badge {BADGES[a.verdict][1]}">{BADGES[a.verdict][0]}</span></th>'
+                       for a in claim.per_seed)
+        rows = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{_value(a.values.get(k))}</td>" for a in claim.per_seed)
+                       + f"<td>{_value(v)}</td></tr>" for k, v in claim.values.items())
+        said = "".join(f"<li>seed {a.seed}: {html.escape(a.measured)}</li>" for a in claim.per_seed)
+        measured = (f'<table class="values"><tr><th></th>{head}<th>mean</th></tr>{rows}</table>'
+                    f"<details><summary>in words, per seed</summary><ul>{said}</ul></details>")
+    elif claim.values:
         table = "".join(f"<tr><td>{html.escape(k)}</td><td>{_value(v)}</td></tr>" for k, v in claim.values.items())
         measured = f'<table class="values">{table}</table><details><summary>in words</summary>{words}</details>'
     else:
         measured = words
     why = ""
-    if claim.why is not None and claim.verdict is Verdict.NOT_REPRODUCED:
+    if claim.why is not None and claim.verdict in SHOWS_WHY:
         why = f"<b>{html.escape(claim.why.differs_by.value)}</b>: {html.escape(claim.why.text)}"
     limits = ", ".join(f"{k} = {v}" for k, v in claim.thresholds.items())
     limits = f'<br><span class="muted">thresholds: {html.escape(limits)}</span>' if limits else ""
@@ -94,13 +102,16 @@ def _claim_row(claim: Claim) -> str:
 def takeaway(claims: list[Claim]) -> str:
     """One line for a study: how many of the paper's claims reproduced, and what kind of reason each that did not has,
     e.g. "7 of 10 claims reproduced; 3 not (scale 2, recipe 1); 3 measurements"."""
-    judged = [c for c in claims if c.verdict in (Verdict.REPRODUCED, Verdict.NOT_REPRODUCED)]
+    judged = [c for c in claims if c.verdict in (Verdict.REPRODUCED, Verdict.NOT_REPRODUCED, Verdict.INCONCLUSIVE)]
     failed = [c for c in claims if c.verdict is Verdict.NOT_REPRODUCED]
     line = (f"{sum(c.verdict is Verdict.REPRODUCED for c in judged)} of {len(judged)} claims reproduced" if judged
             else "no claim judged")
     if failed:
         kinds = [(d.value, sum(c.why is not None and c.why.differs_by is d for c in failed)) for d in Differs]
         line += f"; {len(failed)} not (" + ", ".join(f"{kind} {n}" for kind, n in kinds if n) + ")"
+    split = sum(c.verdict is Verdict.INCONCLUSIVE for c in claims)
+    if split:
+        line += f"; {split} inconclusive (the seeds disagree)"
     na = sum(c.verdict is Verdict.NOT_APPLICABLE for c in claims)
     if na:
         line += f"; {na} not applicable on this model"
@@ -197,7 +208,12 @@ def _verdict_counts(studies: dict[str, dict[str, Any]], summaries: dict[str, Loa
         else:
             cells = "".join(f"<td>{sum(c.verdict is v for c in summary.claims)}</td>" for v in Verdict)
         rows.append(f'<tr><td><a href="#{name}">{html.escape(name)}</a></td>{cells}</tr>')
-    return f'<table class="counts"><tr><th>study</th>{head}</tr>{"".join(rows)}</table>'
+    loaded = [s for s in summaries.values() if isinstance(s, Summary)]
+    split = sum(c.verdict is Verdict.INCONCLUSIVE for s in loaded for c in s.claims)
+    seeds = sorted({len(c.per_seed) for s in loaded for c in s.claims if c.per_seed})
+    over = (f'<p class="takeaway">Verdicts over {" or ".join(map(str, seeds))} seeds: {plural(split, "claim")} inconclusive '
+            "(the seeds disagree).</p>") if seeds else '<p class="muted">Verdicts from one seed each.</p>'
+    return over + f'<table class="counts"><tr><th>study</th>{head}</tr>{"".join(rows)}</table>'
 
 
 def _single_study(out: Path) -> dict[str, Any] | None:

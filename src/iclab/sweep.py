@@ -108,6 +108,14 @@ def run_directory(study: str, preset: str, overrides: tuple[str, ...], root: Pat
     return root / "runs" / f"{study}-{config_hash(settings)}"
 
 
+def _judges_seeds(study: str, preset: str) -> bool:
+    """Whether the study's settings have a ``seeds`` setting (it trains and judges several seeds in one run)."""
+    from iclab.studies import study as study_named
+
+    presets = study_named(study).presets
+    return preset in presets and hasattr(presets[preset], "seeds")
+
+
 def _refuse_foreign(out: Path) -> None:
     """A sweep writes into a folder of its own: a training run or a study's folder is refused untouched."""
     from iclab.studies.common import StudyDir, is_training_run
@@ -194,6 +202,8 @@ def sweep(
 ) -> pd.DataFrame:
     """Run the grid; returns (and writes) the results table, one row per grid point."""
     out = Path(out)
+    if seeds > 0 and _judges_seeds(study, preset):  # the sweep's seeds are the runs: each trains one
+        base = [*base, "seeds=1"]
     points = expand(grids, seeds, base)
     jobs = []
     for p in points:  # every point's settings are validated before anything runs

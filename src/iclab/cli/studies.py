@@ -124,7 +124,7 @@ def reproduce(
 def sweep(
     study: str = typer.Argument(..., help=f"Study to sweep: {', '.join(STUDY_NAMES)} (`iclab studies`)."),
     grid: list[str] = typer.Option([], "--grid", help="key=v1,v2,... (repeatable; the runs are every combination)."),
-    seeds: int = typer.Option(0, "--seeds", help="Also sweep seed = 0..N-1 (0: the preset's seed only)."),
+    seeds: int = typer.Option(0, "--seeds", help="Also sweep seed = 0..N-1, one run per seed (each with seeds=1; 0: every run trains the preset's seeds)."),
     preset: str = typer.Option("quick", "--preset", help="Preset every run starts from."),
     set_: list[str] = typer.Option([], "--set", help="Override applied to every run."),
     out: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep directory: runs/<study>-<hash>/, results.parquet, results.csv."),

@@ -56,6 +56,7 @@ class StudyDir:
           parts/*.json    cached analysis parts (their key, their result type's schema, the result)
           runs/NAME/      the training runs the study made (each a run directory)
           figures/        PNG + SVG
+          seeds/SEED/     with seeds > 1: the study at each seed, a complete study folder of its own
           summary.json    the typed :class:`Summary`; written last
     """
 
@@ -75,9 +76,12 @@ class StudyDir:
         return data if isinstance(data, dict) else {}
 
     def holds_results(self) -> bool:
-        """Whether anything finished lies here: a cached part, a training run, a figure or a summary."""
+        """Whether anything finished lies here: a cached part, a training run, a figure or a summary (here or in a
+        seed's folder)."""
+        seeds = self.path / "seeds"
         return (self.path / "summary.json").is_file() or any(
-            any(p.is_file() for p in (self.path / sub).rglob("*")) for sub in ("parts", "runs", "figures"))
+            any(p.is_file() for p in (self.path / sub).rglob("*")) for sub in ("parts", "runs", "figures")) or (
+            seeds.is_dir() and any(StudyDir(d).holds_results() for d in seeds.iterdir() if d.is_dir()))
 
     def owner(self) -> str | None:
         """The study that owns the folder, if any."""
@@ -221,7 +225,8 @@ class Summary(Result):
     line), figure paths relative to the folder, part timings and notes on how iclab measured. ``summary.json``
     holds it and is written last, so a summary on disk means a finished study."""
 
-    SCHEMA: ClassVar[int] = 4  # 3: claims carry their measured values by name; 4: and why one may not hold (typed)
+    SCHEMA: ClassVar[int] = 5  # 3: claims carry their measured values by name; 4: and why one may not hold (typed);
+    # 5: and, judged over seeds, what each seed gave (Claim.per_seed)
 
     study: str
     preset: str

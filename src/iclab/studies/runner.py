@@ -18,17 +18,17 @@ recomputed. ``summary.json`` (a :class:`~iclab.studies.common.Summary` with the 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import torch
 
-from iclab.claims import Claim
+from iclab.claims import Claim, judge_over_seeds
 from iclab.config import config_hash
 from iclab.io import BOOKKEEPING, held, holding_locks
 from iclab.results import Result
-from iclab.studies.common import Parts, RunIdentity, StudyDir, Summary, finish, part_key, settings_for
+from iclab.studies.common import Parts, RunIdentity, StudyDir, Summary, finish, finished, part_key, settings_for
 
 S = TypeVar("S")
 
@@ -154,12 +154,46 @@ class Study(Generic[S]):
             self.check(settings)
         new = not out.exists() or (out.is_dir() and all(p.name in BOOKKEEPING for p in out.iterdir()))
         try:
+            if getattr(settings, "seeds", 1) > 1:
+                return self._run_seeds(settings, out, device, log, preset, max_memory)
             return self._run(settings, out, device, log, preset, max_memory)
         except BaseException:
             # a run that failed before finishing anything leaves no folder (only one this process made and holds)
             if new and held(out) and not StudyDir(out).holds_results():
                 shutil.rmtree(out, ignore_errors=True)
             raise
+
+    def _run_seeds(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None], preset: str | None,
+                   max_memory: str | None = None) -> Summary:
+        """The study at each of its seeds (``seed`` .. ``seed + seeds - 1``), each a complete run of its own in
+        ``out/seeds/<seed>`` (its settings those of a lone run at that seed, so each is resumable, reusable and equal
+        to ``iclab run --seed S --set seeds=1``), then every claim judged over them (:func:`~iclab.claims.judge_over_seeds`).
+        The summary's numbers and figures are the first seed's; every seed's are in its own folder."""
+        preset = preset or getattr(settings, "preset", "custom")
+        identity = self.identity(settings)
+        Parts(self.name, out, settings, log, preset, identity)  # claims the folder and writes its settings
+        first = getattr(settings, "seed")
+        runs: dict[int, Summary] = {}
+        for seed in range(first, first + getattr(settings, "seeds")):
+            one = replace(settings, seed=seed, seeds=1)
+            folder = out / "seeds" / str(seed)
+            log(f"seed {seed} ({seed - first + 1} of {settings.seeds}):")
+            runs[seed] = finished(folder, self.identity(one)) or self._run(one, folder, device, log, preset, max_memory)
+        claims = judge_over_seeds({seed: summary.claims for seed, summary in runs.items()})
+        lead = runs[first]
+        numbers = {"seeds": list(runs), **lead.numbers}
+        figures = [f"seeds/{first}/{f}" for f in lead.figures]
+        timings: dict[str, float] = {}
+        for summary in runs.values():
+            for name, seconds in summary.timings_s.items():
+                timings[name] = round(timings.get(name, 0.0) + seconds, 2)
+        notes = [f"Judged over {len(runs)} seeds ({', '.join(map(str, runs))}), each trained and analysed on its own in "
+                 "seeds/<seed>: a claim is REPRODUCED or NOT REPRODUCED when every seed says so, INCONCLUSIVE when they "
+                 f"differ; its values are their means. Numbers and figures: seed {first}'s; run times: summed over the seeds.",
+                 *lead.notes]
+        summary = Summary(self.name, preset, identity, numbers, claims, [c.line() for c in claims], figures, timings, notes)
+        summary.write(out)
+        return summary
 
     def _run(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None], preset: str | None,
              max_memory: str | None = None) -> Summary:

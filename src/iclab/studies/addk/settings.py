@@ -59,6 +59,7 @@ class AddKThresholds:
 class AddKStudySettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
+    seeds: int = 3  # the seeds trained and analysed, seed .. seed + seeds - 1; a claim's verdict is judged over them
     model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf); None: train iclab's own model
     # instead of a trained model, the hand-set one whose mechanism is known (iclab.analysis.addk.planted): its task heads
     # carry k in Hu et al.'s six periodic features ("periodic") or in a random code ("random", the negative control)
@@ -107,7 +108,7 @@ class AddKStudySettings:
         require(all(s >= 1 for s in self.scan_shots), "scan_shots", "every number of shots must be at least 1")
         require(bool(self.scan_ks), "scan_tasks", f"needs at least one k within [1, task.k_max={self.task.k_max}]")
 
-        require_positive(self, "eval_per_task", "mean_per_task", "tv_per_task", "mask_per_task", "patching_prompts")
+        require_positive(self, "seeds", "eval_per_task", "mean_per_task", "tv_per_task", "mask_per_task", "patching_prompts")
         require(self.task.shots >= 2, "task.shots", "the analyses need at least 2 demonstrations")
         self.search  # the head-set search's own checks (lam, q, main_fraction, ...) before anything is written
 

@@ -110,6 +110,7 @@ class InductionLLC:
 class InductionStudySettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
+    seeds: int = 3  # the seeds trained and analysed, seed .. seed + seeds - 1; a claim's verdict is judged over them
     model: str | None = None  # a pretrained model (`iclab models` name, HF folder or .gguf): analysed instead of training models
     pretrained: PretrainedProbe = field(default_factory=PretrainedProbe)
     thresholds: InductionThresholds = field(default_factory=InductionThresholds)
@@ -132,7 +133,7 @@ class InductionStudySettings:
         require(len(self.models) > 0, "models", "needs at least one model")
         for name in self.models:
             require(MODEL_NAME.match(name) is not None, "models", f"{name!r} is not attn<L>, smeared<L> or mlp<L> with 1 <= L <= 9")
-        require_positive(self, "eval_sequences", "probe_length", "probe_repeats", "probe_batch", "loss_positions", "ablation_sequences",
+        require_positive(self, "seeds", "eval_sequences", "probe_length", "probe_repeats", "probe_batch", "loss_positions", "ablation_sequences",
                          "attribution_sequences")
         require(0 < self.induction_threshold < 1, "induction_threshold", f"must lie in (0, 1), got {self.induction_threshold}")
         require(0 <= self.induction_copying_top1 < 1, "induction_copying_top1", f"must lie in [0, 1), got {self.induction_copying_top1}")

@@ -137,6 +137,7 @@ class LinRegLLC:
 class LinRegStudySettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
+    seeds: int = 3  # the seeds trained and analysed, seed .. seed + seeds - 1; a claim's verdict is judged over them
     d: int = 4
     n_points: int = 9
     depths: tuple[int, ...] = (1, 2, 4)
@@ -153,7 +154,7 @@ class LinRegStudySettings:
     llc: LinRegLLC = field(default_factory=LinRegLLC)
 
     def __post_init__(self) -> None:
-        require_positive(self, "d", "n_points", "depths", "steps", "eval_prompts", "ilwd_prompts", "ilwd_queries")
+        require_positive(self, "seeds", "d", "n_points", "depths", "steps", "eval_prompts", "ilwd_prompts", "ilwd_queries")
         require(len(self.steps) == len(self.depths), "steps", f"needs one entry per depth ({len(self.depths)}), got {len(self.steps)}")
         require(all(len(p) == 2 and p[0] >= 0 and p[1] > 0 for p in self.noise_grid), "noise_grid",
                 "must be [sigma, tau] pairs with sigma >= 0 and tau > 0")

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 
 from iclab.analysis.linreg.task_diversity import TaskDiversitySettings
-from iclab.config import require
+from iclab.config import require, require_positive
 from iclab.spinglass.experiments import Diversity, Fig2, Fig4a, Fig4b, FigS1, FigS4, FigS7, Solver
 
 
@@ -39,6 +39,7 @@ class SpinGlassThresholds:
 class SpinGlassSettings:
     preset: Literal["quick", "paper"] = "quick"
     seed: int = 0
+    seeds: int = 3  # the seeds trained and analysed, seed .. seed + seeds - 1; a claim's verdict is judged over them
     solver: Solver = field(default_factory=Solver)
     fig2: Fig2 = field(default_factory=Fig2)
     fig4a: Fig4a = field(default_factory=Fig4a)
@@ -51,6 +52,7 @@ class SpinGlassSettings:
     thresholds: SpinGlassThresholds = field(default_factory=SpinGlassThresholds)
 
     def __post_init__(self) -> None:
+        require_positive(self, "seeds")
         for axis in self.figS4.axes:
             require(axis in ("coordinates", "examples"), "figS4.axes", f"entries must be 'coordinates' or 'examples', got {axis!r}")
         require(all(0 <= c < 1 for c in self.figS4.correlation), "figS4.correlation", "entries must lie in [0, 1)")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 # A spinglass study small enough to run in seconds (every part still runs).
-TINY_SPINGLASS = [
+TINY_SPINGLASS = ["seeds=1", 
     "fig2.D=4", "fig2.N=20", "fig2.P=[5,300]", "fig2.P_gd=300", "fig2.gd_steps=100",
     "fig4a.D=4", "fig4a.P=[5,50,300]", "fig4a.N=[2,10,40]", "fig4a.repeats=1",
     "fig4b.D=4", "fig4b.P=500", "fig4b.N=[10,30]", "fig4b.gd_steps=2000", "fig4b.gd_lr=1e-2", "fig4b.n_test=200",

@@ -16,7 +16,7 @@ from iclab.studies.addk.settings import PRESETS
 from iclab.tasks.addk import PROMPT_FORMATS
 
 # the head-set search as the quick preset runs it (mask_per_task, mask_epochs, lam, ...); fewer prompts elsewhere
-SMALL = ["eval_per_task=8", "mean_per_task=16", "patching_prompts=1", "random_sets=2"]
+SMALL = ["seeds=1", "eval_per_task=8", "mean_per_task=16", "patching_prompts=1", "random_sets=2"]
 PLANTED = [str(Head(1, 0)), str(Head(1, 1))]
 
 

@@ -88,3 +88,40 @@ def test_the_verdict_over_seeds_is_the_one_they_share_and_inconclusive_when_they
     assert over_seeds([R, NA, R]) is I  # untestable at one seed: not decided either
     with pytest.raises(ValueError):
         over_seeds([])
+
+
+def test_claims_judged_over_seeds_keep_each_seeds_numbers_and_the_report_shows_them(tmp_path):
+    from iclab.claims import judge_over_seeds
+    from iclab.report import takeaway
+
+    def at(holds: bool, lift: float, extra: bool = True) -> list[Claim]:
+        claims = [Claim("a function vector lifts zero-shot accuracy", Verdict.of(holds), f"lift {lift}", "Hu et al. 2025",
+                        {"min_fv_gain": 0.5}, why=scale("one layer"), values={"fv_lift": lift}),
+                  Claim("loss falls", Verdict.NOT_REPRODUCED, "it did not", why=recipe("a toy recipe"), values={"loss_drop": 0.1}),
+                  measured("ICL score", f"{lift} nats", values={"icl_score": lift})]
+        return claims + ([Claim("a late claim", Verdict.REPRODUCED, "held")] if extra else [])
+
+    judged = judge_over_seeds({0: at(True, 0.6), 1: at(True, 0.8), 2: at(False, 0.1, extra=False)})
+    split, fails, score, late = judged
+    assert [c.verdict for c in judged] == [Verdict.INCONCLUSIVE, Verdict.NOT_REPRODUCED, Verdict.MEASURED, Verdict.INCONCLUSIVE]
+    assert [a.seed for a in split.per_seed] == [0, 1, 2]
+    assert [a.values["fv_lift"] for a in split.per_seed] == [0.6, 0.8, 0.1]
+    assert split.values["fv_lift"] == pytest.approx(0.5)  # the mean over the seeds
+    assert split.thresholds == {"min_fv_gain": 0.5} and split.source == "Hu et al. 2025"
+    assert split.measured.startswith("over 3 seeds: 2 REPRODUCED, 1 NOT REPRODUCED; seed 0: lift 0.6")
+    assert split.why.text == "one layer" and "Scale: one layer" in split.line()  # why it does not hold everywhere
+    assert fails.why.text == "a toy recipe"
+    assert late.per_seed[2].verdict is Verdict.NOT_APPLICABLE  # a seed that made no such claim cannot decide it
+    assert decode(Claim, json.loads(json.dumps(encode(split)))) == split
+    assert takeaway(judged) == ("0 of 3 claims reproduced; 1 not (recipe 1); 2 inconclusive (the seeds disagree); "
+                                "1 measurement without a verdict")
+    same = judge_over_seeds({4: at(True, 0.6), 5: at(True, 0.7)})
+    assert same[0].verdict is Verdict.REPRODUCED and same[3].verdict is Verdict.REPRODUCED
+
+    (tmp_path / "s").mkdir()
+    Summary("s", "quick", RunIdentity("0", "0", "test"), {}, judged, [c.line() for c in judged], [], {}, []).write(tmp_path / "s")
+    (tmp_path / "reproduce.json").write_text(json.dumps({"preset": "quick", "studies": {"s": {"status": "complete"}}}))
+    page = build_report(tmp_path).read_text()
+    assert "Verdicts over 3 seeds: 2 claims inconclusive" in page
+    assert "<td>fv_lift</td><td>0.6</td><td>0.8</td><td>0.1</td><td>0.5</td>" in page  # each seed's value, then the mean
+    assert page.count('class="badge na">inconclusive') >= 2 and "seed 2: lift 0.1" in page

@@ -55,9 +55,13 @@ def test_a_starter_config_from_tasks_trains_as_it_is_and_seed_sets_the_seed(tmp_
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["seed"] == 7
     one_line_error(iclab("tasks", "nosuch"), "task 'nosuch' is unknown; tasks: linreg, induction, addk")
-    result = iclab("run", "spinglass", "--out", str(tmp_path / "sg"), "--seed", "2", *sum((["--set", s] for s in TINY_SPINGLASS), []))
+    result = iclab("run", "spinglass", "--out", str(tmp_path / "sg"), "--seed", "2", *sum((["--set", s] for s in TINY_SPINGLASS), []),
+                   "--seeds", "2")
     assert result.returncode == 0, result.stderr
-    assert yaml.safe_load((tmp_path / "sg" / "config.yaml").read_text())["seed"] == 2
+    config = yaml.safe_load((tmp_path / "sg" / "config.yaml").read_text())
+    assert (config["seed"], config["seeds"]) == (2, 2)
+    assert {p.name for p in (tmp_path / "sg" / "seeds").iterdir()} == {"2", "3"}  # seed, seed + 1: a run each
+    assert "(over 2 seeds: " in result.stdout and "Verdicts over 2 seeds" in (tmp_path / "sg" / "report.html").read_text()
 
 
 def test_models_fits_a_100_column_terminal():

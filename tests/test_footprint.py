@@ -11,7 +11,7 @@ from iclab import footprint as F  # noqa: E402
 from iclab.errors import IclabError  # noqa: E402
 from iclab.studies import addk  # noqa: E402
 
-SMALL = ["mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2", "task.k_max=6", "task.held_out=[2]", "task.x_max=20"]
+SMALL = ["seeds=1", "mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2", "task.k_max=6", "task.held_out=[2]", "task.x_max=20"]
 
 
 def load_refused(loaded: list) -> None:

@@ -172,7 +172,7 @@ def test_a_pretrained_study_with_max_memory_runs_on_the_placed_model_with_the_sa
     loaded = []
     real = heads.load_hf
     monkeypatch.setattr(heads, "load_hf", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
-    small = ["pretrained.probe_length=6", "pretrained.probe_batch=2", "pretrained.text_sequences=2", "pretrained.text_length=24",
+    small = ["seeds=1", "pretrained.probe_length=6", "pretrained.probe_batch=2", "pretrained.text_sequences=2", "pretrained.text_length=24",
              "pretrained.top_k=2", "pretrained.random_draws=2", "pretrained.batch=2", f"model={hf_folder}"]
     induction = study("induction")
     settings = induction.settings("quick", small)

@@ -87,7 +87,7 @@ def test_a_study_folder_holds_one_preset_and_one_model_and_refuses_another_untou
 
 
 def test_a_pretrained_model_gets_its_own_default_folder_and_a_trained_run_is_refused_there(hf_folder, tmp_path):
-    small = ["pretrained.probe_length=6", "pretrained.probe_batch=2", "pretrained.text_sequences=2", "pretrained.text_length=24",
+    small = ["seeds=1", "pretrained.probe_length=6", "pretrained.probe_batch=2", "pretrained.text_sequences=2", "pretrained.text_length=24",
              "pretrained.top_k=2", "pretrained.random_draws=2", "pretrained.batch=2"]
     result = iclab("run", "induction", "--model", str(hf_folder), *sum((["--set", s] for s in small), []), cwd=tmp_path)
     assert result.returncode == 0, result.stderr

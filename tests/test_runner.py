@@ -167,3 +167,61 @@ def test_a_cached_part_must_declare_its_result_type():
     with pytest.raises(TypeError, match="part 'loose' is cached: declare its result type"):
         Part("loose", lambda ctx: {"r2": 1})
     assert Part("derived", lambda ctx: 1, cached=False).schema == "derived"
+
+
+@dataclass(frozen=True)
+class Seeded:
+    preset: str = "quick"
+    seed: int = 0
+    seeds: int = 1
+    fail_at: int = -1  # a seed whose part fails (an interruption)
+
+
+def seeded_study(calls: list[tuple[int, str]]) -> Study:
+    """value = 10 * (seed + 1): the claim "value < 15" holds at seed 0 only."""
+    def compute(ctx):
+        calls.append((ctx.settings.seed, "value"))
+        if ctx.settings.seed == ctx.settings.fail_at:
+            raise KeyboardInterrupt
+        return Number(10 * (ctx.settings.seed + 1))
+
+    def claims(s, res):
+        v = res["value"].value
+        return ([Claim("value is small", Verdict.of(v < 15), f"{v}", why=recipe("a toy"), values={"value": v}),
+                 Claim("value is positive", Verdict.of(v > 0), f"{v}", why=recipe("a toy"))], {"value": v})
+
+    return Study("seeded", {"quick": Seeded()}, parts=lambda s: [Part("value", compute, Number, depends=lambda s: s.seed)],
+                 claims=claims, figures=lambda res, s, folder: [])
+
+
+def test_a_study_at_several_seeds_runs_each_as_a_lone_run_and_judges_over_them(tmp_path):
+    calls: list[tuple[int, str]] = []
+    study = seeded_study(calls)
+    with pytest.raises(KeyboardInterrupt):  # stopped during seed 1: seed 0's run is kept, finished
+        study.run("quick", tmp_path / "s", ["seeds=3", "fail_at=1"], torch.device("cpu"), log=lambda s: None)
+    assert (tmp_path / "s" / "seeds" / "0" / "summary.json").is_file() and not (tmp_path / "s" / "summary.json").exists()
+    calls.clear()
+    summary = study.run("quick", tmp_path / "s", ["seeds=3"], torch.device("cpu"), log=lambda s: None)
+    assert calls == [(1, "value"), (2, "value")]  # seed 0 was finished: not recomputed
+    small, positive = summary.claims
+    assert small.verdict is Verdict.INCONCLUSIVE and positive.verdict is Verdict.REPRODUCED
+    assert [(a.seed, a.verdict) for a in small.per_seed] == [(0, Verdict.REPRODUCED), (1, Verdict.NOT_REPRODUCED),
+                                                             (2, Verdict.NOT_REPRODUCED)]
+    assert small.values == {"value": 20.0} and summary.numbers["seeds"] == [0, 1, 2]
+    for seed in (1, 2):  # each seed's folder is what a lone run at that seed writes
+        lone = study.run("quick", tmp_path / f"lone{seed}", [f"seed={seed}"], torch.device("cpu"), log=lambda s: None)
+        there = Summary.load(tmp_path / "s" / "seeds" / str(seed) / "summary.json")
+        assert there.claims == lone.claims and there.numbers == lone.numbers and there.identity == lone.identity
+    assert Summary.load(tmp_path / "s" / "summary.json") == summary
+    calls.clear()
+    again = study.run("quick", tmp_path / "s", ["seeds=3"], torch.device("cpu"), log=lambda s: None)
+    assert calls == [] and again.claims == summary.claims  # every seed finished: nothing recomputed
+    calls.clear()
+    shifted = study.run("quick", tmp_path / "t", ["seeds=2", "seed=5"], torch.device("cpu"), log=lambda s: None)
+    assert calls == [(5, "value"), (6, "value")] and shifted.numbers["seeds"] == [5, 6]
+
+
+def test_a_run_over_seeds_that_finished_nothing_leaves_no_folder(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        seeded_study([]).run("quick", tmp_path / "s", ["seeds=2", "fail_at=0"], torch.device("cpu"), log=lambda s: None)
+    assert not (tmp_path / "s").exists()

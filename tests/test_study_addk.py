@@ -12,7 +12,7 @@ from iclab.results import Head
 from iclab.studies import addk  # noqa: E402
 from iclab.studies.common import Summary
 
-SMALL = ["mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2", "max_subspace_heads=2", "task.k_max=6",
+SMALL = ["seeds=1", "mean_per_task=3", "eval_per_task=3", "mask_per_task=3", "mask_epochs=2", "max_subspace_heads=2", "task.k_max=6",
          "task.held_out=[2]", "task.x_max=20"]
 
 

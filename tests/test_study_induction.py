@@ -12,7 +12,7 @@ from iclab.results import Head
 from iclab.studies import induction
 from iclab.studies.common import Summary
 
-TINY = ["recipe.steps=1200", "recipe.snapshots=12", "models=[attn1,smeared1]", "recipe.natural_share=0", "eval_sequences=64",
+TINY = ["seeds=1", "recipe.steps=1200", "recipe.snapshots=12", "models=[attn1,smeared1]", "recipe.natural_share=0", "eval_sequences=64",
         "ablation_sequences=64", "probe_batch=16", "loss_positions=64", "llc.snapshots=3", "llc.samples=128"]
 
 
@@ -55,7 +55,7 @@ def test_mlp_models_are_attention_and_mlp_blocks_and_bad_names_are_refused():
 
 
 def test_the_pretrained_branch_runs_on_a_local_hugging_face_model_and_resumes_from_its_parts(hf_folder, tmp_path):
-    small = [f"model={hf_folder}", "pretrained.probe_length=6", "pretrained.probe_batch=2", "pretrained.text_sequences=2",
+    small = ["seeds=1", f"model={hf_folder}", "pretrained.probe_length=6", "pretrained.probe_batch=2", "pretrained.text_sequences=2",
              "pretrained.text_length=24", "pretrained.top_k=2", "pretrained.random_draws=2", "pretrained.batch=2"]
     log: list[str] = []
     summary = induction.run("quick", tmp_path, small, torch.device("cpu"), log=log.append)

@@ -7,7 +7,7 @@ import torch
 
 from iclab.studies import linreg
 
-TINY = [
+TINY = ["seeds=1", 
     "d=3", "n_points=8", "depths=[1,2]", "steps=[40,40]", "noise_grid=[[0,1],[0.5,1]]", "noise_training.round_steps=20", "noise_training.max_steps=40",
     "eval_prompts=64", "ilwd_prompts=8", "recipe.d_model=16", "recipe.n_heads=2", "recipe.batch_size=16",
     "probing.d=2", "probing.n_points=6", "probing.n_layers=2", "probing.steps=40", "probing.control_steps=20",

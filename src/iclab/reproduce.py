@@ -27,7 +27,7 @@ import platform
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -172,13 +172,15 @@ def reproduce(
     log: Callable[[str], None] = print,
     only: list[str] | None = None,
     workers: int | None = None,
+    seeds: int | None = None,
 ) -> dict[str, Any]:
     """Run the studies (or ``only`` these entries) into ``out/<name>``, in ``workers`` processes side by side
     (default :func:`default_workers`); write ``out/reproduce.json`` after each entry.
 
     With ``only``, the entries of an earlier run in ``out`` stay in the record, so the report covers every entry
     the folder holds (entry by entry runs build up one report). A folder holding a reproduction at another preset is
-    refused untouched: its studies' results would mix with this preset's."""
+    refused untouched: its studies' results would mix with this preset's. ``seeds``: how many seeds every entry runs
+    and judges over (None: the presets')."""
     earlier = _read_record(Path(out))
     if earlier.get("preset") not in (None, preset):
         raise IclabError(f"--out {out}: holds a reproduction at preset {earlier['preset']}, not {preset}; choose another --out")
@@ -197,6 +199,8 @@ def reproduce(
 
     todo = []
     for job in jobs(preset):
+        if seeds is not None:
+            job = replace(job, overrides=(*job.overrides, f"seeds={seeds}"))
         name, declared = job.name, studies.study(job.study)
         if only and name not in only:
             continue

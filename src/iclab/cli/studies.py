@@ -44,6 +44,8 @@ def run_study(
                                         "(a name from `iclab models`, a local Hugging Face folder or a .gguf file)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="The study's seed (--set seed=N): every model, data set and "
                                        "random control of the study is drawn from it."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="How many seeds to run and judge every claim over (--set "
+                                        "seeds=N; the preset's: 3): seed, seed + 1, ... each in seeds/<seed>."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary (summary.json) on stdout when done; progress goes "
                                  "to stderr."),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP + " With --model only."),
@@ -56,7 +58,7 @@ def run_study(
     preset_check(declared, preset, study)
     from iclab.studies.common import default_folder
 
-    overrides = [*set_, *([f"seed={seed}"] if seed is not None else [])]
+    overrides = [*set_, *([f"seed={seed}"] if seed is not None else []), *([f"seeds={seeds}"] if seeds is not None else [])]
     if model is not None:
         if not declared.takes_model:
             from iclab.studies import all_studies
@@ -95,6 +97,8 @@ def reproduce(
     workers: int | None = typer.Option(None, "--workers", help="Entries run side by side in this many processes, the CPU "
                                        "threads split among them; memory adds up (docs/scaling.md). Default: one per CPU "
                                        "core on the CPU, one on an accelerator."),
+    seeds: int | None = typer.Option(None, "--seeds", help="Seeds every study runs and judges its claims over (the "
+                                     "presets': 3; 1 is a third of the time, with one seed's verdicts)."),
 ) -> None:
     """Reproduce every built study at a preset and record what each found."""
     from iclab.device import resolve_device
@@ -105,12 +109,14 @@ def reproduce(
         raise IclabError(f"--preset {preset!r} is not one of quick, paper")
     if workers is not None and workers < 1:
         raise IclabError(f"--workers must be at least 1, got {workers}")
+    if seeds is not None and seeds < 1:
+        raise IclabError(f"--seeds must be at least 1, got {seeds}")
     names = [j.name for j in jobs("quick")]
     for name in only:
         if name not in names:
             raise IclabError(f"study {name!r} is unknown; studies and entries: {', '.join(names)}")
     record = run_all(preset, out, resolve_device(device), log=say, only=only or None,
-                     workers=workers)
+                     workers=workers, seeds=seeds)
     table = Table("study", "status", "time (s)")
     for name, entry in record["studies"].items():
         table.add_row(name, entry["status"], str(entry.get("wall_time_s", "-")))

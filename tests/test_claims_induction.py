@@ -71,8 +71,8 @@ CASES = [  # (claim, results where it holds, results where it does not)
     ("the 1-layer attention-only model has no phase change", {}, {"attn1_window": True}),
     ("smeared keys give a 1-layer model induction heads", {}, {"smeared1_heads": False}),
     ("ablating attn2's induction heads (attention patterns preserved) removes most", {}, {"drop": 0.3}),
-    ("attn2 head L1H0's QK circuit K-composes with the previous-token head", {}, {"k_best": Head(0, 1)}),
-    ("attn2 head L1H0 copies and prefix-matches by its weights", {}, {"ov": -0.2}),
+    ("attn2's induction heads' QK circuits K-compose with the previous-token head", {}, {"k_best": Head(0, 1)}),
+    ("attn2's induction heads copy and prefix-match by their weights", {}, {"ov": -0.2}),
     ("across the phase change, the tokens an induction head can predict", {}, {"p_value": 0.2}),
 ]
 

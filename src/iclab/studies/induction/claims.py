@@ -10,7 +10,7 @@ from iclab.analysis.circuits import Mechanism
 from iclab.analysis.induction.phase_change import PhaseChange, Window
 from iclab.analysis.induction.runs import Ablations, Attribution, TextAttribution, Trajectory
 from iclab.analysis.induction.scores import InductionHead
-from iclab.claims import Claim, Verdict, Why, at_scale, measured, recipe
+from iclab.claims import Claim, Verdict, Why, at_scale, measured, plural, recipe
 from iclab.studies.induction.llc import llc_claims
 from iclab.studies.induction.settings import InductionStudySettings, model_shape
 
@@ -125,23 +125,29 @@ def findings(cfg: InductionStudySettings, res: dict[str, Any]) -> tuple[list[Cla
                                        "of them make it more negative", OLSSON,
                                        {f"{m}_other_heads_mean_icl_change": float(np.mean(others))}))
     mechanisms: dict[str, Mechanism] = res["mechanism"]
-    for m, mech in mechanisms.items():
-        for h in mech.heads:
-            name = f"{m} head {h.head}"
-            composes = h.k_best_earlier_head == h.previous_token_head
-            claims.append(Claim(
-                f"{name}'s QK circuit K-composes with the previous-token head (more than with any other earlier head)", Verdict.of(composes),
-                f"K-composition from previous-token head {h.previous_token_head} "
-                f"{h.k_from_previous_token_head:.3f}, other earlier heads {h.k_mean_other_earlier:.3f} on average, "
-                f"random rank-d_head maps {mech.chance:.3f}", f"{OLSSON}, argument 4 (mechanistic plausibility); Elhage et al. 2021",
-                why=budget(cfg, traj, m), values={f"{m}_{h.head}_k_composition_previous_token_head": h.k_from_previous_token_head,
-                        f"{m}_{h.head}_k_composition_other_heads": h.k_mean_other_earlier}))
-            claims.append(Claim(
-                f"{name} copies and prefix-matches by its weights: positive eigenvalues of its OV circuit and of its QK circuit "
-                "composed with the previous-token head", Verdict.of(h.ov_copying > 0 and h.qk_prefix_matching > 0),
-                f"OV eigenvalue positivity {h.ov_copying:+.2f}, K-composed QK {h.qk_prefix_matching:+.2f} "
-                "(sum of eigenvalues over their absolute sum; 1: all positive)", f"{OLSSON}, argument 4", why=budget(cfg, traj, m),
-                values={f"{m}_{h.head}_ov_copying": h.ov_copying, f"{m}_{h.head}_qk_prefix_matching": h.qk_prefix_matching}))
+    for m, mech in mechanisms.items():  # one claim per model over all its induction heads: which heads a seed finds varies
+        if not mech.heads:
+            continue
+        found = plural(len(mech.heads), "induction head")
+        composes = [h.k_best_earlier_head == h.previous_token_head for h in mech.heads]
+        claims.append(Claim(
+            f"{m}'s induction heads' QK circuits K-compose with the previous-token head (each more than with any other "
+            "earlier head)", Verdict.of(all(composes)),
+            f"{sum(composes)} of {found}: " + "; ".join(
+                f"{h.head} from previous-token head {h.previous_token_head} {h.k_from_previous_token_head:.3f}, other "
+                f"earlier heads {h.k_mean_other_earlier:.3f} on average" for h in mech.heads)
+            + f"; random rank-d_head maps {mech.chance:.3f}", f"{OLSSON}, argument 4 (mechanistic plausibility); Elhage et al. 2021",
+            why=budget(cfg, traj, m), values={f"{m}_k_composition_previous_token_head": min(h.k_from_previous_token_head for h in mech.heads),
+                                              f"{m}_k_composition_other_heads": max(h.k_mean_other_earlier for h in mech.heads)}))
+        copying = [h.ov_copying > 0 and h.qk_prefix_matching > 0 for h in mech.heads]
+        claims.append(Claim(
+            f"{m}'s induction heads copy and prefix-match by their weights: positive eigenvalues of each one's OV circuit and "
+            "of its QK circuit composed with the previous-token head", Verdict.of(all(copying)),
+            f"{sum(copying)} of {found}: " + "; ".join(
+                f"{h.head} OV eigenvalue positivity {h.ov_copying:+.2f}, K-composed QK {h.qk_prefix_matching:+.2f}" for h in mech.heads)
+            + " (sum of eigenvalues over their absolute sum; 1: all positive)", f"{OLSSON}, argument 4", why=budget(cfg, traj, m),
+            values={f"{m}_ov_copying": min(h.ov_copying for h in mech.heads),
+                    f"{m}_qk_prefix_matching": min(h.qk_prefix_matching for h in mech.heads)}))
     claims.append(_attribution_claim(cfg, res.get("attribution"), icl_nat, traj))
     claims.append(measured("final ICL score (nats, late minus early token loss) on held-out mixture / held-out stdlib text",
                            ", ".join(f"{m} {icl[m]:.2f} / {icl_nat[m]:.2f}" for m in cfg.models), OLSSON,

@@ -40,10 +40,32 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in result.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["train", "--nope"], "error: No such option: --nope (see "),
+    (["lens", "some-model"], "error: Missing option '--prompt' (see "),
+    (["heads"], "error: Missing argument 'model' (see "),
+    (["nocommand"], "error: No such command 'nocommand' (see "),
+])
+def test_a_wrong_option_or_argument_is_one_line_and_exit_code_2(args, message):
+    result = iclab(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_bare_iclab_prints_its_help():
+    result = iclab()
+    assert result.returncode == 0 and "Commands" in result.stdout
+
+
 def test_unknown_option_and_unknown_study_exit_2():
-    assert iclab("train", "--nope").returncode == 2
     result = iclab("run", "nonsense")
     assert result.returncode == 2 and "study 'nonsense' is unknown" in result.stderr
+
+
+def test_train_and_tasks_name_the_tasks_alike(tmp_path):
+    trained = iclab("train", "--task", "nope", "--out", str(tmp_path / "r")).stderr
+    listed = iclab("tasks", "nope").stderr
+    assert trained == listed == "error: task 'nope' is unknown; tasks: linreg, induction, addk\n"
 
 
 def test_train_from_a_yaml_config_then_list(tmp_path):
@@ -65,4 +87,5 @@ def test_train_from_a_yaml_config_then_list(tmp_path):
 def test_reproduce_refuses_unknown_studies_and_presets(tmp_path):
     result = iclab("reproduce", "--only", "nonsense", "--out", str(tmp_path / "r"))
     assert result.returncode == 2 and "study 'nonsense' is unknown" in result.stderr
-    assert iclab("reproduce", "--preset", "huge", "--out", str(tmp_path / "r")).returncode == 2
+    result = iclab("reproduce", "--preset", "huge", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and "--preset 'huge' is not a preset of the main job; presets: quick, paper" in result.stderr

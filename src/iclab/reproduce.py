@@ -63,6 +63,10 @@ def versions() -> dict[str, str]:
     }
 
 
+# The presets every study declares; the main job runs them all at one.
+PRESETS = ("quick", "paper")
+
+
 @dataclass(frozen=True)
 class Job:
     """One entry of the main job: ``study`` run into ``out/<name>`` with these overrides."""

@@ -21,6 +21,13 @@ for _group in ("training", "heads", "studies", "models"):
     importlib.import_module(f"iclab.cli.{_group}")
 
 
+# The command-line parser's errors (typer ships its own copy of click; older releases use click itself): a wrong
+# option or argument (UsageError) and any error click reports (ClickException).
+UsageError = typer.BadParameter.__mro__[1]
+ClickException = UsageError.__mro__[1]
+assert (UsageError.__name__, ClickException.__name__) == ("UsageError", "ClickException")
+
+
 def _version(value: bool) -> None:
     if value:
         import iclab
@@ -62,20 +69,30 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        app()
+        code = app(standalone_mode=False)
+    except UsageError as err:  # a wrong option or argument: one line, like every other user error
+        if STATE.debug:
+            raise
+        if type(err).__name__ == "NoArgsIsHelpError":  # a bare `iclab`: its help
+            print(err.format_message())
+            sys.exit(0)
+        where = f" (see {err.ctx.command_path} --help)" if err.ctx is not None else ""
+        print(f"error: {err.format_message().rstrip('.')}{where}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except Interrupted as err:  # a clean stop, not an error: the checkpoint is saved
         if STATE.debug:
             raise
         print(f"stopped by {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except IclabError as err:
+    except (IclabError, ClickException) as err:
         if STATE.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.format_message() if isinstance(err, ClickException) else err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except (KeyboardInterrupt, Stopped) as err:
+    except (KeyboardInterrupt, typer.Abort, Stopped) as err:
         if STATE.debug:
             raise
         signum = getattr(err, "signum", signal.SIGINT)
         print(f"stopped by {signal.Signals(signum).name}; everything finished so far is kept on disk", file=sys.stderr)
         sys.exit(128 + int(signum))
+    sys.exit(code if isinstance(code, int) else 0)

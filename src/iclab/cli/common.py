@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from iclab.errors import IclabError
 
 app = typer.Typer(
     add_completion=True,
@@ -56,8 +55,4 @@ def print_table(table: Table) -> None:
     else:
         Console(width=10_000).print(table, crop=False)
 
-
-def preset_check(study, preset: str, name: str) -> None:
-    if preset not in study.presets:
-        raise IclabError(f"--preset {preset!r} is not a preset of {name}; presets: {', '.join(study.presets)}")
 

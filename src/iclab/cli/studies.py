@@ -10,10 +10,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from iclab.cli.common import DEVICE_HELP, MAX_MEMORY_HELP, app, console, err_say, preset_check, print_table, say
+from iclab.cli.common import DEVICE_HELP, MAX_MEMORY_HELP, app, console, err_say, print_table, say
 from iclab.claims import plural
 from iclab.errors import IclabError
 from iclab.studies import NAMES as STUDY_NAMES
+from iclab.studies.common import check_preset
 
 
 @app.command()
@@ -55,7 +56,7 @@ def run_study(
     from iclab.studies import study as study_named
 
     declared = study_named(study)
-    preset_check(declared, preset, study)
+    check_preset(declared.presets, preset, study)
     from iclab.studies.common import default_folder
 
     overrides = [*set_, *([f"seed={seed}"] if seed is not None else []), *([f"seeds={seeds}"] if seeds is not None else [])]
@@ -102,11 +103,10 @@ def reproduce(
 ) -> None:
     """Reproduce every built study at a preset and record what each found."""
     from iclab.device import resolve_device
-    from iclab.reproduce import jobs
+    from iclab.reproduce import PRESETS, jobs
     from iclab.reproduce import reproduce as run_all
 
-    if preset not in ("quick", "paper"):
-        raise IclabError(f"--preset {preset!r} is not one of quick, paper")
+    check_preset(PRESETS, preset, "the main job")
     if workers is not None and workers < 1:
         raise IclabError(f"--workers must be at least 1, got {workers}")
     if seeds is not None and seeds < 1:
@@ -162,7 +162,7 @@ def sweep(
         raise IclabError(f"--device {device!r} is not one of cpu, cuda, mps")
     from iclab.studies import study as study_named
 
-    preset_check(study_named(study), preset, study)
+    check_preset(study_named(study).presets, preset, study)
     table = run_sweep(study, preset, grid, out, seeds, set_, executor, workers, address, cpus, gpus, device,
                       log=say)
     failed = int((table["status"] == "failed").sum())

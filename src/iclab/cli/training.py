@@ -116,11 +116,11 @@ def tasks(
 ) -> None:
     """List the tasks (what each is, its task settings); with NAME, print that task's default run config."""
     from iclab.config import dump_yaml
-    from iclab.tasks import TASKS, describe
+    from iclab.tasks import TASKS, describe, task_classes
     from iclab.train import default_config
 
-    if name is not None and name not in TASKS:
-        raise IclabError(f"task {name!r} is unknown; tasks: {', '.join(TASKS)}")
+    if name is not None:
+        task_classes(name)  # a clear error for an unknown name
     names = [name] if name is not None else list(TASKS)
     configs = {n: default_config(n).to_dict() for n in names}
     if as_json:

@@ -28,10 +28,15 @@ from iclab.io import BOOKKEEPING, atomic_write_json, atomic_write_text, lock_fol
 S = TypeVar("S")
 
 
-def settings_for(presets: dict[str, S], preset: str, overrides: list[str], study: str) -> S:
-    """The preset's settings with ``--set`` overrides applied and validated."""
+def check_preset(presets, preset: str, study: str) -> None:
+    """A clear error for a preset name that ``presets`` (names, or a dict keyed by them) does not hold."""
     if preset not in presets:
         raise IclabError(f"--preset {preset!r} is not a preset of {study}; presets: {', '.join(presets)}")
+
+
+def settings_for(presets: dict[str, S], preset: str, overrides: list[str], study: str) -> S:
+    """The preset's settings with ``--set`` overrides applied and validated."""
+    check_preset(presets, preset, study)
     return with_overrides(presets[preset], overrides)
 
 

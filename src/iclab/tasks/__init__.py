@@ -24,7 +24,7 @@ TASKS: dict[str, tuple[type, type]] = {
 def task_classes(name: str) -> tuple[type, type]:
     """(config class, task class) for a task name; a clear error for an unknown name."""
     if name not in TASKS:
-        raise ConfigError(f"task {name!r} is unknown; available tasks: {', '.join(sorted(TASKS))}")
+        raise ConfigError(f"task {name!r} is unknown; tasks: {', '.join(TASKS)}")
     return TASKS[name]
 
 

@@ -77,6 +77,9 @@ def test_train_from_a_yaml_config_then_list(tmp_path):
     assert "step 20/20" in result.stderr  # plain log lines when not on a terminal
     listing = iclab("runs", str(tmp_path / "runs")).stdout
     assert "linreg" in listing and "complete" in listing and "20/20" in listing
+    assert "--set train.snapshots=N" in iclab("runs", str(tmp_path / "runs" / "a"), "--snapshots").stdout
+    heads = iclab("heads", str(tmp_path / "runs" / "a"))  # a linreg model reads vectors: no per-head analysis
+    assert heads.returncode == 2 and "a linreg run reads vectors, not tokens" in heads.stderr
     # fine-tuning from a path typed relative to the shell's folder: the run records it absolute
     result = iclab("train", "--config", "c.yaml", "--out", "runs/b", "--device", "cpu", "--set", "train.init_weights=runs/a/model.safetensors",
                    cwd=tmp_path)

@@ -75,7 +75,8 @@ def runs(
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return
     if not rows:
-        console.print(f"no {'snapshots in' if snapshots else 'runs found below'} {root}")
+        console.print(f"no snapshots in {root} (a run keeps them with --set train.snapshots=N)" if snapshots
+                      else f"no runs found below {root}")
         return
     if snapshots:
         table = Table("step", "file")

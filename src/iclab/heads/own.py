@@ -188,6 +188,10 @@ def from_run(path: Path | str, tokenizer: Tokenizer | None = None, device: torch
     from iclab.runs import load_run
 
     run = load_run(path, device=device)
+    if run.model.cfg.input != "tokens":
+        raise IclabError(f"{path}: a {run.config.task.name} run reads vectors, not tokens; per-head analyses need a token "
+                         f"model (a run of a token task: induction, addk; a name from `iclab models`, a Hugging Face "
+                         f"folder or a .gguf file)")
     if tokenizer is None:
         make = getattr(run.config.task, "tokenizer", None)
         tokenizer = make() if callable(make) else None

@@ -26,8 +26,13 @@ from iclab.io import atomic_write_text
 from iclab.results import encode
 from iclab.studies.common import Summary
 
+def _device(record: dict[str, Any]) -> str:
+    """`` · device X`` for a reproduction (which records it); nothing for one study's folder (which does not)."""
+    return f" &middot; device {html.escape(record['device'])}" if "device" in record else ""
+
+
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;width:100%;margin:.5em 0} td,th{border:1px solid #ddd;padding:.35em .5em;vertical-align:top;text-align:left}
 .badge{display:inline-block;padding:.1em .5em;border-radius:.6em;font-size:.85em;white-space:nowrap}
@@ -38,7 +43,9 @@ table{border-collapse:collapse;width:100%;margin:.5em 0} td,th{border:1px solid 
 pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.8em;max-height:420px} .muted{color:#777}
 table.values{width:auto;margin:.2em 0;font-size:.85em} table.values td{padding:.1em .4em;border-color:#eee}
 .takeaway{font-size:1.05em;background:#f6f8fa;border-left:4px solid #bbb;padding:.4em .7em}
-.claims td:first-child{width:7em} .claims td:nth-child(2){width:28%} .claims td:nth-child(4){width:30%}
+.claims{table-layout:fixed} .claims td{overflow-wrap:anywhere} .claims .scroll{overflow-x:auto}
+.claims table.values td,.claims table.values th{overflow-wrap:normal;white-space:nowrap}
+.claims th:first-child{width:8em} .claims th:nth-child(2){width:17%} .claims th:nth-child(4){width:22%}
 """
 
 IMAGE_CHECK = """
@@ -83,11 +90,11 @@ def _claim_row(claim: Claim) -> str:
         rows = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{_value(a.values.get(k))}</td>" for a in claim.per_seed)
                        + f"<td>{_value(v)}</td></tr>" for k, v in claim.values.items())
         said = "".join(f"<li>seed {a.seed}: {html.escape(a.measured)}</li>" for a in claim.per_seed)
-        measured = (f'<table class="values"><tr><th></th>{head}<th>mean</th></tr>{rows}</table>'
+        measured = (f'<div class="scroll"><table class="values"><tr><th></th>{head}<th>mean</th></tr>{rows}</table></div>'
                     f"<details><summary>in words, per seed</summary><ul>{said}</ul></details>")
     elif claim.values:
         table = "".join(f"<tr><td>{html.escape(k)}</td><td>{_value(v)}</td></tr>" for k, v in claim.values.items())
-        measured = f'<table class="values">{table}</table><details><summary>in words</summary>{words}</details>'
+        measured = f'<div class="scroll"><table class="values">{table}</table></div><details><summary>in words</summary>{words}</details>'
     else:
         measured = words
     why = ""
@@ -230,7 +237,7 @@ def _single_study(out: Path) -> dict[str, Any] | None:
     declared = study(owner) if owner in NAMES else None
     record = StudyDir(out).record()
     entry = {"status": "complete", "title": declared.title if declared else owner, "paper": declared.paper if declared else ""}
-    return {"preset": record.get("preset", "?"), "device": "-", "versions": {"iclab": record.get("iclab", "?")},
+    return {"preset": record.get("preset", "?"), "versions": {"iclab": record.get("iclab", "?")},
             "studies": {owner: entry}, "single": True}
 
 
@@ -277,7 +284,7 @@ def _write(out: Path, record: dict[str, Any], folder_of: Callable[[str], Path]) 
     single = record.get("single", False)
     body = [
         f"<h1>iclab: {'study' if single else 'reproduction'} report</h1>",
-        f'<p class="muted">preset <b>{html.escape(record.get("preset", "?"))}</b> &middot; device {html.escape(record.get("device", "?"))} '
+        f'<p class="muted">preset <b>{html.escape(record.get("preset", "?"))}</b> {_device(record)} '
         f'&middot; written {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}{_job_cost(record)}</p>',
         "" if single else f"<p>{toc}</p>",
         _verdict_counts(studies, summaries),

@@ -111,12 +111,17 @@ def test_entries_run_side_by_side_in_worker_processes(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "reproduce.json").read_text())
     assert saved["studies"].keys() == {"sg-a", "sg-b"}
     for entry in saved["studies"].values():  # a script can check each entry's time and memory, and the job's
-        assert entry["wall_time_s"] > 0 and 0.05 < entry["peak_memory_gb"] < 8
+        assert entry["wall_time_s"] > 0 and 0.05 < entry["peak_memory_gb"] < 8 and entry["compute_time_s"] > 0
     assert saved["wall_time_s"] >= max(e["wall_time_s"] for e in saved["studies"].values())
     assert saved["peak_memory_gb"] > 0.05
     record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=2)
     assert all(e.get("skipped") for e in record["studies"].values())
     assert all(record["studies"][n]["peak_memory_gb"] == saved["studies"][n]["peak_memory_gb"] for n in saved["studies"])
+    # a re-run that only re-judges cached parts (its summary gone) is quick, yet the entry keeps its parts' cost
+    (tmp_path / "sg-a" / "summary.json").unlink()
+    record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1)
+    again, first = record["studies"]["sg-a"], saved["studies"]["sg-a"]
+    assert not again.get("skipped") and again["compute_time_s"] == first["compute_time_s"] > 0
 
 
 def test_the_peak_memory_counts_what_a_process_held_since_its_reset():

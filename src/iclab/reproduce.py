@@ -96,6 +96,12 @@ def lanes(todo: list[Job]) -> list[list[Job]]:
     return sorted(groups, key=lambda lane: -sum(j.minutes for j in lane))
 
 
+def compute_time(summary: Summary) -> float:
+    """Seconds the study's parts took when they were computed (earlier invocations' included, every seed summed): an
+    entry's cost even where this invocation only resumed it or re-judged cached parts, whose own wall time is short."""
+    return round(sum(summary.timings_s.values()), 1)
+
+
 def run_entry(job: Job, preset: str, out: Path, device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run one entry; its status, findings (or error), wall time and peak resident memory. Only an interruption
     propagates."""
@@ -105,7 +111,7 @@ def run_entry(job: Job, preset: str, out: Path, device: torch.device, log: Calla
     t0 = time.perf_counter()
     try:
         summary = studies.study(job.study).run(preset, out / job.name, list(job.overrides), device)
-        entry.update(status="complete", findings=summary.findings)
+        entry.update(status="complete", findings=summary.findings, compute_time_s=compute_time(summary))
     except Interrupted:  # Ctrl-C / SIGTERM stops the whole job; finished parts are kept
         raise
     except Exception as err:  # a failing study is reported, the others still run
@@ -153,7 +159,8 @@ def list_entries(out: Path) -> list[dict[str, Any]]:
             claims = None
         rows.append({"name": name, "status": entry.get("status", "?"),
                      "verdicts": None if claims is None else {v.value: sum(c.verdict is v for c in claims) for v in Verdict},
-                     "wall_time_s": entry.get("wall_time_s"), "peak_memory_gb": entry.get("peak_memory_gb")})
+                     "wall_time_s": entry.get("wall_time_s"), "compute_time_s": entry.get("compute_time_s"),
+                     "peak_memory_gb": entry.get("peak_memory_gb")})
     return rows
 
 
@@ -212,7 +219,7 @@ def reproduce(
         if (done := _complete_job(out / name, job, preset)) is not None:
             log(f"[{name}] already complete, skipped")
             was = earlier.get("studies", {}).get(name, {})  # the run that made it: its time and memory
-            save(name, {"status": "complete", "skipped": True, "findings": done.findings,
+            save(name, {"status": "complete", "skipped": True, "findings": done.findings, "compute_time_s": compute_time(done),
                         **{k: was[k] for k in ("wall_time_s", "peak_memory_gb") if k in was}})
         else:
             todo.append(job)

@@ -99,12 +99,12 @@ def _list_entries(root: Path, as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return
-    table = Table("study", "status", *(v.value.lower() for v in Verdict), "wall time", "peak memory")
+    table = Table("study", "status", *(v.value.lower() for v in Verdict), "wall time", "parts' compute time", "peak memory")
     for r in rows:
         counts = [str(r["verdicts"][v.value]) if r["verdicts"] else "-" for v in Verdict]
-        wall = "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f} s"
+        wall, compute = ("-" if r[k] is None else f"{r[k]:.0f} s" for k in ("wall_time_s", "compute_time_s"))
         peak = "-" if r["peak_memory_gb"] is None else f"{r['peak_memory_gb']:.2f} GB"
-        table.add_row(r["name"], r["status"], *counts, wall, peak)
+        table.add_row(r["name"], r["status"], *counts, wall, compute, peak)
     print_table(table)
     console.print(f"a reproduction ({root}/reproduce.json); a study's own training runs: iclab runs {root}/NAME")
 

@@ -213,6 +213,7 @@ def test_a_study_at_several_seeds_runs_each_as_a_lone_run_and_judges_over_them(t
         there = Summary.load(tmp_path / "s" / "seeds" / str(seed) / "summary.json")
         assert there.claims == lone.claims and there.numbers == lone.numbers and there.identity == lone.identity
     assert Summary.load(tmp_path / "s" / "summary.json") == summary
+    assert not (tmp_path / "s" / "parts").exists()  # the parts are each seed's
     calls.clear()
     again = study.run("quick", tmp_path / "s", ["seeds=3"], torch.device("cpu"), log=lambda s: None)
     assert calls == [] and again.claims == summary.claims  # every seed finished: nothing recomputed

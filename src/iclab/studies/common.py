@@ -153,8 +153,7 @@ class Parts:
         StudyDir(out).claim(study, preset, getattr(settings, "model", None), identity)
         self.study = study
         self.out = Path(out)
-        self.dir = self.out / "parts"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = self.out / "parts"  # made by the first part saved (a run over seeds saves its parts per seed)
         self.settings = settings
         self.log = log
         self.timings: dict[str, float] = {}

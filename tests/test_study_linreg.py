@@ -54,7 +54,9 @@ def test_models_are_ordinary_resumable_runs_and_a_rerun_reuses_everything(study)
     noisy = json.loads((out / "runs" / "L_noise_s0.5_t1" / "summary.json").read_text())
     assert noisy["steps"] in (20, 40)  # fine-tuned in rounds of 20 until within the Bayes margin, at most 40
     log = []
-    linreg.run("quick", out, TINY, torch.device("cpu"), log=log.append)
+    again = linreg.run("quick", out, TINY, torch.device("cpu"), log=log.append)
+    trained = json.loads((out / "runs" / "L1" / "summary.json").read_text())["wall_time_s"]
+    assert again.timings_s["train L1"] == round(trained, 2) > 0  # the training a re-run reuses still counts in its timings
     assert "  behaviour: cached" in log and "  probes: cached" in log
     log = []  # a threshold decides verdicts only: the claims are re-judged, no part is recomputed
     summary = linreg.run("quick", out, [*TINY, "thresholds.construction_tol=1e-30"], torch.device("cpu"), log=log.append)

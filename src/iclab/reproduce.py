@@ -154,12 +154,14 @@ def list_entries(out: Path) -> list[dict[str, Any]]:
     rows = []
     for name, entry in record["studies"].items():
         try:
-            claims = Summary.load(Path(out) / name / "summary.json").claims if entry.get("status") == "complete" else None
+            summary = Summary.load(Path(out) / name / "summary.json") if entry.get("status") == "complete" else None
         except IclabError:
-            claims = None
+            summary = None
+        claims = None if summary is None else summary.claims
+        compute = entry.get("compute_time_s", None if summary is None else compute_time(summary))  # older records lack it
         rows.append({"name": name, "status": entry.get("status", "?"),
                      "verdicts": None if claims is None else {v.value: sum(c.verdict is v for c in claims) for v in Verdict},
-                     "wall_time_s": entry.get("wall_time_s"), "compute_time_s": entry.get("compute_time_s"),
+                     "wall_time_s": entry.get("wall_time_s"), "compute_time_s": compute,
                      "peak_memory_gb": entry.get("peak_memory_gb")})
     return rows
 

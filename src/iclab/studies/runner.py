@@ -29,6 +29,7 @@ from iclab.config import config_hash
 from iclab.io import BOOKKEEPING, held, holding_locks
 from iclab.results import Result
 from iclab.studies.common import Parts, RunIdentity, StudyDir, Summary, finish, finished, part_key, settings_for
+from iclab.train.rundir import RunDir
 
 S = TypeVar("S")
 
@@ -86,6 +87,17 @@ class Entry:
     title_suffix: str = ""
     minutes: float = 1.0
     pretrained: bool = False
+
+
+def training_times(out: Path) -> dict[str, float]:
+    """``{"train <name>": seconds}`` for each finished training run a study keeps in ``out/runs/<name>`` (its own
+    recorded wall time, resumes included), so that a study's timings count its training beside its parts."""
+    times = {}
+    for folder in sorted((out / "runs").glob("*")):
+        summary = RunDir(folder).read_summary() if (folder / "summary.json").is_file() else None
+        if summary is not None and isinstance(summary.get("wall_time_s"), (int, float)):
+            times[f"train {folder.name}"] = round(float(summary["wall_time_s"]), 2)
+    return times
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,7 @@ class Study(Generic[S]):
         parts = Parts(self.name, out, settings, log, preset, self.identity(settings))
         ctx: Context[S] = Context(settings, out, device, log, max_memory=max_memory)
         ctx.models = self.models(ctx) if self.models is not None else None
+        parts.timings.update(training_times(out))
         keys: dict[str, str] = {}
         for part in self.parts(settings):
             if part.when is not None and not part.when(ctx):

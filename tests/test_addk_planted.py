@@ -43,12 +43,12 @@ def test_the_pipeline_finds_the_planted_heads_and_their_function_vector(periodic
     assert n["heads"]["selected"] == PLANTED and n["heads"]["main"] == PLANTED and n["heads"]["significant"] == PLANTED
     assert n["accuracy"]["selected_fv"] == 1.0 and n["accuracy"]["few_shot_main_ablated"] < 0.2
     assert verdict(periodic, "a sparse set of heads carries the task") == "REPRODUCED"
-    assert verdict(periodic, "head L1H0 takes its signal from the demonstrations' label tokens") == "REPRODUCED"
+    assert verdict(periodic, "the main heads take their signal from the demonstrations' label tokens") == "REPRODUCED"
 
 
 def test_the_planted_subspace_comes_out_six_dimensional_and_periodic(periodic, tmp_path):
-    assert verdict(periodic, "head L1H0's task means span about six dimensions") == "REPRODUCED"
-    assert verdict(periodic, "head L1H1's task means span about six dimensions") == "REPRODUCED"
+    subspace = next(c for c in periodic.claims if c.statement.startswith("the main heads' task means each span"))
+    assert subspace.verdict.value == "REPRODUCED" and "head L1H0:" in subspace.measured and "head L1H1:" in subspace.measured
     fit = A.mod_vector_fit(periodic_code(np.arange(1, 31)) @ np.random.default_rng(0).normal(size=(6, 20)), np.arange(1, 31))
     assert min(fit.r2_centred.values()) > 0.999 and abs(fit.theta["mod50"] - 1.0) < 0.02  # the planted phase
     assert fit.r2["mod50"] < 0.5  # the authors' R^2 keeps the target's mean: a planted feature it cannot score as one
@@ -57,7 +57,7 @@ def test_the_planted_subspace_comes_out_six_dimensional_and_periodic(periodic, t
 def test_a_random_code_is_localised_but_not_called_periodic(tmp_path):
     summary = addk.run("quick", tmp_path, [*SMALL, "planted=random"], torch.device("cpu"), log=lambda _: None)
     assert summary.numbers["heads"]["selected"] == PLANTED
-    assert verdict(summary, "head L1H0's task means span about six dimensions") == "NOT REPRODUCED"
+    assert verdict(summary, "the main heads' task means each span about six dimensions") == "NOT REPRODUCED"
 
 
 def test_task_vectors_need_the_task_at_the_final_token():

@@ -23,6 +23,17 @@ from iclab.studies.addk.settings import AddKStudySettings
 
 HU = "Hu et al. 2025"
 
+# The localisation claims' statements, one each whatever the model or seed (a claim is matched across seeds by its
+# statement; the heads it is about are in its measured words): below the clean-accuracy bar all are NOT APPLICABLE.
+SPARSE = "a sparse set of heads carries the task: their function vector restores it zero-shot"
+NECESSARY = "the main heads are necessary: mean-ablating only them at the final token breaks few-shot addition"
+SUBSPACE = ("the main heads' task means each span about six dimensions: four tracking the unit digit (periods 2, 5, 10), "
+            "two the magnitude (periods 25, 50)")
+LABELS = "the main heads take their signal from the demonstrations' label tokens (paper: 96-99%)"
+SELF_CORRECTION = ("self-correction: successive demonstrations' signal deviations are negatively correlated and an early "
+                   "wrong demonstration hurts no more than a late one")
+LOCALISATION = (SPARSE, NECESSARY, SUBSPACE, LABELS, SELF_CORRECTION)
+
 
 def _ci(m: MeanCI, fmt: str = ".2f") -> str:
     return f"{m.mean:{fmt}} [{m.ci[0]:{fmt}}, {m.ci[1]:{fmt}}]"
@@ -63,7 +74,7 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
     n_heads = loc.n_heads
     sparse = len(loc.selected) <= t.max_selected_share * n_heads and acc.selected_fv > acc.zero_shot + t.min_fv_gain
     claims.append(Claim(
-        "a sparse set of heads carries the task: their function vector restores it zero-shot", Verdict.of(sparse),
+        SPARSE, Verdict.of(sparse),
         f"{len(loc.selected)} of {plural(n_heads, 'head')} selected; their function vector lifts zero-shot accuracy from "
         f"{acc.zero_shot:.2f} to {acc.selected_fv:.2f} (layer {loc.layer})", f"{HU}, section 3",
         {"thresholds.max_selected_share": t.max_selected_share, "thresholds.min_fv_gain": t.min_fv_gain}, why=why,
@@ -82,7 +93,7 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
         rand_mean = float(np.mean(rand)) if rand else float("nan")
         ok = drop >= t.min_necessity_drop and (not rand or drop >= t.necessity_ratio * max(rand_mean, 0.0))
         claims.append(Claim(
-            "the main heads are necessary: mean-ablating only them at the final token breaks few-shot addition", Verdict.of(ok),
+            NECESSARY, Verdict.of(ok),
             f"{cfg.task.shots}-shot accuracy {acc.few_shot_clean:.2f} clean, {acc.few_shot_main_ablated:.2f} with the "
             f"{plural(len(loc.main), 'main head')} ablated (drop {drop:.2f}); random sets of the same size: drop "
             + ", ".join(f"{r:.2f}" for r in rand), f"{HU}, section 3.2 (five-shot necessity)",
@@ -90,73 +101,8 @@ def localised(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim],
             values={"few_shot_accuracy_clean": acc.few_shot_clean, "few_shot_accuracy_main_ablated": acc.few_shot_main_ablated,
                     "random_ablation_mean_drop": rand_mean if rand else None}))
     else:
-        claims.append(Claim("the main heads are necessary: mean-ablating only them at the final token breaks few-shot addition",
-                            Verdict.NOT_APPLICABLE, "no main head: no scanned head recovers the task", f"{HU}, section 3.2"))
-    for head, s in sub.heads.items():
-        best = s.best_fits()
-        joint = s.mod_fit.r2
-        centred = s.mod_fit.r2_centred
-        claims.append(measured(f"head {head}: dimensions and periodic structure of the task means",
-                               f"{s.pcs_to_95} PCs for 95% of task-mean variance (paper: 6); the authors' joint fit of the six "
-                               "periodic targets on the top 6 PCs, R^2 " + ", ".join(f"{n} {v:.2f}" for n, v in joint.items())
-                               + " (targets centred, iclab's: " + ", ".join(f"{n} {v:.2f}" for n, v in centred.items())
-                               + "); iclab's one-PC-one-feature view, best per PC: "
-                               + ", ".join(f"{pc} {name} {v.r2:.2f}" for pc, (name, v) in best.items()), f"{HU}, section 4",
-                               {f"{head}_pcs_to_95": s.pcs_to_95, **{f"{head}_joint_fit_r2_{n}": v for n, v in joint.items()},
-                                **{f"{head}_joint_fit_r2_centred_{n}": v for n, v in centred.items()}}))
-        weakest = min(centred, key=centred.get)
-        ok = s.pcs_to_95 <= t.max_subspace_dims and centred[weakest] >= t.min_periodic_r2
-        claims.append(Claim(
-            f"head {head}'s task means span about six dimensions: four tracking the unit digit (periods 2, 5, 10), two the "
-            "magnitude (periods 25, 50)", Verdict.of(ok),
-            f"{s.pcs_to_95} PCs for 95% of the variance; weakest of the six targets {weakest}, R^2 {centred[weakest]:.2f} "
-            "(the joint fit on the top 6 PCs, targets centred: the authors' R^2 keeps each target's mean over k, which "
-            "no centred coordinate can fit)", f"{HU}, section 4",
-            {"thresholds.max_subspace_dims": t.max_subspace_dims, "thresholds.min_periodic_r2": t.min_periodic_r2}, why=why,
-            values={f"{head}_weakest_periodic_r2": centred[weakest]}))
-        claims.append(Claim(
-            f"head {head} takes its signal from the demonstrations' label tokens (paper: 96-99%)",
-            Verdict.of(s.signal_label_share > t.min_label_share),
-            f"{s.signal_label_share:.0%} of its extracted signal and {s.attention_label_share:.0%} of its attention from label "
-            f"tokens; aggregation/extraction identity holds to relative error {s.identity_relative_error:.1e}",
-            f"{HU}, section 5", {"thresholds.min_label_share": t.min_label_share}, why=why,
-            values={f"{head}_label_signal_share": s.signal_label_share, f"{head}_label_attention_share": s.attention_label_share}))
-        sr = s.signal_routing
-        if sr:
-            claims.append(measured(
-                f"head {head}: the authors' section-5 readings of its per-demonstration signals s_i = O V z at the labels",
-                f"label peaking ratio {sr.peaking_ratio:.1f}x; signal cosine with h_k in its 6-D subspace "
-                f"{_ci(sr.signal_cosine)}, in the full stream {_ci(sr.ondemo_cosine)}; routing Pearson(alpha_i, cos(s_i, h_k)) "
-                f"{_ci(sr.routing)} vs shuffled {_ci(sr.routing_null)}; weighting gain {_ci(sr.weighting_gain, '+.3f')} vs "
-                f"shuffled {_ci(sr.weighting_gain_null, '+.3f')}", f"{HU}, section 5 (utils/signals.py)",
-                {f"{head}_label_peaking_ratio": sr.peaking_ratio, f"{head}_signal_cosine": sr.signal_cosine.mean,
-                 f"{head}_routing": sr.routing.mean, f"{head}_routing_shuffled": sr.routing_null.mean,
-                 f"{head}_weighting_gain": sr.weighting_gain.mean}))
-            w = s.wrong_first_demo
-            claims.append(measured(
-                f"head {head}: a wrong first demonstration (label + {cfg.corrupt_offset}) read through the extraction identity",
-                f"its signal's cosine with h_k {w.signal_cosine_clean:.2f} clean -> {w.signal_cosine_wrong:.2f} wrong; its share "
-                f"of the label attention {w.attention_share_clean:.2f} -> {w.attention_share_wrong:.2f}; the head's output at "
-                f"the final token, cosine with h_k {w.output_cosine_clean:.2f} -> {w.output_cosine_wrong:.2f}",
-                f"{HU}, section 5 (self-correction)",
-                {f"{head}_wrong_first_signal_cosine_clean": w.signal_cosine_clean, f"{head}_wrong_first_signal_cosine": w.signal_cosine_wrong,
-                 f"{head}_wrong_first_output_cosine_clean": w.output_cosine_clean, f"{head}_wrong_first_output_cosine": w.output_cosine_wrong}))
-        corr = s.successive_signal_correlation
-        ok = corr < t.max_successive_correlation and sc.first_wrong >= sc.last_wrong - t.correction_tolerance
-        claims.append(Claim(
-            "self-correction: successive demonstrations' signal deviations are negatively correlated and an early wrong "
-            "demonstration hurts no more than a late one", Verdict.of(ok),
-            f"head {head}: r = {corr:+.2f}; accuracy {sc.first_wrong:.2f} with the first wrong vs {sc.last_wrong:.2f} with the last",
-            f"{HU}, section 5", {"thresholds.max_successive_correlation": t.max_successive_correlation,
-                                 "thresholds.correction_tolerance": t.correction_tolerance}, why=why,
-            values={f"{head}_successive_signal_correlation": corr}))
-    projected: Projection | None = res.get("projection")
-    for head, pr in (projected.heads if projected else {}).items():
-        acc_p = pr.accuracy
-        claims.append(measured(
-            f"head {head}: projection causal test (zero-shot accuracy of its task-mean result at c* = {pr.c_star:g}, whole or "
-            "projected on its mod-vector subspaces)", ", ".join(f"{arm} {v:.2f}" for arm, v in acc_p.items()),
-            f"{HU}, appendix F (run_projection_causal)", {f"{head}_projection_accuracy_{arm}": v for arm, v in acc_p.items()}))
+        claims.append(Claim(NECESSARY, Verdict.NOT_APPLICABLE, "no main head: no scanned head recovers the task", f"{HU}, section 3.2"))
+    claims += head_claims(cfg, res, why)
     claims.append(measured(f"one wrong demonstration (label + {cfg.corrupt_offset}; iclab's own test: self-correction predicts the "
                            "early error hurts less)", f"accuracy {sc.clean:.2f} clean, {sc.first_wrong:.2f} with the first wrong, "
                            f"{sc.last_wrong:.2f} with the last wrong", "iclab",
@@ -229,16 +175,104 @@ def scan_findings(cfg: AddKStudySettings, scan: CleanScan) -> list[Claim]:
                      {f"scan_{r.format}_{r.shots}shot_accuracy": r.accuracy for r in scan.rows.values()})]
 
 
+def _mean(values) -> float:
+    return float(np.mean(list(values)))
+
+
+def head_claims(cfg: AddKStudySettings, res: dict[str, Any], why: Why) -> list[Claim]:
+    """Hu et al.'s sections 4-5 on the analysed heads (the main heads, else the selected), one claim each over all of
+    them: a verdict holds when it holds for every head; the words give each head's numbers, the values the weakest
+    head's (or the heads' mean for a measurement), named without the heads, which differ between seeds."""
+    sub: Subspaces = res["subspaces"]
+    sc: SelfCorrection = res["self_correction"]
+    t, heads = cfg.thresholds, sub.heads
+    if not heads:
+        return [Claim(c, Verdict.NOT_APPLICABLE, "no head was analysed", f"{HU}, sections 4-5") for c in (SUBSPACE, LABELS, SELF_CORRECTION)]
+    centred = {h: s.mod_fit.r2_centred for h, s in heads.items()}
+    weakest = {h: min(c, key=c.get) for h, c in centred.items()}
+    joint = {h: s.mod_fit.r2 for h, s in heads.items()}
+    targets = list(next(iter(joint.values())))
+    claims = [measured(
+        "the main heads: dimensions and periodic structure of their task means",
+        "; ".join(f"head {h}: {s.pcs_to_95} PCs for 95% of task-mean variance (paper: 6); the authors' joint fit of the six "
+                  "periodic targets on the top 6 PCs, R^2 " + ", ".join(f"{n} {v:.2f}" for n, v in joint[h].items())
+                  + " (targets centred, iclab's: " + ", ".join(f"{n} {v:.2f}" for n, v in centred[h].items())
+                  + "); iclab's one-PC-one-feature view, best per PC: "
+                  + ", ".join(f"{pc} {name} {v.r2:.2f}" for pc, (name, v) in s.best_fits().items()) for h, s in heads.items()),
+        f"{HU}, section 4",
+        {"pcs_to_95_mean": _mean(s.pcs_to_95 for s in heads.values()),
+         **{f"joint_fit_r2_{n}_mean": _mean(joint[h].get(n, np.nan) for h in heads) for n in targets},
+         **{f"joint_fit_r2_centred_{n}_mean": _mean(centred[h].get(n, np.nan) for h in heads) for n in targets}})]
+    ok = all(s.pcs_to_95 <= t.max_subspace_dims and centred[h][weakest[h]] >= t.min_periodic_r2 for h, s in heads.items())
+    claims.append(Claim(
+        SUBSPACE, Verdict.of(ok),
+        "; ".join(f"head {h}: {s.pcs_to_95} PCs for 95% of the variance, weakest of the six targets {weakest[h]}, R^2 "
+                  f"{centred[h][weakest[h]]:.2f}" for h, s in heads.items())
+        + " (the joint fit on the top 6 PCs, targets centred: the authors' R^2 keeps each target's mean over k, which no "
+        "centred coordinate can fit)", f"{HU}, section 4",
+        {"thresholds.max_subspace_dims": t.max_subspace_dims, "thresholds.min_periodic_r2": t.min_periodic_r2}, why=why,
+        values={"most_pcs_to_95": max(s.pcs_to_95 for s in heads.values()),
+                "weakest_periodic_r2": min(centred[h][weakest[h]] for h in heads)}))
+    claims.append(Claim(
+        LABELS, Verdict.of(all(s.signal_label_share > t.min_label_share for s in heads.values())),
+        "; ".join(f"head {h}: {s.signal_label_share:.0%} of its extracted signal and {s.attention_label_share:.0%} of its "
+                  f"attention from label tokens; aggregation/extraction identity holds to relative error "
+                  f"{s.identity_relative_error:.1e}" for h, s in heads.items()),
+        f"{HU}, section 5", {"thresholds.min_label_share": t.min_label_share}, why=why,
+        values={"least_label_signal_share": min(s.signal_label_share for s in heads.values()),
+                "least_label_attention_share": min(s.attention_label_share for s in heads.values())}))
+    routed = {h: s.signal_routing for h, s in heads.items() if s.signal_routing}
+    if routed:
+        claims.append(measured(
+            "the main heads: the authors' section-5 readings of their per-demonstration signals s_i = O V z at the labels",
+            "; ".join(f"head {h}: label peaking ratio {sr.peaking_ratio:.1f}x; signal cosine with h_k in its 6-D subspace "
+                      f"{_ci(sr.signal_cosine)}, in the full stream {_ci(sr.ondemo_cosine)}; routing Pearson(alpha_i, "
+                      f"cos(s_i, h_k)) {_ci(sr.routing)} vs shuffled {_ci(sr.routing_null)}; weighting gain "
+                      f"{_ci(sr.weighting_gain, '+.3f')} vs shuffled {_ci(sr.weighting_gain_null, '+.3f')}"
+                      for h, sr in routed.items()), f"{HU}, section 5 (utils/signals.py)",
+            {"label_peaking_ratio_mean": _mean(sr.peaking_ratio for sr in routed.values()),
+             "signal_cosine_mean": _mean(sr.signal_cosine.mean for sr in routed.values()),
+             "routing_mean": _mean(sr.routing.mean for sr in routed.values()),
+             "routing_shuffled_mean": _mean(sr.routing_null.mean for sr in routed.values()),
+             "weighting_gain_mean": _mean(sr.weighting_gain.mean for sr in routed.values())}))
+        wrong = {h: heads[h].wrong_first_demo for h in routed}
+        claims.append(measured(
+            f"the main heads: a wrong first demonstration (label + {cfg.corrupt_offset}) read through the extraction identity",
+            "; ".join(f"head {h}: its signal's cosine with h_k {w.signal_cosine_clean:.2f} clean -> {w.signal_cosine_wrong:.2f} "
+                      f"wrong; its share of the label attention {w.attention_share_clean:.2f} -> {w.attention_share_wrong:.2f}; "
+                      f"the head's output at the final token, cosine with h_k {w.output_cosine_clean:.2f} -> "
+                      f"{w.output_cosine_wrong:.2f}" for h, w in wrong.items()), f"{HU}, section 5 (self-correction)",
+            {"wrong_first_signal_cosine_clean_mean": _mean(w.signal_cosine_clean for w in wrong.values()),
+             "wrong_first_signal_cosine_mean": _mean(w.signal_cosine_wrong for w in wrong.values()),
+             "wrong_first_output_cosine_clean_mean": _mean(w.output_cosine_clean for w in wrong.values()),
+             "wrong_first_output_cosine_mean": _mean(w.output_cosine_wrong for w in wrong.values())}))
+    corr = {h: s.successive_signal_correlation for h, s in heads.items()}
+    ok = all(c < t.max_successive_correlation for c in corr.values()) and sc.first_wrong >= sc.last_wrong - t.correction_tolerance
+    claims.append(Claim(
+        SELF_CORRECTION, Verdict.of(ok),
+        ", ".join(f"head {h}: r = {c:+.2f}" for h, c in corr.items())
+        + f"; accuracy {sc.first_wrong:.2f} with the first wrong vs {sc.last_wrong:.2f} with the last",
+        f"{HU}, section 5", {"thresholds.max_successive_correlation": t.max_successive_correlation,
+                             "thresholds.correction_tolerance": t.correction_tolerance}, why=why,
+        values={"largest_successive_signal_correlation": max(corr.values())}))
+    projected: Projection | None = res.get("projection")
+    if projected and projected.heads:
+        arms = list(dict.fromkeys(a for pr in projected.heads.values() for a in pr.accuracy))
+        claims.append(measured(
+            "the main heads: projection causal test (zero-shot accuracy of each head's task-mean result at c*, whole or "
+            "projected on its mod-vector subspaces)",
+            "; ".join(f"head {h} (c* = {pr.c_star:g}): " + ", ".join(f"{arm} {v:.2f}" for arm, v in pr.accuracy.items())
+                      for h, pr in projected.heads.items()), f"{HU}, appendix F (run_projection_causal)",
+            {f"projection_accuracy_{arm}_mean": _mean(pr.accuracy.get(arm, np.nan) for pr in projected.heads.values())
+             for arm in arms}))
+    return claims
+
+
 def not_applicable(cfg: AddKStudySettings, clean: CleanAccuracy, name: str) -> list[Claim]:
     """Every localisation claim marked NOT APPLICABLE: below ``min_clean_accuracy`` there is no behaviour to localise."""
     why = (f"{name} solves {cfg.task.shots}-shot add-k in the {cfg.prompt_format} format only {clean.train_tasks:.2f} of the "
            "time; head sets found on a task the model does not do would mean nothing")
-    claims = ("a sparse set of heads carries the task (function vector from a head mask)",
-              "with every other head ablated, a few main heads keep few-shot accuracy",
-              "the main heads' task means span a ~6-dimensional subspace with base-10 periodic directions",
-              "the heads take their signal from the demonstrations' label tokens",
-              "self-correction: later demonstrations suppress an early wrong signal")
-    return [Claim(claim, Verdict.NOT_APPLICABLE, why, HU, {"min_clean_accuracy": cfg.min_clean_accuracy}) for claim in claims]
+    return [Claim(claim, Verdict.NOT_APPLICABLE, why, HU, {"min_clean_accuracy": cfg.min_clean_accuracy}) for claim in LOCALISATION]
 
 
 def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim], dict[str, Any]]:

@@ -63,7 +63,7 @@ def versions() -> dict[str, str]:
     }
 
 
-# The presets every study declares; the main job runs them all at one.
+# The presets every study declares; the main job runs every study at one of them.
 PRESETS = ("quick", "paper")
 
 
@@ -97,7 +97,8 @@ def lanes(todo: list[Job]) -> list[list[Job]]:
 
 
 def compute_time(summary: Summary) -> float:
-    """Seconds the study's parts took when they were computed (earlier invocations' included, every seed summed): an
+    """Seconds the study's training runs and parts took when they were computed (earlier invocations' included, every
+    seed summed; its ``timings_s``): an
     entry's cost even where this invocation only resumed it or re-judged cached parts, whose own wall time is short."""
     return round(sum(summary.timings_s.values()), 1)
 

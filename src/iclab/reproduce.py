@@ -97,9 +97,9 @@ def lanes(todo: list[Job]) -> list[list[Job]]:
 
 
 def compute_time(summary: Summary) -> float:
-    """Seconds the study's training runs and parts took when they were computed (earlier invocations' included, every
-    seed summed; its ``timings_s``): an
-    entry's cost even where this invocation only resumed it or re-judged cached parts, whose own wall time is short."""
+    """Seconds the study's training runs and parts took when they were computed (its ``timings_s``: earlier
+    invocations' included, every seed summed): an entry's cost even where this invocation only resumed it or
+    re-judged cached parts, whose own wall time is short."""
     return round(sum(summary.timings_s.values()), 1)
 
 

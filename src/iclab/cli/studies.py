@@ -117,7 +117,7 @@ def reproduce(
             raise IclabError(f"study {name!r} is unknown; studies and entries: {', '.join(names)}")
     record = run_all(preset, out, resolve_device(device), log=say, only=only or None,
                      workers=workers, seeds=seeds)
-    table = Table("study", "status", "time (s)", "parts' compute time (s)")
+    table = Table("study", "status", "time (s)", "compute time (s)")
     for name, entry in record["studies"].items():
         table.add_row(name, entry["status"], str(entry.get("wall_time_s", "-")), str(entry.get("compute_time_s", "-")))
     console.print(table)

@@ -99,7 +99,7 @@ def _list_entries(root: Path, as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return
-    table = Table("study", "status", *(v.value.lower() for v in Verdict), "wall time", "parts' compute time", "peak memory")
+    table = Table("study", "status", *(v.value.lower() for v in Verdict), "wall time", "compute time", "peak memory")
     for r in rows:
         counts = [str(r["verdicts"][v.value]) if r["verdicts"] else "-" for v in Verdict]
         wall, compute = ("-" if r[k] is None else f"{r[k]:.0f} s" for k in ("wall_time_s", "compute_time_s"))

@@ -218,8 +218,9 @@ def _verdict_counts(studies: dict[str, dict[str, Any]], summaries: dict[str, Loa
     loaded = [s for s in summaries.values() if isinstance(s, Summary)]
     split = sum(c.verdict is Verdict.INCONCLUSIVE for s in loaded for c in s.claims)
     seeds = sorted({len(c.per_seed) for s in loaded for c in s.claims if c.per_seed})
-    over = (f'<p class="takeaway">Verdicts over {" or ".join(map(str, seeds))} seeds: {plural(split, "claim")} inconclusive '
-            "(the seeds disagree).</p>") if seeds else '<p class="muted">Verdicts from one seed each.</p>'
+    agree = f"{plural(split, 'claim')} inconclusive (the seeds disagree)" if split else "the seeds agree on every claim"
+    over = (f'<p class="takeaway">Verdicts over {" or ".join(map(str, seeds))} seeds: {agree}.</p>' if seeds
+            else '<p class="muted">Verdicts from one seed each.</p>')
     return over + f'<table class="counts"><tr><th>study</th>{head}</tr>{"".join(rows)}</table>'
 
 

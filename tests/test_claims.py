@@ -125,3 +125,5 @@ def test_claims_judged_over_seeds_keep_each_seeds_numbers_and_the_report_shows_t
     assert "Verdicts over 3 seeds: 2 claims inconclusive" in page
     assert "<td>fv_lift</td><td>0.6</td><td>0.8</td><td>0.1</td><td>0.5</td>" in page  # each seed's value, then the mean
     assert page.count('class="badge na">inconclusive') >= 2 and "seed 2: lift 0.1" in page
+    Summary("s", "quick", RunIdentity("0", "0", "test"), {}, same, [c.line() for c in same], [], {}, []).write(tmp_path / "s")
+    assert "Verdicts over 2 seeds: the seeds agree on every claim." in build_report(tmp_path).read_text()

@@ -10,6 +10,7 @@ from iclab.errors import IclabError
 from iclab.heads import IclabHeadModel
 from iclab.models import ModelConfig, Transformer
 from iclab.results import Head
+from iclab.tasks import number_functions as F
 from iclab.tasks.addk import AddKConfig, AddKTask, DigitTokenizer, NumberTokenizer, prompt_text
 
 
@@ -322,3 +323,75 @@ def test_the_tvp_loss_patches_the_same_site_the_task_vector_analysis_reads(digit
     assert net.blocks[0].attn.W_Q.grad is not None and float(net.blocks[0].attn.W_Q.grad.abs().sum()) > 0
     with pytest.raises(IclabError, match="tvp_layer"):
         AddKTask(AddKConfig(tvp_layer=5)).model_loss(net, net, AddKTask(AddKConfig(tvp_layer=5)).batch(0, 2, "train"))
+
+
+def test_the_number_functions_give_their_known_values_and_the_range_holds_them_all():
+    x = torch.tensor([[7, 12, 45, 90, 100]])
+    assert F.reverse_digits(x).tolist() == [[7, 21, 54, 9, 1]]
+    assert F.digit_sum(x).tolist() == [[7, 3, 9, 9, 1]]
+    p = torch.tensor([[40]])
+    assert F.FUNCTIONS["max"].fn(x, p).tolist() == [[40, 40, 45, 90, 100]]
+    assert F.FUNCTIONS["dist"].fn(x, p).tolist() == [[33, 28, 5, 50, 60]]
+    assert F.FUNCTIONS["gt"].fn(x, p).tolist() == [[0, 0, 1, 1, 1]]
+    assert F.FUNCTIONS["mod"].fn(x, torch.tensor([[7]])).tolist() == [[0, 5, 3, 6, 2]]
+    cfg = AddKConfig(mix_ops=("sub", "mul", "div"))
+    lo, hi = cfg.number_range()
+    assert (lo, hi) == (1 - cfg.k_max, cfg.x_max * cfg.k_max)  # x - 30 at x = 1, x * 30 at x = 100
+    with pytest.raises(IclabError, match="mix_ops"):
+        AddKConfig(mix_ops=("mod", "nope"))
+    with pytest.raises(IclabError, match="op_share"):
+        AddKConfig(op_share=0.5)  # a share of add among nothing else
+
+
+def _parameter_fits(name, cfg, xs, ys):
+    """Whether some parameter of function ``name`` (or none) gives every label ys from xs (lists of ints)."""
+    f = F.FUNCTIONS[name]
+    lo, hi = (1, cfg.k_max) if name in F.TASK_OPS else f.params(cfg.x_min, cfg.x_max, cfg.k_max) if f.params else (0, 0)
+    x = torch.tensor(xs)
+    return any(f.fn(x, torch.tensor(p)).tolist() == ys for p in range(lo, hi + 1))
+
+
+def test_a_mix_of_many_functions_writes_each_prompt_in_one_function_with_one_parameter():
+    mix = ("sub", "mod", "div", "max", "min", "dist", "gt", "copy", "reverse", "digitsum")
+    cfg = AddKConfig(shots=4, label_noise=0.2, mix_ops=mix, op_share=0.5)
+    task = AddKTask(cfg)
+    b = task.batch(0, 400, "train")
+    tok, fn = task.tok, b.extras["function"]
+    assert 0.4 < float((fn == 0).float().mean()) < 0.6  # add at its share ...
+    assert set(fn.tolist()) == set(range(1 + len(mix)))  # ... every other function present
+    x, y, label = b.inputs[:, 1::4] - 3 + tok.lo, b.inputs[:, 3::4] - 3 + tok.lo, b.extras["label"][:, 3::4]
+    wrong_fits = 0
+    for i in range(len(fn)):
+        name = (cfg.op, *mix)[int(fn[i])]
+        keep = label[i].nonzero().squeeze(1).tolist()  # the trusted labels, the query's among them
+        assert _parameter_fits(name, cfg, [int(x[i, j]) for j in keep], [int(y[i, j]) for j in keep]), (name, i)
+        wrong_fits += int(_parameter_fits(name, cfg, x[i].tolist(), y[i].tolist())) if len(keep) < x.shape[1] else 0
+    assert wrong_fits < 0.5 * int((~label).any(1).sum())  # a wrong label is mostly not the prompt's function
+    assert int(b.inputs.max()) < cfg.model_io()["d_vocab"] and int(b.inputs.min()) >= 0
+
+
+def test_varied_separators_write_each_training_prompt_in_one_pair_and_evaluation_in_the_arrow_format():
+    cfg = AddKConfig(shots=3, separators=4)
+    task = AddKTask(cfg)
+    tok = task.tok
+    assert tok.vocab_size == cfg.tokenizer().vocab_size == NumberTokenizer(*cfg.number_range()).vocab_size + 6
+    b = task.batch(0, 200, "train")
+    arrows, seps = b.inputs[:, 2::4], b.inputs[:, 4::4]
+    pairs = [tuple(p) for p in tok.pair_ids]
+    assert all(len(set(a.tolist())) == 1 and (int(a[0]), int(s[0])) in pairs and len(set(s.tolist())) == 1
+               for a, s in zip(arrows, seps))
+    assert len({int(a[0]) for a in arrows}) == 4  # every pair used
+    assert tok.decode(tok.encode("3=5,7:9;12->", bos=False)) == "3=5,7:9;12->"
+    with pytest.raises(IclabError, match="cannot tokenize"):
+        NumberTokenizer(-30, 130).encode("3=5")  # a tokenizer with one pair knows no other
+    mcfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, **cfg.model_io())
+    model = IclabHeadModel(Transformer(mcfg, torch.Generator().manual_seed(0)), tok)
+    p = A.make_prompts(model, cfg, [3], 2, 3, torch.Generator().manual_seed(0))[0]
+    assert tok.arrow_id in p.ids and not set(p.ids) & {i for pair in pairs[1:] for i in pair}
+
+
+def test_digit_tokens_know_the_other_separator_pairs_too():
+    tok = DigitTokenizer(-30, 130, separators=3)
+    assert tok.vocab_size == 15 + 4
+    ids = tok.encode("7=-23,5:6;")
+    assert len(ids) == 1 + 4 * 4 + 4 and tok.decode(ids[1:]) == "7=-23,5:6;"

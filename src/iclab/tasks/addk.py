@@ -26,20 +26,44 @@ import torch.nn.functional as F
 from iclab.config import require
 from iclab.errors import IclabError
 from iclab.tasks.base import Batch, Split, stream
+from iclab.tasks.number_functions import FUNCTIONS, TASK_OPS, draw_parameters, value_range, values
 
 Op = Literal["add", "sub", "mul"]
-TOKEN = re.compile(r"->|-?\d+|#")
+# (arrow, separator) pairs: the first is the study's arrow format, the others vary training prompts' punctuation
+# (``task.separators``); a tokenizer knows the first ``separators`` of them
+SEPARATORS = (("->", "#"), ("=", ","), (":", ";"), ("=>", "|"))
+TOKEN = re.compile("|".join(re.escape(t) for t in sorted({t for pair in SEPARATORS for t in pair}, key=len, reverse=True)) + r"|-?\d+")
 
 
-class NumberTokenizer:
-    """BOS, "->", "#" and one token per integer in [lo, hi]. ``encode`` parses arrow-template text."""
+class _Separators:
+    """The arrow and separator tokens of a tokenizer: pair 0 ("->", "#") at ids 1, 2; pair j > 0 at the end of the
+    vocabulary (``first_extra`` + 2 (j - 1), + 1), so a tokenizer with more pairs keeps every other id."""
+
+    def _init_separators(self, separators: int, first_extra: int) -> None:
+        if not 1 <= separators <= len(SEPARATORS):
+            raise IclabError(f"separators must lie in [1, {len(SEPARATORS)}], got {separators}")
+        self.separators, self.first_extra = separators, first_extra
+        self.pair_ids = [(1, 2)] + [(first_extra + 2 * j, first_extra + 2 * j + 1) for j in range(separators - 1)]
+        self.separator_ids = {t: i for pair, ids in zip(SEPARATORS, self.pair_ids) for t, i in zip(pair, ids)}
+        self.separator_text = {i: t for t, i in self.separator_ids.items()}
+        self.vocab_size = first_extra + 2 * (separators - 1)
+
+    def _separator_id(self, text: str) -> int:
+        if text not in self.separator_ids:
+            raise IclabError(f"cannot tokenize {text!r}: this tokenizer reads integers and {', '.join(map(repr, self.separator_ids))}")
+        return self.separator_ids[text]
+
+
+class NumberTokenizer(_Separators):
+    """BOS, "->", "#" and one token per integer in [lo, hi] (then the other separator pairs). ``encode`` parses
+    arrow-template text."""
 
     specials = ("<bos>", "->", "#")
 
-    def __init__(self, lo: int, hi: int):
+    def __init__(self, lo: int, hi: int, separators: int = 1):
         self.lo, self.hi = lo, hi
         self.bos_id, self.arrow_id, self.sep_id = 0, 1, 2
-        self.vocab_size = 3 + hi - lo + 1
+        self._init_separators(separators, 3 + hi - lo + 1)
 
     width = 1  # tokens per number
 
@@ -54,27 +78,29 @@ class NumberTokenizer:
     def encode(self, text: str, bos: bool = True) -> list[int]:
         ids = [self.bos_id] if bos else []
         for tok, n in _tokens(text, self.lo, self.hi):
-            ids.append(self.arrow_id if tok == "->" else self.sep_id if tok == "#" else int(self.number(n)))
+            ids.append(int(self.number(n)) if tok is None else self._separator_id(tok))
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.specials[i] if i < 3 else str(i - 3 + self.lo) for i in ids)
+        return "".join(self.specials[0] if i == 0 else self.separator_text[i] if i in self.separator_text else str(i - 3 + self.lo)
+                       for i in ids)
 
 
-class DigitTokenizer:
-    """BOS, "->", "#", "+", "-" and the digits 0-9: every number is written in ``width`` digits, zero-padded (7 ->
-    "007"), after a sign token when the range has negative numbers, so every number is the same number of tokens
-    and prompts keep one layout (no padding); base-10 structure is in the tokens themselves."""
+class DigitTokenizer(_Separators):
+    """BOS, "->", "#", "+", "-" and the digits 0-9 (then the other separator pairs): every number is written in
+    ``width`` digits, zero-padded (7 -> "007"), after a sign token when the range has negative numbers, so every number
+    is the same number of tokens and prompts keep one layout (no padding); base-10 structure is in the tokens
+    themselves."""
 
     specials = ("<bos>", "->", "#", "+", "-")
 
-    def __init__(self, lo: int, hi: int):
+    def __init__(self, lo: int, hi: int, separators: int = 1):
         self.lo, self.hi = lo, hi
         self.bos_id, self.arrow_id, self.sep_id, self.plus_id, self.minus_id = 0, 1, 2, 3, 4
         self.digits = len(str(max(abs(lo), abs(hi))))
         self.signed = lo < 0
         self.width = self.digits + int(self.signed)
-        self.vocab_size = len(self.specials) + 10
+        self._init_separators(separators, len(self.specials) + 10)
 
     def number_ids(self, n: torch.Tensor) -> torch.Tensor:
         """Token ids [B, width] of integers n [B]."""
@@ -88,44 +114,39 @@ class DigitTokenizer:
     def encode(self, text: str, bos: bool = True) -> list[int]:
         ids = [self.bos_id] if bos else []
         for tok, n in _tokens(text, self.lo, self.hi):
-            if tok == "->":
-                ids.append(self.arrow_id)
-            elif tok == "#":
-                ids.append(self.sep_id)
-            else:
-                ids += self.number_ids(torch.tensor([n]))[0].tolist()
+            ids += self.number_ids(torch.tensor([n]))[0].tolist() if tok is None else [self._separator_id(tok)]
         return ids
 
     def decode(self, ids: list[int]) -> str:
         out, number = [], ""
         for i in ids:
-            if i >= len(self.specials):
+            if len(self.specials) <= i < self.first_extra:
                 number += str(i - len(self.specials))
                 continue
             if number:
                 out.append(number.lstrip("0") or "0")
                 number = ""
-            out.append("" if i == self.plus_id else self.specials[i])
+            out.append("" if i == self.plus_id else self.separator_text.get(i) or self.specials[i])
         if number:
             out.append(number.lstrip("0") or "0")
         return "".join(out)
 
 
 def _tokens(text: str, lo: int, hi: int):
-    """("->" | "#" | "n", int or None) for each token of arrow-template text; a clear error for anything else."""
+    """(separator text, None) or (None, n) for each token of arrow-template text; a clear error for anything else."""
     pos = 0
     for m in TOKEN.finditer(text):
         if text[pos : m.start()].strip():
             raise IclabError(f"cannot tokenize {text[pos:m.start()]!r}: the number tokenizer reads integers, '->' and '#'")
         pos = m.end()
         tok = m.group()
-        if tok in ("->", "#"):
+        if not tok.lstrip("-").isdigit():
             yield tok, None
             continue
         n = int(tok)
         if not lo <= n <= hi:
             raise IclabError(f"number {n} is outside the tokenizer's range [{lo}, {hi}]")
-        yield "n", n
+        yield None, n
     if text[pos:].strip():
         raise IclabError(f"cannot tokenize {text[pos:]!r}")
 
@@ -148,9 +169,13 @@ class AddKConfig:
     max_offset: int = 0
     label_noise: float = 0.0
     digits: bool = False  # numbers as fixed-width digit tokens (DigitTokenizer) instead of one token per number
-    # other operations mixed into training (each prompt's operation drawn uniformly from ``op`` and these, with a k of
-    # the training tasks), so the demonstrations must say which task it is, not only which k; evaluation is ``op`` only
-    mix_ops: tuple[Op, ...] = ()
+    # other functions mixed into training (each prompt's drawn from ``op`` and these), so the demonstrations must say
+    # which task it is, not only which k; evaluation is ``op`` only. add, sub, mul take a k of the training tasks; the
+    # other functions of :mod:`iclab.tasks.number_functions` (mod, div, max, min, dist, gt, copy, reverse, digitsum)
+    # their own parameter ranges. ``op_share``: the share of prompts written with ``op`` (None: every function alike)
+    mix_ops: tuple[str, ...] = ()
+    op_share: float | None = None
+    separators: int = 1  # training prompts' punctuation drawn per prompt from the first this many of SEPARATORS
     # Yang et al. (2025)'s task-vector prompting loss: each prompt's residual stream entering layer ``tvp_layer`` at
     # its query's arrow replaces that of a zero-shot prompt of the same task with a new x (BOS, x', arrow), whose
     # answer is then also trained, weighted ``tvp_weight``; a model trained so holds its task vector at that layer
@@ -170,8 +195,11 @@ class AddKConfig:
         require(0 <= self.label_noise < 1, "label_noise", f"must lie in [0, 1), got {self.label_noise}")
         require(self.tvp_layer is None or self.tvp_layer >= 0, "tvp_layer", f"must be a layer (>= 0) or null, got {self.tvp_layer}")
         require(self.tvp_weight > 0, "tvp_weight", f"must be > 0, got {self.tvp_weight}")
-        require(all(o in ("add", "sub", "mul") and o != self.op for o in self.mix_ops) and len(set(self.mix_ops)) == len(self.mix_ops),
-                "mix_ops", f"must be distinct operations among add, sub, mul other than op={self.op!r}, got {list(self.mix_ops)}")
+        require(all(o in FUNCTIONS and o != self.op for o in self.mix_ops) and len(set(self.mix_ops)) == len(self.mix_ops),
+                "mix_ops", f"must be distinct functions among {', '.join(FUNCTIONS)} other than op={self.op!r}, got {list(self.mix_ops)}")
+        require(self.op_share is None or (0 < self.op_share < 1 and bool(self.mix_ops)), "op_share",
+                f"must lie in (0, 1) with mix_ops given, or null for every function alike, got {self.op_share}")
+        require(1 <= self.separators <= len(SEPARATORS), "separators", f"must lie in [1, {len(SEPARATORS)}], got {self.separators}")
 
     @property
     def train_tasks(self) -> list[int]:
@@ -179,17 +207,15 @@ class AddKConfig:
 
     def apply(self, x: torch.Tensor | int, k: torch.Tensor | int, op: Op | None = None) -> torch.Tensor | int:
         """op_k(x) for the task's operation (or ``op``)."""
-        op = op or self.op
-        return x + k if op == "add" else x - k if op == "sub" else x * k
+        return FUNCTIONS[op or self.op].fn(x, k)
 
     def number_range(self) -> tuple[int, int]:
         """The smallest and largest number any prompt of the training mix writes."""
-        values = [self.apply(x, k, op) for op in (self.op, *self.mix_ops) for x in (self.x_min, self.x_max) for k in (1, self.k_max)]
-        values += [self.x_min, self.x_max]
-        return min(values), max(values)
+        ranges = [value_range(op, self.x_min, self.x_max, self.k_max) for op in (self.op, *self.mix_ops)] + [(self.x_min, self.x_max)]
+        return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
 
     def tokenizer(self) -> NumberTokenizer | DigitTokenizer:
-        return (DigitTokenizer if self.digits else NumberTokenizer)(*self.number_range())
+        return (DigitTokenizer if self.digits else NumberTokenizer)(*self.number_range(), separators=self.separators)
 
     def seq_len(self, shots: int | None = None) -> int:
         """Tokens of a training prompt (BOS, each shot x -> y #, the query x -> y)."""
@@ -286,18 +312,29 @@ class AddKTask:
         shown = cfg.apply(xs, k_shown)
         ops = (cfg.op, *cfg.mix_ops)
         which = torch.zeros(batch_size, 1, dtype=torch.long)
+        params = {}  # the other functions' (parameter, wrong labels' parameter), each [B, 1]
         if cfg.mix_ops:  # drawn after the rest, so a mix without other operations keeps the stream it always had
-            which = torch.randint(len(ops), (batch_size, 1), generator=g)  # each prompt's operation
+            which = self._functions(batch_size, g)
             for i, op in enumerate(ops[1:], start=1):
-                shown = torch.where(which == i, cfg.apply(xs, k_shown, op), shown)
-        extras = {}
+                if op in TASK_OPS:
+                    value = cfg.apply(xs, k_shown, op)
+                else:
+                    params[op] = draw_parameters(op, cfg.x_min, cfg.x_max, cfg.k_max, batch_size, g)
+                    value = values(op, xs, *params[op], ~trusted)
+                shown = torch.where(which == i, value, shown)
+        extras = {"function": which.squeeze(1).to(device)}  # each prompt's function: an index into (op, *mix_ops)
         if cfg.tvp_layer is not None:  # the TVP loss's zero-shot query: a new x, the prompt's task
             x_new = torch.randint(cfg.x_min, cfg.x_max + 1, (batch_size, 1), generator=g)
             y_new = cfg.apply(x_new, ks.unsqueeze(1))
             for i, op in enumerate(ops[1:], start=1):
-                y_new = torch.where(which == i, cfg.apply(x_new, ks.unsqueeze(1), op), y_new)
+                y_op = cfg.apply(x_new, ks.unsqueeze(1), op) if op in TASK_OPS else FUNCTIONS[op].fn(x_new, params[op][0])
+                y_new = torch.where(which == i, y_op, y_new)
             extras["tvp_zero"] = prompt_ids(self.tok, x_new, y_new).to(device)  # BOS, x', arrow, y'
         ids = prompt_ids(self.tok, xs, shown)
+        if cfg.separators > 1:  # each prompt's punctuation, one pair of SEPARATORS
+            pair = torch.randint(cfg.separators, (batch_size, 1), generator=g)
+            arrow, sep = (torch.tensor(col)[pair] for col in zip(*self.tok.pair_ids))  # [B, 1] each
+            ids = torch.where(ids == self.tok.arrow_id, arrow, torch.where(ids == self.tok.sep_id, sep, ids))
         label = torch.zeros_like(ids, dtype=torch.bool)
         at = label_positions(self.tok.width, shots)  # [shots + 1, w]
         label[:, at] = trusted.unsqueeze(-1).expand(-1, -1, self.tok.width)  # every shot's y, unless made wrong
@@ -307,6 +344,14 @@ class AddKTask:
             ids = torch.cat([ids[:, :1], pad, ids[:, 1:]], dim=1)
             label = torch.cat([label[:, :1], torch.zeros(batch_size, offset, dtype=torch.bool), label[:, 1:]], dim=1)
         return Batch(inputs=ids.to(device), targets=ids.to(device), extras={"label": label.to(device), "k": ks.to(device), **extras})
+
+    def _functions(self, batch_size: int, g: torch.Generator) -> torch.Tensor:
+        """Each prompt's function [B, 1], an index into (op, *mix_ops): uniform, or ``op`` at ``op_share``."""
+        n = 1 + len(self.config.mix_ops)
+        if self.config.op_share is None:
+            return torch.randint(n, (batch_size, 1), generator=g)
+        is_op = torch.rand(batch_size, 1, generator=g) < self.config.op_share
+        return torch.where(is_op, 0, torch.randint(1, n, (batch_size, 1), generator=g))
 
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         label = batch.extras["label"][:, 1:]

@@ -19,6 +19,7 @@ from iclab.analysis.addk.pipeline import (
     SelfCorrection,
     Subspaces,
 )
+from iclab.analysis.addk import TaskVectorCurve
 from iclab.claims import Verdict
 from iclab.results import Head
 from iclab.studies.addk.claims import findings
@@ -82,6 +83,12 @@ def test_a_model_without_the_behaviour_gets_not_applicable_for_every_localisatio
     localisation = [c for c in claims if c.verdict is Verdict.NOT_APPLICABLE]
     assert len(localisation) == 5 and all(c.thresholds == {"min_clean_accuracy": CFG.min_clean_accuracy} for c in localisation)
     assert numbers["localised"] is False
+    assert not any("task vectors by layer" in c.statement for c in claims)
+    # a weak model trained here still reports its task-vector curve (how a recipe is judged)
+    curve = TaskVectorCurve([0, 1, 2], [0.0, 0.01, 0.02], [0.0, 0.0, 0.0], 0.01, 0.1)
+    claims, _ = findings(CFG, {**res, "task_vectors": curve})
+    tv = [c for c in claims if "task vectors by layer" in c.statement]
+    assert len(tv) == 1 and tv[0].verdict is Verdict.MEASURED and "L2 0.02 (0.00)" in tv[0].measured
 
 
 def test_the_head_claims_are_one_each_over_the_heads_named_alike_at_every_seed():
@@ -120,7 +127,6 @@ def test_heads_appear_in_their_one_text_form():
 
 
 def test_the_task_vector_curve_is_reported_layer_by_layer_with_its_peak():
-    from iclab.analysis.addk import TaskVectorCurve
 
     claims, _ = findings(CFG, {**results(), "task_vectors": TaskVectorCurve([0, 1, 2], [0.02, 0.4, 0.9], [0.0, 0.3, 0.8], 0.03, 0.95)})
     tv = next(c for c in claims if c.statement.startswith("task vectors by layer"))

@@ -206,6 +206,12 @@ def _behaves(ctx: Ctx) -> bool:
     return ctx.results["clean_accuracy"].train_tasks >= ctx.settings.min_clean_accuracy
 
 
+def _curve_wanted(ctx: Ctx) -> bool:
+    """The task-vector curve: for every model trained here (it is how a recipe is judged, a weak one included; a few
+    seconds), for a pretrained model only when it does the task."""
+    return ctx.settings.model is None or _behaves(ctx)
+
+
 def _analysed_heads(ctx: Ctx) -> list[Head]:
     loc = ctx.results["localisation"]
     return (loc.main or loc.selected)[: ctx.settings.max_subspace_heads]
@@ -216,7 +222,7 @@ PARTS = [
     Part("k", lambda ctx: list(range(1, ctx.settings.task.k_max + 1)), cached=False),
     Part("clean_scan", clean_scan, P.CleanScan, when=lambda ctx: ctx.settings.model is not None),
     Part("clean_accuracy", clean_accuracy, P.CleanAccuracy),
-    Part("task_vectors", task_vectors, TaskVectorCurve, when=_behaves),
+    Part("task_vectors", task_vectors, TaskVectorCurve, when=_curve_wanted),
     Part("task_means", task_means, cached=False, when=_behaves),  # cached by itself as a tensor file
     Part("localisation", localisation, P.Localisation, when=_behaves),
     Part("heads", _analysed_heads, cached=False, when=_behaves),

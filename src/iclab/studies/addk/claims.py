@@ -282,7 +282,7 @@ def findings(cfg: AddKStudySettings, res: dict[str, Any]) -> tuple[list[Claim], 
         claims = [measured("clean few-shot exact-match accuracy", f"{cfg.task.shots}-shot, {cfg.prompt_format} format: "
                            f"{clean.train_tasks:.2f} on training tasks, {clean.held_out_tasks:.2f} on held-out tasks", HU,
                            _clean_values(clean))]
-        claims += (scan_findings(cfg, scan) if scan else []) + not_applicable(cfg, clean, res["model"])
+        claims += (scan_findings(cfg, scan) if scan else []) + task_vector_claims(res) + not_applicable(cfg, clean, res["model"])
         return claims, {"model": res["model"], "clean_accuracy": clean.train_tasks, "clean_accuracy_held_out": clean.held_out_tasks,
                         "clean_scan": scan.rows if scan else None, "localised": False}
     claims, numbers = localised(cfg, res)

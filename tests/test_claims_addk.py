@@ -127,7 +127,6 @@ def test_heads_appear_in_their_one_text_form():
 
 
 def test_the_task_vector_curve_is_reported_layer_by_layer_with_its_peak():
-
     claims, _ = findings(CFG, {**results(), "task_vectors": TaskVectorCurve([0, 1, 2], [0.02, 0.4, 0.9], [0.0, 0.3, 0.8], 0.03, 0.95)})
     tv = next(c for c in claims if c.statement.startswith("task vectors by layer"))
     assert tv.verdict == Verdict.MEASURED and "L2 0.90 (0.80)" in tv.measured and "peak at L2" in tv.measured

@@ -137,7 +137,7 @@ def _tokens(text: str, lo: int, hi: int):
     pos = 0
     for m in TOKEN.finditer(text):
         if text[pos : m.start()].strip():
-            raise IclabError(f"cannot tokenize {text[pos:m.start()]!r}: the number tokenizer reads integers, '->' and '#'")
+            raise IclabError(f"cannot tokenize {text[pos:m.start()]!r}: the number tokenizers read integers and separators")
         pos = m.end()
         tok = m.group()
         if not tok.lstrip("-").isdigit():

@@ -27,17 +27,16 @@ TASK_OPS = ("add", "sub", "mul")
 class NumberFunction:
     """y = fn(x, p) for inputs x [B, n] and parameters p [B, 1] (zeros for a function without one).
 
-    ``params(x_min, x_max, k_max)``: the inclusive range its parameter is drawn from, or None for no parameter.
+    ``params(x_min, x_max, k_max)``: the inclusive range its parameter takes, or None for no parameter.
     """
 
     name: str
-    text: str  # how a reader writes it, e.g. "x mod p"
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     params: Callable[[int, int, int], tuple[int, int]] | None = None
 
 
 def _digits(x: torch.Tensor) -> list[torch.Tensor]:
-    """Base-10 digits of x >= 0, least significant first, as many as the largest x needs (leading zeros dropped)."""
+    """Base-10 digits of x >= 0, least significant first, as many as the largest x needs (zeros above a smaller x)."""
     out, t = [], x.clone()
     for _ in range(len(str(int(x.max()))) if x.numel() else 1):
         out.append(t % 10)
@@ -46,10 +45,11 @@ def _digits(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def reverse_digits(x: torch.Tensor) -> torch.Tensor:
-    """x >= 0 with its decimal digits reversed (12 -> 21, 100 -> 1, 7 -> 7)."""
+    """x >= 0 with its decimal digits reversed (12 -> 21, 100 -> 1, 7 -> 7): each digit shifts the result left only
+    while x still has digits, so a smaller x gains no trailing zeros."""
     rev, t = torch.zeros_like(x), x.clone()
-    for d in _digits(x):
-        rev = torch.where(t > 0, rev * 10 + t % 10, rev)
+    for digit in _digits(x):
+        rev = torch.where(t > 0, rev * 10 + digit, rev)
         t = t // 10
     return rev
 
@@ -59,30 +59,35 @@ def digit_sum(x: torch.Tensor) -> torch.Tensor:
     return sum(_digits(x), torch.zeros_like(x))
 
 
+def _task_k(lo: int, hi: int, k_max: int) -> tuple[int, int]:
+    return 1, k_max
+
+
 def _inputs(lo: int, hi: int, k_max: int) -> tuple[int, int]:
     return lo, hi
 
 
 FUNCTIONS: dict[str, NumberFunction] = {f.name: f for f in (
-    NumberFunction("add", "x + k", lambda x, k: x + k),
-    NumberFunction("sub", "x - k", lambda x, k: x - k),
-    NumberFunction("mul", "x * k", lambda x, k: x * k),
-    NumberFunction("mod", "x mod m", lambda x, m: x % m, lambda lo, hi, k_max: (2, max(3, k_max))),
-    NumberFunction("div", "x // m", lambda x, m: x // m, lambda lo, hi, k_max: (2, 10)),
-    NumberFunction("max", "max(x, c)", torch.maximum, _inputs),
-    NumberFunction("min", "min(x, c)", torch.minimum, _inputs),
-    NumberFunction("dist", "|x - c|", lambda x, c: (x - c).abs(), _inputs),
-    NumberFunction("gt", "1 if x > c else 0", lambda x, c: (x > c).long(), _inputs),
-    NumberFunction("copy", "x", lambda x, _: x.clone()),
-    NumberFunction("reverse", "x's digits reversed", lambda x, _: reverse_digits(x)),
-    NumberFunction("digitsum", "the sum of x's digits", lambda x, _: digit_sum(x)),
+    NumberFunction("add", lambda x, k: x + k, _task_k),
+    NumberFunction("sub", lambda x, k: x - k, _task_k),
+    NumberFunction("mul", lambda x, k: x * k, _task_k),
+    NumberFunction("mod", lambda x, m: x % m, lambda lo, hi, k_max: (2, max(3, k_max))),  # x mod m
+    NumberFunction("div", lambda x, m: x // m, lambda lo, hi, k_max: (2, 10)),  # x // m
+    NumberFunction("max", torch.maximum, _inputs),  # max(x, c)
+    NumberFunction("min", torch.minimum, _inputs),  # min(x, c)
+    NumberFunction("dist", lambda x, c: (x - c).abs(), _inputs),  # |x - c|
+    NumberFunction("gt", lambda x, c: (x > c).long(), _inputs),  # 1 if x > c else 0
+    NumberFunction("copy", lambda x, _: x.clone()),
+    NumberFunction("reverse", lambda x, _: reverse_digits(x)),  # x's digits reversed
+    NumberFunction("digitsum", lambda x, _: digit_sum(x)),  # the sum of x's digits
 )}
 
 
 def value_range(name: str, x_min: int, x_max: int, k_max: int) -> tuple[int, int]:
-    """The smallest and largest value function ``name`` takes over every x and parameter of the mix."""
+    """The smallest and largest value function ``name`` takes over every x and parameter of the mix (add, sub, mul:
+    every k up to k_max, held-out ones included)."""
     f = FUNCTIONS[name]
-    lo, hi = (1, k_max) if name in TASK_OPS else f.params(x_min, x_max, k_max) if f.params else (0, 0)
+    lo, hi = f.params(x_min, x_max, k_max) if f.params else (0, 0)
     x = torch.arange(x_min, x_max + 1).unsqueeze(0)  # [1, X]
     p = torch.arange(lo, hi + 1).unsqueeze(1)  # [P, 1]
     y = f.fn(x.expand(len(p), -1), p.expand(-1, x.shape[1]))

@@ -2,7 +2,7 @@
 typed claims in the summary, refusals before the folder is touched."""
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 import torch
@@ -226,3 +226,41 @@ def test_a_run_over_seeds_that_finished_nothing_leaves_no_folder(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         seeded_study([]).run("quick", tmp_path / "s", ["seeds=2", "fail_at=0"], torch.device("cpu"), log=lambda s: None)
     assert not (tmp_path / "s").exists()
+
+
+def trained_study() -> Study:
+    """A study whose models step trains one small linreg run per seed (``training`` declares it)."""
+    from iclab.tasks.base import seeded
+    from iclab.train import apply_overrides, default_config, train
+
+    def config(s):
+        c = apply_overrides(default_config("linreg"), ["model.n_layers=1", "model.d_model=16", "train.batch_size=8",
+                                                       "task.d=2", "task.n_points=5", "train.steps=12"])
+        return replace(c, task=seeded(c.task, s.seed), seed=s.seed)
+
+    def models(ctx):
+        return train(config(ctx.settings), ctx.out / "runs" / "m", ctx.device, progress=False)
+
+    def compute(ctx):
+        return Number(float(ctx.models.summary["final_loss"]))
+
+    def claims(s, res):
+        return [Claim("loss is finite", Verdict.of(res["loss"].value < 1e9), "", why=recipe("a toy"))], {}
+
+    return Study("trained", {"quick": Seeded()}, parts=lambda s: [Part("loss", compute, Number, depends=lambda s: s.seed)],
+                 claims=claims, figures=lambda res, s, folder: [], models=models, training=lambda s: [("m", config(s))])
+
+
+def test_seeds_trained_together_are_each_seeds_runs_and_the_study_reads_them(tmp_path):
+    from iclab.train.rundir import RunDir
+
+    study = trained_study()
+    settings = study.settings("quick", ["seeds=2"])
+    summary = study.run_settings(settings, tmp_path / "s", torch.device("cpu"), log=lambda s: None, together=True)
+    assert summary.claims[0].verdict is Verdict.REPRODUCED
+    for seed in (0, 1):
+        run = RunDir(tmp_path / "s" / "seeds" / str(seed) / "runs" / "m").read_summary()
+        assert run["trained_with_seeds"] == [0, 1]
+    apart = study.run_settings(settings, tmp_path / "a", torch.device("cpu"), log=lambda s: None)
+    assert "trained_with_seeds" not in RunDir(tmp_path / "a" / "seeds" / "0" / "runs" / "m").read_summary()
+    assert apart.claims[0].verdict is Verdict.REPRODUCED

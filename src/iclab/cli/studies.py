@@ -50,6 +50,9 @@ def run_study(
     as_json: bool = typer.Option(False, "--json", help="Print the summary (summary.json) on stdout when done; progress goes "
                                  "to stderr."),
     max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP + " With --model only."),
+    together: bool = typer.Option(False, "--together", help="With several seeds: train each model for every seed at "
+                                  "once as one batched model (the same models up to float rounding; on 2 CPU cores no "
+                                  "faster, docs/scaling.md)."),
 ) -> None:
     """Run one study and write its figures, summary.json and report.html."""
     from iclab.device import resolve_device
@@ -77,7 +80,7 @@ def run_study(
         memory_limit(max_memory, resolve_device(device))  # a bad size or device: one line before anything runs
     folder = out or default_folder(study, preset, getattr(settings, "model", None))
     summary = declared.run_settings(settings, folder, resolve_device(device), log=err_say if as_json else say, preset=preset,
-                                    max_memory=max_memory)
+                                    max_memory=max_memory, together=together)
     from iclab.report import build_report
 
     page = build_report(folder)

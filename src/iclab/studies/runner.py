@@ -105,7 +105,9 @@ class Study(Generic[S]):
     """A study as a declaration; :meth:`run` is the same for every study.
 
     ``parts(settings)``: the part table, in order (it may depend on the settings, e.g. one trajectory per model);
-    ``models(ctx)``: trains or loads what the parts read (``ctx.models``); ``claims(settings, results)``: the typed
+    ``models(ctx)``: trains or loads what the parts read (``ctx.models``); ``training(settings)``: the training runs
+    ``models`` makes whose configs are known beforehand, ``(name, RunConfig)`` for ``out/runs/<name>``, so that a run
+    over seeds with ``together`` trains each for every seed at once (:func:`~iclab.train.together.train_seeds`); ``claims(settings, results)``: the typed
     claims and the summary numbers; ``figures(results, settings, folder)``: figure paths; ``notes(settings)``: how
     iclab measured, for the summary; ``check(settings)``: refusals before the folder is touched; ``variant(settings)``:
     another study over the same settings to run instead (a pretrained model instead of trained ones).
@@ -121,6 +123,7 @@ class Study(Generic[S]):
     claims: Callable[[S, dict[str, Any]], tuple[list[Claim], dict[str, Any]]]
     figures: Callable[[dict[str, Any], S, Path], list[Path]]
     models: Callable[[Context], Any] | None = None
+    training: Callable[[S], list[tuple[str, Any]]] | None = None
     notes: Callable[[S], list[str]] = lambda settings: []
     check: Callable[[S], None] | None = None
     variant: Callable[[S], "Study | None"] | None = None
@@ -156,18 +159,20 @@ class Study(Generic[S]):
 
     @holding_locks()  # the study folder is this process's while it runs
     def run_settings(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None] = print,
-                     preset: str | None = None, max_memory: str | None = None) -> Summary:
+                     preset: str | None = None, max_memory: str | None = None, together: bool = False) -> Summary:
         """Run the study on validated ``settings`` (``preset``: the preset's name, for the summary; ``max_memory``: see
-        :class:`Context`)."""
+        :class:`Context`; ``together``: with several seeds, train each model for every seed at once as one batched
+        model, :func:`~iclab.train.together.train_seeds`; equal to the seeds trained one by one up to float
+        rounding)."""
         other = self.variant(settings) if self.variant is not None else None
         if other is not None:
-            return other.run_settings(settings, out, device, log, preset, max_memory)
+            return other.run_settings(settings, out, device, log, preset, max_memory, together)
         if self.check is not None:
             self.check(settings)
         new = not out.exists() or (out.is_dir() and all(p.name in BOOKKEEPING for p in out.iterdir()))
         try:
             if getattr(settings, "seeds", 1) > 1:
-                return self._run_seeds(settings, out, device, log, preset, max_memory)
+                return self._run_seeds(settings, out, device, log, preset, max_memory, together)
             return self._run(settings, out, device, log, preset, max_memory)
         except BaseException:
             # a run that failed before finishing anything leaves no folder (only one this process made and holds)
@@ -176,7 +181,7 @@ class Study(Generic[S]):
             raise
 
     def _run_seeds(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None], preset: str | None,
-                   max_memory: str | None = None) -> Summary:
+                   max_memory: str | None = None, together: bool = False) -> Summary:
         """The study at each of its seeds (``seed`` .. ``seed + seeds - 1``), each a complete run of its own in
         ``out/seeds/<seed>`` (its settings those of a lone run at that seed, so each is resumable, reusable and equal
         to ``iclab run --seed S --set seeds=1``), then every claim judged over them (:func:`~iclab.claims.judge_over_seeds`).
@@ -185,6 +190,8 @@ class Study(Generic[S]):
         identity = self.identity(settings)
         Parts(self.name, out, settings, log, preset, identity)  # claims the folder and writes its settings
         first = getattr(settings, "seed")
+        if together and self.training is not None:
+            self._train_together(settings, out, device, log, preset)
         runs: dict[int, Summary] = {}
         for seed in range(first, first + getattr(settings, "seeds")):
             one = replace(settings, seed=seed, seeds=1)
@@ -206,6 +213,27 @@ class Study(Generic[S]):
         summary = Summary(self.name, preset, identity, numbers, claims, [c.line() for c in claims], figures, timings, notes)
         summary.write(out)
         return summary
+
+    def _train_together(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None], preset: str) -> None:
+        """Train every run of ``training`` for the unfinished seeds at once, into ``out/seeds/<seed>/runs/<name>``
+        (each seed's folder claimed first), so that each seed's ``models`` step finds its runs finished."""
+        from iclab.train.together import train_seeds
+
+        first = getattr(settings, "seed")
+        plans: dict[int, list[tuple[str, Any]]] = {}
+        for seed in range(first, first + getattr(settings, "seeds")):
+            one = replace(settings, seed=seed, seeds=1)
+            folder = out / "seeds" / str(seed)
+            if finished(folder, self.identity(one)) is None:
+                Parts(self.name, folder, one, log, preset, self.identity(one))
+                plans[seed] = self.training(one)
+        if not plans:
+            return
+        names = [name for name, _ in next(iter(plans.values()))]
+        for i, name in enumerate(names):
+            log(f"  model {name}: seeds {', '.join(map(str, plans))} trained together")
+            train_seeds([plan[i][1] for plan in plans.values()], [out / "seeds" / str(seed) / "runs" / name for seed in plans],
+                        device, label=f"{self.name}/{name}", log=log)
 
     def _run(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None], preset: str | None,
              max_memory: str | None = None) -> Summary:

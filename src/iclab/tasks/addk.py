@@ -353,6 +353,11 @@ class AddKTask:
         is_op = torch.rand(batch_size, 1, generator=g) < self.config.op_share
         return torch.where(is_op, 0, torch.randint(1, n, (batch_size, 1), generator=g))
 
+    @property
+    def loss_needs_model(self) -> bool:
+        """Whether the loss needs the model itself (the TVP loss hooks a layer), not only its outputs."""
+        return self.config.tvp_layer is not None
+
     def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         label = batch.extras["label"][:, 1:]
         return F.cross_entropy(outputs[:, :-1][label], batch.targets[:, 1:][label])

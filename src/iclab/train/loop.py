@@ -123,6 +123,11 @@ class StopSignals:
 def _save_resume(run: RunDir, model, optimizer, step: int, config: RunConfig, elapsed: float) -> None:
     tensors = {f"model.{k}": v for k, v in model_tensors(model).items()}
     tensors.update(optimizer_tensors(model, optimizer))
+    save_resume_tensors(run, tensors, step, config, elapsed)
+
+
+def save_resume_tensors(run: RunDir, tensors: dict[str, torch.Tensor], step: int, config: RunConfig, elapsed: float) -> None:
+    """The resume checkpoint: ``model.<name>`` and ``optim.<name>.<field>`` tensors after ``step`` steps."""
     meta = {"format": FORMAT, "step": step, "config_hash": config_hash(config), "identity_hash": config_hash(identity(config)),
             "elapsed_s": elapsed}
     save_tensors(run.resume_file, tensors, meta)
@@ -177,38 +182,13 @@ def train(
     ``recover``: if the resume checkpoint is unreadable, continue from the last
     readable weight snapshot with a fresh optimiser state (the error says so).
     """
-    run = RunDir(Path(out))
-    check_fits(config, device)  # before the folder is touched
-    run.prepare(config)
-    model = build_model(config, device)
-    summary = run.read_summary()
-    if summary is not None and summary.get("status") == "complete":
-        tensors, _ = load_tensors(run.final_model, device)
-        load_model_tensors(model, tensors, run.final_model)
-        return TrainResult(model, run, summary, resumed_from=config.train.steps)
-    if summary is not None and summary.get("status") == "diverged":
-        raise TrainingDiverged(f"{run.path}: this run diverged at step {summary.get('diverged_at_step')}; change the config (e.g. a lower train.lr)")
-
+    begun = begin(config, out, device, recover)
+    if isinstance(begun, TrainResult):
+        return begun
+    run, model, optimizer, start, elapsed = begun.run, begun.model, begun.optimizer, begun.start, begun.elapsed
     task = make_task(config.task)
-    optimizer = build_optimizer(model, config)
     cfg = config.train
-    start, elapsed = (0, 0.0)
-    if run.resume_file.is_file():
-        try:
-            start, elapsed = _load_resume(run, model, optimizer, config, device)
-        except CheckpointError:
-            good = _last_good_snapshot(run, device) if recover else None
-            if good is None:
-                raise
-            start, elapsed = good[0], 0.0
-            load_model_tensors(model, good[1], run.snapshot_file(start))
-    elif cfg.init_weights:
-        source = run.path / cfg.init_weights  # a relative path is the run directory's; an absolute one stays
-        load_model_tensors(model, load_tensors(source, device)[0], source)
-    run.truncate_metrics(start)
     snaps = set(snapshot_steps(cfg.steps, cfg.snapshots))
-    if start == 0 and 0 in snaps:
-        save_tensors(run.snapshot_file(0), model_tensors(model), {"step": 0})
 
     bar = Progress(cfg.steps, start, label or f"{config.task.name}", live=progress)
     if start:
@@ -263,19 +243,75 @@ def train(
     finally:
         bar.close()
 
+    summary = finish_run(run, config, model_tensors(model), loss_value, time.perf_counter() - t_start, device)
+    return TrainResult(model, run, summary, resumed_from=start)
+
+
+@dataclass
+class Begun:
+    """A run ready to take its next step: its folder, model and optimiser restored, ``start`` steps done."""
+
+    run: RunDir
+    model: Transformer
+    optimizer: torch.optim.AdamW
+    start: int
+    elapsed: float
+
+
+def begin(config: RunConfig, out: Path | str, device: torch.device | str, recover: bool = False) -> Begun | TrainResult:
+    """Claim the run folder ``out`` for ``config`` and restore where it stands: a :class:`TrainResult` when it is
+    complete, else a :class:`Begun` (from its resume checkpoint, its last good snapshot with ``recover``, its
+    ``init_weights`` or the initialisation; metrics rows after that step dropped, the step-0 snapshot saved).
+    Raises :class:`TrainingDiverged` for a run that diverged before."""
+    run = RunDir(Path(out))
+    check_fits(config, device)  # before the folder is touched
+    run.prepare(config)
+    model = build_model(config, device)
+    summary = run.read_summary()
+    if summary is not None and summary.get("status") == "complete":
+        tensors, _ = load_tensors(run.final_model, device)
+        load_model_tensors(model, tensors, run.final_model)
+        return TrainResult(model, run, summary, resumed_from=config.train.steps)
+    if summary is not None and summary.get("status") == "diverged":
+        raise TrainingDiverged(f"{run.path}: this run diverged at step {summary.get('diverged_at_step')}; change the config (e.g. a lower train.lr)")
+    optimizer = build_optimizer(model, config)
+    cfg = config.train
+    start, elapsed = (0, 0.0)
+    if run.resume_file.is_file():
+        try:
+            start, elapsed = _load_resume(run, model, optimizer, config, device)
+        except CheckpointError:
+            good = _last_good_snapshot(run, device) if recover else None
+            if good is None:
+                raise
+            start, elapsed = good[0], 0.0
+            load_model_tensors(model, good[1], run.snapshot_file(start))
+    elif cfg.init_weights:
+        source = run.path / cfg.init_weights  # a relative path is the run directory's; an absolute one stays
+        load_model_tensors(model, load_tensors(source, device)[0], source)
+    run.truncate_metrics(start)
+    if start == 0 and 0 in snapshot_steps(cfg.steps, cfg.snapshots):
+        save_tensors(run.snapshot_file(0), model_tensors(model), {"step": 0})
+    return Begun(run, model, optimizer, start, elapsed)
+
+
+def finish_run(run: RunDir, config: RunConfig, final: dict[str, torch.Tensor], loss_value: float, wall_time_s: float,
+               device: torch.device | str, **more: Any) -> dict[str, Any]:
+    """Save the final weights and write the complete run's summary (``more``: extra summary fields); returns it."""
     rows = run.read_metrics()
     final_eval = next((r for r in reversed(rows) if r.get("split") == "eval"), {})
     final_train = next((r for r in reversed(rows) if r.get("split") == "train"), {})
-    save_tensors(run.final_model, model_tensors(model), {"step": cfg.steps})
+    save_tensors(run.final_model, final, {"step": config.train.steps})
     summary = {
         "status": "complete",
         "task": config.task.name,
-        "steps": cfg.steps,
+        "steps": config.train.steps,
         "final_loss": final_train.get("loss", loss_value),
         "final_eval": {k: v for k, v in final_eval.items() if k not in ("step", "split")},
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "wall_time_s": round(time.perf_counter() - t_start, 3),
+        "n_params": sum(v.numel() for v in final.values()),
+        "wall_time_s": round(wall_time_s, 3),
         "device": str(device),
+        **more,
     }
     run.write_summary(summary)
-    return TrainResult(model, run, summary, resumed_from=start)
+    return summary

@@ -179,6 +179,7 @@ def notes(cfg: InductionStudySettings) -> list[str]:
 
 STUDY: Study[InductionStudySettings] = Study(
     "induction", PRESETS, parts=parts, claims=findings, figures=plot_all, models=train_models, notes=notes,
+    training=lambda cfg: [(name, run_config(cfg, name)) for name in cfg.models],
     variant=lambda cfg: pretrained.STUDY if cfg.model is not None else None,
     title="Induction heads and the ICL phase change", paper="Olsson et al. 2022", minutes=15.7,
     extra_entries=(Entry("induction-smollm2", ("model=smollm2-135m",), " (SmolLM2-135M, a pretrained LM)", minutes=4.3, pretrained=True),))

@@ -22,7 +22,7 @@ from iclab.plots.linreg import plot_all
 from iclab.runs import RunDir, TrainCurve, train_curve
 from iclab.studies.linreg import llc as LLC
 from iclab.studies.linreg.claims import findings
-from iclab.studies.linreg.models import eval_data, model_learner, noise_name, run_config, train_models
+from iclab.studies.linreg.models import eval_data, model_learner, noise_name, planned_runs, run_config, train_models
 from iclab.studies.linreg.settings import PRESETS, LinRegStudySettings, noise_ratio
 from iclab.studies.runner import Context, Part, Study
 
@@ -97,7 +97,7 @@ NOTES = [
 
 STUDY: Study[LinRegStudySettings] = Study(
     "linreg", PRESETS, parts=lambda cfg: PARTS + (DEVELOPMENT if cfg.llc.snapshots else []), claims=findings, figures=plot_all,
-    models=lambda ctx: train_models(ctx.settings, ctx.out, ctx.device, ctx.log), notes=lambda cfg: NOTES,
+    models=lambda ctx: train_models(ctx.settings, ctx.out, ctx.device, ctx.log), training=planned_runs, notes=lambda cfg: NOTES,
     title="Which learning algorithm is in-context linear regression?", paper="Akyürek et al. 2023; Garg et al. 2022", minutes=14.6)
 run = STUDY.run
 

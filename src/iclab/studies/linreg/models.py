@@ -45,15 +45,24 @@ def train_models(cfg: LinRegStudySettings, out: Path, device: torch.device, log:
         result = train(config, out / "runs" / name, device, progress=False, label=f"linreg/{name}")
         runs[name] = result.run
 
-    for depth, steps in zip(cfg.depths, cfg.steps):  # the deepest saves the snapshots its LLC curve is estimated at
-        fit(f"L{depth}", run_config(cfg, depth, steps, cfg.d, cfg.n_points,
-                                    snapshots=cfg.llc.snapshots if depth == max(cfg.depths) else 0))
+    for name, config in planned_runs(cfg):
+        fit(name, config)
     for pair in cfg.noise_grid:
         if pair[0] > 0:
             _fit_to_bayes(cfg, pair, runs, fit, out, log)
+    return runs
+
+
+def planned_runs(cfg: LinRegStudySettings) -> list[tuple[str, RunConfig]]:
+    """The runs whose configs are known before any trains (every one but the noise fine-tunings, whose length
+    depends on how close each round comes to Bayes): one per depth, the probing model and its control."""
+    runs = [(f"L{depth}", run_config(cfg, depth, steps, cfg.d, cfg.n_points,  # the deepest saves its LLC snapshots
+                                     snapshots=cfg.llc.snapshots if depth == max(cfg.depths) else 0))
+            for depth, steps in zip(cfg.depths, cfg.steps)]
     p = cfg.probing
-    fit("probe", run_config(cfg, p.n_layers, p.steps, p.d, p.n_points, curriculum=False))
-    fit("control", run_config(cfg, p.n_layers, p.control_steps or p.steps, p.d, p.n_points, fixed_w=True, curriculum=False))
+    runs.append(("probe", run_config(cfg, p.n_layers, p.steps, p.d, p.n_points, curriculum=False)))
+    runs.append(("control", run_config(cfg, p.n_layers, p.control_steps or p.steps, p.d, p.n_points, fixed_w=True,
+                                       curriculum=False)))
     return runs
 
 

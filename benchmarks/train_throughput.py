@@ -10,6 +10,12 @@ float32 steps against the float32 rate, bfloat16 steps (``torch.autocast``)
 against the bfloat16 rate.
 
     python benchmarks/train_throughput.py [--sizes 32 64 128 256] [--steps 30] [--threads N] [--no-compile] [--profile 32]
+    python benchmarks/train_throughput.py --seeds 1 3 8 [--steps 40] [--threads N]
+
+``--seeds``: seeds trained together (one stacked model, ``iclab run --together``) against as many lone runs, one
+after the other, for the quick studies' models (linreg's deepest, add-k's subject, two induction models): whole
+training runs of ``--steps`` steps through ``iclab.train.train`` and ``iclab.train.together.train_seeds`` (folders,
+checkpoints and the final save included), in seed-steps per second.
 
 Each size is also run through ``torch.compile`` (iclab's ``train.compile``, and
 GPT2Model compiled); compile time is printed apart from the step time. Sizes:
@@ -104,6 +110,60 @@ def profile_step(model: nn.Module, task: LinearRegression, batch_size: int, rows
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
+def seed_recipes() -> dict[str, object]:
+    """The quick studies' training configs at seed 0, by name."""
+    from iclab.studies.addk import PRESETS as ADDK, run_config as addk_config
+    from iclab.studies.induction import PRESETS as INDUCTION, run_config as induction_config
+    from iclab.studies.linreg import PRESETS as LINREG
+    from iclab.studies.linreg.models import planned_runs
+
+    linreg = dict(planned_runs(LINREG["quick"]))
+    deepest = max((n for n in linreg if n.startswith("L")), key=lambda n: int(n[1:]))
+    return {f"linreg {deepest}": linreg[deepest], "addk": addk_config(ADDK["quick"]),
+            "induction attn2": induction_config(INDUCTION["quick"], "attn2"),
+            "induction mlp2": induction_config(INDUCTION["quick"], "mlp2")}
+
+
+def seeds_together(counts: list[int], steps: int) -> None:
+    """Seed-steps per second of S lone runs and of S seeds trained together, side by side, for each quick recipe."""
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    from iclab.tasks.base import seeded
+    from iclab.train import train
+    from iclab.train.together import train_seeds
+
+    print(f"threads {torch.get_num_threads()}; {steps} steps a run; seed-steps per second (higher is faster)")
+    for name, config in seed_recipes().items():
+        short = replace(config, train=replace(config.train, steps=steps, snapshots=0, eval_every=0,
+                                              checkpoint_every=steps, log_every=steps))
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:  # a warm-up run: the first run of a process pays one-time costs
+            train(replace(short, train=replace(short.train, steps=5, checkpoint_every=5, log_every=5)), Path(tmp) / "w",
+                  progress=False)
+        for S in counts:
+            configs = [replace(short, task=seeded(short.task, s), seed=s) for s in range(S)]
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                for s, c in enumerate(configs):
+                    train(c, Path(tmp) / f"lone{s}", progress=False)
+                lone = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if S > 1:
+                    train_seeds(configs, [Path(tmp) / f"together{s}" for s in range(S)])
+                else:  # one seed has nothing to stack with (train_seeds trains it alone): the stacked model of one
+                    from iclab.train.loop import begin
+                    from iclab.train.together import _steps
+
+                    _steps(configs, [begin(configs[0], Path(tmp) / "together0", "cpu")], "cpu", None)
+                together = time.perf_counter() - t0
+            rows.append(f"S={S}: lone {S * steps / lone:6.1f}, together {S * steps / together:6.1f} ({lone / together:.2f}x)")
+        m = config.model
+        print(f"  {name:16s} (d_model {m.d_model}, {m.n_layers} layers, batch {config.train.batch_size}): " + "; ".join(rows),
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
@@ -111,9 +171,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--profile", type=int, default=None, metavar="D", help="profile iclab's step at d_model D")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                        help="seeds trained together against as many lone runs (e.g. 1 3 8)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.seeds:
+        seeds_together(args.seeds, args.steps if args.steps != 30 else 40)
+        return
     d, n_points, batch, n_layers, n_heads = 20, 40, 64, 4, 4
     task = LinearRegression(LinRegConfig(d=d, n_points=n_points))
     seq = 2 * n_points

@@ -55,7 +55,6 @@ def recipe_of(config: RunConfig) -> str:
     data = identity(config)
     data.pop("seed", None)
     data["task"] = {k: v for k, v in data["task"].items() if k not in SEED_FIELDS}
-    data["train"] = {k: v for k, v in data["train"].items() if k != "init_weights"}
     return config_hash(data)
 
 

@@ -11,11 +11,16 @@ against the bfloat16 rate.
 
     python benchmarks/train_throughput.py [--sizes 32 64 128 256] [--steps 30] [--threads N] [--no-compile] [--profile 32]
     python benchmarks/train_throughput.py --seeds 1 3 8 [--steps 40] [--threads N]
+    python benchmarks/train_throughput.py --precision [--steps 40] [--repeats 3] [--threads N]
 
 ``--seeds``: seeds trained together (one stacked model, ``iclab run --together``) against as many lone runs, one
 after the other, for the quick studies' models (linreg's deepest, add-k's subject, two induction models): whole
 training runs of ``--steps`` steps through ``iclab.train.train`` and ``iclab.train.together.train_seeds`` (folders,
 checkpoints and the final save included), in seed-steps per second.
+
+``--precision``: the same quick recipes' whole runs in float32 against ``train.precision=bfloat16`` (autocast),
+interleaved (float32, bfloat16, float32, ...) after a warm-up run of each, steps per second, the median of
+``--repeats`` runs each, and each precision's final training loss.
 
 Each size is also run through ``torch.compile`` (iclab's ``train.compile``, and
 GPT2Model compiled); compile time is printed apart from the step time. Sizes:
@@ -164,6 +169,38 @@ def seeds_together(counts: list[int], steps: int) -> None:
               flush=True)
 
 
+def precisions(steps: int, repeats: int) -> None:
+    """Steps per second of whole quick-recipe runs in float32 and under bfloat16 autocast, interleaved in one process."""
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    from iclab.train import train
+
+    kinds = ("float32", "bfloat16")
+    print(f"threads {torch.get_num_threads()}; {steps} steps a run, median of {repeats}; steps per second (higher is faster)")
+    for name, config in seed_recipes().items():
+        runs = {k: replace(config, train=replace(config.train, steps=steps, snapshots=0, eval_every=0, checkpoint_every=steps,
+                                                 log_every=steps, precision=k)) for k in kinds}
+        rates: dict[str, list[float]] = {k: [] for k in kinds}
+        losses: dict[str, float] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for k in kinds:  # warm-up: the first run of each kind pays one-time costs
+                train(replace(runs[k], train=replace(runs[k].train, steps=5, checkpoint_every=5, log_every=5)),
+                      Path(tmp) / f"warm-{k}", progress=False)
+            for i in range(repeats):
+                for k in kinds:
+                    t0 = time.perf_counter()
+                    result = train(runs[k], Path(tmp) / f"{k}-{i}", progress=False)
+                    rates[k].append(steps / (time.perf_counter() - t0))
+                    losses[k] = float(result.summary["final_loss"])
+        fp32, bf16 = (statistics.median(rates[k]) for k in kinds)
+        m = config.model
+        print(f"  {name:16s} (d_model {m.d_model}, {m.n_layers} layers, batch {config.train.batch_size}): float32 {fp32:6.1f}, "
+              f"bfloat16 {bf16:6.1f} ({bf16 / fp32:.2f}x); final loss {losses['float32']:.4f} / {losses['bfloat16']:.4f}",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256])
@@ -173,9 +210,14 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=None, metavar="D", help="profile iclab's step at d_model D")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
                         help="seeds trained together against as many lone runs (e.g. 1 3 8)")
+    parser.add_argument("--precision", action="store_true", help="whole quick-recipe runs, float32 against bfloat16 autocast")
+    parser.add_argument("--repeats", type=int, default=3, help="with --precision: runs of each precision (median)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precision:
+        precisions(args.steps if args.steps != 30 else 40, args.repeats)
+        return
     if args.seeds:
         seeds_together(args.seeds, args.steps if args.steps != 30 else 40)
         return

@@ -31,6 +31,11 @@ class TrainConfig:
     steps do not win the compile time back (docs/scaling.md, Training speed, has the
     measurement). A compiled run resumes bitwise-identically to its own rerun;
     compiled and eager runs differ in the last bits, so the setting is part of the run.
+    ``precision``: ``float32``, or ``bfloat16``: the training forward pass and loss run under
+    ``torch.autocast`` to bfloat16 (the weights, their gradients and AdamW's state stay float32; evaluation,
+    snapshots and every analysis read the float32 weights). It pays where matrix products dominate and the
+    device multiplies bfloat16 natively; at the quick presets' sizes on CPU it does not (docs/scaling.md,
+    "bfloat16 training"), so float32 is the default. Part of the run; a bfloat16 run resumes bitwise too.
     """
 
     steps: int = 2000
@@ -51,6 +56,7 @@ class TrainConfig:
     init_weights: str | None = None
     tensorboard: bool = False
     compile: bool = False
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")

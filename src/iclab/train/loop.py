@@ -42,7 +42,7 @@ from iclab.train.checkpoint import (
     optimizer_tensors,
     save_tensors,
 )
-from iclab.train.config import RunConfig
+from iclab.train.config import RunConfig, TrainConfig
 from iclab.train.progress import Progress
 from iclab.train.tensorboard import TensorBoard
 from iclab.train.schedule import learning_rate, snapshot_steps
@@ -75,6 +75,11 @@ def build_optimizer(model: Transformer, config: RunConfig) -> torch.optim.AdamW:
 
 
 @torch.no_grad()
+def autocast(cfg: TrainConfig, device: torch.device | str) -> torch.autocast:
+    """The autocast context of a training step: bfloat16 when ``cfg.precision`` asks for it, else a no-op."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16")
+
+
 def evaluate(model: Transformer, task: Task, config: RunConfig, device: torch.device | str) -> dict[str, float]:
     """Mean of the task's metrics over ``eval_batches`` batches of the eval split."""
     was_training = model.training
@@ -205,8 +210,8 @@ def train(
                 lr = learning_rate(cfg, step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                # a task whose loss needs the model itself (more passes, hooks) gives model_loss
-                loss = task.model_loss(model, forward, batch) if hasattr(task, "model_loss") else task.loss(forward(batch.inputs), batch)
+                with autocast(cfg, device):  # a task whose loss needs the model itself (more passes, hooks) gives model_loss
+                    loss = task.model_loss(model, forward, batch) if hasattr(task, "model_loss") else task.loss(forward(batch.inputs), batch)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     run.write_summary({"status": "diverged", "diverged_at_step": step, "last_good_step": start})

@@ -39,6 +39,7 @@ from iclab.train.loop import (
     StopSignals,
     TrainResult,
     _append_metrics,
+    autocast,
     begin,
     finish_run,
     save_resume_tensors,
@@ -218,9 +219,10 @@ def _steps(configs: list[RunConfig], begun: list[Begun], device, label: str | No
                 lr = learning_rate(cfg, step)
                 for group in seeds.optimizer.param_groups:
                     group["lr"] = lr
-                outputs = _per_seed(seeds.model(_inputs(batches)), batches)
-                per_seed = [t.loss(out, b) for t, out, b in zip(seeds.tasks, outputs, batches)]
-                loss = torch.stack(per_seed)
+                with autocast(cfg, device):
+                    outputs = _per_seed(seeds.model(_inputs(batches)), batches)
+                    per_seed = [t.loss(out, b) for t, out, b in zip(seeds.tasks, outputs, batches)]
+                loss = torch.stack(per_seed).float()
                 losses = loss.detach().tolist()
                 bad = [s for s, v in enumerate(losses) if not math.isfinite(v)]
                 if bad:

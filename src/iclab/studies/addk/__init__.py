@@ -39,7 +39,7 @@ Ctx = Context[AddKStudySettings]
 def run_config(cfg: AddKStudySettings) -> RunConfig:
     r = cfg.recipe
     model = ModelConfig(n_layers=r.n_layers, d_model=r.d_model, n_heads=r.n_heads, **cfg.task.model_io())
-    train_cfg = TrainConfig.for_study(r.steps, r.batch_size, r.lr, r.warmup_steps)
+    train_cfg = TrainConfig.for_study(r.steps, r.batch_size, r.lr, r.warmup_steps, precision=r.precision)
     return RunConfig(task=seeded(cfg.task, cfg.seed), model=model, train=train_cfg, seed=cfg.seed)
 
 

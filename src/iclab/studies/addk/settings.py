@@ -23,6 +23,7 @@ class AddKRecipe:
     warmup_steps: int = 200
     batch_size: int = 64
     steps: int = 8000
+    precision: Literal["float32", "bfloat16"] = "float32"  # train.precision: bfloat16 autocast for the training steps
 
     def __post_init__(self) -> None:
         require_positive(self, "n_layers", "d_model", "n_heads", "lr", "batch_size", "steps")

@@ -44,7 +44,7 @@ def run_config(cfg: InductionStudySettings, name: str) -> RunConfig:
     model = ModelConfig(n_layers=n_layers, d_model=r.d_model, n_heads=r.n_heads, attn_only=not has_mlps(name), normalization=r.normalization,
                         positional=r.positional, smeared_keys=smeared, **task.model_io())
     train_cfg = TrainConfig.for_study(r.steps, r.batch_size, r.lr, r.warmup_steps, log_rows=200, log_floor=5, schedule=r.schedule,
-                                      snapshots=r.snapshots)
+                                      snapshots=r.snapshots, precision=r.precision)
     return RunConfig(task=task, model=model, train=train_cfg, seed=cfg.seed)
 
 

@@ -28,7 +28,8 @@ def run_config(cfg: LinRegStudySettings, n_layers: int, steps: int, d: int, n_po
                         curriculum=r.curriculum if curriculum else None)
     io = task.model_io()
     model = ModelConfig(n_layers=n_layers, d_model=r.d_model, n_heads=r.n_heads, normalization=r.normalization, init=r.init, **io)
-    train_cfg = TrainConfig.for_study(steps, r.batch_size, r.lr, r.warmup_steps, init_weights=init_weights, snapshots=snapshots)
+    train_cfg = TrainConfig.for_study(steps, r.batch_size, r.lr, r.warmup_steps, init_weights=init_weights, snapshots=snapshots,
+                                      precision=r.precision)
     if init_weights is not None:  # fine-tuning in rounds: a constant rate, so that raising the steps extends the run
         n = cfg.noise_training
         train_cfg = replace(train_cfg, lr=r.lr * n.lr_factor, schedule="constant", warmup_steps=0,

@@ -66,6 +66,19 @@ def test_failures_are_isolated_and_finished_studies_are_skipped(tmp_path, monkey
     assert calls == [] and (tmp_path / "reproduce.json").read_bytes() == before
 
 
+def test_together_reaches_every_entry_and_is_recorded(tmp_path, monkeypatch):
+    # `iclab reproduce --together` hands the flag to each study's run (tests/test_runner.py: what it does there)
+    from iclab.studies.runner import Study
+
+    calls, seen = [], []
+    fake_studies(monkeypatch, calls)
+    original = Study.run_settings
+    monkeypatch.setattr(Study, "run_settings", lambda self, *a, **kw: seen.append(kw.get("together")) or original(self, *a, **kw))
+    record = rep.reproduce("quick", tmp_path, torch.device("cpu"), log=lambda s: None, workers=1, together=True)
+    assert seen == [True, True] and record["together"] is True
+    assert json.loads((tmp_path / "reproduce.json").read_text())["together"] is True
+
+
 def test_a_finished_study_with_other_settings_or_version_is_run_again(tmp_path, monkeypatch):
     calls = []
     fake_studies(monkeypatch, calls)

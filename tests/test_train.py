@@ -60,9 +60,8 @@ def test_training_reduces_the_loss_and_writes_the_run_layout(tmp_path):
     assert rows[0]["status"] == "complete" and rows[0]["steps"] == "300/300"
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_resume_in_process_is_bitwise_equal(tmp_path, compiled):
-    extra = ["train.compile=true"] if compiled else []
+@pytest.mark.parametrize("extra", [[], ["train.compile=true"], ["train.precision=bfloat16"]], ids=["eager", "compiled", "bfloat16"])
+def test_resume_in_process_is_bitwise_equal(tmp_path, extra):
     full = train(small_config(steps=40, extra=extra), tmp_path / "full", progress=False)
     # A run stopped after 20 steps: same config except the step count is not part of
     # the state, so simulate the stop by training the first 20 steps and copying the resume file.
@@ -93,6 +92,20 @@ def test_resume_in_process_is_bitwise_equal(tmp_path, compiled):
     steps = [r["step"] for r in RunDir(part_dir).read_metrics() if r["split"] == "train"]
     assert steps == sorted(set(steps)), "metrics after the checkpoint must not be duplicated"
     assert full.summary["final_loss"] == resumed.summary["final_loss"]
+
+
+def test_bfloat16_autocast_trains_the_float32_weights_to_the_same_loss(tmp_path):
+    # The learnable run of the first test in float32 and under bfloat16 autocast: the stored weights stay float32, the
+    # steps differ (the forward pass really ran in bfloat16), and both learn the task as far, up to bfloat16's rounding.
+    extra = ["train.lr=3e-3", "train.batch_size=32", "task.task_pool=1"]
+    cfg = small_config(steps=300, every=100, extra=extra)
+    fp32 = train(cfg, tmp_path / "fp32", progress=False)
+    bf16 = train(small_config(steps=300, every=100, extra=[*extra, "train.precision=bfloat16"]), tmp_path / "bf16", progress=False)
+    a, b = weights(tmp_path / "fp32"), weights(tmp_path / "bf16")
+    assert all(t.dtype == torch.float32 for t in b.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    error = {name: evaluate(r.model, make_task(cfg.task), cfg, "cpu")["normalized_error"] for name, r in (("fp32", fp32), ("bf16", bf16))}
+    assert error["bf16"] < 0.1 and abs(error["bf16"] - error["fp32"]) < 0.05, error
 
 
 def test_a_directory_with_another_config_is_refused_untouched(tmp_path):

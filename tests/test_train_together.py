@@ -93,6 +93,21 @@ def test_seeds_trained_together_equal_lone_runs_up_to_rounding(tmp_path, task):
     assert any(not torch.allclose(seed1[k], final(together[0].run)[k]) for k in seed1)  # each seed its own model
 
 
+def test_seeds_trained_together_under_bfloat16_autocast_equal_lone_bfloat16_runs(tmp_path):
+    # train.precision=bfloat16 in both paths: the stacked step runs under the same autocast as the lone one (add-k:
+    # padded batches too); bfloat16 products round the batched and the lone sums differently, hence the wider band.
+    configs = at_seeds(small("addk", extra=["train.precision=bfloat16"]))
+    together = train_seeds(configs, [tmp_path / f"t{s}" for s in SEEDS])
+    for s, config in zip(SEEDS, configs):
+        lone = train(config, tmp_path / f"l{s}", progress=False)
+        close(final(together[s].run), final(lone.run), rtol=2e-2)
+        for r, q in zip(together[s].run.read_metrics(), lone.run.read_metrics()):
+            if r["split"] == "train":
+                assert r["loss"] == pytest.approx(q["loss"], rel=1e-3)
+    fp32 = train(at_seeds(small("addk"))[0], tmp_path / "fp32", progress=False)  # the autocast did change the steps
+    assert any(not torch.allclose(a, b, rtol=1e-4) for a, b in zip(final(fp32.run).values(), final(together[0].run).values()))
+
+
 def test_a_run_trained_together_resumes_bitwise(tmp_path, monkeypatch):
     configs = at_seeds(small("addk", steps=30))
     full = train_seeds(configs, [tmp_path / f"full{s}" for s in SEEDS])

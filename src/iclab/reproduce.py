@@ -103,15 +103,16 @@ def compute_time(summary: Summary) -> float:
     return round(sum(summary.timings_s.values()), 1)
 
 
-def run_entry(job: Job, preset: str, out: Path, device: torch.device, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run one entry; its status, findings (or error), wall time and peak resident memory. Only an interruption
-    propagates."""
+def run_entry(job: Job, preset: str, out: Path, device: torch.device, log: Callable[[str], None] = print,
+              together: bool = False) -> dict[str, Any]:
+    """Run one entry (``together``: its seeds' models trained as one batched model each, as ``iclab run --together``);
+    its status, findings (or error), wall time and peak resident memory. Only an interruption propagates."""
     log(f"[{job.name}] running preset {preset} ...")
     entry: dict[str, Any] = {}
     fresh = memory.reset_peak()
     t0 = time.perf_counter()
     try:
-        summary = studies.study(job.study).run(preset, out / job.name, list(job.overrides), device)
+        summary = studies.study(job.study).run(preset, out / job.name, list(job.overrides), device, together=together)
         entry.update(status="complete", findings=summary.findings, compute_time_s=compute_time(summary))
     except Interrupted:  # Ctrl-C / SIGTERM stops the whole job; finished parts are kept
         raise
@@ -125,10 +126,10 @@ def run_entry(job: Job, preset: str, out: Path, device: torch.device, log: Calla
     return entry
 
 
-def _run_lane(lane: list[Job], preset: str, out: Path, device: str, threads: int) -> dict[str, dict[str, Any]]:
+def _run_lane(lane: list[Job], preset: str, out: Path, device: str, threads: int, together: bool = False) -> dict[str, dict[str, Any]]:
     """One worker process's share: its entries in order, with ``threads`` CPU threads."""
     torch.set_num_threads(threads)
-    return {job.name: run_entry(job, preset, out, torch.device(device)) for job in lane}
+    return {job.name: run_entry(job, preset, out, torch.device(device), together=together) for job in lane}
 
 
 def _complete_job(folder: Path, job: Job, preset: str) -> dict[str, Any] | None:
@@ -187,6 +188,7 @@ def reproduce(
     only: list[str] | None = None,
     workers: int | None = None,
     seeds: int | None = None,
+    together: bool = False,
 ) -> dict[str, Any]:
     """Run the studies (or ``only`` these entries) into ``out/<name>``, in ``workers`` processes side by side
     (default :func:`default_workers`); write ``out/reproduce.json`` after each entry.
@@ -194,13 +196,14 @@ def reproduce(
     With ``only``, the entries of an earlier run in ``out`` stay in the record, so the report covers every entry
     the folder holds (entry by entry runs build up one report). A folder holding a reproduction at another preset is
     refused untouched: its studies' results would mix with this preset's. ``seeds``: how many seeds every entry runs
-    and judges over (None: the presets')."""
+    and judges over (None: the presets'); ``together``: each study's seeds trained as one batched model per run
+    (:meth:`iclab.studies.runner.Study.run_settings`), recorded in the record."""
     earlier = _read_record(Path(out))
     if earlier.get("preset") not in (None, preset):
         raise IclabError(f"--out {out}: holds a reproduction at preset {earlier['preset']}, not {preset}; choose another --out")
     output_dir(out)
     lock_folder(out, "reproduce")
-    record: dict[str, Any] = {"preset": preset, "device": str(device), "versions": versions(), "studies": {}}
+    record: dict[str, Any] = {"preset": preset, "device": str(device), "versions": versions(), "together": together, "studies": {}}
     if only:
         record["studies"] = dict(earlier.get("studies", {}))
     order = [job.name for job in jobs(preset)]
@@ -229,7 +232,7 @@ def reproduce(
     workers = default_workers(device) if workers is None else workers
     t0 = time.perf_counter()
     with memory.TreePeak(os.getpid()) as tree:
-        _run(todo, preset, out, device, log, workers, save)
+        _run(todo, preset, out, device, log, workers, save, together)
     record["wall_time_s"] = round(time.perf_counter() - t0, 1)  # this invocation's, skipped entries not counted
     record["peak_memory_gb"] = round(tree.gb, 2)  # the process tree's, workers included, sampled every second
     atomic_write_json(out / "reproduce.json", record)
@@ -240,11 +243,11 @@ def reproduce(
 
 
 def _run(todo: list[Job], preset: str, out: Path, device: torch.device, log: Callable[[str], None], workers: int,
-         save: Callable[[str, dict[str, Any]], None]) -> None:
+         save: Callable[[str, dict[str, Any]], None], together: bool = False) -> None:
     """The entries ``todo``, one after the other or in ``workers`` processes; ``save`` records each as it ends."""
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
-            save(job.name, run_entry(job, preset, out, device, log))
+            save(job.name, run_entry(job, preset, out, device, log, together))
     else:
         groups = lanes(todo)
         n = min(workers, len(groups))
@@ -253,7 +256,7 @@ def _run(todo: list[Job], preset: str, out: Path, device: torch.device, log: Cal
         # spawn, not fork: forking a process whose torch / OpenMP threads are running can deadlock the children
         pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
         try:
-            running = [pool.submit(_run_lane, lane, preset, out, str(device), threads) for lane in groups]
+            running = [pool.submit(_run_lane, lane, preset, out, str(device), threads, together) for lane in groups]
             for done in as_completed(running):
                 for name, entry in done.result().items():
                     log(f"[{name}] {entry['status']} in {entry['wall_time_s']:.0f} s")

@@ -103,6 +103,8 @@ def reproduce(
                                        "core on the CPU, one on an accelerator."),
     seeds: int | None = typer.Option(None, "--seeds", help="Seeds every study runs and judges its claims over (the "
                                      "presets': 3; 1 is a third of the time, with one seed's verdicts)."),
+    together: bool = typer.Option(False, "--together", help="Each study trains each model for every seed at once as one "
+                                  "batched model (as `iclab run --together`; on 2 CPU cores no faster, docs/scaling.md)."),
 ) -> None:
     """Reproduce every built study at a preset and record what each found."""
     from iclab.device import resolve_device
@@ -119,7 +121,7 @@ def reproduce(
         if name not in names:
             raise IclabError(f"study {name!r} is unknown; studies and entries: {', '.join(names)}")
     record = run_all(preset, out, resolve_device(device), log=say, only=only or None,
-                     workers=workers, seeds=seeds)
+                     workers=workers, seeds=seeds, together=together)
     table = Table("study", "status", "time (s)", "compute time (s)")
     for name, entry in record["studies"].items():
         table.add_row(name, entry["status"], str(entry.get("wall_time_s", "-")), str(entry.get("compute_time_s", "-")))

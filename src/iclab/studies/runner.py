@@ -153,9 +153,10 @@ class Study(Generic[S]):
         return RunIdentity(config_hash(settings), config_hash(schemas), iclab.__version__)
 
     def run(self, preset: str, out: Path | str, overrides: Sequence[str], device: torch.device,
-            log: Callable[[str], None] = print) -> Summary:
-        """Run the study at ``preset`` with ``--set``-style ``overrides`` into ``out``; returns its summary."""
-        return self.run_settings(self.settings(preset, overrides), Path(out), device, log, preset)
+            log: Callable[[str], None] = print, together: bool = False) -> Summary:
+        """Run the study at ``preset`` with ``--set``-style ``overrides`` into ``out``; returns its summary
+        (``together``: see :meth:`run_settings`)."""
+        return self.run_settings(self.settings(preset, overrides), Path(out), device, log, preset, together=together)
 
     @holding_locks()  # the study folder is this process's while it runs
     def run_settings(self, settings: S, out: Path, device: torch.device, log: Callable[[str], None] = print,

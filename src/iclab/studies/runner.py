@@ -113,7 +113,7 @@ class Study(Generic[S]):
     another study over the same settings to run instead (a pretrained model instead of trained ones).
 
     ``title`` and ``paper``: what ``iclab studies`` and the report show; ``minutes``: the quick preset's usual wall time
-    on one CPU thread beside another entry (``reproduce --workers`` starts the longest first); ``extra_entries``:
+    per seed on one CPU thread beside another entry (``reproduce --workers`` starts the longest first); ``extra_entries``:
     the entries it adds to the quick reproduce (:class:`Entry`). Everything outside the study package (the CLI,
     reproduce, sweep, the report) reads these fields, so a new study is declared here and nowhere else."""
 

@@ -255,7 +255,7 @@ STUDY: Study[AddKStudySettings] = Study(
     "addk", PRESETS, parts=lambda cfg: PARTS, claims=findings, figures=plot_all, models=get_model,
     training=lambda cfg: [("addk", run_config(cfg))] if cfg.model is None and cfg.planted is None else [],
     notes=lambda cfg: NOTES, check=_refuse_unknown, title="Few-shot addition localized to a few heads", paper="Hu et al. 2025",
-    minutes=10.0, extra_entries=(Entry("addk-smollm2", ("model=smollm2-135m", "eval_per_task=8", "scan_shots=[1,5]"),
+    minutes=5.8, extra_entries=(Entry("addk-smollm2", ("model=smollm2-135m", "eval_per_task=8", "scan_shots=[1,5]"),
                                      " (SmolLM2-135M, a pretrained LM)", minutes=1.7, pretrained=True),))
 run = STUDY.run
 

@@ -127,7 +127,9 @@ class AddKStudySettings:
 
 
 PRESETS = {
-    "quick": AddKStudySettings(),
+    # bfloat16 autocast for the subject's training: 1.8x faster on these CPUs with every seed's verdict unchanged
+    # (docs/scaling.md, "bfloat16 training"); --set recipe.precision=float32 trains as before
+    "quick": AddKStudySettings(recipe=AddKRecipe(precision="bfloat16")),
     "paper": AddKStudySettings(
         preset="paper",
         dtype="bfloat16",

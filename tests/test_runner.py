@@ -228,14 +228,15 @@ def test_a_run_over_seeds_that_finished_nothing_leaves_no_folder(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def trained_study() -> Study:
-    """A study whose models step trains one small linreg run per seed (``training`` declares it)."""
+def trained_study(precision: str = "float32") -> Study:
+    """A study whose models step trains one small linreg run per seed (``training`` declares it), at ``precision``."""
     from iclab.tasks.base import seeded
     from iclab.train import apply_overrides, default_config, train
 
     def config(s):
         c = apply_overrides(default_config("linreg"), ["model.n_layers=1", "model.d_model=16", "train.batch_size=8",
-                                                       "task.d=2", "task.n_points=5", "train.steps=12"])
+                                                       "task.d=2", "task.n_points=5", "train.steps=12",
+                                                       f"train.precision={precision}"])
         return replace(c, task=seeded(c.task, s.seed), seed=s.seed)
 
     def models(ctx):
@@ -264,3 +265,13 @@ def test_seeds_trained_together_are_each_seeds_runs_and_the_study_reads_them(tmp
     apart = study.run_settings(settings, tmp_path / "a", torch.device("cpu"), log=lambda s: None)
     assert "trained_with_seeds" not in RunDir(tmp_path / "a" / "seeds" / "0" / "runs" / "m").read_summary()
     assert apart.claims[0].verdict is Verdict.REPRODUCED
+
+
+def test_a_study_trained_under_bfloat16_autocast_says_so_in_its_summary(tmp_path):
+    from iclab.train.rundir import RunDir
+
+    bf16 = trained_study("bfloat16").run("quick", tmp_path / "b", [], torch.device("cpu"), log=lambda s: None)
+    assert RunDir(tmp_path / "b" / "runs" / "m").read_config().train.precision == "bfloat16"
+    assert any("bfloat16 autocast" in note and "m;" in note for note in bf16.notes)
+    fp32 = trained_study().run("quick", tmp_path / "f", [], torch.device("cpu"), log=lambda s: None)
+    assert not any("bfloat16" in note for note in fp32.notes)

@@ -254,4 +254,16 @@ class Study(Generic[S]):
             ctx.results[part.name] = parts.get(part.name, keys[part.name], lambda part=part: part.compute(ctx), part.result)
         claims, numbers = self.claims(settings, ctx.results)
         figures = self.figures(ctx.results, settings, out / "figures")
-        return finish(self.name, preset, self.identity(settings), out, numbers, claims, figures, parts, self.notes(settings))
+        return finish(self.name, preset, self.identity(settings), out, numbers, claims, figures, parts,
+                      [*self.notes(settings), *self.precision_notes(settings)])
+
+    def precision_notes(self, settings: S) -> list[str]:
+        """A note naming the runs of ``training`` that train under bfloat16 autocast (``train.precision``), where any do:
+        a reader of the summary sees that the trained models' steps did not run in float32."""
+        if self.training is None or self.variant is not None and self.variant(settings) is not None:
+            return []
+        runs = [name for name, config in self.training(settings) if config.train.precision == "bfloat16"]
+        if not runs:
+            return []
+        return [f"Trained under bfloat16 autocast (recipe.precision): {', '.join(runs)}; their weights, AdamW's state and every "
+                "analysis are float32 (docs/scaling.md, bfloat16 training, has the check against float32 training)."]

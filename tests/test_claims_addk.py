@@ -132,3 +132,19 @@ def test_the_task_vector_curve_is_reported_layer_by_layer_with_its_peak():
     assert tv.verdict == Verdict.MEASURED and "L2 0.90 (0.80)" in tv.measured and "peak at L2" in tv.measured
     assert tv.values["task_vector_best_accuracy"] == 0.9 and tv.values["task_vector_best_layer"] == 2
     assert not any(c.statement.startswith("task vectors by layer") for c in findings(CFG, results())[0])  # not run: no line
+
+
+def test_the_clean_scan_claim_is_one_statement_at_every_seed():
+    # claims are judged over seeds by their statement: what a seed measures (here the answers' length in tokens, which
+    # differs between seeds' prompts) belongs in the words, or the seeds' claims would not meet (two INCONCLUSIVE lines)
+    from iclab.analysis.addk.pipeline import CleanScan, FormatAccuracy
+    from iclab.claims import judge_over_seeds
+    from iclab.studies.addk.claims import scan_findings
+
+    def scan(tokens, accuracy):
+        return CleanScan({"arrow/5": FormatAccuracy("arrow", 5, accuracy, {1: accuracy}, tokens)})
+
+    at = {0: scan_findings(CFG, scan(2.1, 0.15)), 1: scan_findings(CFG, scan(2.0, 0.12))}
+    assert at[0][0].statement == at[1][0].statement and "2.1 tokens" in at[0][0].measured
+    (claim,) = judge_over_seeds(at)
+    assert claim.verdict is Verdict.MEASURED and [a.verdict for a in claim.per_seed] == [Verdict.MEASURED] * 2

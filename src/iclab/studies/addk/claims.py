@@ -168,10 +168,12 @@ def scan_findings(cfg: AddKStudySettings, scan: CleanScan) -> list[Claim]:
     table = "; ".join(f"{r.format} {r.shots}-shot {r.accuracy:.2f}" for r in scan.rows.values())
     main = scan.rows.get(f"{cfg.prompt_format}/{max(cfg.scan_shots)}")
     per_k = ", ".join(f"k={k}: {a:.2f}" for k, a in main.per_k.items()) if main else "-"
+    # the statement names only settings: claims are matched across seeds by it, and the answers' length is measured
     return [measured(f"clean accuracy by prompt format and shots (tasks k = {cfg.scan_ks}, {cfg.scan_per_task} prompts each, "
-                     f"answers of {best.answer_tokens:.1f} tokens on average, greedy with the key/value cache)",
-                     f"{table}. Best: {best.format} {best.shots}-shot {best.accuracy:.2f}; by k ({cfg.prompt_format}, "
-                     f"{max(cfg.scan_shots)}-shot): {per_k}", f"{HU}; formats from the authors' code (Todd et al.'s prefixes)",
+                     "greedy with the key/value cache)",
+                     f"{table}. Best: {best.format} {best.shots}-shot {best.accuracy:.2f} (answers of {best.answer_tokens:.1f} "
+                     f"tokens on average); by k ({cfg.prompt_format}, {max(cfg.scan_shots)}-shot): {per_k}",
+                     f"{HU}; formats from the authors' code (Todd et al.'s prefixes)",
                      {f"scan_{r.format}_{r.shots}shot_accuracy": r.accuracy for r in scan.rows.values()})]
 
 

@@ -178,7 +178,10 @@ def precisions(steps: int, repeats: int) -> None:
     from iclab.train import train
 
     kinds = ("float32", "bfloat16")
-    print(f"threads {torch.get_num_threads()}; {steps} steps a run, median of {repeats}; steps per second (higher is faster)")
+    from iclab.device import fast_bf16
+
+    print(f"threads {torch.get_num_threads()}; {steps} steps a run, median of {repeats}; steps per second (higher is faster); "
+          f"native bfloat16 products: {'yes' if fast_bf16('cpu') else 'no (emulated)'}")
     for name, config in seed_recipes().items():
         runs = {k: replace(config, train=replace(config.train, steps=steps, snapshots=0, eval_every=0, checkpoint_every=steps,
                                                  log_every=steps, precision=k)) for k in kinds}

@@ -268,6 +268,7 @@ def test_seeds_trained_together_are_each_seeds_runs_and_the_study_reads_them(tmp
 
 
 def test_a_study_trained_under_bfloat16_autocast_says_so_in_its_summary(tmp_path):
+    from iclab.device import fast_bf16
     from iclab.train.rundir import RunDir
 
     bf16 = trained_study("bfloat16").run("quick", tmp_path / "b", [], torch.device("cpu"), log=lambda s: None)
@@ -275,3 +276,5 @@ def test_a_study_trained_under_bfloat16_autocast_says_so_in_its_summary(tmp_path
     assert any("bfloat16 autocast" in note and "m;" in note for note in bf16.notes)
     fp32 = trained_study().run("quick", tmp_path / "f", [], torch.device("cpu"), log=lambda s: None)
     assert not any("bfloat16" in note for note in fp32.notes)
+    auto = trained_study("auto")
+    assert auto.precision_notes(auto.settings("quick"), "cpu") == ([bf16.notes[-1]] if fast_bf16("cpu") else [])

@@ -108,6 +108,19 @@ def test_bfloat16_autocast_trains_the_float32_weights_to_the_same_loss(tmp_path)
     assert error["bf16"] < 0.1 and abs(error["bf16"] - error["fp32"]) < 0.05, error
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
+def test_auto_precision_trains_in_bfloat16_only_where_the_device_multiplies_it_natively(tmp_path, monkeypatch, native):
+    # emulated bfloat16 products are several times slower than float32 (docs/scaling.md): "auto" takes float32 there
+    import iclab.device
+
+    monkeypatch.setattr(iclab.device, "fast_bf16", lambda device: native)
+    auto = train(small_config(steps=20, extra=["train.precision=auto"]), tmp_path / "auto", progress=False)
+    assert auto.summary["precision"] == ("bfloat16" if native else "float32")
+    same = train(small_config(steps=20, extra=[f"train.precision={auto.summary['precision']}"]), tmp_path / "same", progress=False)
+    assert_bitwise_equal(weights(tmp_path / "auto"), weights(tmp_path / "same"))
+    assert same.summary["precision"] == auto.summary["precision"]
+
+
 def test_a_directory_with_another_config_is_refused_untouched(tmp_path):
     train(small_config(steps=10), tmp_path / "r", progress=False)
     before = (tmp_path / "r" / "config.yaml").read_text()

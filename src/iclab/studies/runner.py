@@ -255,14 +255,16 @@ class Study(Generic[S]):
         claims, numbers = self.claims(settings, ctx.results)
         figures = self.figures(ctx.results, settings, out / "figures")
         return finish(self.name, preset, self.identity(settings), out, numbers, claims, figures, parts,
-                      [*self.notes(settings), *self.precision_notes(settings)])
+                      [*self.notes(settings), *self.precision_notes(settings, device)])
 
-    def precision_notes(self, settings: S) -> list[str]:
-        """A note naming the runs of ``training`` that train under bfloat16 autocast (``train.precision``), where any do:
-        a reader of the summary sees that the trained models' steps did not run in float32."""
+    def precision_notes(self, settings: S, device: torch.device | str = "cpu") -> list[str]:
+        """A note naming the runs of ``training`` whose steps run under bfloat16 autocast on ``device``
+        (``train.precision``), where any do: a reader of the summary sees that they did not run in float32."""
+        from iclab.train.loop import step_precision
+
         if self.training is None or self.variant is not None and self.variant(settings) is not None:
             return []
-        runs = [name for name, config in self.training(settings) if config.train.precision == "bfloat16"]
+        runs = [name for name, config in self.training(settings) if step_precision(config.train, device) == "bfloat16"]
         if not runs:
             return []
         return [f"Trained under bfloat16 autocast (recipe.precision): {', '.join(runs)}; their weights, AdamW's state and every "

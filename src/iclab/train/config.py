@@ -33,9 +33,11 @@ class TrainConfig:
     compiled and eager runs differ in the last bits, so the setting is part of the run.
     ``precision``: ``float32``, or ``bfloat16``: the training forward pass and loss run under
     ``torch.autocast`` to bfloat16 (the weights, their gradients and AdamW's state stay float32; evaluation,
-    snapshots and every analysis read the float32 weights). It pays where matrix products dominate and the
-    device multiplies bfloat16 natively; at the quick presets' sizes on CPU it does not (docs/scaling.md,
-    "bfloat16 training"), so float32 is the default. Part of the run; a bfloat16 run resumes bitwise too.
+    snapshots and every analysis read the float32 weights), or ``auto``: bfloat16 where the device multiplies
+    bfloat16 natively (:func:`iclab.device.fast_bf16`), float32 elsewhere, where emulated bfloat16 products
+    are several times slower. It pays where matrix products of some width dominate the step (docs/scaling.md,
+    "bfloat16 training"). Part of the run; the summary records the precision the steps ran in; a bfloat16 run
+    resumes bitwise too.
     """
 
     steps: int = 2000
@@ -56,7 +58,7 @@ class TrainConfig:
     init_weights: str | None = None
     tensorboard: bool = False
     compile: bool = False
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")

@@ -75,9 +75,19 @@ def build_optimizer(model: Transformer, config: RunConfig) -> torch.optim.AdamW:
 
 
 @torch.no_grad()
+def step_precision(cfg: TrainConfig, device: torch.device | str) -> str:
+    """The precision a training step on ``device`` runs in: ``cfg.precision``, with ``auto`` resolved by whether the
+    device multiplies bfloat16 natively."""
+    from iclab.device import fast_bf16
+
+    if cfg.precision == "auto":
+        return "bfloat16" if fast_bf16(device) else "float32"
+    return cfg.precision
+
+
 def autocast(cfg: TrainConfig, device: torch.device | str) -> torch.autocast:
-    """The autocast context of a training step: bfloat16 when ``cfg.precision`` asks for it, else a no-op."""
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16")
+    """The autocast context of a training step: bfloat16 where :func:`step_precision` says so, else a no-op."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=step_precision(cfg, device) == "bfloat16")
 
 
 def evaluate(model: Transformer, task: Task, config: RunConfig, device: torch.device | str) -> dict[str, float]:
@@ -316,6 +326,7 @@ def finish_run(run: RunDir, config: RunConfig, final: dict[str, torch.Tensor], l
         "n_params": sum(v.numel() for v in final.values()),
         "wall_time_s": round(wall_time_s, 3),
         "device": str(device),
+        "precision": step_precision(config.train, device),
         **more,
     }
     run.write_summary(summary)

@@ -37,7 +37,7 @@ class InductionRecipe:
     n_spans: int = 2
     span_min: int = 4
     span_max: int = 16
-    precision: Literal["float32", "bfloat16"] = "float32"  # train.precision: bfloat16 autocast for the training steps
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # train.precision: bfloat16 autocast for the training steps
 
     def __post_init__(self) -> None:
         require_positive(self, "d_model", "n_heads", "n_ctx", "lr", "batch_size", "steps", "snapshots")

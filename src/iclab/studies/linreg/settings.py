@@ -39,7 +39,7 @@ class LinRegRecipe:
     warmup_steps: int = 200
     encoding: Literal["garg", "akyurek"] = "akyurek"
     curriculum: Curriculum | None = None
-    precision: Literal["float32", "bfloat16"] = "float32"  # train.precision: bfloat16 autocast for the training steps
+    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # train.precision: bfloat16 autocast for the training steps
 
     def __post_init__(self) -> None:
         require_positive(self, "d_model", "n_heads", "lr", "batch_size")

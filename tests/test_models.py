@@ -45,7 +45,7 @@ def force_explicit(model):
 def test_narrow_plain_fused_and_explicit_attention_agree(options, path, monkeypatch):
     import iclab.models.attention as attention
 
-    monkeypatch.setattr(attention, "attention_path", lambda T, E: path)
+    monkeypatch.setattr(attention, "attention_path", lambda T, E, dtype=None: path)
     model = tiny(**options)
     x = tokens()
     fast = model(x)
@@ -61,7 +61,7 @@ def test_narrow_plain_and_fused_attention_give_the_same_gradients(d_head, monkey
 
     grads = {}
     for path in ("narrow", "plain", "fused"):
-        monkeypatch.setattr(attention, "attention_path", lambda T, E: path)
+        monkeypatch.setattr(attention, "attention_path", lambda T, E, dtype=None: path)
         model = tiny(smeared_keys=True, d_head=d_head)
         model(tokens()).logsumexp(-1).mean().backward()
         grads[path] = [p.grad for p in model.parameters()]
@@ -76,6 +76,25 @@ def test_attention_path_follows_head_width_and_length():
     assert attention_path(64, 8) == "narrow" and attention_path(18, 8) == "narrow"
     assert attention_path(256, 8) == "fused"
     assert attention_path(18, 16) == "plain" and attention_path(64, 16) == "fused"
+    # in bfloat16 (a step under autocast) the fused kernel is the slow one: plain up to 512 positions, narrow unchanged
+    assert attention_path(64, 16, torch.bfloat16) == "plain" and attention_path(512, 32, torch.bfloat16) == "plain"
+    assert attention_path(1024, 16, torch.bfloat16) == "fused" and attention_path(64, 8, torch.bfloat16) == "narrow"
+
+
+def test_a_bfloat16_step_takes_the_plain_path_and_computes_the_float32_function(monkeypatch):
+    # under autocast the queries are bfloat16: 64 positions of 16-dimension heads take the plain path (fused in float32)
+    import iclab.models.attention as attention
+
+    taken = []
+    chooser = attention.attention_path
+    monkeypatch.setattr(attention, "attention_path", lambda T, E, dtype=torch.float32: taken.append(chooser(T, E, dtype)) or taken[-1])
+    model = tiny(n_ctx=64, d_head=16)
+    x = tokens(length=64)
+    exact = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x)
+    assert taken == ["fused"] * model.cfg.n_layers + ["plain"] * model.cfg.n_layers
+    torch.testing.assert_close(low.float(), exact, rtol=0.05, atol=0.05)
 
 
 def test_continuous_input_paths_agree():

@@ -40,13 +40,19 @@ PLAIN_MAX_POSITIONS = 32
 # (docs/scaling.md; benchmarks/attention.py).
 NARROW_HEAD_DIM = 16
 NARROW_MAX_POSITIONS = 128
+# In bfloat16 (a training step under autocast) the fused kernel is 4-12x slower than the plain path on these CPUs at
+# every shape measured, 12 to 512 positions, 16 and 32 dimensions (forward and backward, one thread; docs/scaling.md,
+# "bfloat16 training"): bfloat16 takes the plain path up to this many positions, the longest measured.
+PLAIN_MAX_POSITIONS_BF16 = 512
 
 
-def attention_path(T: int, E: int) -> str:
-    """The path ("narrow", "plain" or "fused") for T positions of heads of E dimensions, without hooks or head mask."""
+def attention_path(T: int, E: int, dtype: torch.dtype = torch.float32) -> str:
+    """The path ("narrow", "plain" or "fused") for T positions of heads of E dimensions whose queries are of ``dtype``,
+    without hooks or head mask."""
     if E < NARROW_HEAD_DIM and T <= NARROW_MAX_POSITIONS:
         return "narrow"
-    return "plain" if T <= PLAIN_MAX_POSITIONS else "fused"
+    longest = PLAIN_MAX_POSITIONS_BF16 if dtype == torch.bfloat16 else PLAIN_MAX_POSITIONS
+    return "plain" if T <= longest else "fused"
 
 
 _CAUSAL: dict[tuple, torch.Tensor] = {}
@@ -170,7 +176,7 @@ class Attention(nn.Module):
             k = self.smear(k)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
 
-        path = "explicit" if self._explicit_needed(head_mask) else attention_path(T, self.d_head)
+        path = "explicit" if self._explicit_needed(head_mask) else attention_path(T, self.d_head, q.dtype)
         if path == "explicit":
             z = self._explicit(q, k, v)
         elif path == "narrow":

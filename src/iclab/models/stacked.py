@@ -99,7 +99,7 @@ class StackedTransformer(nn.Module):
             s = torch.sigmoid(self.param(f"{prefix}.smear_logit")).view(N, 1, 1, H, 1)
             k = torch.cat([k[:, :, :1], s * k[:, :, 1:] + (1 - s) * k[:, :, :-1]], dim=2)
         q, k, v = (t.reshape(N * B, T, H, E) for t in (q, k, v))
-        path = attention_path(T, E)
+        path = attention_path(T, E, q.dtype)
         if path == "narrow":
             z = narrow_attention(q, k, v)
         elif path == "plain":

@@ -121,6 +121,15 @@ def test_auto_precision_trains_in_bfloat16_only_where_the_device_multiplies_it_n
     assert same.summary["precision"] == auto.summary["precision"]
 
 
+def test_evaluation_builds_no_autograd_graph():
+    cfg = small_config(steps=1)
+    task = make_task(cfg.task)
+    seen, metrics = [], task.metrics
+    task.metrics = lambda out, batch: seen.append(out.requires_grad) or metrics(out, batch)
+    evaluate(build_model(cfg), task, cfg, "cpu")
+    assert seen and not any(seen)
+
+
 def test_a_directory_with_another_config_is_refused_untouched(tmp_path):
     train(small_config(steps=10), tmp_path / "r", progress=False)
     before = (tmp_path / "r" / "config.yaml").read_text()

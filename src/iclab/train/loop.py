@@ -74,7 +74,6 @@ def build_optimizer(model: Transformer, config: RunConfig) -> torch.optim.AdamW:
     )
 
 
-@torch.no_grad()
 def step_precision(cfg: TrainConfig, device: torch.device | str) -> str:
     """The precision a training step on ``device`` runs in: ``cfg.precision``, with ``auto`` resolved by whether the
     device multiplies bfloat16 natively."""
@@ -90,6 +89,7 @@ def autocast(cfg: TrainConfig, device: torch.device | str) -> torch.autocast:
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=step_precision(cfg, device) == "bfloat16")
 
 
+@torch.no_grad()
 def evaluate(model: Transformer, task: Task, config: RunConfig, device: torch.device | str) -> dict[str, float]:
     """Mean of the task's metrics over ``eval_batches`` batches of the eval split."""
     was_training = model.training

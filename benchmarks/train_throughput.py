@@ -175,11 +175,10 @@ def precisions(steps: int, repeats: int) -> None:
     from dataclasses import replace
     from pathlib import Path
 
+    from iclab.device import fast_bf16
     from iclab.train import train
 
     kinds = ("float32", "bfloat16")
-    from iclab.device import fast_bf16
-
     print(f"threads {torch.get_num_threads()}; {steps} steps a run, median of {repeats}; steps per second (higher is faster); "
           f"native bfloat16 products: {'yes' if fast_bf16('cpu') else 'no (emulated)'}")
     for name, config in seed_recipes().items():

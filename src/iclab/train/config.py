@@ -12,6 +12,10 @@ from iclab.models.config import ModelConfig
 from iclab.tasks import task_classes
 
 
+# What a training step runs in (``TrainConfig.precision``; every study recipe's ``precision`` takes the same values).
+Precision = Literal["float32", "bfloat16", "auto"]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """AdamW with linear warm-up then cosine (or constant) learning rate.
@@ -58,7 +62,7 @@ class TrainConfig:
     init_weights: str | None = None
     tensorboard: bool = False
     compile: bool = False
-    precision: Literal["float32", "bfloat16", "auto"] = "float32"
+    precision: Precision = "float32"
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", f"must be at least 1, got {self.steps}")

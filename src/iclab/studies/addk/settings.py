@@ -10,6 +10,7 @@ from typing import Literal
 from iclab.analysis.addk.pipeline import HeadSetSearch
 from iclab.config import require, require_positive
 from iclab.tasks.addk import PROMPT_FORMATS, AddKConfig
+from iclab.train.config import Precision
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class AddKRecipe:
     warmup_steps: int = 200
     batch_size: int = 64
     steps: int = 8000
-    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # train.precision: bfloat16 autocast for the training steps
+    precision: Precision = "float32"  # train.precision: bfloat16 autocast for the training steps
 
     def __post_init__(self) -> None:
         require_positive(self, "n_layers", "d_model", "n_heads", "lr", "batch_size", "steps")

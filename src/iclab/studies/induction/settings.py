@@ -11,6 +11,7 @@ from iclab.analysis.induction.phase_change import WINDOW_LEVEL
 from iclab.analysis.llc import SGLDSettings
 from iclab.config import require, require_positive
 from iclab.tasks.induction import InductionConfig
+from iclab.train.config import Precision
 
 MODEL_NAME = re.compile(r"^(attn|smeared|mlp)([1-9])$")
 
@@ -37,7 +38,7 @@ class InductionRecipe:
     n_spans: int = 2
     span_min: int = 4
     span_max: int = 16
-    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # train.precision: bfloat16 autocast for the training steps
+    precision: Precision = "float32"  # train.precision: bfloat16 autocast for the training steps
 
     def __post_init__(self) -> None:
         require_positive(self, "d_model", "n_heads", "n_ctx", "lr", "batch_size", "steps", "snapshots")

@@ -9,6 +9,7 @@ from typing import Literal
 from iclab.analysis.llc import SGLDSettings
 from iclab.config import require, require_positive
 from iclab.tasks import Curriculum
+from iclab.train.config import Precision
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class LinRegRecipe:
     warmup_steps: int = 200
     encoding: Literal["garg", "akyurek"] = "akyurek"
     curriculum: Curriculum | None = None
-    precision: Literal["float32", "bfloat16", "auto"] = "float32"  # train.precision: bfloat16 autocast for the training steps
+    precision: Precision = "float32"  # train.precision: bfloat16 autocast for the training steps
 
     def __post_init__(self) -> None:
         require_positive(self, "d_model", "n_heads", "lr", "batch_size")
